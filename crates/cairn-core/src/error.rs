@@ -1,0 +1,159 @@
+//! Load and validation errors: every problem found in a definition, each with the file,
+//! line and column, the state path it concerns and a stable kind.
+//!
+//! Loading never stops at the first problem: [`LoadError`] carries all of them, in
+//! source order.
+
+use std::fmt;
+
+use crate::source::Pos;
+
+/// What kind of problem a [`Diagnostic`] reports. The `code` of each is stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DiagnosticKind {
+    /// The text is not valid YAML, TOML or JSON.
+    Syntax,
+    /// A field has the wrong type or a value is out of range.
+    InvalidValue,
+    /// A field is not part of the definition format.
+    UnknownField,
+    /// A required field is missing.
+    MissingField,
+    /// A transition names a state that does not exist.
+    UnknownTarget,
+    /// A transition target names more than one state.
+    AmbiguousTarget,
+    /// A compound state (or the machine) has no `initial`.
+    MissingInitial,
+    /// `initial` names something other than a child state.
+    InvalidInitial,
+    /// No transition or initial path ever enters the state.
+    UnreachableState,
+    /// Two states declare the same `id`.
+    DuplicateId,
+    /// A CEL expression does not parse.
+    InvalidExpression,
+    /// A CEL expression names a variable that does not exist.
+    UnknownVariable,
+    /// A duration (timer, timeout, backoff) does not parse.
+    InvalidDuration,
+    /// A final state has child states.
+    FinalWithChildren,
+    /// A final state declares transitions, timers or work.
+    FinalWithTransitions,
+    /// A parallel state has no regions.
+    ParallelWithoutRegions,
+    /// A state name is empty or holds `.` or `#`.
+    InvalidName,
+    /// The input JSON Schema is not a valid schema.
+    InvalidSchema,
+}
+
+impl DiagnosticKind {
+    /// The stable, kebab-case code of the kind.
+    pub fn code(self) -> &'static str {
+        match self {
+            DiagnosticKind::Syntax => "syntax",
+            DiagnosticKind::InvalidValue => "invalid-value",
+            DiagnosticKind::UnknownField => "unknown-field",
+            DiagnosticKind::MissingField => "missing-field",
+            DiagnosticKind::UnknownTarget => "unknown-target",
+            DiagnosticKind::AmbiguousTarget => "ambiguous-target",
+            DiagnosticKind::MissingInitial => "missing-initial",
+            DiagnosticKind::InvalidInitial => "invalid-initial",
+            DiagnosticKind::UnreachableState => "unreachable-state",
+            DiagnosticKind::DuplicateId => "duplicate-id",
+            DiagnosticKind::InvalidExpression => "invalid-expression",
+            DiagnosticKind::UnknownVariable => "unknown-variable",
+            DiagnosticKind::InvalidDuration => "invalid-duration",
+            DiagnosticKind::FinalWithChildren => "final-with-children",
+            DiagnosticKind::FinalWithTransitions => "final-with-transitions",
+            DiagnosticKind::ParallelWithoutRegions => "parallel-without-regions",
+            DiagnosticKind::InvalidName => "invalid-name",
+            DiagnosticKind::InvalidSchema => "invalid-schema",
+        }
+    }
+}
+
+/// One problem in a definition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub kind: DiagnosticKind,
+    /// The file name, when the definition came from one.
+    pub file: Option<String>,
+    pub pos: Pos,
+    /// The dotted path of the state concerned, if any (`""` never: the machine itself is `None`).
+    pub state: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.as_deref().unwrap_or("<definition>");
+        write!(
+            f,
+            "{file}:{}:{}: error[{}]: ",
+            self.pos.line,
+            self.pos.col,
+            self.kind.code()
+        )?;
+        if let Some(state) = &self.state {
+            write!(f, "in state `{state}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A definition that could not be loaded: all its problems, in source order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct LoadError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects diagnostics while a definition is read and checked.
+#[derive(Debug, Default)]
+pub(crate) struct Diagnostics {
+    pub file: Option<String>,
+    pub list: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn push(
+        &mut self,
+        kind: DiagnosticKind,
+        pos: Pos,
+        state: Option<&str>,
+        message: impl Into<String>,
+    ) {
+        self.list.push(Diagnostic {
+            kind,
+            file: self.file.clone(),
+            pos,
+            state: state.map(str::to_string),
+            message: message.into(),
+        });
+    }
+
+    pub fn into_result(mut self) -> Result<(), LoadError> {
+        if self.list.is_empty() {
+            Ok(())
+        } else {
+            self.list.sort_by(|a, b| a.pos.cmp(&b.pos));
+            Err(LoadError {
+                diagnostics: self.list,
+            })
+        }
+    }
+}

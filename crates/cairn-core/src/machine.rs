@@ -1,0 +1,882 @@
+//! The compiled machine: the definition turned into an arena of states in document
+//! order (pre-order, so an index sorts entry order and its reverse exit order), with
+//! targets resolved, CEL compiled and every validation rule applied.
+//!
+//! [`Machine::load`] and [`Machine::from_def`] are the only ways in; a `Machine` that
+//! exists is valid. Execution lives in `step`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use crate::definition::{
+    ActionDef, Backoff, FinalStatus, MachineDef, Reader, StateDef, StateType, TransitionDef,
+    ValueExpr, join_path,
+};
+use crate::error::{DiagnosticKind as K, Diagnostics, LoadError};
+use crate::expr::{self, CompileError, Compiled};
+use crate::source::{self, Format, Pos};
+
+/// Index of a state in [`Machine::states`]; 0 is the root.
+pub type StateId = usize;
+/// Index of a transition in [`Machine::transitions`].
+pub type TransitionId = usize;
+/// Index of an expression in the machine's compiled expressions.
+pub type ExprId = usize;
+
+/// The most microsteps one macrostep may take before it is refused as a runaway.
+pub const MAX_MICROSTEPS: usize = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Atomic,
+    Compound,
+    Parallel,
+    Final,
+}
+
+/// A value computed when an action runs.
+#[derive(Clone, Debug)]
+pub enum ValueSrc {
+    Expr(ExprId),
+    Literal(Value),
+}
+
+#[derive(Clone, Debug)]
+pub struct Assign {
+    pub path: Vec<String>,
+    pub value: ValueSrc,
+}
+
+#[derive(Clone, Debug)]
+pub enum Action {
+    Assign(Vec<Assign>),
+    Send {
+        event: String,
+        to: ExprId,
+        payload: Option<ValueSrc>,
+    },
+    Emit {
+        event: String,
+        payload: Option<ValueSrc>,
+    },
+    Spawn(Spawn),
+}
+
+#[derive(Clone, Debug)]
+pub struct Spawn {
+    pub machine: String,
+    pub input: Option<ValueSrc>,
+    pub id: Option<ExprId>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Timer {
+    /// The duration as written, e.g. `30s`.
+    pub key: String,
+    /// The event the timer delivers: `timer.<state path>.<key>`.
+    pub event: String,
+    pub delay: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub queue: String,
+    pub action: String,
+    pub input: Option<ValueSrc>,
+    pub timeout: Option<Duration>,
+    pub heartbeat: Option<Duration>,
+    pub retry: RetryPolicy,
+}
+
+/// How a failed task attempt is retried.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub initial_ms: u64,
+    pub max_ms: Option<u64>,
+    pub jitter: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Approval {
+    pub prompt: Option<String>,
+    pub approvers: Vec<String>,
+    pub quorum: u32,
+}
+
+/// One state of the compiled machine.
+#[derive(Clone, Debug)]
+pub struct StateNode {
+    /// Dotted path from the root; `""` for the root.
+    pub path: String,
+    pub name: String,
+    pub id: Option<String>,
+    pub parent: Option<StateId>,
+    pub children: Vec<StateId>,
+    pub kind: Kind,
+    pub initial: Option<StateId>,
+    /// The last descendant in pre-order: descendants are `(self, last_desc]`.
+    pub last_desc: StateId,
+    pub status: FinalStatus,
+    pub entry: Vec<Action>,
+    pub exit: Vec<Action>,
+    /// Event name to transitions, in document order.
+    pub on: HashMap<String, Vec<TransitionId>>,
+    /// Event names in document order, for listing.
+    pub on_order: Vec<String>,
+    pub always: Vec<TransitionId>,
+    pub timers: Vec<Timer>,
+    pub task: Option<Task>,
+    pub approval: Option<Approval>,
+    pub spawn: Option<Spawn>,
+    pub pos: Pos,
+}
+
+impl StateNode {
+    /// Atomic in the SCXML sense: no child states (final states included).
+    pub fn is_atomic(&self) -> bool {
+        self.children.is_empty()
+    }
+}
+
+/// One transition of the compiled machine.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    pub source: StateId,
+    /// `None` for eventless (`always`) transitions.
+    pub event: Option<String>,
+    pub target: Option<StateId>,
+    pub guard: Option<ExprId>,
+    pub assign: Vec<Assign>,
+    pub actions: Vec<Action>,
+}
+
+/// A validated, compiled machine definition. Immutable; cheap to share behind an `Arc`.
+pub struct Machine {
+    pub def: MachineDef,
+    pub states: Vec<StateNode>,
+    pub transitions: Vec<Transition>,
+    pub(crate) exprs: Vec<Compiled>,
+    pub(crate) env: Arc<cel::Env>,
+    pub(crate) by_path: HashMap<String, StateId>,
+    pub(crate) input_schema: Option<jsonschema::Validator>,
+    /// The machine's context defaults (an object).
+    pub context: Value,
+}
+
+impl Machine {
+    /// Reads, validates and compiles a definition text. `file` names it in errors and
+    /// picks the format by extension when `format` is `None` (else the text is sniffed).
+    pub fn load(text: &str, format: Option<Format>, file: Option<&str>) -> Result<Machine, LoadError> {
+        let format = format
+            .or_else(|| file.and_then(Format::from_path))
+            .unwrap_or_else(|| Format::sniff(text));
+        let mut diags = Diagnostics {
+            file: file.map(str::to_string),
+            list: Vec::new(),
+        };
+        let node = match source::parse(text, format) {
+            Ok(n) => n,
+            Err(e) => {
+                diags.push(K::Syntax, e.pos, None, e.message);
+                return Err(diags.into_result().unwrap_err());
+            }
+        };
+        let def = Reader { diags: &mut diags }.machine(&node);
+        match def {
+            Some(def) if diags.list.is_empty() => Machine::compile(def, diags),
+            _ => Err(diags.into_result().unwrap_err()),
+        }
+    }
+
+    /// Validates and compiles a definition already read into the model.
+    pub fn from_def(def: MachineDef) -> Result<Machine, LoadError> {
+        Machine::compile(def, Diagnostics::default())
+    }
+
+    /// Reads a machine from its canonical JSON (as produced by serialising its `def`).
+    pub fn from_json(value: &Value) -> Result<Machine, LoadError> {
+        Machine::load(&value.to_string(), Some(Format::Json), None)
+    }
+
+    fn compile(def: MachineDef, diags: Diagnostics) -> Result<Machine, LoadError> {
+        let mut b = Builder {
+            diags,
+            states: Vec::new(),
+            transitions: Vec::new(),
+            pending: Vec::new(),
+            exprs: Vec::new(),
+            env: expr::standard_env(),
+        };
+        b.build(&def);
+        let input_schema = def.input_schema.as_ref().and_then(|schema| {
+            match jsonschema::validator_for(schema) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    b.diags.push(
+                        K::InvalidSchema,
+                        def.pos,
+                        None,
+                        format!("`input_schema` is not a valid JSON Schema: {e}"),
+                    );
+                    None
+                }
+            }
+        });
+        let by_path = b
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.path.clone(), i))
+            .collect();
+        let mut m = Machine {
+            context: def.context.clone().unwrap_or_else(|| Value::Object(Default::default())),
+            def,
+            states: b.states,
+            transitions: b.transitions,
+            exprs: b.exprs,
+            env: b.env,
+            by_path,
+            input_schema,
+        };
+        let mut diags = b.diags;
+        resolve_targets(&mut m, &b.pending, &mut diags);
+        if diags.list.is_empty() {
+            check_reachable(&m, &mut diags);
+        }
+        diags.into_result().map(|()| m)
+    }
+
+    /// The machine's name.
+    pub fn name(&self) -> &str {
+        &self.def.machine
+    }
+
+    /// The state at a dotted path (`""` is the root).
+    pub fn state_by_path(&self, path: &str) -> Option<StateId> {
+        self.by_path.get(path).copied()
+    }
+
+    /// Whether `a` is a proper descendant of `b`.
+    pub fn is_descendant(&self, a: StateId, b: StateId) -> bool {
+        a > b && a <= self.states[b].last_desc
+    }
+
+    /// The canonical JSON of the definition.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(&self.def).expect("definitions serialise")
+    }
+
+    /// Checks a start input against the machine's `input_schema`, if it has one.
+    pub fn check_input(&self, input: &Value) -> Result<(), String> {
+        if let Some(v) = &self.input_schema {
+            let errors: Vec<String> = v
+                .iter_errors(input)
+                .map(|e| {
+                    let at = e.instance_path().to_string();
+                    if at.is_empty() {
+                        e.to_string()
+                    } else {
+                        format!("{at}: {e}")
+                    }
+                })
+                .collect();
+            if !errors.is_empty() {
+                return Err(errors.join("; "));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn expr(&self, id: ExprId) -> &Compiled {
+        &self.exprs[id]
+    }
+}
+
+/// A target waiting for every state to exist before it is resolved.
+struct PendingTarget {
+    transition: TransitionId,
+    target: String,
+    pos: Pos,
+}
+
+struct Builder {
+    diags: Diagnostics,
+    states: Vec<StateNode>,
+    transitions: Vec<Transition>,
+    pending: Vec<PendingTarget>,
+    exprs: Vec<Compiled>,
+    env: Arc<cel::Env>,
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().ok().map(Duration::from_millis);
+    }
+    humantime::parse_duration(s).ok()
+}
+
+impl Builder {
+    fn build(&mut self, def: &MachineDef) {
+        let root = StateNode {
+            path: String::new(),
+            name: String::new(),
+            id: None,
+            parent: None,
+            children: Vec::new(),
+            kind: Kind::Compound,
+            initial: None,
+            last_desc: 0,
+            status: FinalStatus::Completed,
+            entry: Vec::new(),
+            exit: Vec::new(),
+            on: HashMap::new(),
+            on_order: Vec::new(),
+            always: Vec::new(),
+            timers: Vec::new(),
+            task: None,
+            approval: None,
+            spawn: None,
+            pos: def.pos,
+        };
+        self.states.push(root);
+        let mut ids: HashMap<String, (String, Pos)> = HashMap::new();
+        let children: Vec<StateId> = def
+            .states
+            .iter()
+            .map(|(name, s)| self.state(name, s, 0, &mut ids))
+            .collect();
+        self.states[0].children = children;
+        self.states[0].last_desc = self.states.len() - 1;
+        self.initial(0, def.initial.as_ref(), def.pos);
+        self.on(0, &def.on);
+    }
+
+    fn state(
+        &mut self,
+        name: &str,
+        def: &StateDef,
+        parent: StateId,
+        ids: &mut HashMap<String, (String, Pos)>,
+    ) -> StateId {
+        let path = join_path(&self.states[parent].path, name);
+        let st = Some(path.as_str());
+        let kind = match (def.kind, def.states.is_empty()) {
+            (Some(StateType::Parallel), true) => {
+                self.diags.push(
+                    K::ParallelWithoutRegions,
+                    def.pos,
+                    st,
+                    "a parallel state needs at least one region under `states`",
+                );
+                Kind::Parallel
+            }
+            (Some(StateType::Parallel), false) => Kind::Parallel,
+            (Some(StateType::Final), empty) => {
+                if !empty {
+                    self.diags.push(
+                        K::FinalWithChildren,
+                        def.pos,
+                        st,
+                        "a final state cannot have child states",
+                    );
+                }
+                Kind::Final
+            }
+            (Some(StateType::Atomic), false) => {
+                self.diags.push(
+                    K::InvalidValue,
+                    def.pos,
+                    st,
+                    "a state of type `atomic` cannot have child states",
+                );
+                Kind::Compound
+            }
+            (Some(StateType::Compound), true) => {
+                self.diags.push(
+                    K::InvalidValue,
+                    def.pos,
+                    st,
+                    "a state of type `compound` needs child states",
+                );
+                Kind::Atomic
+            }
+            (_, true) => Kind::Atomic,
+            (_, false) => Kind::Compound,
+        };
+        if let Some(id) = &def.id {
+            if let Some((other, _)) = ids.get(&id.value) {
+                self.diags.push(
+                    K::DuplicateId,
+                    id.pos,
+                    st,
+                    format!("id `{}` is already the id of state `{other}`", id.value),
+                );
+            } else {
+                ids.insert(id.value.clone(), (path.clone(), id.pos));
+            }
+        }
+        if kind == Kind::Final {
+            for key in ["on", "always", "after", "on_done", "task", "approval", "spawn", "initial"] {
+                if let Some(pos) = def.key_pos.get(key) {
+                    self.diags.push(
+                        K::FinalWithTransitions,
+                        *pos,
+                        st,
+                        format!("a final state cannot have `{key}`: it is terminal"),
+                    );
+                }
+            }
+        } else if let Some(pos) = def.key_pos.get("status") {
+            self.diags.push(
+                K::InvalidValue,
+                *pos,
+                st,
+                "`status` belongs to final states only",
+            );
+        }
+        if kind == Kind::Atomic
+            && let Some(pos) = def.key_pos.get("on_done")
+        {
+            self.diags.push(
+                K::InvalidValue,
+                *pos,
+                st,
+                "`on_done` needs a compound or parallel state; an atomic state never completes",
+            );
+        }
+        let id = self.states.len();
+        let entry = self.actions(&def.entry, st);
+        let exit = self.actions(&def.exit, st);
+        let timers = def
+            .after
+            .iter()
+            .filter_map(|(key, ts)| {
+                let pos = ts.first().map_or(def.pos, |t| t.pos);
+                match parse_duration(key) {
+                    Some(delay) => Some(Timer {
+                        key: key.clone(),
+                        event: format!("timer.{path}.{key}"),
+                        delay,
+                    }),
+                    None => {
+                        self.diags.push(
+                            K::InvalidDuration,
+                            pos,
+                            st,
+                            format!("`after` key `{key}` is not a duration (e.g. 500ms, 30s, 10m, 2h, 1d)"),
+                        );
+                        None
+                    }
+                }
+            })
+            .collect();
+        let task = def.task.as_ref().map(|t| Task {
+            queue: t.queue.clone(),
+            action: t.action.clone(),
+            input: t.input.as_ref().map(|v| self.value(v, st)),
+            timeout: t.timeout.as_ref().and_then(|d| self.duration(d, "task.timeout", st)),
+            heartbeat: t.heartbeat.as_ref().and_then(|d| self.duration(d, "task.heartbeat", st)),
+            retry: match &t.retry {
+                Some(r) => RetryPolicy {
+                    max_attempts: r.max_attempts,
+                    backoff: r.backoff,
+                    initial_ms: self
+                        .duration(&r.initial, "retry.initial", st)
+                        .map_or(1000, |d| d.as_millis() as u64),
+                    max_ms: r
+                        .max
+                        .as_ref()
+                        .and_then(|d| self.duration(d, "retry.max", st))
+                        .map(|d| d.as_millis() as u64),
+                    jitter: r.jitter,
+                },
+                None => RetryPolicy {
+                    max_attempts: 1,
+                    backoff: Backoff::Exponential,
+                    initial_ms: 1000,
+                    max_ms: None,
+                    jitter: 0.1,
+                },
+            },
+        });
+        let spawn = def.spawn.as_ref().map(|s| self.spawn(s, st));
+        self.states.push(StateNode {
+            path: path.clone(),
+            name: name.to_string(),
+            id: def.id.as_ref().map(|i| i.value.clone()),
+            parent: Some(parent),
+            children: Vec::new(),
+            kind,
+            initial: None,
+            last_desc: id,
+            status: def.status.unwrap_or(FinalStatus::Completed),
+            entry,
+            exit,
+            on: HashMap::new(),
+            on_order: Vec::new(),
+            always: Vec::new(),
+            timers,
+            task,
+            approval: def.approval.as_ref().map(|a| Approval {
+                prompt: a.prompt.clone(),
+                approvers: a.approvers.clone(),
+                quorum: a.quorum,
+            }),
+            spawn,
+            pos: def.pos,
+        });
+        let children: Vec<StateId> = def
+            .states
+            .iter()
+            .map(|(name, s)| self.state(name, s, id, ids))
+            .collect();
+        self.states[id].children = children;
+        self.states[id].last_desc = self.states.len() - 1;
+        match kind {
+            Kind::Compound => self.initial(id, def.initial.as_ref(), def.pos),
+            Kind::Parallel | Kind::Atomic => {
+                if let Some(init) = &def.initial {
+                    self.diags.push(
+                        K::InvalidInitial,
+                        init.pos,
+                        st,
+                        if kind == Kind::Parallel {
+                            "a parallel state has no `initial`: all its regions are entered"
+                        } else {
+                            "an atomic state has no `initial`: it has no child states"
+                        },
+                    );
+                }
+            }
+            Kind::Final => {}
+        }
+        // Transitions after children, so ids stay in document order per state.
+        self.on(id, &def.on);
+        for (key, ts) in &def.after {
+            let event = format!("timer.{path}.{key}");
+            self.add_transitions(id, Some(&event), ts);
+        }
+        if !def.on_done.is_empty() {
+            let event = format!("done.state.{path}");
+            self.add_transitions(id, Some(&event), &def.on_done);
+        }
+        let always: Vec<TransitionId> = def
+            .always
+            .iter()
+            .map(|t| self.transition(id, None, t))
+            .collect();
+        self.states[id].always = always;
+        id
+    }
+
+    fn initial(&mut self, id: StateId, initial: Option<&crate::definition::Sp<String>>, pos: Pos) {
+        let path = self.states[id].path.clone();
+        let st = (!path.is_empty()).then_some(path.as_str());
+        let Some(init) = initial else {
+            let first = self.states[id]
+                .children
+                .first()
+                .map(|c| self.states[*c].name.clone());
+            self.diags.push(
+                K::MissingInitial,
+                pos,
+                st,
+                match first {
+                    Some(f) => format!("missing `initial`: name the child state entered first (e.g. `initial: {f}`)"),
+                    None => "missing `initial`".to_string(),
+                },
+            );
+            return;
+        };
+        let found = self.states[id]
+            .children
+            .iter()
+            .copied()
+            .find(|c| self.states[*c].name == init.value);
+        match found {
+            Some(c) => self.states[id].initial = Some(c),
+            None => {
+                let names: Vec<&str> = self.states[id]
+                    .children
+                    .iter()
+                    .map(|c| self.states[*c].name.as_str())
+                    .collect();
+                self.diags.push(
+                    K::InvalidInitial,
+                    init.pos,
+                    st,
+                    format!(
+                        "`initial: {}` is not a child state; children are: {}",
+                        init.value,
+                        names.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    fn on(&mut self, id: StateId, on: &IndexMap<String, Vec<TransitionDef>>) {
+        for (event, ts) in on {
+            self.add_transitions(id, Some(event), ts);
+        }
+    }
+
+    fn add_transitions(&mut self, id: StateId, event: Option<&str>, ts: &[TransitionDef]) {
+        let tids: Vec<TransitionId> = ts
+            .iter()
+            .map(|t| self.transition(id, event, t))
+            .collect();
+        if let Some(event) = event {
+            let state = &mut self.states[id];
+            if !state.on.contains_key(event) {
+                state.on_order.push(event.to_string());
+            }
+            state.on.entry(event.to_string()).or_default().extend(tids);
+        }
+    }
+
+    fn transition(&mut self, source: StateId, event: Option<&str>, t: &TransitionDef) -> TransitionId {
+        let path = self.states[source].path.clone();
+        let st = (!path.is_empty()).then_some(path.as_str());
+        let id = self.transitions.len();
+        let guard = t.guard.as_ref().and_then(|g| self.expr(g, st, "guard"));
+        let assign = self.assigns(&t.assign, st);
+        let actions = self.actions(&t.actions, st);
+        if let Some(target) = &t.target {
+            self.pending.push(PendingTarget {
+                transition: id,
+                target: target.value.clone(),
+                pos: target.pos,
+            });
+        }
+        self.transitions.push(Transition {
+            source,
+            event: event.map(str::to_string),
+            target: None,
+            guard,
+            assign,
+            actions,
+        });
+        id
+    }
+
+    fn expr(&mut self, e: &crate::definition::Expr, st: Option<&str>, what: &str) -> Option<ExprId> {
+        match expr::compile(&self.env, &e.value) {
+            Ok(c) => {
+                self.exprs.push(c);
+                Some(self.exprs.len() - 1)
+            }
+            Err(err) => {
+                let kind = match err {
+                    CompileError::Parse(_) => K::InvalidExpression,
+                    CompileError::UnknownVariable { .. } => K::UnknownVariable,
+                };
+                self.diags.push(
+                    kind,
+                    e.pos,
+                    st,
+                    format!("{what} `{}`: {err}", e.value),
+                );
+                None
+            }
+        }
+    }
+
+    fn value(&mut self, v: &ValueExpr, st: Option<&str>) -> ValueSrc {
+        match v {
+            ValueExpr::Literal(l) => ValueSrc::Literal(l.clone()),
+            ValueExpr::Expr(e) => match self.expr(e, st, "expression") {
+                Some(id) => ValueSrc::Expr(id),
+                None => ValueSrc::Literal(Value::Null),
+            },
+        }
+    }
+
+    fn duration(&mut self, d: &crate::definition::Sp<String>, what: &str, st: Option<&str>) -> Option<Duration> {
+        let parsed = parse_duration(&d.value);
+        if parsed.is_none() {
+            self.diags.push(
+                K::InvalidDuration,
+                d.pos,
+                st,
+                format!("`{what}` `{}` is not a duration (e.g. 500ms, 30s, 10m, 2h, 1d)", d.value),
+            );
+        }
+        parsed
+    }
+
+    fn assigns(&mut self, a: &IndexMap<String, ValueExpr>, st: Option<&str>) -> Vec<Assign> {
+        a.iter()
+            .map(|(path, v)| Assign {
+                path: path.split('.').map(str::to_string).collect(),
+                value: self.value(v, st),
+            })
+            .collect()
+    }
+
+    fn spawn(&mut self, s: &crate::definition::SpawnDef, st: Option<&str>) -> Spawn {
+        Spawn {
+            machine: s.machine.clone(),
+            input: s.input.as_ref().map(|v| self.value(v, st)),
+            id: s.id.as_ref().and_then(|e| self.expr(e, st, "spawn id")),
+        }
+    }
+
+    fn actions(&mut self, actions: &[ActionDef], st: Option<&str>) -> Vec<Action> {
+        actions
+            .iter()
+            .filter_map(|a| {
+                Some(match a {
+                    ActionDef::Assign(map) => Action::Assign(self.assigns(map, st)),
+                    ActionDef::Send(s) => Action::Send {
+                        event: s.event.clone(),
+                        to: self.expr(&s.to, st, "send target")?,
+                        payload: s.payload.as_ref().map(|p| self.value(p, st)),
+                    },
+                    ActionDef::Emit(e) => Action::Emit {
+                        event: e.event.clone(),
+                        payload: e.payload.as_ref().map(|p| self.value(p, st)),
+                    },
+                    ActionDef::Spawn(s) => Action::Spawn(self.spawn(s, st)),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Resolves every transition target: `#id` (an explicit id, else a unique state name),
+/// a sibling's name, or a dotted path from the root.
+fn resolve_targets(m: &mut Machine, pending: &[PendingTarget], diags: &mut Diagnostics) {
+    let mut ids: HashMap<&str, StateId> = HashMap::new();
+    let mut names: HashMap<&str, Vec<StateId>> = HashMap::new();
+    for (i, s) in m.states.iter().enumerate().skip(1) {
+        if let Some(id) = &s.id {
+            ids.insert(id.as_str(), i);
+        }
+        names.entry(s.name.as_str()).or_default().push(i);
+    }
+    let mut resolved = Vec::with_capacity(pending.len());
+    for p in pending {
+        let source = m.transitions[p.transition].source;
+        let src_path = m.states[source].path.as_str();
+        let st = (!src_path.is_empty()).then_some(src_path);
+        let target = p.target.as_str();
+        let found = if let Some(name) = target.strip_prefix('#') {
+            if let Some(&i) = ids.get(name) {
+                Ok(i)
+            } else {
+                match names.get(name).map(Vec::as_slice) {
+                    Some([i]) => Ok(*i),
+                    Some(many) if !many.is_empty() => Err((
+                        K::AmbiguousTarget,
+                        format!(
+                            "target `{target}` is ambiguous: {} states are named `{name}` ({}); give one an `id` or use a dotted path",
+                            many.len(),
+                            many.iter().map(|i| m.states[*i].path.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                    )),
+                    _ => Err((K::UnknownTarget, format!("target `{target}`: no state has id or name `{name}`"))),
+                }
+            }
+        } else {
+            let parent = m.states[source].parent.unwrap_or(0);
+            let sibling = m.states[parent]
+                .children
+                .iter()
+                .copied()
+                .find(|c| m.states[*c].name == target);
+            match sibling.or_else(|| m.by_path.get(target).copied().filter(|i| *i != 0)) {
+                Some(i) => Ok(i),
+                None => Err((
+                    K::UnknownTarget,
+                    format!("target `{target}` is neither a sibling state nor a dotted path from the root"),
+                )),
+            }
+        };
+        match found {
+            Ok(i) => resolved.push((p.transition, i)),
+            Err((kind, msg)) => diags.push(kind, p.pos, st, msg),
+        }
+    }
+    for (t, i) in resolved {
+        m.transitions[t].target = Some(i);
+    }
+}
+
+/// Marks every state some path from the start can enter; reports the others.
+fn check_reachable(m: &Machine, diags: &mut Diagnostics) {
+    let n = m.states.len();
+    let mut reached = vec![false; n];
+    let mut work = vec![0usize];
+    let enter = |s: StateId, reached: &mut Vec<bool>, work: &mut Vec<StateId>| {
+        // A state and its ancestors are entered together.
+        let mut cur = Some(s);
+        while let Some(c) = cur {
+            if !reached[c] {
+                reached[c] = true;
+                work.push(c);
+            }
+            cur = m.states[c].parent;
+        }
+    };
+    reached[0] = true;
+    while let Some(s) = work.pop() {
+        let node = &m.states[s];
+        match node.kind {
+            Kind::Compound => {
+                if let Some(i) = node.initial {
+                    enter(i, &mut reached, &mut work);
+                }
+            }
+            Kind::Parallel => {
+                for c in &node.children {
+                    enter(*c, &mut reached, &mut work);
+                }
+            }
+            _ => {}
+        }
+        let ts = node.on.values().flatten().chain(node.always.iter());
+        for t in ts {
+            if let Some(target) = m.transitions[*t].target {
+                enter(target, &mut reached, &mut work);
+            }
+        }
+    }
+    for (i, s) in m.states.iter().enumerate().skip(1) {
+        if !reached[i] {
+            // Report only the outermost unreachable state of a subtree.
+            if s.parent.is_some_and(|p| p != 0 && !reached[p]) {
+                continue;
+            }
+            diags.push(
+                K::UnreachableState,
+                s.pos,
+                Some(&s.path),
+                "no transition or initial state ever enters this state",
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Machine")
+            .field("name", &self.def.machine)
+            .field("states", &self.states.len())
+            .field("transitions", &self.transitions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Machine>();
+}

@@ -1,0 +1,1037 @@
+//! The step function: `(machine, snapshot, event, env) -> Result<Outcome, Rejection>`.
+//!
+//! Pure and deterministic: time and instance data come in through [`Env`]; nothing here
+//! reads a clock or a random source. The algorithm is SCXML's (W3C, Appendix D):
+//! select transitions per active atomic state in document order, bubbling to ancestors;
+//! drop conflicting ones; exit, run transition actions, enter; then run eventless
+//! transitions and internal (done) events until the configuration is stable. See the
+//! crate docs for worked traces.
+//!
+//! State-bound resources (timers, tasks, approvals, spawned children) are reconciled
+//! once, at the end of the macrostep, like SCXML's `invoke`: a state entered and left
+//! within one macrostep sets nothing, and a state left and re-entered cancels and sets
+//! afresh.
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::definition::FinalStatus;
+use crate::expr::Scope;
+use crate::machine::{
+    Action, Assign, Kind, MAX_MICROSTEPS, Machine, RetryPolicy, Spawn, StateId, TransitionId,
+    ValueSrc,
+};
+
+/// The lifecycle status of an instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Paused,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Completed, failed or cancelled: no event will ever be applied again.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "running" => Status::Running,
+            "paused" => Status::Paused,
+            "completed" => Status::Completed,
+            "failed" => Status::Failed,
+            "cancelled" => Status::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+impl From<FinalStatus> for Status {
+    fn from(s: FinalStatus) -> Status {
+        match s {
+            FinalStatus::Completed => Status::Completed,
+            FinalStatus::Failed => Status::Failed,
+            FinalStatus::Cancelled => Status::Cancelled,
+        }
+    }
+}
+
+/// What is stored of an instance's state: enough to take the next step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The active leaf states, by dotted path, sorted.
+    pub configuration: Vec<String>,
+    pub context: Value,
+    pub status: Status,
+}
+
+/// An event as the step function sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub name: String,
+    #[serde(default = "empty_object")]
+    pub payload: Value,
+    #[serde(default)]
+    pub actor: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+impl Event {
+    pub fn new(name: impl Into<String>) -> Event {
+        Event {
+            name: name.into(),
+            payload: empty_object(),
+            actor: String::new(),
+            reason: String::new(),
+        }
+    }
+
+    pub fn with_payload(mut self, payload: Value) -> Event {
+        self.payload = payload;
+        self
+    }
+
+    fn to_json(&self) -> Value {
+        json!({"name": self.name, "payload": self.payload, "actor": self.actor, "reason": self.reason})
+    }
+}
+
+/// Everything from outside the machine a step may read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Env {
+    pub now: DateTime<Utc>,
+    /// The `instance` variable: id, machine, version, namespace, labels, ...
+    pub instance: Value,
+    /// The `records` variable: counts of findings, artifacts and notes.
+    pub records: Value,
+}
+
+impl Env {
+    pub fn at(now: DateTime<Utc>) -> Env {
+        Env {
+            now,
+            instance: empty_object(),
+            records: empty_object(),
+        }
+    }
+}
+
+/// Names reserved for events the engine delivers: clients may not send them.
+pub fn is_reserved_event(name: &str) -> bool {
+    matches!(name, "approve" | "reject")
+        || ["task.", "child.", "done.", "timer."]
+            .iter()
+            .any(|p| name.starts_with(p))
+}
+
+/// A decision for the engine to carry out after the step is committed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Effect {
+    SetTimer {
+        state: String,
+        event: String,
+        delay_ms: u64,
+    },
+    CancelTimer {
+        state: String,
+        event: String,
+    },
+    EnqueueTask {
+        state: String,
+        queue: String,
+        action: String,
+        input: Value,
+        timeout_ms: Option<u64>,
+        heartbeat_ms: Option<u64>,
+        retry: RetryPolicy,
+    },
+    CancelTask {
+        state: String,
+    },
+    RequestApproval {
+        state: String,
+        prompt: Option<String>,
+        approvers: Vec<String>,
+        quorum: u32,
+    },
+    CancelApproval {
+        state: String,
+    },
+    /// Start a child instance; `state` is set when a state declares it (and its exit
+    /// cancels the child), `None` when an action spawned it.
+    Spawn {
+        state: Option<String>,
+        machine: String,
+        id: Option<String>,
+        input: Value,
+    },
+    CancelSpawn {
+        state: String,
+    },
+    Send {
+        to: String,
+        event: String,
+        payload: Value,
+    },
+    Emit {
+        event: String,
+        payload: Value,
+    },
+}
+
+/// Why a microstep was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MicrostepKind {
+    /// Entering the initial configuration at start.
+    Initial,
+    /// Transitions selected by the external event.
+    External,
+    /// Eventless (`always`) transitions.
+    Eventless,
+    /// Transitions selected by an internal (done) event.
+    Internal,
+}
+
+/// One microstep: the transitions taken together, and the states they exited and entered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Microstep {
+    pub kind: MicrostepKind,
+    /// The event that selected the transitions (`None` when eventless or initial).
+    pub event: Option<String>,
+    /// Transition ids in the machine, in the order they were taken.
+    pub transitions: Vec<TransitionId>,
+    /// States exited, innermost first.
+    pub exited: Vec<String>,
+    /// States entered, outermost first.
+    pub entered: Vec<String>,
+}
+
+/// The result of a step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub snapshot: Snapshot,
+    pub effects: Vec<Effect>,
+    pub microsteps: Vec<Microstep>,
+}
+
+/// Why an event was refused. Nothing changed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    #[error("the instance is {status}; it takes no more events", status = .status.as_str())]
+    Finished { status: Status },
+    #[error("event `{event}` is not accepted in {configuration:?}; accepted now: {}", if .accepts.is_empty() { "none".to_string() } else { .accepts.join(", ") })]
+    NotAccepted {
+        event: String,
+        configuration: Vec<String>,
+        accepts: Vec<String>,
+    },
+    #[error("guard `{expr}` of state `{state}` could not be evaluated: {message}")]
+    Guard {
+        state: String,
+        expr: String,
+        message: String,
+    },
+    #[error("{what} in state `{state}` failed: {message}")]
+    Action {
+        state: String,
+        what: String,
+        message: String,
+    },
+    #[error("more than {limit} microsteps in one macrostep: the machine loops without waiting for an event")]
+    Runaway { limit: usize },
+    #[error("invalid start input: {0}")]
+    Input(String),
+    #[error("the snapshot does not fit this machine: {0}")]
+    Snapshot(String),
+}
+
+/// Starts an instance: context defaults merged with `input`, then the initial
+/// configuration entered and the first macrostep run.
+pub fn start(machine: &Machine, input: &Value, env: &Env) -> Result<Outcome, Rejection> {
+    let input = match input {
+        Value::Null => empty_object(),
+        Value::Object(_) => input.clone(),
+        other => {
+            return Err(Rejection::Input(format!(
+                "the start input must be a JSON object, got {}",
+                json_kind(other)
+            )));
+        }
+    };
+    machine.check_input(&input).map_err(Rejection::Input)?;
+    let mut context = machine.context.clone();
+    if let (Value::Object(c), Value::Object(i)) = (&mut context, &input) {
+        for (k, v) in i {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    let start_event = Event {
+        name: String::new(),
+        payload: input,
+        actor: String::new(),
+        reason: String::new(),
+    };
+    let mut run = Run::new(machine, env, &start_event, context, vec![false; machine.states.len()]);
+    run.enter_initial()?;
+    run.macrostep()?;
+    run.finish()
+}
+
+/// Applies one external event to a snapshot.
+pub fn step(
+    machine: &Machine,
+    snapshot: &Snapshot,
+    event: &Event,
+    env: &Env,
+) -> Result<Outcome, Rejection> {
+    if snapshot.status.is_finished() {
+        return Err(Rejection::Finished {
+            status: snapshot.status,
+        });
+    }
+    let active = configuration_of(machine, &snapshot.configuration)?;
+    let mut run = Run::new(machine, env, event, snapshot.context.clone(), active);
+    let enabled = run.select(Some(&event.name), None)?;
+    if enabled.is_empty() {
+        return Err(Rejection::NotAccepted {
+            event: event.name.clone(),
+            configuration: snapshot.configuration.clone(),
+            accepts: accepts(machine, snapshot),
+        });
+    }
+    run.microstep(MicrostepKind::External, Some(&event.name), &enabled, None)?;
+    run.macrostep()?;
+    run.finish()
+}
+
+/// Re-applies recorded microsteps to a snapshot (or, with `None`, to the start of a new
+/// instance with `event.payload` as input) without selecting transitions: replaying a
+/// history must give the snapshot it recorded.
+pub fn replay(
+    machine: &Machine,
+    snapshot: Option<&Snapshot>,
+    event: &Event,
+    env: &Env,
+    microsteps: &[Microstep],
+) -> Result<Snapshot, Rejection> {
+    let (context, active) = match snapshot {
+        Some(s) => (s.context.clone(), configuration_of(machine, &s.configuration)?),
+        None => {
+            let mut context = machine.context.clone();
+            if let (Value::Object(c), Value::Object(i)) = (&mut context, &event.payload) {
+                for (k, v) in i {
+                    c.insert(k.clone(), v.clone());
+                }
+            }
+            (context, vec![false; machine.states.len()])
+        }
+    };
+    let mut run = Run::new(machine, env, event, context, active);
+    for m in microsteps {
+        match m.kind {
+            MicrostepKind::Initial => run.enter_initial()?,
+            kind => {
+                if m.transitions.iter().any(|t| *t >= machine.transitions.len()) {
+                    return Err(Rejection::Snapshot("a recorded transition does not exist".into()));
+                }
+                let trigger = (kind == MicrostepKind::Internal)
+                    .then(|| done_event(m.event.as_deref().unwrap_or_default()));
+                run.microstep(kind, m.event.as_deref(), &m.transitions, trigger.as_ref())?;
+            }
+        }
+    }
+    Ok(run.finish()?.snapshot)
+}
+
+/// The event names the instance accepts now (any transition from an active state,
+/// guards aside), sorted; internal `done.` and `timer.` events left out.
+pub fn accepts(machine: &Machine, snapshot: &Snapshot) -> Vec<String> {
+    if snapshot.status.is_finished() {
+        return Vec::new();
+    }
+    let Ok(active) = configuration_of(machine, &snapshot.configuration) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = active
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| **a)
+        .flat_map(|(i, _)| machine.states[i].on_order.iter())
+        .filter(|n| !n.starts_with("done.") && !n.starts_with("timer."))
+        .cloned()
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn done_event(name: &str) -> Value {
+    json!({"name": name, "payload": {}, "actor": "", "reason": ""})
+}
+
+/// The full active set from the stored leaves, checked to be a legal configuration.
+fn configuration_of(machine: &Machine, leaves: &[String]) -> Result<Vec<bool>, Rejection> {
+    let mut active = vec![false; machine.states.len()];
+    for leaf in leaves {
+        let Some(mut s) = machine.state_by_path(leaf).filter(|s| *s != 0) else {
+            return Err(Rejection::Snapshot(format!("unknown state `{leaf}`")));
+        };
+        if !machine.states[s].is_atomic() {
+            return Err(Rejection::Snapshot(format!("`{leaf}` is not a leaf state")));
+        }
+        loop {
+            active[s] = true;
+            match machine.states[s].parent {
+                Some(p) => s = p,
+                None => break,
+            }
+        }
+    }
+    for (i, st) in machine.states.iter().enumerate() {
+        if !active[i] {
+            continue;
+        }
+        let n = st.children.iter().filter(|c| active[**c]).count();
+        let ok = match st.kind {
+            Kind::Compound => n == 1,
+            Kind::Parallel => n == st.children.len(),
+            _ => true,
+        };
+        if !ok {
+            return Err(Rejection::Snapshot(format!(
+                "state `{}` has {n} active children",
+                st.path
+            )));
+        }
+    }
+    Ok(active)
+}
+
+struct Run<'a> {
+    m: &'a Machine,
+    env: &'a Env,
+    /// The event that started the macrostep, as CEL sees it.
+    external: Value,
+    context: Value,
+    active: Vec<bool>,
+    was_active: Vec<bool>,
+    entered: Vec<bool>,
+    exited: Vec<bool>,
+    queue: VecDeque<String>,
+    running: bool,
+    status: Status,
+    effects: Vec<Effect>,
+    microsteps: Vec<Microstep>,
+}
+
+impl<'a> Run<'a> {
+    fn new(m: &'a Machine, env: &'a Env, event: &Event, context: Value, active: Vec<bool>) -> Run<'a> {
+        let n = m.states.len();
+        Run {
+            m,
+            env,
+            external: event.to_json(),
+            context,
+            was_active: active.clone(),
+            active,
+            entered: vec![false; n],
+            exited: vec![false; n],
+            queue: VecDeque::new(),
+            running: true,
+            status: Status::Running,
+            effects: Vec::new(),
+            microsteps: Vec::new(),
+        }
+    }
+
+    fn scope<'s>(&'s self, event: &'s Value) -> Scope<'s> {
+        let mut s = Scope::new(&self.m.env);
+        s.set_json("context", &self.context);
+        s.set_json("event", event);
+        s.set_json("instance", &self.env.instance);
+        s.set_json("records", &self.env.records);
+        s.set_time("now", self.env.now);
+        s
+    }
+
+    /// Selects the enabled transitions for an event (`None`: eventless), SCXML's
+    /// `selectTransitions` / `selectEventlessTransitions` with conflicts removed.
+    fn select(&self, event: Option<&str>, trigger: Option<&Value>) -> Result<Vec<TransitionId>, Rejection> {
+        let m = self.m;
+        let trigger = trigger.unwrap_or(&self.external);
+        let mut scope: Option<Scope<'_>> = None;
+        let mut enabled: Vec<TransitionId> = Vec::new();
+        for atomic in (0..m.states.len()).filter(|s| self.active[*s] && m.states[*s].is_atomic()) {
+            let mut cur = Some(atomic);
+            'bubble: while let Some(s) = cur {
+                let node = &m.states[s];
+                let list = match event {
+                    Some(e) => node.on.get(e).map(Vec::as_slice).unwrap_or(&[]),
+                    None => node.always.as_slice(),
+                };
+                for &t in list {
+                    let tr = &m.transitions[t];
+                    let ok = match tr.guard {
+                        None => true,
+                        Some(g) => {
+                            let sc = scope.get_or_insert_with(|| self.scope(trigger));
+                            sc.eval_bool(m.expr(g)).map_err(|e| Rejection::Guard {
+                                state: display_path(&node.path),
+                                expr: m.expr(g).source.clone(),
+                                message: e.0,
+                            })?
+                        }
+                    };
+                    if ok {
+                        if !enabled.contains(&t) {
+                            enabled.push(t);
+                        }
+                        break 'bubble;
+                    }
+                }
+                cur = node.parent;
+            }
+        }
+        Ok(self.remove_conflicting(enabled))
+    }
+
+    fn remove_conflicting(&self, enabled: Vec<TransitionId>) -> Vec<TransitionId> {
+        if enabled.len() < 2 {
+            return enabled;
+        }
+        let mut filtered: Vec<(TransitionId, Vec<StateId>)> = Vec::new();
+        for t1 in enabled {
+            let exit1 = self.exit_set(&[t1]);
+            let mut preempted = false;
+            let mut remove = Vec::new();
+            for (i, (t2, exit2)) in filtered.iter().enumerate() {
+                if exit1.iter().any(|s| exit2.contains(s)) {
+                    let (s1, s2) = (self.m.transitions[t1].source, self.m.transitions[*t2].source);
+                    if self.m.is_descendant(s1, s2) {
+                        remove.push(i);
+                    } else {
+                        preempted = true;
+                        break;
+                    }
+                }
+            }
+            if !preempted {
+                for i in remove.into_iter().rev() {
+                    filtered.remove(i);
+                }
+                filtered.push((t1, exit1));
+            }
+        }
+        filtered.into_iter().map(|(t, _)| t).collect()
+    }
+
+    /// The transition's domain: the least compound ancestor holding source and target
+    /// (every transition with a target is external). `None` when targetless.
+    fn domain(&self, t: TransitionId) -> Option<StateId> {
+        let tr = &self.m.transitions[t];
+        let target = tr.target?;
+        if tr.source == 0 {
+            return Some(0);
+        }
+        let mut anc = self.m.states[tr.source].parent;
+        while let Some(a) = anc {
+            let node = &self.m.states[a];
+            if (a == 0 || node.kind == Kind::Compound) && self.m.is_descendant(target, a) {
+                return Some(a);
+            }
+            anc = node.parent;
+        }
+        Some(0)
+    }
+
+    /// Active states the transitions exit, in exit order (innermost, reverse document order).
+    fn exit_set(&self, ts: &[TransitionId]) -> Vec<StateId> {
+        let mut set = Vec::new();
+        for &t in ts {
+            if let Some(d) = self.domain(t) {
+                for s in d + 1..=self.m.states[d].last_desc {
+                    if self.active[s] && !set.contains(&s) {
+                        set.push(s);
+                    }
+                }
+            }
+        }
+        set.sort_unstable_by(|a, b| b.cmp(a));
+        set
+    }
+
+    fn entry_set(&self, ts: &[TransitionId]) -> Vec<StateId> {
+        let mut set: Vec<StateId> = Vec::new();
+        for &t in ts {
+            if let Some(target) = self.m.transitions[t].target {
+                self.add_descendants(target, &mut set);
+                let domain = self.domain(t).unwrap_or(0);
+                self.add_ancestors(target, domain, &mut set);
+            }
+        }
+        set.sort_unstable();
+        set
+    }
+
+    fn add_descendants(&self, s: StateId, set: &mut Vec<StateId>) {
+        if !set.contains(&s) {
+            set.push(s);
+        }
+        let node = &self.m.states[s];
+        match node.kind {
+            Kind::Compound => {
+                if let Some(init) = node.initial {
+                    self.add_descendants(init, set);
+                    self.add_ancestors(init, s, set);
+                }
+            }
+            Kind::Parallel => {
+                for &c in &node.children {
+                    if !set.iter().any(|x| *x == c || self.m.is_descendant(*x, c)) {
+                        self.add_descendants(c, set);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds the proper ancestors of `s` below `stop`, and the regions of any parallel one.
+    fn add_ancestors(&self, s: StateId, stop: StateId, set: &mut Vec<StateId>) {
+        let mut anc = self.m.states[s].parent;
+        while let Some(a) = anc {
+            if a == stop {
+                break;
+            }
+            if !set.contains(&a) {
+                set.push(a);
+            }
+            let node = &self.m.states[a];
+            if node.kind == Kind::Parallel {
+                for &c in &node.children {
+                    if !set.iter().any(|x| *x == c || self.m.is_descendant(*x, c)) {
+                        self.add_descendants(c, set);
+                    }
+                }
+            }
+            anc = node.parent;
+        }
+    }
+
+    fn enter_initial(&mut self) -> Result<(), Rejection> {
+        let mut set = Vec::new();
+        if let Some(init) = self.m.states[0].initial {
+            self.add_descendants(init, &mut set);
+            self.add_ancestors(init, 0, &mut set);
+        }
+        set.sort_unstable();
+        self.active[0] = true;
+        let external = std::mem::take(&mut self.external);
+        let entered = self.enter(&set, &external);
+        self.external = external;
+        self.microsteps.push(Microstep {
+            kind: MicrostepKind::Initial,
+            event: None,
+            transitions: Vec::new(),
+            exited: Vec::new(),
+            entered: entered?,
+        });
+        Ok(())
+    }
+
+    fn microstep(
+        &mut self,
+        kind: MicrostepKind,
+        event: Option<&str>,
+        ts: &[TransitionId],
+        trigger: Option<&Value>,
+    ) -> Result<(), Rejection> {
+        let external = std::mem::take(&mut self.external);
+        let r = self.microstep_with(kind, event, ts, trigger.unwrap_or(&external), &external);
+        self.external = external;
+        r
+    }
+
+    /// One microstep. `trigger` is the event transitions see; `external` the event that
+    /// started the macrostep, which exit and entry actions see.
+    fn microstep_with(
+        &mut self,
+        kind: MicrostepKind,
+        event: Option<&str>,
+        ts: &[TransitionId],
+        trigger: &Value,
+        external: &Value,
+    ) -> Result<(), Rejection> {
+        let m = self.m;
+        let exit = self.exit_set(ts);
+        let mut exited = Vec::with_capacity(exit.len());
+        for &s in &exit {
+            self.run_actions(&m.states[s].exit, s, external, "exit action")?;
+            self.active[s] = false;
+            self.exited[s] = true;
+            exited.push(m.states[s].path.clone());
+        }
+        for &t in ts {
+            let tr = &m.transitions[t];
+            self.assign(&tr.assign, tr.source, trigger, "transition assign")?;
+            self.run_actions(&tr.actions, tr.source, trigger, "transition action")?;
+        }
+        let entry = self.entry_set(ts);
+        let entered = self.enter(&entry, external)?;
+        self.microsteps.push(Microstep {
+            kind,
+            event: event.map(str::to_string),
+            transitions: ts.to_vec(),
+            exited,
+            entered,
+        });
+        Ok(())
+    }
+
+    fn enter(&mut self, set: &[StateId], external: &Value) -> Result<Vec<String>, Rejection> {
+        let m = self.m;
+        let mut entered = Vec::with_capacity(set.len());
+        for &s in set {
+            self.active[s] = true;
+            self.entered[s] = true;
+            self.run_actions(&m.states[s].entry, s, external, "entry action")?;
+            entered.push(m.states[s].path.clone());
+            self.after_enter(s);
+        }
+        Ok(entered)
+    }
+
+    fn after_enter(&mut self, s: StateId) {
+        let m = self.m;
+        let node = &m.states[s];
+        if node.kind != Kind::Final {
+            return;
+        }
+        let parent = node.parent.unwrap_or(0);
+        if parent == 0 {
+            self.running = false;
+            self.status = node.status.into();
+            return;
+        }
+        self.queue
+            .push_back(format!("done.state.{}", m.states[parent].path));
+        if let Some(gp) = m.states[parent].parent
+            && m.states[gp].kind == Kind::Parallel
+            && m.states[gp].children.iter().all(|c| self.in_final(*c))
+        {
+            self.queue.push_back(format!("done.state.{}", m.states[gp].path));
+        }
+    }
+
+    fn in_final(&self, s: StateId) -> bool {
+        let node = &self.m.states[s];
+        match node.kind {
+            Kind::Compound => node
+                .children
+                .iter()
+                .any(|c| self.active[*c] && self.m.states[*c].kind == Kind::Final),
+            Kind::Parallel => node.children.iter().all(|c| self.in_final(*c)),
+            _ => false,
+        }
+    }
+
+    /// Eventless transitions, then queued internal events, until stable.
+    fn macrostep(&mut self) -> Result<(), Rejection> {
+        let mut steps = 0;
+        while self.running {
+            let mut kind = MicrostepKind::Eventless;
+            let mut event = None;
+            let mut trigger = None;
+            let mut enabled = self.select(None, None)?;
+            if enabled.is_empty() {
+                let Some(name) = self.queue.pop_front() else {
+                    break;
+                };
+                let t = done_event(&name);
+                enabled = self.select(Some(&name), Some(&t))?;
+                kind = MicrostepKind::Internal;
+                event = Some(name);
+                trigger = Some(t);
+            }
+            if !enabled.is_empty() {
+                steps += 1;
+                if steps > MAX_MICROSTEPS {
+                    return Err(Rejection::Runaway {
+                        limit: MAX_MICROSTEPS,
+                    });
+                }
+                self.microstep(kind, event.as_deref(), &enabled, trigger.as_ref())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn eval(&self, v: &ValueSrc, event: &Value) -> Result<Value, String> {
+        match v {
+            ValueSrc::Literal(l) => Ok(l.clone()),
+            ValueSrc::Expr(e) => self
+                .scope(event)
+                .eval(self.m.expr(*e))
+                .map_err(|err| format!("`{}`: {}", self.m.expr(*e).source, err.0)),
+        }
+    }
+
+    fn assign(&mut self, assigns: &[Assign], state: StateId, event: &Value, what: &str) -> Result<(), Rejection> {
+        if assigns.is_empty() {
+            return Ok(());
+        }
+        let err = |message: String| Rejection::Action {
+            state: display_path(&self.m.states[state].path),
+            what: what.to_string(),
+            message,
+        };
+        // Every value from the context as it was before the assign.
+        let values: Vec<Value> = {
+            let scope = self.scope(event);
+            assigns
+                .iter()
+                .map(|a| match &a.value {
+                    ValueSrc::Literal(l) => Ok(l.clone()),
+                    ValueSrc::Expr(e) => scope
+                        .eval(self.m.expr(*e))
+                        .map_err(|x| err(format!("`{}`: {}", self.m.expr(*e).source, x.0))),
+                })
+                .collect::<Result<_, _>>()?
+        };
+        for (a, v) in assigns.iter().zip(values) {
+            set_path(&mut self.context, &a.path, v).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn run_actions(&mut self, actions: &[Action], state: StateId, event: &Value, what: &str) -> Result<(), Rejection> {
+        for a in actions {
+            let fail = |message: String| Rejection::Action {
+                state: display_path(&self.m.states[state].path),
+                what: what.to_string(),
+                message,
+            };
+            match a {
+                Action::Assign(assigns) => self.assign(assigns, state, event, what)?,
+                Action::Send { event: name, to, payload } => {
+                    let to = match self.eval(&ValueSrc::Expr(*to), event).map_err(fail)? {
+                        Value::String(s) => s,
+                        other => return Err(fail(format!("`send.to` must yield an instance id string, yielded {}", json_kind(&other)))),
+                    };
+                    let payload = self.payload(payload.as_ref(), event).map_err(fail)?;
+                    self.effects.push(Effect::Send {
+                        to,
+                        event: name.clone(),
+                        payload,
+                    });
+                }
+                Action::Emit { event: name, payload } => {
+                    let payload = self.payload(payload.as_ref(), event).map_err(fail)?;
+                    self.effects.push(Effect::Emit {
+                        event: name.clone(),
+                        payload,
+                    });
+                }
+                Action::Spawn(sp) => {
+                    let e = self.spawn_effect(sp, None, event).map_err(fail)?;
+                    self.effects.push(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn payload(&self, v: Option<&ValueSrc>, event: &Value) -> Result<Value, String> {
+        v.map_or(Ok(empty_object()), |v| self.eval(v, event))
+    }
+
+    fn spawn_effect(&self, sp: &Spawn, state: Option<String>, event: &Value) -> Result<Effect, String> {
+        let id = match sp.id {
+            None => None,
+            Some(e) => match self.eval(&ValueSrc::Expr(e), event)? {
+                Value::String(s) => Some(s),
+                other => return Err(format!("`spawn.id` must yield a string, yielded {}", json_kind(&other))),
+            },
+        };
+        Ok(Effect::Spawn {
+            state,
+            machine: sp.machine.clone(),
+            id,
+            input: self.payload(sp.input.as_ref(), event)?,
+        })
+    }
+
+    /// Cancels resources of states left this macrostep and sets those of states entered.
+    fn reconcile(&mut self) -> Result<Vec<Effect>, Rejection> {
+        let m = self.m;
+        let mut out = Vec::new();
+        for s in (1..m.states.len()).rev() {
+            if !(self.was_active[s] && self.exited[s]) {
+                continue;
+            }
+            let node = &m.states[s];
+            for t in &node.timers {
+                out.push(Effect::CancelTimer {
+                    state: node.path.clone(),
+                    event: t.event.clone(),
+                });
+            }
+            if node.task.is_some() {
+                out.push(Effect::CancelTask { state: node.path.clone() });
+            }
+            if node.approval.is_some() {
+                out.push(Effect::CancelApproval { state: node.path.clone() });
+            }
+            if node.spawn.is_some() {
+                out.push(Effect::CancelSpawn { state: node.path.clone() });
+            }
+        }
+        let external = std::mem::take(&mut self.external);
+        for s in 1..m.states.len() {
+            if !(self.active[s] && self.entered[s]) {
+                continue;
+            }
+            let node = &m.states[s];
+            let fail = |what: &str, message: String| Rejection::Action {
+                state: node.path.clone(),
+                what: what.to_string(),
+                message,
+            };
+            for t in &node.timers {
+                out.push(Effect::SetTimer {
+                    state: node.path.clone(),
+                    event: t.event.clone(),
+                    delay_ms: t.delay.as_millis() as u64,
+                });
+            }
+            if let Some(task) = &node.task {
+                let input = self
+                    .payload(task.input.as_ref(), &external)
+                    .map_err(|e| fail("task input", e))?;
+                out.push(Effect::EnqueueTask {
+                    state: node.path.clone(),
+                    queue: task.queue.clone(),
+                    action: task.action.clone(),
+                    input,
+                    timeout_ms: task.timeout.map(|d| d.as_millis() as u64),
+                    heartbeat_ms: task.heartbeat.map(|d| d.as_millis() as u64),
+                    retry: task.retry.clone(),
+                });
+            }
+            if let Some(a) = &node.approval {
+                out.push(Effect::RequestApproval {
+                    state: node.path.clone(),
+                    prompt: a.prompt.clone(),
+                    approvers: a.approvers.clone(),
+                    quorum: a.quorum,
+                });
+            }
+            if let Some(sp) = &node.spawn {
+                out.push(
+                    self.spawn_effect(sp, Some(node.path.clone()), &external)
+                        .map_err(|e| fail("spawn", e))?,
+                );
+            }
+        }
+        self.external = external;
+        Ok(out)
+    }
+
+    fn finish(mut self) -> Result<Outcome, Rejection> {
+        let resources = self.reconcile()?;
+        let mut effects = Vec::with_capacity(resources.len() + self.effects.len());
+        let (cancels, sets): (Vec<Effect>, Vec<Effect>) = resources.into_iter().partition(|e| {
+            matches!(
+                e,
+                Effect::CancelTimer { .. }
+                    | Effect::CancelTask { .. }
+                    | Effect::CancelApproval { .. }
+                    | Effect::CancelSpawn { .. }
+            )
+        });
+        effects.extend(cancels);
+        effects.append(&mut self.effects);
+        effects.extend(sets);
+        let m = self.m;
+        let mut configuration: Vec<String> = (1..m.states.len())
+            .filter(|s| self.active[*s] && m.states[*s].is_atomic())
+            .map(|s| m.states[s].path.clone())
+            .collect();
+        configuration.sort();
+        Ok(Outcome {
+            snapshot: Snapshot {
+                configuration,
+                context: self.context,
+                status: self.status,
+            },
+            effects,
+            microsteps: self.microsteps,
+        })
+    }
+}
+
+fn display_path(p: &str) -> String {
+    if p.is_empty() { "(machine)".to_string() } else { p.to_string() }
+}
+
+/// Sets a dotted path in a JSON object, creating intermediate objects.
+fn set_path(root: &mut Value, path: &[String], value: Value) -> Result<(), String> {
+    let mut cur = root;
+    for (i, key) in path.iter().enumerate() {
+        let Value::Object(map) = cur else {
+            return Err(format!(
+                "cannot assign `{}`: `{}` is {}, not an object",
+                path.join("."),
+                path[..i].join("."),
+                json_kind(cur)
+            ));
+        };
+        if i + 1 == path.len() {
+            map.insert(key.clone(), value);
+            return Ok(());
+        }
+        cur = map
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if cur.is_null() {
+            *cur = Value::Object(Map::new());
+        }
+    }
+    Ok(())
+}
