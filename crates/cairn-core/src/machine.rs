@@ -189,8 +189,9 @@ impl Machine {
         };
         let def = Reader { diags: &mut diags }.machine(&node);
         match def {
-            Some(def) if diags.list.is_empty() => Machine::compile(def, diags),
-            _ => Err(diags.into_result().unwrap_err()),
+            // Compile even after reader errors, so every problem is reported at once.
+            Some(def) => Machine::compile(def, diags),
+            None => Err(diags.into_result().unwrap_err()),
         }
     }
 

@@ -1,0 +1,240 @@
+//! Seeded property tests of the step semantics: random machines and event sequences
+//! never panic, always yield a legal configuration, are deterministic, and replaying the
+//! recorded microsteps reproduces every snapshot.
+
+mod support;
+
+use std::fmt::Write;
+
+use cairn_core::machine::Kind;
+use cairn_core::{Event, Machine, Snapshot, Status, replay, start, step};
+use serde_json::json;
+
+/// xorshift64*: small, seeded, good enough to shape test charts.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+const EVENTS: &[&str] = &["a", "b", "c", "d"];
+const GUARDS: &[&str] = &[
+    "context.n % 2 == 0",
+    "context.n < 3",
+    "event.payload.x > 1",
+    "true",
+    "false",
+];
+
+struct Gen {
+    rng: Rng,
+    paths: Vec<String>,
+}
+
+impl Gen {
+    /// Writes a state block at `indent`, returning nothing; records every path.
+    fn states(&mut self, out: &mut String, parent: &str, depth: usize, indent: usize, parallel: bool) {
+        let n = if parallel { 2 + self.rng.below(2) } else { 1 + self.rng.below(3) };
+        let pad = " ".repeat(indent);
+        let mut names = Vec::new();
+        for i in 0..n {
+            let name = format!("s{i}");
+            let path = if parent.is_empty() { name.clone() } else { format!("{parent}.{name}") };
+            names.push((name, path));
+        }
+        for (i, (name, path)) in names.clone().into_iter().enumerate() {
+            self.paths.push(path.clone());
+            let _ = writeln!(out, "{pad}{name}:");
+            let inner = " ".repeat(indent + 2);
+            let kind = if depth >= 3 || parallel && depth >= 2 {
+                if self.rng.chance(25) && !parallel { "final" } else { "atomic" }
+            } else {
+                match self.rng.below(10) {
+                    0..=2 => "compound",
+                    3 => "parallel",
+                    4 if !parallel => "final",
+                    _ => "atomic",
+                }
+            };
+            // The first child of a compound is never final, so starting always settles.
+            let kind = if i == 0 && kind == "final" { "atomic" } else { kind };
+            let _ = writeln!(out, "{inner}entry: {{ assign: {{ log: \"context.log + ['in {path}']\" }} }}");
+            if kind == "final" {
+                let _ = writeln!(out, "{inner}type: final");
+                continue;
+            }
+            let _ = writeln!(out, "{inner}exit: {{ assign: {{ log: \"context.log + ['out {path}']\" }} }}");
+            match kind {
+                "compound" => {
+                    let _ = writeln!(out, "{inner}initial: s0\n{inner}states:");
+                    self.states(out, &path, depth + 1, indent + 4, false);
+                    if self.rng.chance(60) {
+                        let _ = writeln!(out, "{inner}on_done: {}", self.target());
+                    }
+                }
+                "parallel" => {
+                    let _ = writeln!(out, "{inner}type: parallel\n{inner}states:");
+                    self.states(out, &path, depth + 1, indent + 4, true);
+                    if self.rng.chance(60) {
+                        let _ = writeln!(out, "{inner}on_done: {}", self.target());
+                    }
+                }
+                _ => {}
+            }
+            let k = self.rng.below(4);
+            if k > 0 {
+                let _ = writeln!(out, "{inner}on:");
+                for _ in 0..k {
+                    let ev = EVENTS[self.rng.below(EVENTS.len())];
+                    let target = if self.rng.chance(15) { None } else { Some(self.target()) };
+                    let guard = if self.rng.chance(40) { Some(GUARDS[self.rng.below(GUARDS.len())]) } else { None };
+                    let mut t = String::from("{ ");
+                    if let Some(tg) = target {
+                        let _ = write!(t, "target: \"{tg}\", ");
+                    }
+                    if let Some(g) = guard {
+                        let _ = write!(t, "guard: \"{g}\", ");
+                    }
+                    let _ = write!(t, "assign: {{ n: \"context.n + 1\" }} }}");
+                    // Several transitions on one event become a list.
+                    let _ = writeln!(out, "{inner}  {ev}: [ {t}, {{ target: \"{}\" }} ]", self.target());
+                    // Duplicate keys are refused, so only one entry per event name.
+                    break;
+                }
+            }
+            if self.rng.chance(15) {
+                let _ = writeln!(
+                    out,
+                    "{inner}always: {{ target: \"{}\", guard: \"context.n < 4\", assign: {{ n: \"context.n + 1\" }} }}",
+                    self.target()
+                );
+            }
+        }
+    }
+
+    /// A target: a later-known path, by dotted path from the root.
+    fn target(&mut self) -> String {
+        self.paths[self.rng.below(self.paths.len())].clone()
+    }
+
+    fn machine(seed: u64) -> (String, usize) {
+        let mut g = Gen { rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1), paths: Vec::new() };
+        let mut body = String::new();
+        g.states(&mut body, "", 0, 2, false);
+        let mut out = String::from("machine: random\ncontext: { n: 0, log: [] }\ninitial: s0\n");
+        // Root-level jumps make every state reachable and exercise root transitions.
+        let _ = writeln!(out, "on:");
+        for (i, p) in g.paths.iter().enumerate() {
+            let _ = writeln!(out, "  to{i}: \"{p}\"");
+        }
+        out.push_str("states:\n");
+        out.push_str(&body);
+        (out, g.paths.len())
+    }
+}
+
+fn check_legal(m: &Machine, s: &Snapshot) -> Result<(), String> {
+    let mut active = vec![false; m.states.len()];
+    for leaf in &s.configuration {
+        let mut cur = m.state_by_path(leaf).ok_or(format!("unknown leaf {leaf}"))?;
+        if !m.states[cur].is_atomic() {
+            return Err(format!("{leaf} is not atomic"));
+        }
+        loop {
+            active[cur] = true;
+            match m.states[cur].parent {
+                Some(p) => cur = p,
+                None => break,
+            }
+        }
+    }
+    if s.configuration.is_empty() {
+        return Err("empty configuration".into());
+    }
+    let mut sorted = s.configuration.clone();
+    sorted.sort();
+    if sorted != s.configuration {
+        return Err("configuration not sorted".into());
+    }
+    for (i, st) in m.states.iter().enumerate() {
+        if !active[i] {
+            continue;
+        }
+        let n = st.children.iter().filter(|c| active[**c]).count();
+        match st.kind {
+            Kind::Compound if n != 1 => return Err(format!("compound `{}` has {n} active children", st.path)),
+            Kind::Parallel if n != st.children.len() => {
+                return Err(format!("parallel `{}` has {n} of {} regions active", st.path, st.children.len()));
+            }
+            _ => {}
+        }
+        if st.kind == Kind::Final && st.parent == Some(0) && s.status == Status::Running {
+            return Err(format!("top-level final `{}` active but still running", st.path));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn random_machines_stay_legal_deterministic_and_replayable() {
+    let env = support::env();
+    let mut outcomes = [0usize; 3];
+    for seed in 0..300u64 {
+        let (yaml, n_states) = Gen::machine(seed);
+        let m = Machine::load(&yaml, None, Some("random.yaml"))
+            .unwrap_or_else(|e| panic!("seed {seed}: generated machine invalid:\n{e}\n{yaml}"));
+        let first = match start(&m, &json!({}), &env) {
+            Ok(o) => o,
+            Err(e) => {
+                outcomes[2] += 1;
+                let _ = e.to_string();
+                continue;
+            }
+        };
+        check_legal(&m, &first.snapshot).unwrap_or_else(|e| panic!("seed {seed} start: {e}\n{yaml}"));
+        let mut snap = first.snapshot;
+        let mut rng = Rng(seed + 7);
+        for i in 0..30 {
+            let name = if rng.chance(20) {
+                format!("to{}", rng.below(n_states))
+            } else {
+                EVENTS[rng.below(EVENTS.len())].to_string()
+            };
+            let ev = Event::new(name).with_payload(json!({"x": rng.below(4)}));
+            let r1 = step(&m, &snap, &ev, &env);
+            let r2 = step(&m, &snap, &ev, &env);
+            assert_eq!(r1, r2, "seed {seed} step {i}: not deterministic");
+            match r1 {
+                Ok(o) => {
+                    outcomes[0] += 1;
+                    check_legal(&m, &o.snapshot)
+                        .unwrap_or_else(|e| panic!("seed {seed} step {i} ({}): {e}\n{yaml}", ev.name));
+                    let again = replay(&m, Some(&snap), &ev, &env, &o.microsteps)
+                        .unwrap_or_else(|e| panic!("seed {seed} step {i}: replay refused: {e}"));
+                    assert_eq!(again, o.snapshot, "seed {seed} step {i}: replay differs\n{yaml}");
+                    snap = o.snapshot;
+                    if snap.status.is_finished() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    outcomes[1] += 1;
+                    let _ = e.to_string();
+                }
+            }
+        }
+    }
+    // The generator must exercise both paths, or the test proves little.
+    assert!(outcomes[0] > 1500 && outcomes[1] > 300, "outcomes (ok, refused, start refused): {outcomes:?}");
+}

@@ -1,0 +1,232 @@
+//! Golden tests for every validation error kind: each names the file, line, column, state
+//! path and a stable kind, and every problem in a file is reported, not just the first.
+
+use cairn_core::{Format, Machine};
+use expect_test::{Expect, expect};
+
+fn check(text: &str, format: Format, expect: Expect) {
+    let file = match format {
+        Format::Yaml => "m.yaml",
+        Format::Toml => "m.toml",
+        Format::Json => "m.json",
+    };
+    let got = match Machine::load(text, Some(format), Some(file)) {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    expect.assert_eq(&got);
+}
+
+fn yaml(text: &str, expect: Expect) {
+    check(text, Format::Yaml, expect)
+}
+
+#[test]
+fn syntax_errors() {
+    yaml("machine: x\nstates: [a\n", expect!["m.yaml:3:1: error[syntax]: invalid YAML: while parsing a flow sequence, expected ',' or ']'"]);
+    check("{\"machine\": \"x\",\n \"states\": }", Format::Json, expect!["m.json:2:12: error[syntax]: invalid JSON: expected value"]);
+    check("machine = \"x\"\nstates = = 1\n", Format::Toml, expect!["m.toml:2:10: error[syntax]: invalid TOML: extra `=`, expected nothing"]);
+}
+
+#[test]
+fn unknown_and_missing_fields() {
+    yaml(
+        "machine: x\ninitial: a\nstates:\n  a:\n    tagret: b\n    on: { go: { target: a, gaurd: 'true' } }\n",
+        expect![[r#"
+            m.yaml:5:5: error[unknown-field]: in state `a`: unknown field `tagret` in a state; expected one of: id, type, description, initial, states, on, always, after, on_done, entry, exit, status, task, approval, spawn
+            m.yaml:6:28: error[unknown-field]: in state `a`: unknown field `gaurd` in a transition; expected one of: target, guard, assign, actions, description"#]],
+    );
+    yaml("initial: a\nstates:\n  a: {}\n", expect!["m.yaml:1:1: error[missing-field]: missing field `machine` (the machine's name)"]);
+    yaml("machine: x\ninitial: a\n", expect![[r#"
+        m.yaml:1:1: error[missing-field]: the machine has no `states`
+        m.yaml:2:10: error[invalid-initial]: `initial: a` is not a child state; children are: "#]]);
+}
+
+#[test]
+fn unknown_and_ambiguous_targets() {
+    yaml(
+        r##"machine: x
+initial: a
+states:
+  a:
+    initial: run
+    states:
+      run: { on: { go: nowhere, jump: "#run", hop: "#ghost" } }
+  b:
+    initial: run
+    states:
+      run: {}
+"##,
+        expect![[r#"
+            m.yaml:7:24: error[unknown-target]: in state `a.run`: target `nowhere` is neither a sibling state nor a dotted path from the root
+            m.yaml:7:39: error[ambiguous-target]: in state `a.run`: target `#run` is ambiguous: 2 states are named `run` (a.run, b.run); give one an `id` or use a dotted path
+            m.yaml:7:52: error[unknown-target]: in state `a.run`: target `#ghost`: no state has id or name `ghost`"#]],
+    );
+}
+
+#[test]
+fn initial_problems() {
+    yaml(
+        r##"machine: x
+states:
+  a:
+    states:
+      a1: {}
+  b:
+    initial: a1
+    states:
+      b1: {}
+  p:
+    type: parallel
+    initial: r
+    states:
+      r: {}
+"##,
+        expect![[r#"
+            m.yaml:1:1: error[missing-initial]: missing `initial`: name the child state entered first (e.g. `initial: a`)
+            m.yaml:3:3: error[missing-initial]: in state `a`: missing `initial`: name the child state entered first (e.g. `initial: a1`)
+            m.yaml:7:14: error[invalid-initial]: in state `b`: `initial: a1` is not a child state; children are: b1
+            m.yaml:12:14: error[invalid-initial]: in state `p`: a parallel state has no `initial`: all its regions are entered"#]],
+    );
+}
+
+#[test]
+fn unreachable_states() {
+    yaml(
+        r##"machine: x
+initial: a
+states:
+  a: { on: { go: b } }
+  b: {}
+  island:
+    initial: i1
+    states:
+      i1: {}
+  c: {}
+"##,
+        expect![[r#"
+            m.yaml:6:3: error[unreachable-state]: in state `island`: no transition or initial state ever enters this state
+            m.yaml:10:3: error[unreachable-state]: in state `c`: no transition or initial state ever enters this state"#]],
+    );
+}
+
+#[test]
+fn duplicate_ids() {
+    yaml(
+        r##"machine: x
+initial: a
+states:
+  a: { id: one, on: { go: b } }
+  b: { id: one, on: { go: "#one" } }
+"##,
+        expect!["m.yaml:5:12: error[duplicate-id]: in state `b`: id `one` is already the id of state `a`"],
+    );
+}
+
+#[test]
+fn bad_cel() {
+    yaml(
+        r##"machine: x
+initial: a
+states:
+  a:
+    on:
+      go:
+        target: a
+        guard: "context.n >"
+        assign: { n: "ctx.n + 1", m: "context.items.all(i, i > k)" }
+    entry: { emit: { event: hello, payload: "{'a': nope}" } }
+"##,
+        expect![[r#"
+            m.yaml:8:16: error[invalid-expression]: in state `a`: guard `context.n >`: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}
+            m.yaml:9:22: error[unknown-variable]: in state `a`: expression `ctx.n + 1`: unknown variable `ctx`; expressions may use context, event, instance, now, records
+            m.yaml:9:38: error[unknown-variable]: in state `a`: expression `context.items.all(i, i > k)`: unknown variable `k`; expressions may use context, event, instance, now, records
+            m.yaml:10:45: error[unknown-variable]: in state `a`: expression `{'a': nope}`: unknown variable `nope`; expressions may use context, event, instance, now, records"#]],
+    );
+}
+
+#[test]
+fn bad_durations() {
+    yaml(
+        r##"machine: x
+initial: a
+states:
+  a:
+    after: { 30 seconds please: b, 2h: b }
+    task: { queue: q, timeout: soon, retry: { max_attempts: 0, initial: fast } }
+  b: {}
+"##,
+        expect![[r#"
+            m.yaml:5:14: error[invalid-duration]: in state `a`: `after` key `30 seconds please` is not a duration (e.g. 500ms, 30s, 10m, 2h, 1d)
+            m.yaml:6:32: error[invalid-duration]: in state `a`: `task.timeout` `soon` is not a duration (e.g. 500ms, 30s, 10m, 2h, 1d)
+            m.yaml:6:61: error[invalid-value]: in state `a`: `retry.max_attempts` must be a whole number of at least 1
+            m.yaml:6:73: error[invalid-duration]: in state `a`: `retry.initial` `fast` is not a duration (e.g. 500ms, 30s, 10m, 2h, 1d)"#]],
+    );
+}
+
+#[test]
+fn final_and_parallel_shape_errors() {
+    yaml(
+        r##"machine: x
+initial: a
+states:
+  a:
+    on: { go: f, par: p }
+  f:
+    type: final
+    on: { again: a }
+    states:
+      inner: {}
+  p:
+    type: parallel
+"##,
+        expect![[r#"
+            m.yaml:6:3: error[final-with-children]: in state `f`: a final state cannot have child states
+            m.yaml:8:5: error[final-with-transitions]: in state `f`: a final state cannot have `on`: it is terminal
+            m.yaml:11:3: error[parallel-without-regions]: in state `p`: a parallel state needs at least one region under `states`"#]],
+    );
+}
+
+#[test]
+fn names_and_values() {
+    yaml(
+        r##"machine: "bad name!"
+initial: a
+states:
+  a.b: {}
+  a:
+    type: weird
+    status: failed
+    on: { go: 42 }
+"##,
+        expect![[r#"
+            m.yaml:1:10: error[invalid-name]: machine name `bad name!` must be 1-128 characters of letters, digits, `-`, `_` and `.`
+            m.yaml:4:3: error[invalid-name]: in state `a.b`: state name `a.b` must be non-empty and hold no `.`, `#` or surrounding spaces
+            m.yaml:6:11: error[invalid-value]: in state `a`: unknown state type `weird`; expected atomic, compound, parallel or final
+            m.yaml:7:5: error[invalid-value]: in state `a`: `status` belongs to final states only
+            m.yaml:8:15: error[invalid-value]: in state `a`: a transition must be a target name, a map or a list, found an integer"#]],
+    );
+}
+
+#[test]
+fn toml_and_json_errors_have_positions_too() {
+    check(
+        "machine = \"x\"\ninitial = \"a\"\n\n[states.a.on]\ngo = \"nowhere\"\n",
+        Format::Toml,
+        expect!["m.toml:5:6: error[unknown-target]: in state `a`: target `nowhere` is neither a sibling state nor a dotted path from the root"],
+    );
+    check(
+        "{\n  \"machine\": \"x\",\n  \"initial\": \"a\",\n  \"states\": {\n    \"a\": { \"on\": { \"go\": { \"target\": \"a\", \"guard\": \"nope\" } } }\n  }\n}\n",
+        Format::Json,
+        expect!["m.json:5:52: error[unknown-variable]: in state `a`: guard `nope`: unknown variable `nope`; expressions may use context, event, instance, now, records"],
+    );
+}
+
+#[test]
+fn the_design_example_is_valid() {
+    let text = include_str!("../../../examples/coding-agent.yaml");
+    assert_eq!(
+        Machine::load(text, None, Some("coding-agent.yaml")).map(|m| m.name().to_string()),
+        Ok("coding-agent".to_string())
+    );
+}

@@ -1,0 +1,22 @@
+//! One module per subcommand; shared helpers for reading definition files.
+
+pub mod diagram;
+pub mod simulate;
+pub mod validate;
+
+use cairn_core::Machine;
+
+use crate::Failure;
+
+/// Reads and validates a machine file; problems exit with code 2, all of them listed.
+pub fn load_machine(path: &str) -> Result<Machine, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("cannot read `{path}`: {e}")))?;
+    Machine::load(&text, None, Some(path)).map_err(|e| {
+        let n = e.diagnostics.len();
+        Failure::usage(anyhow::anyhow!(
+            "{e}\n{n} problem{} in `{path}`",
+            if n == 1 { "" } else { "s" }
+        ))
+    })
+}
