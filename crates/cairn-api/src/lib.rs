@@ -1,14 +1,4 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! Wire types (requests, responses, stream events) shared by `cairn-server`, the CLI and
+//! the dashboard, converted explicitly from internal types so a storage change never
+//! silently changes the API. Must not know about storage. Not yet built: see the server
+//! issue.

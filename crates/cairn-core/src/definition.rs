@@ -1,6 +1,6 @@
 //! The definition model: what a machine file says, one model for YAML, TOML and JSON.
 //!
-//! [`MachineDef::parse`] reads a [`Node`] tree (see `source`) into this model, collecting
+//! The reader (`Reader::machine`) turns a [`Node`] tree (see `source`) into this model, collecting
 //! every structural problem as a [`Diagnostic`](crate::Diagnostic) rather than stopping
 //! at the first. Positions are kept beside the values for the validation done by
 //! `machine`, which compiles a `MachineDef` into an executable [`Machine`](crate::Machine).
@@ -388,7 +388,10 @@ impl Reader<'_> {
                             K::InvalidSchema,
                             value.pos,
                             None,
-                            format!("`input_schema` must be a JSON Schema object, found {}", value.kind()),
+                            format!(
+                                "`input_schema` must be a JSON Schema object, found {}",
+                                value.kind()
+                            ),
                         );
                     }
                 }
@@ -460,7 +463,10 @@ impl Reader<'_> {
                             K::InvalidName,
                             value.pos,
                             st,
-                            format!("id `{}` must be non-empty and hold no `.`, `#` or spaces", id.value),
+                            format!(
+                                "id `{}` must be non-empty and hold no `.`, `#` or spaces",
+                                id.value
+                            ),
                         );
                     }
                 }
@@ -523,7 +529,11 @@ impl Reader<'_> {
                 "spawn" => def.spawn = self.spawn(value, st),
                 _ => unreachable!("field list checked"),
             }
-            let key: &'static str = STATE_FIELDS.iter().find(|f| **f == key).copied().unwrap_or("");
+            let key: &'static str = STATE_FIELDS
+                .iter()
+                .find(|f| **f == key)
+                .copied()
+                .unwrap_or("");
             def.key_pos.insert(key, kpos);
         }
         def
@@ -555,7 +565,12 @@ impl Reader<'_> {
                 .iter()
                 .filter_map(|item| {
                     if matches!(item.value, NodeValue::Seq(_)) {
-                        self.err(K::InvalidValue, item.pos, st, "a transition list cannot hold another list");
+                        self.err(
+                            K::InvalidValue,
+                            item.pos,
+                            st,
+                            "a transition list cannot hold another list",
+                        );
                         None
                     } else {
                         self.transition(item, st)
@@ -592,7 +607,12 @@ impl Reader<'_> {
                 }
             }
             NodeValue::Null => {
-                self.err(K::InvalidValue, node.pos, st, "a transition must be a target name or a map, found null");
+                self.err(
+                    K::InvalidValue,
+                    node.pos,
+                    st,
+                    "a transition must be a target name or a map, found null",
+                );
                 return None;
             }
             _ => {
@@ -600,7 +620,10 @@ impl Reader<'_> {
                     K::InvalidValue,
                     node.pos,
                     st,
-                    format!("a transition must be a target name, a map or a list, found {}", node.kind()),
+                    format!(
+                        "a transition must be a target name, a map or a list, found {}",
+                        node.kind()
+                    ),
                 );
                 return None;
             }
@@ -660,7 +683,12 @@ impl Reader<'_> {
                     }
                 }
                 let (Some(event), Some(to)) = (event, to) else {
-                    self.err(K::MissingField, value.pos, st, "`send` needs `event` and `to`");
+                    self.err(
+                        K::MissingField,
+                        value.pos,
+                        st,
+                        "`send` needs `event` and `to`",
+                    );
                     return None;
                 };
                 Some(ActionDef::Send(SendDef { event, to, payload }))
@@ -710,7 +738,10 @@ impl Reader<'_> {
         )?;
         let mut t = TaskDef {
             queue: "default".into(),
-            action: st.and_then(|p| p.rsplit('.').next()).unwrap_or("task").to_string(),
+            action: st
+                .and_then(|p| p.rsplit('.').next())
+                .unwrap_or("task")
+                .to_string(),
             input: None,
             timeout: None,
             heartbeat: None,
@@ -818,7 +849,12 @@ impl Reader<'_> {
                             .filter_map(|i| self.string(i, "an approver", st))
                             .collect()
                     }
-                    _ => self.err(K::InvalidValue, v.pos, st, "`approval.approvers` must be a list of names"),
+                    _ => self.err(
+                        K::InvalidValue,
+                        v.pos,
+                        st,
+                        "`approval.approvers` must be a list of names",
+                    ),
                 },
                 _ => {
                     if let Some(q) = self.uint(v, "`approval.quorum`", st, 1) {

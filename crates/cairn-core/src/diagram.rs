@@ -108,20 +108,39 @@ fn mermaid(m: &Machine, active: &[bool]) -> String {
 }
 
 fn dot(m: &Machine, active: &[bool]) -> String {
-    let mut out = format!("digraph \"{}\" {{\n  compound=true;\n  node [shape=box, style=rounded];\n", m.name());
+    let mut out = format!(
+        "digraph \"{}\" {{\n  compound=true;\n  node [shape=box, style=rounded];\n",
+        m.name()
+    );
     fn block(m: &Machine, s: StateId, depth: usize, active: &[bool], out: &mut String) {
         let pad = "  ".repeat(depth);
         for &c in &m.states[s].children {
             let child = &m.states[c];
             let id = node_id(m, c);
             if child.children.is_empty() {
-                let shape = if child.kind == Kind::Final { ", peripheries=2" } else { "" };
-                let fill = if active[c] { ", style=\"rounded,filled\", fillcolor=\"#f9d71c\"" } else { "" };
+                let shape = if child.kind == Kind::Final {
+                    ", peripheries=2"
+                } else {
+                    ""
+                };
+                let fill = if active[c] {
+                    ", style=\"rounded,filled\", fillcolor=\"#f9d71c\""
+                } else {
+                    ""
+                };
                 let _ = writeln!(out, "{pad}{id} [label=\"{}\"{shape}{fill}];", child.name);
             } else {
                 let _ = writeln!(out, "{pad}subgraph cluster_{id} {{");
-                let style = if child.kind == Kind::Parallel { "dashed" } else { "rounded" };
-                let fill = if active[c] { "filled\"; fillcolor=\"#fff3b0" } else { style };
+                let style = if child.kind == Kind::Parallel {
+                    "dashed"
+                } else {
+                    "rounded"
+                };
+                let fill = if active[c] {
+                    "filled\"; fillcolor=\"#fff3b0"
+                } else {
+                    style
+                };
                 let _ = writeln!(out, "{pad}  label=\"{}\"; style=\"{fill}\";", child.name);
                 let _ = writeln!(out, "{pad}  {id} [label=\"\", shape=point];");
                 block(m, c, depth + 1, active, out);
@@ -131,7 +150,11 @@ fn dot(m: &Machine, active: &[bool]) -> String {
     }
     block(m, 0, 1, active, &mut out);
     if let Some(init) = m.states[0].initial {
-        let _ = writeln!(out, "  start [shape=point];\n  start -> {};", node_id(m, init));
+        let _ = writeln!(
+            out,
+            "  start [shape=point];\n  start -> {};",
+            node_id(m, init)
+        );
     }
     for t in 0..m.transitions.len() {
         let tr = &m.transitions[t];

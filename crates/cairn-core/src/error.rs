@@ -150,7 +150,7 @@ impl Diagnostics {
         if self.list.is_empty() {
             Ok(())
         } else {
-            self.list.sort_by(|a, b| a.pos.cmp(&b.pos));
+            self.list.sort_by_key(|d| d.pos);
             Err(LoadError {
                 diagnostics: self.list,
             })

@@ -25,8 +25,18 @@ pub const VARIABLES: &[&str] = &["context", "event", "instance", "now", "records
 
 /// Type names CEL lets an expression name as identifiers (`type(x) == int`).
 const TYPE_IDENTS: &[&str] = &[
-    "int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type",
-    "timestamp", "duration",
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+    "timestamp",
+    "duration",
 ];
 
 /// Why an expression did not compile.
@@ -282,7 +292,10 @@ mod tests {
     fn integers_stay_ints() {
         assert_eq!(eval("context.n + 1", json!({"n": 41})), Ok(json!(42)));
         assert_eq!(eval("context.n % 2", json!({"n": 41})), Ok(json!(1)));
-        assert_eq!(eval("context.n * event.payload.n", json!({"n": 2})), Ok(json!(6)));
+        assert_eq!(
+            eval("context.n * event.payload.n", json!({"n": 2})),
+            Ok(json!(6))
+        );
         assert_eq!(eval("context.x / 2.0", json!({"x": 3.0})), Ok(json!(1.5)));
         assert_eq!(eval("context.n > 40", json!({"n": 41})), Ok(json!(true)));
     }
@@ -290,10 +303,16 @@ mod tests {
     #[test]
     fn structures_round_trip_sorted() {
         assert_eq!(
-            eval("{'b': context.l, 'a': [1, 'x', null]}", json!({"l": [true]})),
+            eval(
+                "{'b': context.l, 'a': [1, 'x', null]}",
+                json!({"l": [true]})
+            ),
             Ok(json!({"a": [1, "x", null], "b": [true]}))
         );
-        assert_eq!(eval("string(now)", json!({})), Ok(json!("2023-11-14T22:13:20Z")));
+        assert_eq!(
+            eval("string(now)", json!({})),
+            Ok(json!("2023-11-14T22:13:20Z"))
+        );
         assert_eq!(eval("now", json!({})), Ok(json!("2023-11-14T22:13:20Z")));
     }
 

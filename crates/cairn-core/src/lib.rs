@@ -1,4 +1,13 @@
-//! Cairn's statechart core (placeholder docs; replaced below).
+#![doc = include_str!("../../../docs/semantics.md")]
+//!
+//! ## Where to look
+//!
+//! - `source`: YAML, TOML and JSON read into one tree that keeps line and column.
+//! - `definition`: the definition model and its error-collecting reader.
+//! - `machine`: validation and compilation into an arena in document order.
+//! - `expr`: CEL compilation, variable checks, JSON <-> CEL conversion.
+//! - `step`: `start`, `step`, `replay`, `accepts`: the semantics above.
+//! - `diagram`: Mermaid and Graphviz output.
 pub mod definition;
 pub mod diagram;
 pub mod error;

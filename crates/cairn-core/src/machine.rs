@@ -172,7 +172,11 @@ pub struct Machine {
 impl Machine {
     /// Reads, validates and compiles a definition text. `file` names it in errors and
     /// picks the format by extension when `format` is `None` (else the text is sniffed).
-    pub fn load(text: &str, format: Option<Format>, file: Option<&str>) -> Result<Machine, LoadError> {
+    pub fn load(
+        text: &str,
+        format: Option<Format>,
+        file: Option<&str>,
+    ) -> Result<Machine, LoadError> {
         let format = format
             .or_else(|| file.and_then(Format::from_path))
             .unwrap_or_else(|| Format::sniff(text));
@@ -215,20 +219,21 @@ impl Machine {
             env: expr::standard_env(),
         };
         b.build(&def);
-        let input_schema = def.input_schema.as_ref().and_then(|schema| {
-            match jsonschema::validator_for(schema) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    b.diags.push(
-                        K::InvalidSchema,
-                        def.pos,
-                        None,
-                        format!("`input_schema` is not a valid JSON Schema: {e}"),
-                    );
-                    None
-                }
-            }
-        });
+        let input_schema =
+            def.input_schema
+                .as_ref()
+                .and_then(|schema| match jsonschema::validator_for(schema) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        b.diags.push(
+                            K::InvalidSchema,
+                            def.pos,
+                            None,
+                            format!("`input_schema` is not a valid JSON Schema: {e}"),
+                        );
+                        None
+                    }
+                });
         let by_path = b
             .states
             .iter()
@@ -236,7 +241,10 @@ impl Machine {
             .map(|(i, s)| (s.path.clone(), i))
             .collect();
         let mut m = Machine {
-            context: def.context.clone().unwrap_or_else(|| Value::Object(Default::default())),
+            context: def
+                .context
+                .clone()
+                .unwrap_or_else(|| Value::Object(Default::default())),
             def,
             states: b.states,
             transitions: b.transitions,
@@ -424,7 +432,9 @@ impl Builder {
             }
         }
         if kind == Kind::Final {
-            for key in ["on", "always", "after", "on_done", "task", "approval", "spawn", "initial"] {
+            for key in [
+                "on", "always", "after", "on_done", "task", "approval", "spawn", "initial",
+            ] {
                 if let Some(pos) = def.key_pos.get(key) {
                     self.diags.push(
                         K::FinalWithTransitions,
@@ -482,8 +492,14 @@ impl Builder {
             queue: t.queue.clone(),
             action: t.action.clone(),
             input: t.input.as_ref().map(|v| self.value(v, st)),
-            timeout: t.timeout.as_ref().and_then(|d| self.duration(d, "task.timeout", st)),
-            heartbeat: t.heartbeat.as_ref().and_then(|d| self.duration(d, "task.heartbeat", st)),
+            timeout: t
+                .timeout
+                .as_ref()
+                .and_then(|d| self.duration(d, "task.timeout", st)),
+            heartbeat: t
+                .heartbeat
+                .as_ref()
+                .and_then(|d| self.duration(d, "task.heartbeat", st)),
             retry: match &t.retry {
                 Some(r) => RetryPolicy {
                     max_attempts: r.max_attempts,
@@ -630,10 +646,7 @@ impl Builder {
     }
 
     fn add_transitions(&mut self, id: StateId, event: Option<&str>, ts: &[TransitionDef]) {
-        let tids: Vec<TransitionId> = ts
-            .iter()
-            .map(|t| self.transition(id, event, t))
-            .collect();
+        let tids: Vec<TransitionId> = ts.iter().map(|t| self.transition(id, event, t)).collect();
         if let Some(event) = event {
             let state = &mut self.states[id];
             if !state.on.contains_key(event) {
@@ -643,7 +656,12 @@ impl Builder {
         }
     }
 
-    fn transition(&mut self, source: StateId, event: Option<&str>, t: &TransitionDef) -> TransitionId {
+    fn transition(
+        &mut self,
+        source: StateId,
+        event: Option<&str>,
+        t: &TransitionDef,
+    ) -> TransitionId {
         let path = self.states[source].path.clone();
         let st = (!path.is_empty()).then_some(path.as_str());
         let id = self.transitions.len();
@@ -668,7 +686,12 @@ impl Builder {
         id
     }
 
-    fn expr(&mut self, e: &crate::definition::Expr, st: Option<&str>, what: &str) -> Option<ExprId> {
+    fn expr(
+        &mut self,
+        e: &crate::definition::Expr,
+        st: Option<&str>,
+        what: &str,
+    ) -> Option<ExprId> {
         match expr::compile(&self.env, &e.value) {
             Ok(c) => {
                 self.exprs.push(c);
@@ -679,12 +702,8 @@ impl Builder {
                     CompileError::Parse(_) => K::InvalidExpression,
                     CompileError::UnknownVariable { .. } => K::UnknownVariable,
                 };
-                self.diags.push(
-                    kind,
-                    e.pos,
-                    st,
-                    format!("{what} `{}`: {err}", e.value),
-                );
+                self.diags
+                    .push(kind, e.pos, st, format!("{what} `{}`: {err}", e.value));
                 None
             }
         }
@@ -700,14 +719,22 @@ impl Builder {
         }
     }
 
-    fn duration(&mut self, d: &crate::definition::Sp<String>, what: &str, st: Option<&str>) -> Option<Duration> {
+    fn duration(
+        &mut self,
+        d: &crate::definition::Sp<String>,
+        what: &str,
+        st: Option<&str>,
+    ) -> Option<Duration> {
         let parsed = parse_duration(&d.value);
         if parsed.is_none() {
             self.diags.push(
                 K::InvalidDuration,
                 d.pos,
                 st,
-                format!("`{what}` `{}` is not a duration (e.g. 500ms, 30s, 10m, 2h, 1d)", d.value),
+                format!(
+                    "`{what}` `{}` is not a duration (e.g. 500ms, 30s, 10m, 2h, 1d)",
+                    d.value
+                ),
             );
         }
         parsed
@@ -780,10 +807,16 @@ fn resolve_targets(m: &mut Machine, pending: &[PendingTarget], diags: &mut Diagn
                         format!(
                             "target `{target}` is ambiguous: {} states are named `{name}` ({}); give one an `id` or use a dotted path",
                             many.len(),
-                            many.iter().map(|i| m.states[*i].path.as_str()).collect::<Vec<_>>().join(", ")
+                            many.iter()
+                                .map(|i| m.states[*i].path.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     )),
-                    _ => Err((K::UnknownTarget, format!("target `{target}`: no state has id or name `{name}`"))),
+                    _ => Err((
+                        K::UnknownTarget,
+                        format!("target `{target}`: no state has id or name `{name}`"),
+                    )),
                 }
             }
         } else {
@@ -797,7 +830,9 @@ fn resolve_targets(m: &mut Machine, pending: &[PendingTarget], diags: &mut Diagn
                 Some(i) => Ok(i),
                 None => Err((
                     K::UnknownTarget,
-                    format!("target `{target}` is neither a sibling state nor a dotted path from the root"),
+                    format!(
+                        "target `{target}` is neither a sibling state nor a dotted path from the root"
+                    ),
                 )),
             }
         };

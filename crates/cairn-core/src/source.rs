@@ -198,8 +198,7 @@ fn parse_yaml(text: &str) -> Result<Node, SyntaxError> {
                 if root.is_some() {
                     return Err(SyntaxError {
                         pos: marker_pos(&span.start),
-                        message: "a definition file holds one YAML document; found a second"
-                            .into(),
+                        message: "a definition file holds one YAML document; found a second".into(),
                     });
                 }
                 let (event, span) = reader.next()?;
@@ -341,10 +340,11 @@ fn resolve_plain(value: Cow<'_, str>) -> NodeValue {
         _ => {}
     }
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = s.parse::<i64>() {
-            return NodeValue::Int(i);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = s.parse::<i64>()
+    {
+        return NodeValue::Int(i);
     }
     if let Some(hex) = s.strip_prefix("0x")
         && let Ok(i) = i64::from_str_radix(hex, 16)
@@ -426,7 +426,9 @@ fn parse_toml(text: &str) -> Result<Node, SyntaxError> {
                 Ok(v) => NodeValue::Int(v),
                 Err(_) => NodeValue::Str(i.as_str().to_string()),
             },
-            DeValue::Float(f) => NodeValue::Float(f.as_str().replace('_', "").parse().unwrap_or(f64::NAN)),
+            DeValue::Float(f) => {
+                NodeValue::Float(f.as_str().replace('_', "").parse().unwrap_or(f64::NAN))
+            }
             DeValue::Boolean(b) => NodeValue::Bool(*b),
             DeValue::Datetime(d) => NodeValue::Str(d.to_string()),
             DeValue::Array(items) => NodeValue::Seq(
@@ -508,8 +510,10 @@ mod tests {
         assert_eq!(y.to_json(), j.to_json());
         assert_eq!(y.to_json(), t.to_json());
         let t = parse("x = 1\n\n[s.a]\ny = 'z'\n", Format::Toml).unwrap();
-        expect_test::expect![[r#"{x@1:1=Int(1)@1:5, s@3:2={a@3:4={y@4:1=Str("z")@4:5}@3:1}@3:2}@1:1"#]]
-            .assert_eq(&show(&t));
+        expect_test::expect![[
+            r#"{x@1:1=Int(1)@1:5, s@3:2={a@3:4={y@4:1=Str("z")@4:5}@3:1}@3:2}@1:1"#
+        ]]
+        .assert_eq(&show(&t));
     }
 
     #[test]
@@ -527,7 +531,10 @@ mod tests {
     #[test]
     fn anchors_and_aliases() {
         let n = parse("a: &x {b: 1}\nc: *x\n", Format::Yaml).unwrap();
-        assert_eq!(n.to_json(), serde_json::json!({"a": {"b": 1}, "c": {"b": 1}}));
+        assert_eq!(
+            n.to_json(),
+            serde_json::json!({"a": {"b": 1}, "c": {"b": 1}})
+        );
     }
 
     #[test]

@@ -262,7 +262,9 @@ pub enum Rejection {
         what: String,
         message: String,
     },
-    #[error("more than {limit} microsteps in one macrostep: the machine loops without waiting for an event")]
+    #[error(
+        "more than {limit} microsteps in one macrostep: the machine loops without waiting for an event"
+    )]
     Runaway { limit: usize },
     #[error("invalid start input: {0}")]
     Input(String),
@@ -296,7 +298,13 @@ pub fn start(machine: &Machine, input: &Value, env: &Env) -> Result<Outcome, Rej
         actor: String::new(),
         reason: String::new(),
     };
-    let mut run = Run::new(machine, env, &start_event, context, vec![false; machine.states.len()]);
+    let mut run = Run::new(
+        machine,
+        env,
+        &start_event,
+        context,
+        vec![false; machine.states.len()],
+    );
     run.enter_initial()?;
     run.macrostep()?;
     run.finish()
@@ -340,7 +348,10 @@ pub fn replay(
     microsteps: &[Microstep],
 ) -> Result<Snapshot, Rejection> {
     let (context, active) = match snapshot {
-        Some(s) => (s.context.clone(), configuration_of(machine, &s.configuration)?),
+        Some(s) => (
+            s.context.clone(),
+            configuration_of(machine, &s.configuration)?,
+        ),
         None => {
             let mut context = machine.context.clone();
             if let (Value::Object(c), Value::Object(i)) = (&mut context, &event.payload) {
@@ -356,8 +367,13 @@ pub fn replay(
         match m.kind {
             MicrostepKind::Initial => run.enter_initial()?,
             kind => {
-                if m.transitions.iter().any(|t| *t >= machine.transitions.len()) {
-                    return Err(Rejection::Snapshot("a recorded transition does not exist".into()));
+                if m.transitions
+                    .iter()
+                    .any(|t| *t >= machine.transitions.len())
+                {
+                    return Err(Rejection::Snapshot(
+                        "a recorded transition does not exist".into(),
+                    ));
                 }
                 let trigger = (kind == MicrostepKind::Internal)
                     .then(|| done_event(m.event.as_deref().unwrap_or_default()));
@@ -461,7 +477,13 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(m: &'a Machine, env: &'a Env, event: &Event, context: Value, active: Vec<bool>) -> Run<'a> {
+    fn new(
+        m: &'a Machine,
+        env: &'a Env,
+        event: &Event,
+        context: Value,
+        active: Vec<bool>,
+    ) -> Run<'a> {
         let n = m.states.len();
         Run {
             m,
@@ -492,7 +514,11 @@ impl<'a> Run<'a> {
 
     /// Selects the enabled transitions for an event (`None`: eventless), SCXML's
     /// `selectTransitions` / `selectEventlessTransitions` with conflicts removed.
-    fn select(&self, event: Option<&str>, trigger: Option<&Value>) -> Result<Vec<TransitionId>, Rejection> {
+    fn select(
+        &self,
+        event: Option<&str>,
+        trigger: Option<&Value>,
+    ) -> Result<Vec<TransitionId>, Rejection> {
         let m = self.m;
         let trigger = trigger.unwrap_or(&self.external);
         let mut scope: Option<Scope<'_>> = None;
@@ -542,7 +568,10 @@ impl<'a> Run<'a> {
             let mut remove = Vec::new();
             for (i, (t2, exit2)) in filtered.iter().enumerate() {
                 if exit1.iter().any(|s| exit2.contains(s)) {
-                    let (s1, s2) = (self.m.transitions[t1].source, self.m.transitions[*t2].source);
+                    let (s1, s2) = (
+                        self.m.transitions[t1].source,
+                        self.m.transitions[*t2].source,
+                    );
                     if self.m.is_descendant(s1, s2) {
                         remove.push(i);
                     } else {
@@ -755,7 +784,8 @@ impl<'a> Run<'a> {
             && m.states[gp].kind == Kind::Parallel
             && m.states[gp].children.iter().all(|c| self.in_final(*c))
         {
-            self.queue.push_back(format!("done.state.{}", m.states[gp].path));
+            self.queue
+                .push_back(format!("done.state.{}", m.states[gp].path));
         }
     }
 
@@ -812,7 +842,13 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn assign(&mut self, assigns: &[Assign], state: StateId, event: &Value, what: &str) -> Result<(), Rejection> {
+    fn assign(
+        &mut self,
+        assigns: &[Assign],
+        state: StateId,
+        event: &Value,
+        what: &str,
+    ) -> Result<(), Rejection> {
         if assigns.is_empty() {
             return Ok(());
         }
@@ -840,7 +876,13 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    fn run_actions(&mut self, actions: &[Action], state: StateId, event: &Value, what: &str) -> Result<(), Rejection> {
+    fn run_actions(
+        &mut self,
+        actions: &[Action],
+        state: StateId,
+        event: &Value,
+        what: &str,
+    ) -> Result<(), Rejection> {
         for a in actions {
             let fail = |message: String| Rejection::Action {
                 state: display_path(&self.m.states[state].path),
@@ -849,10 +891,19 @@ impl<'a> Run<'a> {
             };
             match a {
                 Action::Assign(assigns) => self.assign(assigns, state, event, what)?,
-                Action::Send { event: name, to, payload } => {
+                Action::Send {
+                    event: name,
+                    to,
+                    payload,
+                } => {
                     let to = match self.eval(&ValueSrc::Expr(*to), event).map_err(fail)? {
                         Value::String(s) => s,
-                        other => return Err(fail(format!("`send.to` must yield an instance id string, yielded {}", json_kind(&other)))),
+                        other => {
+                            return Err(fail(format!(
+                                "`send.to` must yield an instance id string, yielded {}",
+                                json_kind(&other)
+                            )));
+                        }
                     };
                     let payload = self.payload(payload.as_ref(), event).map_err(fail)?;
                     self.effects.push(Effect::Send {
@@ -861,7 +912,10 @@ impl<'a> Run<'a> {
                         payload,
                     });
                 }
-                Action::Emit { event: name, payload } => {
+                Action::Emit {
+                    event: name,
+                    payload,
+                } => {
                     let payload = self.payload(payload.as_ref(), event).map_err(fail)?;
                     self.effects.push(Effect::Emit {
                         event: name.clone(),
@@ -881,12 +935,22 @@ impl<'a> Run<'a> {
         v.map_or(Ok(empty_object()), |v| self.eval(v, event))
     }
 
-    fn spawn_effect(&self, sp: &Spawn, state: Option<String>, event: &Value) -> Result<Effect, String> {
+    fn spawn_effect(
+        &self,
+        sp: &Spawn,
+        state: Option<String>,
+        event: &Value,
+    ) -> Result<Effect, String> {
         let id = match sp.id {
             None => None,
             Some(e) => match self.eval(&ValueSrc::Expr(e), event)? {
                 Value::String(s) => Some(s),
-                other => return Err(format!("`spawn.id` must yield a string, yielded {}", json_kind(&other))),
+                other => {
+                    return Err(format!(
+                        "`spawn.id` must yield a string, yielded {}",
+                        json_kind(&other)
+                    ));
+                }
             },
         };
         Ok(Effect::Spawn {
@@ -913,13 +977,19 @@ impl<'a> Run<'a> {
                 });
             }
             if node.task.is_some() {
-                out.push(Effect::CancelTask { state: node.path.clone() });
+                out.push(Effect::CancelTask {
+                    state: node.path.clone(),
+                });
             }
             if node.approval.is_some() {
-                out.push(Effect::CancelApproval { state: node.path.clone() });
+                out.push(Effect::CancelApproval {
+                    state: node.path.clone(),
+                });
             }
             if node.spawn.is_some() {
-                out.push(Effect::CancelSpawn { state: node.path.clone() });
+                out.push(Effect::CancelSpawn {
+                    state: node.path.clone(),
+                });
             }
         }
         let external = std::mem::take(&mut self.external);
@@ -1007,7 +1077,11 @@ impl<'a> Run<'a> {
 }
 
 fn display_path(p: &str) -> String {
-    if p.is_empty() { "(machine)".to_string() } else { p.to_string() }
+    if p.is_empty() {
+        "(machine)".to_string()
+    } else {
+        p.to_string()
+    }
 }
 
 /// Sets a dotted path in a JSON object, creating intermediate objects.

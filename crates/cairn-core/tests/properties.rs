@@ -44,13 +44,28 @@ struct Gen {
 
 impl Gen {
     /// Writes a state block at `indent`, returning nothing; records every path.
-    fn states(&mut self, out: &mut String, parent: &str, depth: usize, indent: usize, parallel: bool) {
-        let n = if parallel { 2 + self.rng.below(2) } else { 1 + self.rng.below(3) };
+    fn states(
+        &mut self,
+        out: &mut String,
+        parent: &str,
+        depth: usize,
+        indent: usize,
+        parallel: bool,
+    ) {
+        let n = if parallel {
+            2 + self.rng.below(2)
+        } else {
+            1 + self.rng.below(3)
+        };
         let pad = " ".repeat(indent);
         let mut names = Vec::new();
         for i in 0..n {
             let name = format!("s{i}");
-            let path = if parent.is_empty() { name.clone() } else { format!("{parent}.{name}") };
+            let path = if parent.is_empty() {
+                name.clone()
+            } else {
+                format!("{parent}.{name}")
+            };
             names.push((name, path));
         }
         for (i, (name, path)) in names.clone().into_iter().enumerate() {
@@ -58,7 +73,11 @@ impl Gen {
             let _ = writeln!(out, "{pad}{name}:");
             let inner = " ".repeat(indent + 2);
             let kind = if depth >= 3 || parallel && depth >= 2 {
-                if self.rng.chance(25) && !parallel { "final" } else { "atomic" }
+                if self.rng.chance(25) && !parallel {
+                    "final"
+                } else {
+                    "atomic"
+                }
             } else {
                 match self.rng.below(10) {
                     0..=2 => "compound",
@@ -68,13 +87,23 @@ impl Gen {
                 }
             };
             // The first child of a compound is never final, so starting always settles.
-            let kind = if i == 0 && kind == "final" { "atomic" } else { kind };
-            let _ = writeln!(out, "{inner}entry: {{ assign: {{ log: \"context.log + ['in {path}']\" }} }}");
+            let kind = if i == 0 && kind == "final" {
+                "atomic"
+            } else {
+                kind
+            };
+            let _ = writeln!(
+                out,
+                "{inner}entry: {{ assign: {{ log: \"context.log + ['in {path}']\" }} }}"
+            );
             if kind == "final" {
                 let _ = writeln!(out, "{inner}type: final");
                 continue;
             }
-            let _ = writeln!(out, "{inner}exit: {{ assign: {{ log: \"context.log + ['out {path}']\" }} }}");
+            let _ = writeln!(
+                out,
+                "{inner}exit: {{ assign: {{ log: \"context.log + ['out {path}']\" }} }}"
+            );
             match kind {
                 "compound" => {
                     let _ = writeln!(out, "{inner}initial: s0\n{inner}states:");
@@ -95,10 +124,20 @@ impl Gen {
             let k = self.rng.below(4);
             if k > 0 {
                 let _ = writeln!(out, "{inner}on:");
-                for _ in 0..k {
-                    let ev = EVENTS[self.rng.below(EVENTS.len())];
-                    let target = if self.rng.chance(15) { None } else { Some(self.target()) };
-                    let guard = if self.rng.chance(40) { Some(GUARDS[self.rng.below(GUARDS.len())]) } else { None };
+                let first = self.rng.below(EVENTS.len());
+                for e in 0..k {
+                    // Distinct event names: duplicate keys are refused.
+                    let ev = EVENTS[(first + e) % EVENTS.len()];
+                    let target = if self.rng.chance(15) {
+                        None
+                    } else {
+                        Some(self.target())
+                    };
+                    let guard = if self.rng.chance(40) {
+                        Some(GUARDS[self.rng.below(GUARDS.len())])
+                    } else {
+                        None
+                    };
                     let mut t = String::from("{ ");
                     if let Some(tg) = target {
                         let _ = write!(t, "target: \"{tg}\", ");
@@ -107,10 +146,16 @@ impl Gen {
                         let _ = write!(t, "guard: \"{g}\", ");
                     }
                     let _ = write!(t, "assign: {{ n: \"context.n + 1\" }} }}");
-                    // Several transitions on one event become a list.
-                    let _ = writeln!(out, "{inner}  {ev}: [ {t}, {{ target: \"{}\" }} ]", self.target());
-                    // Duplicate keys are refused, so only one entry per event name.
-                    break;
+                    if self.rng.chance(50) {
+                        // A list: the first whose guard holds wins.
+                        let _ = writeln!(
+                            out,
+                            "{inner}  {ev}: [ {t}, {{ target: \"{}\" }} ]",
+                            self.target()
+                        );
+                    } else {
+                        let _ = writeln!(out, "{inner}  {ev}: {t}");
+                    }
                 }
             }
             if self.rng.chance(15) {
@@ -129,7 +174,10 @@ impl Gen {
     }
 
     fn machine(seed: u64) -> (String, usize) {
-        let mut g = Gen { rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1), paths: Vec::new() };
+        let mut g = Gen {
+            rng: Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+            paths: Vec::new(),
+        };
         let mut body = String::new();
         g.states(&mut body, "", 0, 2, false);
         let mut out = String::from("machine: random\ncontext: { n: 0, log: [] }\ninitial: s0\n");
@@ -147,7 +195,9 @@ impl Gen {
 fn check_legal(m: &Machine, s: &Snapshot) -> Result<(), String> {
     let mut active = vec![false; m.states.len()];
     for leaf in &s.configuration {
-        let mut cur = m.state_by_path(leaf).ok_or(format!("unknown leaf {leaf}"))?;
+        let mut cur = m
+            .state_by_path(leaf)
+            .ok_or(format!("unknown leaf {leaf}"))?;
         if !m.states[cur].is_atomic() {
             return Err(format!("{leaf} is not atomic"));
         }
@@ -173,14 +223,23 @@ fn check_legal(m: &Machine, s: &Snapshot) -> Result<(), String> {
         }
         let n = st.children.iter().filter(|c| active[**c]).count();
         match st.kind {
-            Kind::Compound if n != 1 => return Err(format!("compound `{}` has {n} active children", st.path)),
+            Kind::Compound if n != 1 => {
+                return Err(format!("compound `{}` has {n} active children", st.path));
+            }
             Kind::Parallel if n != st.children.len() => {
-                return Err(format!("parallel `{}` has {n} of {} regions active", st.path, st.children.len()));
+                return Err(format!(
+                    "parallel `{}` has {n} of {} regions active",
+                    st.path,
+                    st.children.len()
+                ));
             }
             _ => {}
         }
         if st.kind == Kind::Final && st.parent == Some(0) && s.status == Status::Running {
-            return Err(format!("top-level final `{}` active but still running", st.path));
+            return Err(format!(
+                "top-level final `{}` active but still running",
+                st.path
+            ));
         }
     }
     Ok(())
@@ -202,7 +261,8 @@ fn random_machines_stay_legal_deterministic_and_replayable() {
                 continue;
             }
         };
-        check_legal(&m, &first.snapshot).unwrap_or_else(|e| panic!("seed {seed} start: {e}\n{yaml}"));
+        check_legal(&m, &first.snapshot)
+            .unwrap_or_else(|e| panic!("seed {seed} start: {e}\n{yaml}"));
         let mut snap = first.snapshot;
         let mut rng = Rng(seed + 7);
         for i in 0..30 {
@@ -218,11 +278,15 @@ fn random_machines_stay_legal_deterministic_and_replayable() {
             match r1 {
                 Ok(o) => {
                     outcomes[0] += 1;
-                    check_legal(&m, &o.snapshot)
-                        .unwrap_or_else(|e| panic!("seed {seed} step {i} ({}): {e}\n{yaml}", ev.name));
+                    check_legal(&m, &o.snapshot).unwrap_or_else(|e| {
+                        panic!("seed {seed} step {i} ({}): {e}\n{yaml}", ev.name)
+                    });
                     let again = replay(&m, Some(&snap), &ev, &env, &o.microsteps)
                         .unwrap_or_else(|e| panic!("seed {seed} step {i}: replay refused: {e}"));
-                    assert_eq!(again, o.snapshot, "seed {seed} step {i}: replay differs\n{yaml}");
+                    assert_eq!(
+                        again, o.snapshot,
+                        "seed {seed} step {i}: replay differs\n{yaml}"
+                    );
                     snap = o.snapshot;
                     if snap.status.is_finished() {
                         break;
@@ -236,5 +300,8 @@ fn random_machines_stay_legal_deterministic_and_replayable() {
         }
     }
     // The generator must exercise both paths, or the test proves little.
-    assert!(outcomes[0] > 1500 && outcomes[1] > 300, "outcomes (ok, refused, start refused): {outcomes:?}");
+    assert!(
+        outcomes[0] > 1500 && outcomes[1] > 300,
+        "outcomes (ok, refused, start refused): {outcomes:?}"
+    );
 }

@@ -72,7 +72,8 @@ states:
         up
           External up [p->q] exit(p.d p) enter(q)
           => ["q"] running {}
-    "#]].assert_eq(&t);
+    "#]]
+    .assert_eq(&t);
 }
 
 #[test]
@@ -110,7 +111,8 @@ states:
         go {"n": 50}
           External go [idle->big] exit(idle) enter(big)
           => ["big"] running {"n":1}
-    "#]].assert_eq(&t);
+    "#]]
+    .assert_eq(&t);
 }
 
 #[test]
@@ -147,7 +149,8 @@ states:
         down
           External down [a->a.a2] exit(a.a1 a) enter(a a.a2)
           => ["a.a2"] running {"log":["enter a","targetless","exit a","enter a","exit a","enter a"]}
-    "#]].assert_eq(&t);
+    "#]]
+    .assert_eq(&t);
 }
 
 #[test]
@@ -230,7 +233,8 @@ states:
         go
           External go [p->out] exit(p.r2.d p.r2 p.r1.a p.r1 p) enter(out)
           => ["out"] running {}
-    "#]].assert_eq(&t);
+    "#]]
+    .assert_eq(&t);
 }
 
 #[test]
@@ -254,7 +258,8 @@ states:
         swap
           External swap [s->(none)] exit() enter()
           => ["s"] running {"a":2,"b":1,"deep":{"x":1,"y":2},"new":{"path":7}}
-    "#]].assert_eq(&t);
+    "#]]
+    .assert_eq(&t);
 }
 
 #[test]
@@ -285,7 +290,8 @@ states:
           External go [c.a->c.f] exit(c.a) enter(c.f)
           Eventless - [c->c2] exit(c.f c) enter(c2)
           => ["c2"] running {"flag":true}
-    "#]].assert_eq(&t);
+    "#]]
+    .assert_eq(&t);
 }
 
 #[test]
@@ -339,7 +345,8 @@ states:
           => ["failed"] failed {}
         fail
           refused: the instance is failed; it takes no more events
-    "#]].assert_eq(&t);
+    "#]]
+    .assert_eq(&t);
 }
 
 #[test]
@@ -406,7 +413,8 @@ states:
           Eventless - [c->c] exit(c.f c) enter(c c.a)
           Internal done.state.c [c->out] exit(c.a c) enter(out)
           => ["out"] running {"n":2}
-    "#]].assert_eq(&t);
+    "#]]
+    .assert_eq(&t);
 }
 
 #[test]

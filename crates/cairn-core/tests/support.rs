@@ -28,8 +28,14 @@ fn outcome_trace(m: &Machine, out: &Outcome, trace: &mut String) {
             .map(|t| {
                 let tr = &m.transitions[*t];
                 let src = &m.states[tr.source].path;
-                let tgt = tr.target.map_or("(none)".to_string(), |t| m.states[t].path.clone());
-                format!("{}->{}", if src.is_empty() { "(machine)" } else { src }, tgt)
+                let tgt = tr
+                    .target
+                    .map_or("(none)".to_string(), |t| m.states[t].path.clone());
+                format!(
+                    "{}->{}",
+                    if src.is_empty() { "(machine)" } else { src },
+                    tgt
+                )
             })
             .collect();
         let ev = ms.event.as_deref().unwrap_or("-");
@@ -58,7 +64,9 @@ fn outcome_trace(m: &Machine, out: &Outcome, trace: &mut String) {
 /// Parses `name` or `name {json payload}`.
 pub fn event(spec: &str) -> Event {
     match spec.split_once(' ') {
-        Some((name, payload)) => Event::new(name).with_payload(serde_json::from_str(payload).unwrap()),
+        Some((name, payload)) => {
+            Event::new(name).with_payload(serde_json::from_str(payload).unwrap())
+        }
         None => Event::new(spec),
     }
 }

@@ -23,9 +23,22 @@ fn yaml(text: &str, expect: Expect) {
 
 #[test]
 fn syntax_errors() {
-    yaml("machine: x\nstates: [a\n", expect!["m.yaml:3:1: error[syntax]: invalid YAML: while parsing a flow sequence, expected ',' or ']'"]);
-    check("{\"machine\": \"x\",\n \"states\": }", Format::Json, expect!["m.json:2:12: error[syntax]: invalid JSON: expected value"]);
-    check("machine = \"x\"\nstates = = 1\n", Format::Toml, expect!["m.toml:2:10: error[syntax]: invalid TOML: extra `=`, expected nothing"]);
+    yaml(
+        "machine: x\nstates: [a\n",
+        expect![
+            "m.yaml:3:1: error[syntax]: invalid YAML: while parsing a flow sequence, expected ',' or ']'"
+        ],
+    );
+    check(
+        "{\"machine\": \"x\",\n \"states\": }",
+        Format::Json,
+        expect!["m.json:2:12: error[syntax]: invalid JSON: expected value"],
+    );
+    check(
+        "machine = \"x\"\nstates = = 1\n",
+        Format::Toml,
+        expect!["m.toml:2:10: error[syntax]: invalid TOML: extra `=`, expected nothing"],
+    );
 }
 
 #[test]
@@ -36,10 +49,16 @@ fn unknown_and_missing_fields() {
             m.yaml:5:5: error[unknown-field]: in state `a`: unknown field `tagret` in a state; expected one of: id, type, description, initial, states, on, always, after, on_done, entry, exit, status, task, approval, spawn
             m.yaml:6:28: error[unknown-field]: in state `a`: unknown field `gaurd` in a transition; expected one of: target, guard, assign, actions, description"#]],
     );
-    yaml("initial: a\nstates:\n  a: {}\n", expect!["m.yaml:1:1: error[missing-field]: missing field `machine` (the machine's name)"]);
-    yaml("machine: x\ninitial: a\n", expect![[r#"
+    yaml(
+        "initial: a\nstates:\n  a: {}\n",
+        expect!["m.yaml:1:1: error[missing-field]: missing field `machine` (the machine's name)"],
+    );
+    yaml(
+        "machine: x\ninitial: a\n",
+        expect![[r#"
         m.yaml:1:1: error[missing-field]: the machine has no `states`
-        m.yaml:2:10: error[invalid-initial]: `initial: a` is not a child state; children are: "#]]);
+        m.yaml:2:10: error[invalid-initial]: `initial: a` is not a child state; children are: "#]],
+    );
 }
 
 #[test]
@@ -119,7 +138,9 @@ states:
   a: { id: one, on: { go: b } }
   b: { id: one, on: { go: "#one" } }
 "##,
-        expect!["m.yaml:5:12: error[duplicate-id]: in state `b`: id `one` is already the id of state `a`"],
+        expect![
+            "m.yaml:5:12: error[duplicate-id]: in state `b`: id `one` is already the id of state `a`"
+        ],
     );
 }
 
@@ -213,12 +234,16 @@ fn toml_and_json_errors_have_positions_too() {
     check(
         "machine = \"x\"\ninitial = \"a\"\n\n[states.a.on]\ngo = \"nowhere\"\n",
         Format::Toml,
-        expect!["m.toml:5:6: error[unknown-target]: in state `a`: target `nowhere` is neither a sibling state nor a dotted path from the root"],
+        expect![
+            "m.toml:5:6: error[unknown-target]: in state `a`: target `nowhere` is neither a sibling state nor a dotted path from the root"
+        ],
     );
     check(
         "{\n  \"machine\": \"x\",\n  \"initial\": \"a\",\n  \"states\": {\n    \"a\": { \"on\": { \"go\": { \"target\": \"a\", \"guard\": \"nope\" } } }\n  }\n}\n",
         Format::Json,
-        expect!["m.json:5:52: error[unknown-variable]: in state `a`: guard `nope`: unknown variable `nope`; expressions may use context, event, instance, now, records"],
+        expect![
+            "m.json:5:52: error[unknown-variable]: in state `a`: guard `nope`: unknown variable `nope`; expressions may use context, event, instance, now, records"
+        ],
     );
 }
 

@@ -1,14 +1,6 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! The engine: applies events atomically through a store (read instance, run
+//! `cairn_core::step`, write instance, history and effects, commit, acknowledge), and
+//! carries effects out: tasks, timers, children, triggers, schedules, approvals.
+//!
+//! Must not speak HTTP. Time comes through a `Clock`. Not yet built: see the write-path
+//! and lifecycle issues.

@@ -1,14 +1,3 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! The axum HTTP API under `/v1`, the SSE event stream, auth, the OpenAPI document and the
+//! dashboard. Holds no business rules: every decision is the engine's. Not yet built: see
+//! the server issue.

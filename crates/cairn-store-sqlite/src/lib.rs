@@ -1,14 +1,5 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! The embedded SQLite backend: WAL, `synchronous=FULL`, one group-committing writer
+//! thread and a pool of readers, with its own embedded migrations.
+//!
+//! Implements the traits of `cairn-store`; holds no statechart logic. Not yet built: see
+//! the write-path issue.

@@ -1,14 +1,3 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! The behaviour suite every storage backend must pass: SQLite always, PostgreSQL when
+//! its URL is given (and always in CI). Each `# Contract` of `cairn-store` is tested here.
+//! Not yet built: see the write-path issue.

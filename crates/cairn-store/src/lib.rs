@@ -1,14 +1,6 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! Storage traits and record types: machines (immutable versions), instances, history,
+//! idempotency keys and the commit-ordered log, each with a written `# Contract`.
+//!
+//! Owns `store::Error`. Must not depend on a database driver: backends live in
+//! `cairn-store-sqlite` and `cairn-store-postgres`, and `cairn-store-tests` holds the one
+//! behaviour suite every backend passes. Not yet built: see the write-path issue.

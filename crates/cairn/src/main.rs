@@ -36,10 +36,16 @@ pub struct Failure {
 
 impl Failure {
     pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
-        Failure { code: 2, error: error.into() }
+        Failure {
+            code: 2,
+            error: error.into(),
+        }
     }
     pub fn refused(error: impl Into<anyhow::Error>) -> Failure {
-        Failure { code: 4, error: error.into() }
+        Failure {
+            code: 4,
+            error: error.into(),
+        }
     }
 }
 

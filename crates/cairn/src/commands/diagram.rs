@@ -26,7 +26,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let m = super::load_machine(&args.file)?;
     for a in &args.active {
         if m.state_by_path(a).is_none() {
-            return Err(Failure::usage(anyhow::anyhow!("`--active {a}`: no such state")));
+            return Err(Failure::usage(anyhow::anyhow!(
+                "`--active {a}`: no such state"
+            )));
         }
     }
     print!("{}", render(&m, format, &args.active));

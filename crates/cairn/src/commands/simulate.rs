@@ -54,14 +54,16 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let env_at = |t| Env::at(t);
     let reader: Box<dyn BufRead> = match args.events.as_deref() {
         None | Some("-") => Box::new(BufReader::new(std::io::stdin())),
-        Some(path) => Box::new(BufReader::new(
-            std::fs::File::open(path)
-                .map_err(|e| Failure::usage(anyhow::anyhow!("cannot read `{path}`: {e}")))?,
-        )),
+        Some(path) => {
+            Box::new(BufReader::new(std::fs::File::open(path).map_err(|e| {
+                Failure::usage(anyhow::anyhow!("cannot read `{path}`: {e}"))
+            })?))
+        }
     };
     let out = std::io::stdout();
     let mut out = out.lock();
-    let first = start(&m, &input, &env_at(now)).map_err(|e| Failure::refused(anyhow::anyhow!("start refused: {e}")))?;
+    let first = start(&m, &input, &env_at(now))
+        .map_err(|e| Failure::refused(anyhow::anyhow!("start refused: {e}")))?;
     let mut snap = first.snapshot;
     writeln!(out, "{}", line(0, None, &snap, None)).context("writing output")?;
     let mut n = 0;
@@ -70,9 +72,8 @@ pub fn run(args: Args) -> Result<(), Failure> {
         if l.trim().is_empty() {
             continue;
         }
-        let ev = parse_event(&l).map_err(|e| {
-            Failure::usage(anyhow::anyhow!("event line {}: {e}", i + 1))
-        })?;
+        let ev = parse_event(&l)
+            .map_err(|e| Failure::usage(anyhow::anyhow!("event line {}: {e}", i + 1)))?;
         n += 1;
         let t = if fixed_now { now } else { chrono::Utc::now() };
         match step(&m, &snap, &ev, &env_at(t)) {
@@ -80,7 +81,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 snap = o.snapshot;
                 writeln!(out, "{}", line(n, Some(&ev.name), &snap, None))
             }
-            Err(r) => writeln!(out, "{}", line(n, Some(&ev.name), &snap, Some(r.to_string()))),
+            Err(r) => writeln!(
+                out,
+                "{}",
+                line(n, Some(&ev.name), &snap, Some(r.to_string()))
+            ),
         }
         .context("writing output")?;
     }

@@ -42,8 +42,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
                             "column": d.pos.col, "state": d.state, "message": d.message})
                     })
                     .collect();
-                println!("{}", serde_json::json!({"valid": false, "problems": problems}));
-                return Err(Failure::usage(anyhow::anyhow!("{} is not valid", args.file)));
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": false, "problems": problems})
+                );
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "{} is not valid",
+                    args.file
+                )));
             }
             let n = e.diagnostics.len();
             Err(Failure::usage(anyhow::anyhow!(
