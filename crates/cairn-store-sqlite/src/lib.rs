@@ -1,5 +1,469 @@
-//! The embedded SQLite backend: WAL, `synchronous=FULL`, one group-committing writer
-//! thread and a pool of readers, with its own embedded migrations.
+//! The embedded SQLite backend of `cairn-store`.
 //!
-//! Implements the traits of `cairn-store`; holds no statechart logic. Not yet built: see
-//! the write-path issue.
+//! - One data directory, one writing process: `open` takes an exclusive lock on
+//!   `cairn.lock` and refuses with [`Error::Locked`] while another process holds it.
+//! - WAL with `synchronous=FULL` on every connection: a commit is on disk when acknowledged.
+//! - One writer thread **group-commits**: it takes every unit waiting when a transaction
+//!   starts, runs each in its own savepoint (a refused or failing unit rolls back alone),
+//!   and commits them all with one fsync. If the commit fails, every unit in it gets the
+//!   error.
+//! - Readers use a small pool of read-only connections; WAL checkpoints run on their own
+//!   connection and thread (`wal_autocheckpoint` is off for the writer), so they never
+//!   stall it, and every read is one short statement, so no reader pins the WAL for long.
+//!
+//! Holds no statechart logic. Driver errors become `store::Error` in [`db_err`] only.
+
+mod migrate;
+mod tx;
+
+use std::fs::File;
+use std::io::Write as _;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cairn_store::{
+    Error, HistoryRecord, InstanceFilter, InstanceRecord, LogEntry, MachineRecord, Page, Reader,
+    Store, Tx,
+};
+use rusqlite::{Connection, OpenFlags};
+
+pub use migrate::{MIGRATIONS, schema_version};
+
+/// How the store runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Share one commit among all units waiting when it starts (default on). Off, every
+    /// unit commits (and fsyncs) alone: only useful to measure the difference.
+    pub group_commit: bool,
+    /// The most units one commit takes.
+    pub max_batch: usize,
+    /// Read connections kept open.
+    pub readers: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            group_commit: true,
+            max_batch: 1024,
+            readers: 4,
+        }
+    }
+}
+
+/// Maps a driver error to `store::Error`: the one place this happens.
+pub(crate) fn db_err(e: rusqlite::Error) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Error::Conflict(e.to_string())
+        }
+        rusqlite::Error::QueryReturnedNoRows => Error::NotFound(e.to_string()),
+        rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+            Error::Corrupt(e.to_string())
+        }
+        _ => Error::Database(e.to_string()),
+    }
+}
+
+/// A unit of work waiting for the writer.
+trait Job: Send {
+    /// Runs the unit; `false` when it failed (and must be rolled back).
+    fn run(&mut self, tx: &mut tx::SqlTx<'_>) -> bool;
+    /// Answers the caller once the commit's outcome is known.
+    fn finish(self: Box<Self>, commit: Result<(), Error>);
+}
+
+struct Unit<T, F> {
+    work: Option<F>,
+    result: Option<Result<T, Error>>,
+    reply: mpsc::SyncSender<Result<T, Error>>,
+}
+
+impl<T, F> Job for Unit<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static,
+{
+    fn run(&mut self, tx: &mut tx::SqlTx<'_>) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| work(tx)))
+            .unwrap_or_else(|_| Err(Error::Database("a unit of work panicked".into())));
+        let ok = r.is_ok();
+        self.result = Some(r);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), Error>) {
+        let answer = match (self.result, commit) {
+            (Some(Ok(t)), Ok(())) => Ok(t),
+            (Some(Ok(_)), Err(e)) => Err(e),
+            (Some(Err(e)), _) => Err(e),
+            (None, Err(e)) => Err(e),
+            (None, Ok(())) => Err(Error::Database("a unit of work was not run".into())),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
+    stop: Arc<AtomicBool>,
+    _lock: File,
+}
+
+/// The SQLite store of one data directory. Cheap to clone; the last clone closes it.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+fn configure(conn: &Connection) -> Result<(), Error> {
+    conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;")
+        .map_err(db_err)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir`, migrating it to the current schema.
+    pub fn open(dir: &Path, options: Options) -> Result<SqliteStore, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Database(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let lock_path = dir.join("cairn.lock");
+        let mut lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::Database(format!("cannot open {}: {e}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+                let holder = holder.trim();
+                return Err(Error::Locked(format!(
+                    "the data directory {} is in use by another process{}; use `--server URL` to reach it, or stop it",
+                    dir.display(),
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {holder})")
+                    }
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::Database(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )));
+            }
+        }
+        let _ = lock.set_len(0);
+        let _ = write!(lock, "{}", std::process::id());
+        let _ = lock.flush();
+
+        let path = dir.join("cairn.db");
+        let mut writer = Connection::open(&path).map_err(db_err)?;
+        writer
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;")
+            .map_err(db_err)?;
+        configure(&writer)?;
+        migrate::migrate(&mut writer)?;
+
+        let mut readers = Vec::with_capacity(options.readers);
+        for _ in 0..options.readers.max(1) {
+            readers.push(open_reader(&path)?);
+        }
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Box<dyn Job>>();
+        let opts = options.clone();
+        let writer_thread = std::thread::Builder::new()
+            .name("cairn-sqlite-writer".into())
+            .spawn(move || write_loop(writer, jobs_rx, opts))
+            .map_err(|e| Error::Database(format!("cannot start the writer thread: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let checkpoint_conn = Connection::open(&path).map_err(db_err)?;
+        configure(&checkpoint_conn)?;
+        let stop2 = Arc::clone(&stop);
+        let checkpointer = std::thread::Builder::new()
+            .name("cairn-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, stop2))
+            .map_err(|e| Error::Database(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                jobs: Mutex::new(Some(jobs_tx)),
+                readers: Mutex::new(readers),
+                writer: Mutex::new(Some(writer_thread)),
+                checkpointer: Mutex::new(Some(checkpointer)),
+                stop,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, Error>) -> Result<T, Error> {
+        let conn = self.inner.readers.lock().map_err(|_| Error::Closed)?.pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open_reader(&self.inner.path)?,
+        };
+        let r = f(&conn);
+        if let Ok(mut pool) = self.inner.readers.lock() {
+            pool.push(conn);
+        }
+        r
+    }
+}
+
+/// The durability settings actually in force, read from the connections themselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Durability {
+    pub journal_mode: String,
+    /// `PRAGMA synchronous` of the writer and of a reader (2 = FULL).
+    pub writer_synchronous: i64,
+    pub reader_synchronous: i64,
+}
+
+impl Durability {
+    /// The label benchmarks print, e.g. `sqlite wal synchronous=FULL`.
+    pub fn label(&self) -> String {
+        let level = |n: i64| match n {
+            0 => "OFF",
+            1 => "NORMAL",
+            2 => "FULL",
+            3 => "EXTRA",
+            _ => "?",
+        };
+        format!(
+            "sqlite {} synchronous={}",
+            self.journal_mode,
+            level(self.writer_synchronous.min(self.reader_synchronous))
+        )
+    }
+}
+
+/// A job that reads from the writer's own connection.
+struct Probe {
+    reply: mpsc::SyncSender<Result<(String, i64), Error>>,
+    answer: Option<Result<(String, i64), Error>>,
+}
+
+impl Job for Probe {
+    fn run(&mut self, tx: &mut tx::SqlTx<'_>) -> bool {
+        let r = (|| {
+            let mode: String = tx
+                .conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .map_err(db_err)?;
+            let sync: i64 = tx
+                .conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .map_err(db_err)?;
+            Ok((mode, sync))
+        })();
+        self.answer = Some(r);
+        true
+    }
+    fn finish(self: Box<Self>, commit: Result<(), Error>) {
+        let answer = match (self.answer, commit) {
+            (Some(a), Ok(())) => a,
+            (_, Err(e)) => Err(e),
+            (None, Ok(())) => Err(Error::Database("probe not run".into())),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+impl SqliteStore {
+    /// Reads the journal mode and `synchronous` level from the writer and a reader.
+    pub fn durability(&self) -> Result<Durability, Error> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        {
+            let jobs = self.inner.jobs.lock().map_err(|_| Error::Closed)?;
+            jobs.as_ref()
+                .ok_or(Error::Closed)?
+                .send(Box::new(Probe {
+                    reply,
+                    answer: None,
+                }))
+                .map_err(|_| Error::Closed)?;
+        }
+        let (journal_mode, writer_synchronous) = answer.recv().map_err(|_| Error::Closed)??;
+        let reader_synchronous = self.read(|c| {
+            c.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .map_err(db_err)
+        })?;
+        Ok(Durability {
+            journal_mode,
+            writer_synchronous,
+            reader_synchronous,
+        })
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        if let Ok(mut w) = self.writer.lock()
+            && let Some(h) = w.take()
+        {
+            let _ = h.join();
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        if let Ok(mut c) = self.checkpointer.lock()
+            && let Some(h) = c.take()
+        {
+            let _ = h.join();
+        }
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_err)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, opts: Options) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        if opts.group_commit {
+            while batch.len() < opts.max_batch {
+                match jobs.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+        }
+        let commit = run_batch(&mut conn, &mut batch);
+        for job in batch {
+            job.finish(commit.clone());
+        }
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> Result<(), Error> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
+    for job in batch.iter_mut() {
+        let step = (|| -> Result<(), Error> {
+            conn.prepare_cached("SAVEPOINT unit")
+                .and_then(|mut s| s.execute([]))
+                .map_err(db_err)?;
+            let ok = job.run(&mut tx::SqlTx::new(conn));
+            if ok {
+                conn.prepare_cached("RELEASE unit")
+                    .and_then(|mut s| s.execute([]))
+                    .map_err(db_err)?;
+            } else {
+                conn.execute_batch("ROLLBACK TO unit; RELEASE unit")
+                    .map_err(db_err)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = step {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(db_err(e))
+        }
+    }
+}
+
+fn checkpoint_loop(conn: Connection, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        // PASSIVE never waits for readers or the writer; it copies what it can.
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+}
+
+impl Store for SqliteStore {
+    fn write<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static,
+    {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job: Box<dyn Job> = Box::new(Unit {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        {
+            let jobs = self.inner.jobs.lock().map_err(|_| Error::Closed)?;
+            jobs.as_ref()
+                .ok_or(Error::Closed)?
+                .send(job)
+                .map_err(|_| Error::Closed)?;
+        }
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+}
+
+impl Reader for SqliteStore {
+    fn machine(
+        &self,
+        ns: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<MachineRecord>, Error> {
+        self.read(|c| tx::machine(c, ns, name, version))
+    }
+    fn machines(&self, ns: &str) -> Result<Vec<MachineRecord>, Error> {
+        self.read(|c| tx::machines(c, ns))
+    }
+    fn instance(&self, ns: &str, id: &str) -> Result<Option<InstanceRecord>, Error> {
+        self.read(|c| tx::instance(c, ns, id))
+    }
+    fn instances(&self, filter: &InstanceFilter) -> Result<Page<InstanceRecord>, Error> {
+        self.read(|c| tx::instances(c, filter))
+    }
+    fn instance_ids(&self, ns: Option<&str>) -> Result<Vec<(String, String)>, Error> {
+        self.read(|c| tx::instance_ids(c, ns))
+    }
+    fn history(
+        &self,
+        ns: &str,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, Error> {
+        self.read(|c| tx::history(c, ns, id, after, limit))
+    }
+    fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error> {
+        self.read(|c| tx::log(c, after, limit))
+    }
+}

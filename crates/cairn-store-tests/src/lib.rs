@@ -1,3 +1,487 @@
-//! The behaviour suite every storage backend must pass: SQLite always, PostgreSQL when
-//! its URL is given (and always in CI). Each `# Contract` of `cairn-store` is tested here.
-//! Not yet built: see the write-path issue.
+//! The behaviour suite every storage backend must pass, written against the traits of
+//! `cairn-store` only, so a new backend runs it unchanged: `cairn_store_tests::suite!`
+//! expands to one `#[test]` per contract, given an expression that opens a fresh store.
+//! SQLite runs it in `cairn-store-sqlite`'s tests; PostgreSQL will run the same macro.
+
+use std::collections::BTreeMap;
+
+use cairn_core::Status;
+use cairn_store::{
+    Error, HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, MachineRecord,
+    NewLogEntry, Store,
+};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+/// Expands to one test per contract; `$open` is an expression giving a fresh store (and
+/// whatever must live as long as it, e.g. a temporary directory) as `(store, guard)`.
+#[macro_export]
+macro_rules! suite {
+    ($open:expr) => {
+        $crate::suite!(@tests $open;
+            failed_units_leave_no_trace, one_failing_unit_does_not_spoil_its_batch,
+            duplicates_and_stale_versions_conflict, committed_writes_are_visible_to_readers,
+            log_positions_follow_commit_order, pagination_visits_each_instance_once,
+            filters_by_machine_status_state_and_label, machines_keep_every_version,
+            idempotency_keys_are_unique_per_instance, concurrent_writers_are_serialised);
+    };
+    (@tests $open:expr; $($name:ident),*) => {
+        $(
+            #[test]
+            fn $name() {
+                let (store, _guard) = $open;
+                $crate::$name(&store);
+            }
+        )*
+    };
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+}
+
+pub fn instance(
+    ns: &str,
+    id: &str,
+    machine: &str,
+    status: Status,
+    configuration: &[&str],
+    labels: &[(&str, &str)],
+) -> InstanceRecord {
+    InstanceRecord {
+        namespace: ns.into(),
+        id: id.into(),
+        machine: machine.into(),
+        machine_version: 1,
+        status,
+        configuration: configuration.iter().map(|s| s.to_string()).collect(),
+        context: json!({"n": 0}),
+        version: 1,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        parent: None,
+        last_error: None,
+        created_at: t0(),
+        updated_at: t0(),
+    }
+}
+
+pub fn history(ns: &str, id: &str, version: u64) -> HistoryRecord {
+    HistoryRecord {
+        namespace: ns.into(),
+        instance_id: id.into(),
+        version,
+        event: if version == 1 {
+            String::new()
+        } else {
+            "go".into()
+        },
+        payload: json!({}),
+        actor: "test".into(),
+        reason: String::new(),
+        from_configuration: vec!["a".into()],
+        to_configuration: vec!["b".into()],
+        context: json!({"n": version}),
+        status: Status::Running,
+        idempotency_key: None,
+        microsteps: json!([]),
+        effects: json!([]),
+        time_in_states_ms: Some(5),
+        created_at: t0(),
+    }
+}
+
+fn log_entry(id: &str, version: u64) -> NewLogEntry {
+    NewLogEntry {
+        namespace: "default".into(),
+        instance_id: id.into(),
+        kind: "transition".into(),
+        version,
+        data: json!({}),
+        created_at: t0(),
+    }
+}
+
+fn filter(ns: &str) -> InstanceFilter {
+    InstanceFilter {
+        namespace: ns.into(),
+        limit: 100,
+        ..Default::default()
+    }
+}
+
+/// A unit that writes and then fails leaves nothing behind.
+pub fn failed_units_leave_no_trace<S: Store>(s: &S) {
+    let r: Result<(), Error> = s.write(|tx| {
+        tx.insert_instance(&instance(
+            "default",
+            "x",
+            "m",
+            Status::Running,
+            &["a"],
+            &[("k", "v")],
+        ))?;
+        tx.append_history(&history("default", "x", 1))?;
+        tx.append_log(&log_entry("x", 1))?;
+        Err(Error::Refused("no".into()))
+    });
+    assert_eq!(r, Err(Error::Refused("no".into())));
+    assert_eq!(s.instance("default", "x").unwrap(), None);
+    assert!(s.history("default", "x", 0, 10).unwrap().is_empty());
+    assert!(s.log(0, 10).unwrap().is_empty());
+    let page = s
+        .instances(&InstanceFilter {
+            labels: vec![("k".into(), "v".into())],
+            ..filter("default")
+        })
+        .unwrap();
+    assert!(page.items.is_empty());
+}
+
+/// Units committed together are independent: one failing does not undo the others.
+pub fn one_failing_unit_does_not_spoil_its_batch<S: Store>(s: &S) {
+    let handles: Vec<_> = (0..32)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                s.write(move |tx| {
+                    tx.insert_instance(&instance(
+                        "default",
+                        &format!("i{i}"),
+                        "m",
+                        Status::Running,
+                        &["a"],
+                        &[],
+                    ))?;
+                    if i % 4 == 0 {
+                        return Err(Error::Refused(format!("unit {i} refuses")));
+                    }
+                    Ok(i)
+                })
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let r = h.join().unwrap();
+        let stored = s.instance("default", &format!("i{i}")).unwrap();
+        if i % 4 == 0 {
+            assert_eq!(r, Err(Error::Refused(format!("unit {i} refuses"))));
+            assert!(stored.is_none(), "unit {i} left a row");
+        } else {
+            assert_eq!(r, Ok(i));
+            assert!(stored.is_some(), "unit {i} lost its row");
+        }
+    }
+}
+
+pub fn duplicates_and_stale_versions_conflict<S: Store>(s: &S) {
+    let i = instance("default", "d", "m", Status::Running, &["a"], &[]);
+    let i2 = i.clone();
+    s.write(move |tx| tx.insert_instance(&i2)).unwrap();
+    let i3 = i.clone();
+    assert!(matches!(
+        s.write(move |tx| tx.insert_instance(&i3)),
+        Err(Error::Conflict(_))
+    ));
+    // The same id in another namespace is another instance.
+    let other = instance("other", "d", "m", Status::Running, &["a"], &[]);
+    s.write(move |tx| tx.insert_instance(&other)).unwrap();
+
+    let mut next = i.clone();
+    next.version = 2;
+    let n2 = next.clone();
+    s.write(move |tx| tx.update_instance(&n2, 1)).unwrap();
+    let n3 = next.clone();
+    assert!(matches!(
+        s.write(move |tx| tx.update_instance(&n3, 1)),
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(s.instance("default", "d").unwrap().unwrap().version, 2);
+
+    s.write(|tx| tx.append_history(&history("default", "d", 1)))
+        .unwrap();
+    assert!(matches!(
+        s.write(|tx| tx.append_history(&history("default", "d", 1))),
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(
+        s.history("default", "d", 0, 10).unwrap(),
+        vec![history("default", "d", 1)]
+    );
+}
+
+pub fn committed_writes_are_visible_to_readers<S: Store>(s: &S) {
+    let inst = instance(
+        "default",
+        "v",
+        "m",
+        Status::Running,
+        &["a.b"],
+        &[("team", "x")],
+    );
+    let stored = inst.clone();
+    s.write(move |tx| {
+        tx.insert_instance(&stored)?;
+        tx.append_history(&history("default", "v", 1))?;
+        // A unit sees its own writes.
+        assert!(tx.instance("default", "v")?.is_some());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(s.instance("default", "v").unwrap(), Some(inst));
+    assert_eq!(s.history("default", "v", 0, 10).unwrap().len(), 1);
+    assert_eq!(s.instance("other", "v").unwrap(), None);
+}
+
+pub fn log_positions_follow_commit_order<S: Store>(s: &S) {
+    let mut positions = Vec::new();
+    for v in 1..=20u64 {
+        positions.push(
+            s.write(move |tx| tx.append_log(&log_entry("l", v)))
+                .unwrap(),
+        );
+    }
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    let all = s.log(0, 100).unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        positions
+    );
+    assert_eq!(
+        all.iter().map(|e| e.entry.version).collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>()
+    );
+    let tail = s.log(positions[9], 5).unwrap();
+    assert_eq!(
+        tail.iter().map(|e| e.position).collect::<Vec<_>>(),
+        positions[10..15].to_vec()
+    );
+}
+
+pub fn pagination_visits_each_instance_once<S: Store>(s: &S) {
+    for i in 0..25 {
+        let inst = instance(
+            "default",
+            &format!("p{i:02}"),
+            "m",
+            Status::Running,
+            &["a"],
+            &[],
+        );
+        s.write(move |tx| tx.insert_instance(&inst)).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .instances(&InstanceFilter {
+                after: after.clone(),
+                limit: 7,
+                ..filter("default")
+            })
+            .unwrap();
+        seen.extend(page.items.into_iter().map(|i| i.id));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..25).map(|i| format!("p{i:02}")).collect::<Vec<_>>()
+    );
+}
+
+pub fn filters_by_machine_status_state_and_label<S: Store>(s: &S) {
+    let rows = [
+        instance(
+            "default",
+            "a",
+            "m1",
+            Status::Running,
+            &["review.waiting"],
+            &[("team", "red")],
+        ),
+        instance(
+            "default",
+            "b",
+            "m1",
+            Status::Completed,
+            &["done"],
+            &[("team", "blue")],
+        ),
+        instance(
+            "default",
+            "c",
+            "m2",
+            Status::Running,
+            &["review_x"],
+            &[("team", "red"), ("tier", "1")],
+        ),
+        instance(
+            "default",
+            "d",
+            "m2",
+            Status::Running,
+            &["p.r1.a", "p.r2.review"],
+            &[],
+        ),
+    ];
+    for r in rows {
+        s.write(move |tx| tx.insert_instance(&r)).unwrap();
+    }
+    let ids = |f: InstanceFilter| -> Vec<String> {
+        s.instances(&f)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
+    };
+    assert_eq!(
+        ids(InstanceFilter {
+            machine: Some("m1".into()),
+            ..filter("default")
+        }),
+        ["a", "b"]
+    );
+    assert_eq!(
+        ids(InstanceFilter {
+            status: Some(Status::Running),
+            ..filter("default")
+        }),
+        ["a", "c", "d"]
+    );
+    // A state matches its descendants, and only whole path segments.
+    assert_eq!(
+        ids(InstanceFilter {
+            state: Some("review".into()),
+            ..filter("default")
+        }),
+        ["a"]
+    );
+    assert_eq!(
+        ids(InstanceFilter {
+            state: Some("p.r2".into()),
+            ..filter("default")
+        }),
+        ["d"]
+    );
+    assert_eq!(
+        ids(InstanceFilter {
+            state: Some("p.r1.a".into()),
+            ..filter("default")
+        }),
+        ["d"]
+    );
+    assert_eq!(
+        ids(InstanceFilter {
+            labels: vec![("team".into(), "red".into())],
+            ..filter("default")
+        }),
+        ["a", "c"]
+    );
+    assert_eq!(
+        ids(InstanceFilter {
+            labels: vec![("team".into(), "red".into()), ("tier".into(), "1".into())],
+            ..filter("default")
+        }),
+        ["c"]
+    );
+    assert!(ids(filter("elsewhere")).is_empty());
+}
+
+pub fn machines_keep_every_version<S: Store>(s: &S) {
+    for v in 1..=3u32 {
+        let m = MachineRecord {
+            namespace: "default".into(),
+            name: "m".into(),
+            version: v,
+            digest: format!("d{v}"),
+            definition: json!({"machine": "m", "v": v}),
+            created_at: t0(),
+        };
+        s.write(move |tx| tx.insert_machine(&m)).unwrap();
+    }
+    let dup = MachineRecord {
+        namespace: "default".into(),
+        name: "m".into(),
+        version: 2,
+        digest: "x".into(),
+        definition: json!({}),
+        created_at: t0(),
+    };
+    assert!(matches!(
+        s.write(move |tx| tx.insert_machine(&dup)),
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(s.machine("default", "m", None).unwrap().unwrap().version, 3);
+    assert_eq!(
+        s.machine("default", "m", Some(2)).unwrap().unwrap().digest,
+        "d2"
+    );
+    assert_eq!(s.machine("default", "m", Some(9)).unwrap(), None);
+    let all = s.machines("default").unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].version, 3);
+}
+
+pub fn idempotency_keys_are_unique_per_instance<S: Store>(s: &S) {
+    let rec = |id: &str, key: &str| IdempotencyRecord {
+        namespace: "default".into(),
+        instance_id: id.into(),
+        key: key.into(),
+        fingerprint: "f".into(),
+        version: 2,
+        created_at: t0(),
+    };
+    let (a, b, c) = (rec("i", "k"), rec("i", "k"), rec("j", "k"));
+    s.write(move |tx| tx.insert_idempotency(&a)).unwrap();
+    assert!(matches!(
+        s.write(move |tx| tx.insert_idempotency(&b)),
+        Err(Error::Conflict(_))
+    ));
+    s.write(move |tx| tx.insert_idempotency(&c)).unwrap();
+    let got = s.write(|tx| tx.idempotency("default", "i", "k")).unwrap();
+    assert_eq!(got, Some(rec("i", "k")));
+    assert_eq!(
+        s.write(|tx| tx.idempotency("default", "i", "nope"))
+            .unwrap(),
+        None
+    );
+}
+
+/// Many threads advancing one counter through read-modify-write units lose no update.
+pub fn concurrent_writers_are_serialised<S: Store>(s: &S) {
+    let start = instance("default", "counter", "m", Status::Running, &["a"], &[]);
+    s.write(move |tx| tx.insert_instance(&start)).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    s.write(|tx| {
+                        let mut i = tx
+                            .instance("default", "counter")?
+                            .ok_or(Error::NotFound("counter".into()))?;
+                        let v = i.version;
+                        i.version += 1;
+                        tx.update_instance(&i, v)?;
+                        tx.append_history(&history("default", "counter", i.version))
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        s.instance("default", "counter").unwrap().unwrap().version,
+        401
+    );
+    assert_eq!(s.history("default", "counter", 0, 1000).unwrap().len(), 400);
+}

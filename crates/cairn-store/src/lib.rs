@@ -1,6 +1,123 @@
 //! Storage traits and record types: machines (immutable versions), instances, history,
-//! idempotency keys and the commit-ordered log, each with a written `# Contract`.
+//! idempotency keys and the commit-ordered log, every record in a namespace.
 //!
-//! Owns `store::Error`. Must not depend on a database driver: backends live in
-//! `cairn-store-sqlite` and `cairn-store-postgres`, and `cairn-store-tests` holds the one
-//! behaviour suite every backend passes. Not yet built: see the write-path issue.
+//! One event is one unit of work across all of these, so writes go through
+//! [`Store::write`]: a closure over a [`Tx`] that the backend runs atomically. Reads go
+//! through [`Reader`]. Each promise is written as a `# Contract` and tested, against
+//! every backend, by `cairn-store-tests`. This crate knows no database driver; backends
+//! are `cairn-store-sqlite` (and later `cairn-store-postgres`). It knows no statechart
+//! logic either: that is `cairn-core`, driven by `cairn-engine`.
+
+mod error;
+mod record;
+
+pub use error::Error;
+pub use record::{
+    HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, LogEntry, MachineRecord,
+    NewLogEntry, Page,
+};
+
+/// Writes inside one unit of work. Every method sees the unit's own earlier writes.
+///
+/// # Contract
+/// - Nothing written through a `Tx` is visible to readers until the unit commits, and a
+///   unit whose closure returns an error leaves no trace: its writes are rolled back
+///   alone, other units committed with it are unaffected.
+/// - Insert methods refuse a duplicate key with [`Error::Conflict`].
+pub trait Tx {
+    /// The machine `name` at `version`, or its latest version when `version` is `None`.
+    fn machine(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<MachineRecord>, Error>;
+    fn insert_machine(&mut self, record: &MachineRecord) -> Result<(), Error>;
+
+    fn instance(&mut self, namespace: &str, id: &str) -> Result<Option<InstanceRecord>, Error>;
+    fn insert_instance(&mut self, record: &InstanceRecord) -> Result<(), Error>;
+    /// Replaces the instance row.
+    ///
+    /// # Contract
+    /// Refused with [`Error::Conflict`] unless the stored version is `expected_version`
+    /// (optimistic concurrency: two writers never both advance one version).
+    fn update_instance(
+        &mut self,
+        record: &InstanceRecord,
+        expected_version: u64,
+    ) -> Result<(), Error>;
+
+    /// Appends one transition record.
+    ///
+    /// # Contract
+    /// `(namespace, instance_id, version)` is unique: a second record for one version
+    /// is refused with [`Error::Conflict`], so no transition is ever recorded twice.
+    fn append_history(&mut self, record: &HistoryRecord) -> Result<(), Error>;
+
+    fn idempotency(
+        &mut self,
+        namespace: &str,
+        instance_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, Error>;
+    fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> Result<(), Error>;
+
+    /// Appends to the commit-ordered log and returns the entry's position.
+    ///
+    /// # Contract
+    /// Positions increase in commit order: once a reader has seen position `p`, no entry
+    /// with a position below `p` commits later.
+    fn append_log(&mut self, entry: &NewLogEntry) -> Result<i64, Error>;
+}
+
+/// Reads of committed data.
+///
+/// # Contract
+/// Readers see only committed units, never part of one.
+pub trait Reader: Send + Sync {
+    fn machine(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<MachineRecord>, Error>;
+    /// The latest version of every machine in the namespace, by name.
+    fn machines(&self, namespace: &str) -> Result<Vec<MachineRecord>, Error>;
+    fn instance(&self, namespace: &str, id: &str) -> Result<Option<InstanceRecord>, Error>;
+    /// Instances matching the filter in creation order, after the filter's cursor.
+    ///
+    /// # Contract
+    /// Paging with the returned `next` cursor visits every matching instance exactly once
+    /// while no instance is created or deleted.
+    fn instances(&self, filter: &InstanceFilter) -> Result<Page<InstanceRecord>, Error>;
+    /// Every namespace and id, for `verify` of all.
+    fn instance_ids(&self, namespace: Option<&str>) -> Result<Vec<(String, String)>, Error>;
+    /// The instance's history from `after_version` (exclusive), oldest first.
+    fn history(
+        &self,
+        namespace: &str,
+        instance_id: &str,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, Error>;
+    /// Log entries after `position`, in position order.
+    fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error>;
+}
+
+/// A storage backend.
+pub trait Store: Reader + Clone + 'static {
+    /// Runs `work` as one unit of work and returns its result once committed.
+    ///
+    /// # Contract
+    /// - Atomic: all of the unit's writes commit together or not at all.
+    /// - Durable: when `write` returns `Ok`, the unit has been committed and synced (it
+    ///   survives a crash of the process and of the machine).
+    /// - Isolated: the units of one store are serialised; each sees the committed effect
+    ///   of every unit acknowledged before it was submitted.
+    /// - An `Err` from `work` rolls back that unit only and is returned as it is.
+    /// - If the commit itself fails, every unit in it gets the error; none is applied.
+    fn write<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static;
+}

@@ -1,0 +1,41 @@
+//! Embedded, forward-only migrations, tracked in `PRAGMA user_version`. An applied
+//! migration is never edited: a schema change is the next file in `migrations/`.
+
+use cairn_store::Error;
+use rusqlite::Connection;
+
+use crate::db_err;
+
+/// Every migration, in order; the schema version is how many have been applied.
+pub const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+
+/// The schema version of a database.
+pub fn schema_version(conn: &Connection) -> Result<usize, Error> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map(|v| v as usize)
+        .map_err(db_err)
+}
+
+/// Applies every migration the database lacks, each in its own transaction.
+pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Applies migrations up to `target` (tests use it to build each earlier schema).
+pub fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), Error> {
+    let current = schema_version(conn)?;
+    if current > MIGRATIONS.len() {
+        return Err(Error::Corrupt(format!(
+            "the database has schema version {current}, newer than this Cairn knows ({}); upgrade Cairn",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
+        let tx = conn.transaction().map_err(db_err)?;
+        tx.execute_batch(sql).map_err(db_err)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,518 @@
+//! SQL for every record: row functions shared by the writer's [`SqlTx`] and the reader
+//! pool, with all statements prepared once per connection (`prepare_cached`).
+
+use std::collections::BTreeMap;
+
+use cairn_core::Status;
+use cairn_store::{
+    Error, HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, LogEntry,
+    MachineRecord, NewLogEntry, Page, Tx,
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+
+use crate::db_err;
+
+/// The writer's view of one unit of work.
+pub struct SqlTx<'c> {
+    pub(crate) conn: &'c Connection,
+}
+
+impl<'c> SqlTx<'c> {
+    pub fn new(conn: &'c Connection) -> SqlTx<'c> {
+        SqlTx { conn }
+    }
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, Error> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.to_utc())
+        .map_err(|e| Error::Corrupt(format!("bad timestamp `{s}`: {e}")))
+}
+
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).expect("records serialise")
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T, Error> {
+    serde_json::from_str(s).map_err(|e| Error::Corrupt(format!("bad {what}: {e}")))
+}
+
+fn status(s: &str) -> Result<Status, Error> {
+    Status::parse(s).ok_or_else(|| Error::Corrupt(format!("bad status `{s}`")))
+}
+
+/// Reads every column as text/integer first (driver errors), then decodes (our errors).
+fn machine_row(r: &Row<'_>) -> rusqlite::Result<[SqlValue; 6]> {
+    Ok([
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ])
+}
+
+fn text(v: &SqlValue) -> Result<&str, Error> {
+    match v {
+        SqlValue::Text(s) => Ok(s),
+        other => Err(Error::Corrupt(format!("expected text, found {other:?}"))),
+    }
+}
+
+fn int(v: &SqlValue) -> Result<i64, Error> {
+    match v {
+        SqlValue::Integer(i) => Ok(*i),
+        other => Err(Error::Corrupt(format!(
+            "expected an integer, found {other:?}"
+        ))),
+    }
+}
+
+fn opt_text(v: &SqlValue) -> Result<Option<String>, Error> {
+    match v {
+        SqlValue::Null => Ok(None),
+        other => text(other).map(|s| Some(s.to_string())),
+    }
+}
+
+fn decode_machine(v: [SqlValue; 6]) -> Result<MachineRecord, Error> {
+    Ok(MachineRecord {
+        namespace: text(&v[0])?.to_string(),
+        name: text(&v[1])?.to_string(),
+        version: int(&v[2])? as u32,
+        digest: text(&v[3])?.to_string(),
+        definition: parse_json(text(&v[4])?, "definition")?,
+        created_at: parse_ts(text(&v[5])?)?,
+    })
+}
+
+const MACHINE_COLS: &str = "namespace, name, version, digest, definition, created_at";
+
+pub fn machine(
+    c: &Connection,
+    ns: &str,
+    name: &str,
+    version: Option<u32>,
+) -> Result<Option<MachineRecord>, Error> {
+    let row = match version {
+        Some(v) => c
+            .prepare_cached(&format!("SELECT {MACHINE_COLS} FROM machines WHERE namespace = ?1 AND name = ?2 AND version = ?3"))
+            .and_then(|mut s| s.query_row(params![ns, name, v], machine_row).optional()),
+        None => c
+            .prepare_cached(&format!("SELECT {MACHINE_COLS} FROM machines WHERE namespace = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1"))
+            .and_then(|mut s| s.query_row(params![ns, name], machine_row).optional()),
+    }
+    .map_err(db_err)?;
+    row.map(decode_machine).transpose()
+}
+
+pub fn machines(c: &Connection, ns: &str) -> Result<Vec<MachineRecord>, Error> {
+    let mut s = c
+        .prepare_cached(&format!(
+            "SELECT {MACHINE_COLS} FROM machines m WHERE namespace = ?1 AND version = \
+             (SELECT MAX(version) FROM machines WHERE namespace = m.namespace AND name = m.name) ORDER BY name"
+        ))
+        .map_err(db_err)?;
+    let rows = s.query_map(params![ns], machine_row).map_err(db_err)?;
+    rows.map(|r| r.map_err(db_err).and_then(decode_machine))
+        .collect()
+}
+
+const INSTANCE_COLS: &str = "seq, namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at";
+
+fn instance_row(r: &Row<'_>) -> rusqlite::Result<Vec<SqlValue>> {
+    (0..14).map(|i| r.get(i)).collect()
+}
+
+fn decode_instance(v: Vec<SqlValue>) -> Result<(i64, InstanceRecord), Error> {
+    Ok((
+        int(&v[0])?,
+        InstanceRecord {
+            namespace: text(&v[1])?.to_string(),
+            id: text(&v[2])?.to_string(),
+            machine: text(&v[3])?.to_string(),
+            machine_version: int(&v[4])? as u32,
+            status: status(text(&v[5])?)?,
+            configuration: parse_json(text(&v[6])?, "configuration")?,
+            context: parse_json(text(&v[7])?, "context")?,
+            version: int(&v[8])? as u64,
+            labels: parse_json::<BTreeMap<String, String>>(text(&v[9])?, "labels")?,
+            parent: opt_text(&v[10])?,
+            last_error: opt_text(&v[11])?,
+            created_at: parse_ts(text(&v[12])?)?,
+            updated_at: parse_ts(text(&v[13])?)?,
+        },
+    ))
+}
+
+pub fn instance(c: &Connection, ns: &str, id: &str) -> Result<Option<InstanceRecord>, Error> {
+    let row = c
+        .prepare_cached(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances WHERE namespace = ?1 AND id = ?2"
+        ))
+        .and_then(|mut s| s.query_row(params![ns, id], instance_row).optional())
+        .map_err(db_err)?;
+    row.map(|r| decode_instance(r).map(|(_, i)| i)).transpose()
+}
+
+pub fn instances(c: &Connection, f: &InstanceFilter) -> Result<Page<InstanceRecord>, Error> {
+    let mut sql = format!("SELECT {INSTANCE_COLS} FROM instances i WHERE namespace = ?");
+    let mut args: Vec<SqlValue> = vec![SqlValue::Text(f.namespace.clone())];
+    if let Some(after) = &f.after {
+        let seq: i64 = after
+            .parse()
+            .map_err(|_| Error::NotFound(format!("cursor `{after}` is not valid")))?;
+        sql.push_str(" AND seq > ?");
+        args.push(SqlValue::Integer(seq));
+    }
+    if let Some(m) = &f.machine {
+        sql.push_str(" AND machine = ?");
+        args.push(SqlValue::Text(m.clone()));
+    }
+    if let Some(s) = f.status {
+        sql.push_str(" AND status = ?");
+        args.push(SqlValue::Text(s.as_str().to_string()));
+    }
+    if let Some(state) = &f.state {
+        // A state matches itself and its descendants.
+        sql.push_str(
+            " AND EXISTS (SELECT 1 FROM json_each(i.configuration) j WHERE j.value = ? OR substr(j.value, 1, length(?) + 1) = ? || '.')",
+        );
+        for _ in 0..3 {
+            args.push(SqlValue::Text(state.clone()));
+        }
+    }
+    for (k, v) in &f.labels {
+        sql.push_str(
+            " AND EXISTS (SELECT 1 FROM instance_labels l WHERE l.namespace = i.namespace AND l.instance_id = i.id AND l.key = ? AND l.value = ?)",
+        );
+        args.push(SqlValue::Text(k.clone()));
+        args.push(SqlValue::Text(v.clone()));
+    }
+    let limit = f.limit.clamp(1, 10_000);
+    sql.push_str(" ORDER BY seq LIMIT ?");
+    args.push(SqlValue::Integer(limit as i64 + 1));
+    let mut s = c.prepare_cached(&sql).map_err(db_err)?;
+    let rows = s
+        .query_map(params_from_iter(args), instance_row)
+        .map_err(db_err)?;
+    let mut items = Vec::new();
+    let mut last = None;
+    let mut more = false;
+    for r in rows {
+        let (seq, inst) = decode_instance(r.map_err(db_err)?)?;
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        last = Some(seq);
+        items.push(inst);
+    }
+    Ok(Page {
+        items,
+        next: if more {
+            last.map(|s| s.to_string())
+        } else {
+            None
+        },
+    })
+}
+
+pub fn instance_ids(c: &Connection, ns: Option<&str>) -> Result<Vec<(String, String)>, Error> {
+    let mut s = c
+        .prepare_cached(
+            "SELECT namespace, id FROM instances WHERE ?1 IS NULL OR namespace = ?1 ORDER BY seq",
+        )
+        .map_err(db_err)?;
+    let rows = s
+        .query_map(params![ns], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(db_err)?;
+    rows.map(|r| r.map_err(db_err)).collect()
+}
+
+const HISTORY_COLS: &str = "namespace, instance_id, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, idempotency_key, microsteps, effects, time_in_states_ms, created_at";
+
+fn history_row(r: &Row<'_>) -> rusqlite::Result<Vec<SqlValue>> {
+    (0..16).map(|i| r.get(i)).collect()
+}
+
+fn decode_history(v: Vec<SqlValue>) -> Result<HistoryRecord, Error> {
+    Ok(HistoryRecord {
+        namespace: text(&v[0])?.to_string(),
+        instance_id: text(&v[1])?.to_string(),
+        version: int(&v[2])? as u64,
+        event: text(&v[3])?.to_string(),
+        payload: parse_json(text(&v[4])?, "payload")?,
+        actor: text(&v[5])?.to_string(),
+        reason: text(&v[6])?.to_string(),
+        from_configuration: parse_json(text(&v[7])?, "configuration")?,
+        to_configuration: parse_json(text(&v[8])?, "configuration")?,
+        context: parse_json(text(&v[9])?, "context")?,
+        status: status(text(&v[10])?)?,
+        idempotency_key: opt_text(&v[11])?,
+        microsteps: parse_json(text(&v[12])?, "microsteps")?,
+        effects: parse_json(text(&v[13])?, "effects")?,
+        time_in_states_ms: match &v[14] {
+            SqlValue::Null => None,
+            other => Some(int(other)?),
+        },
+        created_at: parse_ts(text(&v[15])?)?,
+    })
+}
+
+pub fn history(
+    c: &Connection,
+    ns: &str,
+    id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<HistoryRecord>, Error> {
+    let mut s = c
+        .prepare_cached(&format!(
+            "SELECT {HISTORY_COLS} FROM history WHERE namespace = ?1 AND instance_id = ?2 AND version > ?3 ORDER BY version LIMIT ?4"
+        ))
+        .map_err(db_err)?;
+    let rows = s
+        .query_map(
+            params![ns, id, after as i64, limit.min(i64::MAX as usize) as i64],
+            history_row,
+        )
+        .map_err(db_err)?;
+    rows.map(|r| r.map_err(db_err).and_then(decode_history))
+        .collect()
+}
+
+pub fn log(c: &Connection, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error> {
+    let mut s = c
+        .prepare_cached(
+            "SELECT position, namespace, instance_id, kind, version, data, created_at FROM log WHERE position > ?1 ORDER BY position LIMIT ?2",
+        )
+        .map_err(db_err)?;
+    let rows = s
+        .query_map(params![after, limit as i64], |r| {
+            (0..7)
+                .map(|i| r.get::<_, SqlValue>(i))
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db_err)?;
+    rows.map(|r| {
+        let v = r.map_err(db_err)?;
+        Ok(LogEntry {
+            position: int(&v[0])?,
+            entry: NewLogEntry {
+                namespace: text(&v[1])?.to_string(),
+                instance_id: text(&v[2])?.to_string(),
+                kind: text(&v[3])?.to_string(),
+                version: int(&v[4])? as u64,
+                data: parse_json(text(&v[5])?, "log data")?,
+                created_at: parse_ts(text(&v[6])?)?,
+            },
+        })
+    })
+    .collect()
+}
+
+fn conflict_if_duplicate(
+    r: rusqlite::Result<usize>,
+    what: impl FnOnce() -> String,
+) -> Result<(), Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) => match db_err(e) {
+            Error::Conflict(_) => Err(Error::Conflict(what())),
+            other => Err(other),
+        },
+    }
+}
+
+impl Tx for SqlTx<'_> {
+    fn machine(
+        &mut self,
+        ns: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<MachineRecord>, Error> {
+        machine(self.conn, ns, name, version)
+    }
+
+    fn insert_machine(&mut self, m: &MachineRecord) -> Result<(), Error> {
+        let r = self
+            .conn
+            .prepare_cached(&format!(
+                "INSERT INTO machines ({MACHINE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    m.namespace,
+                    m.name,
+                    m.version,
+                    m.digest,
+                    json(&m.definition),
+                    ts(&m.created_at)
+                ])
+            });
+        conflict_if_duplicate(r, || {
+            format!("machine `{}` version {} exists", m.name, m.version)
+        })
+    }
+
+    fn instance(&mut self, ns: &str, id: &str) -> Result<Option<InstanceRecord>, Error> {
+        instance(self.conn, ns, id)
+    }
+
+    fn insert_instance(&mut self, i: &InstanceRecord) -> Result<(), Error> {
+        let r = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO instances (namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    i.namespace,
+                    i.id,
+                    i.machine,
+                    i.machine_version,
+                    i.status.as_str(),
+                    json(&i.configuration),
+                    json(&i.context),
+                    i.version as i64,
+                    json(&i.labels),
+                    i.parent,
+                    i.last_error,
+                    ts(&i.created_at),
+                    ts(&i.updated_at)
+                ])
+            });
+        conflict_if_duplicate(r, || {
+            format!("instance `{}` exists in namespace `{}`", i.id, i.namespace)
+        })?;
+        for (k, v) in &i.labels {
+            self.conn
+                .prepare_cached("INSERT INTO instance_labels (namespace, instance_id, key, value) VALUES (?1, ?2, ?3, ?4)")
+                .and_then(|mut s| s.execute(params![i.namespace, i.id, k, v]))
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    fn update_instance(&mut self, i: &InstanceRecord, expected_version: u64) -> Result<(), Error> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE instances SET machine_version = ?3, status = ?4, configuration = ?5, context = ?6, version = ?7, last_error = ?8, updated_at = ?9 \
+                 WHERE namespace = ?1 AND id = ?2 AND version = ?10",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    i.namespace,
+                    i.id,
+                    i.machine_version,
+                    i.status.as_str(),
+                    json(&i.configuration),
+                    json(&i.context),
+                    i.version as i64,
+                    i.last_error,
+                    ts(&i.updated_at),
+                    expected_version as i64
+                ])
+            })
+            .map_err(db_err)?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(Error::Conflict(format!(
+                "instance `{}` is not at version {expected_version}",
+                i.id
+            )))
+        }
+    }
+
+    fn append_history(&mut self, h: &HistoryRecord) -> Result<(), Error> {
+        let r = self
+            .conn
+            .prepare_cached(&format!(
+                "INSERT INTO history ({HISTORY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    h.namespace,
+                    h.instance_id,
+                    h.version as i64,
+                    h.event,
+                    json(&h.payload),
+                    h.actor,
+                    h.reason,
+                    json(&h.from_configuration),
+                    json(&h.to_configuration),
+                    json(&h.context),
+                    h.status.as_str(),
+                    h.idempotency_key,
+                    json(&h.microsteps),
+                    json(&h.effects),
+                    h.time_in_states_ms,
+                    ts(&h.created_at)
+                ])
+            });
+        conflict_if_duplicate(r, || {
+            format!(
+                "history of `{}` already has version {}",
+                h.instance_id, h.version
+            )
+        })
+    }
+
+    fn idempotency(
+        &mut self,
+        ns: &str,
+        id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, Error> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT fingerprint, version, created_at FROM idempotency WHERE namespace = ?1 AND instance_id = ?2 AND key = ?3")
+            .and_then(|mut s| {
+                s.query_row(params![ns, id, key], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                })
+                .optional()
+            })
+            .map_err(db_err)?;
+        row.map(|(fingerprint, version, created_at)| {
+            Ok(IdempotencyRecord {
+                namespace: ns.to_string(),
+                instance_id: id.to_string(),
+                key: key.to_string(),
+                fingerprint,
+                version: version as u64,
+                created_at: parse_ts(&created_at)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn insert_idempotency(&mut self, r: &IdempotencyRecord) -> Result<(), Error> {
+        let res = self
+            .conn
+            .prepare_cached("INSERT INTO idempotency (namespace, instance_id, key, fingerprint, version, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .and_then(|mut s| s.execute(params![r.namespace, r.instance_id, r.key, r.fingerprint, r.version as i64, ts(&r.created_at)]));
+        conflict_if_duplicate(res, || format!("idempotency key `{}` exists", r.key))
+    }
+
+    fn append_log(&mut self, e: &NewLogEntry) -> Result<i64, Error> {
+        self.conn
+            .prepare_cached("INSERT INTO log (namespace, instance_id, kind, version, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .and_then(|mut s| s.execute(params![e.namespace, e.instance_id, e.kind, e.version as i64, json(&e.data), ts(&e.created_at)]))
+            .map_err(db_err)?;
+        Ok(self.conn.last_insert_rowid())
+    }
+}

@@ -1,0 +1,95 @@
+//! The shared behaviour suite on SQLite, plus what only SQLite has: the directory lock,
+//! migrations from each earlier schema, and durability settings.
+
+use cairn_store::{Error, Reader};
+use cairn_store_sqlite::{MIGRATIONS, Options, SqliteStore};
+
+fn open() -> (SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Options::default()).unwrap();
+    (store, dir)
+}
+
+cairn_store_tests::suite!(open());
+
+mod without_group_commit {
+    use super::*;
+    cairn_store_tests::suite!({
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            Options {
+                group_commit: false,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        (store, dir)
+    });
+}
+
+#[test]
+fn a_data_directory_has_one_writing_process() {
+    let (store, dir) = open();
+    match SqliteStore::open(dir.path(), Options::default()) {
+        Err(Error::Locked(msg)) => {
+            assert!(msg.contains("in use by another process"), "{msg}");
+            assert!(msg.contains("--server"), "{msg}");
+        }
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("a second open of the same directory succeeded"),
+    }
+    drop(store);
+    // Released on close.
+    SqliteStore::open(dir.path(), Options::default()).unwrap();
+}
+
+#[test]
+fn migrations_apply_from_empty_and_from_each_earlier_schema() {
+    for start in 0..=MIGRATIONS.len() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut conn = rusqlite::Connection::open(dir.path().join("cairn.db")).unwrap();
+            for (i, sql) in MIGRATIONS.iter().enumerate().take(start) {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", (i + 1) as i64)
+                    .unwrap();
+            }
+            let _ = &mut conn;
+        }
+        let store = SqliteStore::open(dir.path(), Options::default()).unwrap();
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        assert_eq!(
+            cairn_store_sqlite::schema_version(&conn).unwrap(),
+            MIGRATIONS.len()
+        );
+        assert!(store.machines("default").unwrap().is_empty());
+    }
+}
+
+#[test]
+fn a_newer_schema_is_refused_not_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("cairn.db")).unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+    }
+    match SqliteStore::open(dir.path(), Options::default()) {
+        Err(Error::Corrupt(msg)) => assert!(msg.contains("newer than this Cairn knows"), "{msg}"),
+        Err(other) => panic!("expected Corrupt, got {other}"),
+        Ok(_) => panic!("opened a database from the future"),
+    }
+}
+
+#[test]
+fn every_connection_is_wal_with_synchronous_full() {
+    let (store, _dir) = open();
+    let d = store.durability().unwrap();
+    assert_eq!(d.journal_mode, "wal");
+    assert_eq!(
+        (d.writer_synchronous, d.reader_synchronous),
+        (2, 2),
+        "{d:?}"
+    );
+    assert_eq!(d.label(), "sqlite wal synchronous=FULL");
+}

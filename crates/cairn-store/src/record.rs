@@ -1,0 +1,123 @@
+//! Record types: what the store keeps, as plain data. Conversions to wire types live in
+//! `cairn-api`, to engine types in `cairn-engine`.
+
+use std::collections::BTreeMap;
+
+use cairn_core::Status;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One immutable version of a machine definition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MachineRecord {
+    pub namespace: String,
+    pub name: String,
+    pub version: u32,
+    /// SHA-256 of the canonical definition JSON: same content, same digest.
+    pub digest: String,
+    /// The canonical definition JSON.
+    pub definition: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An instance: the materialised result of its history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub namespace: String,
+    pub id: String,
+    pub machine: String,
+    pub machine_version: u32,
+    pub status: Status,
+    /// Sorted active leaf paths.
+    pub configuration: Vec<String>,
+    pub context: Value,
+    /// 1 after start, +1 per applied event.
+    pub version: u64,
+    pub labels: BTreeMap<String, String>,
+    pub parent: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One applied event (version 1 is the start).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    pub namespace: String,
+    pub instance_id: String,
+    pub version: u64,
+    /// The event name; `""` for the start.
+    pub event: String,
+    /// The event payload; for the start, the input.
+    pub payload: Value,
+    pub actor: String,
+    pub reason: String,
+    pub from_configuration: Vec<String>,
+    pub to_configuration: Vec<String>,
+    /// The context after the event.
+    pub context: Value,
+    pub status: Status,
+    pub idempotency_key: Option<String>,
+    /// The microsteps taken, for replay and audit.
+    pub microsteps: Value,
+    /// The effects decided.
+    pub effects: Value,
+    /// How long the instance spent in the states it left, in milliseconds.
+    pub time_in_states_ms: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The first result of an idempotency key, scoped to one instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub namespace: String,
+    pub instance_id: String,
+    pub key: String,
+    /// Identifies the event and payload the key was first used with.
+    pub fingerprint: String,
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An entry for the commit-ordered log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewLogEntry {
+    pub namespace: String,
+    pub instance_id: String,
+    /// `transition`, `started`, `status`, `machine`...
+    pub kind: String,
+    pub version: u64,
+    pub data: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A committed log entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub position: i64,
+    #[serde(flatten)]
+    pub entry: NewLogEntry,
+}
+
+/// Which instances to list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InstanceFilter {
+    pub namespace: String,
+    pub machine: Option<String>,
+    pub status: Option<Status>,
+    /// A state path; matches instances in it or any of its descendants.
+    pub state: Option<String>,
+    /// All of these labels must match.
+    pub labels: Vec<(String, String)>,
+    /// The cursor from a previous page.
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// One page of results and the cursor of the next, if any.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
