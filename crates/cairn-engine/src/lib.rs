@@ -1,6 +1,31 @@
-//! The engine: applies events atomically through a store (read instance, run
-//! `cairn_core::step`, write instance, history and effects, commit, acknowledge), and
-//! carries effects out: tasks, timers, children, triggers, schedules, approvals.
+//! The engine: applies events atomically through a store and keeps history the source of
+//! truth. One event is one unit of work: read the instance, run `cairn_core::step`, write
+//! the instance row (version + 1), append history, the idempotency key and the log entry,
+//! commit, then acknowledge.
 //!
-//! Must not speak HTTP. Time comes through a `Clock`. Not yet built: see the write-path
-//! and lifecycle issues.
+//! Must not speak HTTP (that is `cairn-server`). Time comes through a [`Clock`].
+//! Carrying effects out (timers, tasks, approvals) arrives with the lifecycle issue; the
+//! effects are already recorded with every transition.
+
+mod clock;
+mod engine;
+mod error;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, Verified};
+pub use error::Error;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cairn_store_sqlite::{Options, SqliteStore};
+
+/// Opens an engine on the embedded SQLite store of a data directory.
+pub fn open_sqlite(
+    dir: &Path,
+    options: Options,
+    config: Config,
+) -> Result<Engine<SqliteStore>, Error> {
+    let store = SqliteStore::open(dir, options)?;
+    Ok(Engine::new(store, Arc::new(SystemClock), config))
+}

@@ -1,0 +1,731 @@
+//! [`Engine`]: machines, instances and events over any [`Store`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use cairn_core::{Env, Event, Format, Machine, Snapshot, Status, is_reserved_event};
+use cairn_store::{
+    HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, MachineRecord, NewLogEntry,
+    Page, Store, Tx,
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::{Clock, Error};
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The largest event payload or start input, in bytes of JSON.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_payload_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The result of applying a definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    pub machine: String,
+    pub version: u32,
+    /// False when the content equalled the latest version (nothing was written).
+    pub created: bool,
+}
+
+/// Starting an instance.
+#[derive(Clone, Debug, Default)]
+pub struct StartRequest {
+    pub machine: String,
+    /// A specific version; the latest when `None`.
+    pub version: Option<u32>,
+    /// The caller's id; generated when `None`.
+    pub id: Option<String>,
+    pub input: Value,
+    pub labels: BTreeMap<String, String>,
+    pub actor: String,
+}
+
+/// Sending an event.
+#[derive(Clone, Debug, Default)]
+pub struct SendRequest {
+    pub event: String,
+    pub payload: Value,
+    pub key: Option<String>,
+    pub expected_version: Option<u64>,
+    pub actor: String,
+    pub reason: String,
+}
+
+/// The result of a send: the transition recorded (the first one, for a repeated key).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Sent {
+    pub instance: InstanceRecord,
+    pub transition: HistoryRecord,
+    /// True when the idempotency key had been used: nothing new was applied.
+    pub replayed: bool,
+}
+
+/// The result of verifying one instance.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Verified {
+    pub namespace: String,
+    pub id: String,
+    pub versions: u64,
+    pub ok: bool,
+    pub problem: Option<String>,
+}
+
+type MachineKey = (String, String, u32);
+
+/// Compiled machines by namespace, name and version; versions are immutable, so a
+/// compiled machine never goes stale.
+#[derive(Default)]
+struct Machines(Mutex<HashMap<MachineKey, Arc<Machine>>>);
+
+impl Machines {
+    fn get(&self, key: &MachineKey) -> Option<Arc<Machine>> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    fn load(&self, record: &MachineRecord) -> Result<Arc<Machine>, Error> {
+        let key = (
+            record.namespace.clone(),
+            record.name.clone(),
+            record.version,
+        );
+        if let Some(m) = self.get(&key) {
+            return Ok(m);
+        }
+        let m = Arc::new(Machine::from_json(&record.definition)?);
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(key, Arc::clone(&m));
+        }
+        Ok(m)
+    }
+}
+
+/// The engine over a store.
+pub struct Engine<S: Store> {
+    store: S,
+    clock: Arc<dyn Clock>,
+    config: Config,
+    machines: Arc<Machines>,
+}
+
+impl<S: Store> Clone for Engine<S> {
+    fn clone(&self) -> Self {
+        Engine {
+            store: self.store.clone(),
+            clock: Arc::clone(&self.clock),
+            config: self.config.clone(),
+            machines: Arc::clone(&self.machines),
+        }
+    }
+}
+
+fn digest(text: &str) -> String {
+    let d = Sha256::digest(text.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn check_id(id: &str) -> Result<(), Error> {
+    if id.is_empty()
+        || id.len() > 200
+        || id
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c.is_whitespace())
+    {
+        return Err(Error::Invalid(format!(
+            "instance id `{id}` must be 1-200 characters without spaces, `/` or control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_namespace(ns: &str) -> Result<(), Error> {
+    if ns.is_empty()
+        || ns.len() > 100
+        || !ns
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(Error::Invalid(format!(
+            "namespace `{ns}` must be 1-100 characters of letters, digits, `-`, `_` and `.`"
+        )));
+    }
+    Ok(())
+}
+
+/// The `instance` variable CEL sees: what does not change over the instance's life, so
+/// that replaying history sees it exactly as the step did.
+fn instance_env(i: &InstanceRecord) -> Value {
+    json!({
+        "id": i.id,
+        "namespace": i.namespace,
+        "machine": i.machine,
+        "machine_version": i.machine_version,
+        "labels": i.labels,
+        "parent": i.parent,
+    })
+}
+
+fn snapshot(i: &InstanceRecord) -> Snapshot {
+    Snapshot {
+        configuration: i.configuration.clone(),
+        context: i.context.clone(),
+        status: i.status,
+    }
+}
+
+impl<S: Store> Engine<S> {
+    pub fn new(store: S, clock: Arc<dyn Clock>, config: Config) -> Engine<S> {
+        Engine {
+            store,
+            clock,
+            config,
+            machines: Arc::new(Machines::default()),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Runs a unit of work whose errors are engine errors; a failed unit rolls back.
+    fn write<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static,
+    {
+        let slot: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+        let inner = Arc::clone(&slot);
+        let r = self.store.write(move |tx| {
+            f(tx).map_err(|e| {
+                let message = e.to_string();
+                if let Ok(mut s) = inner.lock() {
+                    *s = Some(e);
+                }
+                cairn_store::Error::Refused(message)
+            })
+        });
+        match r {
+            Ok(t) => Ok(t),
+            Err(e) => match slot.lock().ok().and_then(|mut s| s.take()) {
+                Some(engine_error) => Err(engine_error),
+                None => Err(Error::Store(e)),
+            },
+        }
+    }
+
+    fn check_size(&self, what: &'static str, v: &Value) -> Result<(), Error> {
+        let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
+        if size > self.config.max_payload_bytes {
+            return Err(Error::TooLarge {
+                what,
+                size,
+                limit: self.config.max_payload_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies a definition: identical content to the latest version is a no-op, changed
+    /// content becomes the next version. Instances stay on the version they started on.
+    pub fn apply(
+        &self,
+        ns: &str,
+        text: &str,
+        format: Option<Format>,
+        file: Option<&str>,
+    ) -> Result<Applied, Error> {
+        check_namespace(ns)?;
+        let machine = Machine::load(text, format, file)?;
+        let definition = machine.to_json();
+        let canonical = definition.to_string();
+        let digest = digest(&canonical);
+        let name = machine.name().to_string();
+        let ns = ns.to_string();
+        let now = self.clock.now();
+        self.write(move |tx| {
+            let latest = tx.machine(&ns, &name, None)?;
+            if let Some(l) = &latest
+                && l.digest == digest
+            {
+                return Ok(Applied {
+                    machine: name,
+                    version: l.version,
+                    created: false,
+                });
+            }
+            let version = latest.map_or(1, |l| l.version + 1);
+            tx.insert_machine(&MachineRecord {
+                namespace: ns.clone(),
+                name: name.clone(),
+                version,
+                digest,
+                definition,
+                created_at: now,
+            })?;
+            tx.append_log(&NewLogEntry {
+                namespace: ns,
+                instance_id: String::new(),
+                kind: "machine".into(),
+                version: version as u64,
+                data: json!({"machine": name}),
+                created_at: now,
+            })?;
+            Ok(Applied {
+                machine: name,
+                version,
+                created: true,
+            })
+        })
+    }
+
+    /// The latest version of every machine in the namespace.
+    pub fn machines(&self, ns: &str) -> Result<Vec<MachineRecord>, Error> {
+        Ok(self.store.machines(ns)?)
+    }
+
+    /// A machine version (the latest when `None`), compiled.
+    pub fn machine(
+        &self,
+        ns: &str,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<(MachineRecord, Arc<Machine>), Error> {
+        let record = self.store.machine(ns, name, version)?.ok_or_else(|| {
+            Error::NotFound(match version {
+                Some(v) => format!("machine `{name}` has no version {v} in namespace `{ns}`"),
+                None => format!("no machine `{name}` in namespace `{ns}`"),
+            })
+        })?;
+        let m = self.machines.load(&record)?;
+        Ok((record, m))
+    }
+
+    /// Starts an instance; its first history record (version 1) holds the input.
+    pub fn start(&self, ns: &str, req: StartRequest) -> Result<InstanceRecord, Error> {
+        check_namespace(ns)?;
+        self.check_size("the start input", &req.input)?;
+        let id = match req.id {
+            Some(id) => {
+                check_id(&id)?;
+                id
+            }
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        for (k, v) in &req.labels {
+            if k.is_empty() || k.len() > 100 || v.len() > 500 || k.contains(['=', ',']) {
+                return Err(Error::Invalid(format!(
+                    "label `{k}={v}`: keys are 1-100 characters without `=` or `,`, values at most 500"
+                )));
+            }
+        }
+        let (record, machine) = self.machine(ns, &req.machine, req.version)?;
+        let now = self.clock.now();
+        let mut inst = InstanceRecord {
+            namespace: ns.to_string(),
+            id: id.clone(),
+            machine: record.name.clone(),
+            machine_version: record.version,
+            status: Status::Running,
+            configuration: Vec::new(),
+            context: Value::Null,
+            version: 1,
+            labels: req.labels,
+            parent: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let env = Env {
+            now,
+            instance: instance_env(&inst),
+            records: json!({}),
+        };
+        let outcome = cairn_core::start(&machine, &req.input, &env).map_err(|r| match r {
+            cairn_core::Rejection::Input(m) => Error::Invalid(format!("invalid start input: {m}")),
+            other => Error::Refused(other),
+        })?;
+        inst.configuration = outcome.snapshot.configuration.clone();
+        inst.context = outcome.snapshot.context.clone();
+        inst.status = outcome.snapshot.status;
+        let history = HistoryRecord {
+            namespace: ns.to_string(),
+            instance_id: id.clone(),
+            version: 1,
+            event: String::new(),
+            payload: if req.input.is_null() {
+                json!({})
+            } else {
+                req.input
+            },
+            actor: req.actor,
+            reason: String::new(),
+            from_configuration: Vec::new(),
+            to_configuration: inst.configuration.clone(),
+            context: inst.context.clone(),
+            status: inst.status,
+            idempotency_key: None,
+            microsteps: serde_json::to_value(&outcome.microsteps).unwrap_or_default(),
+            effects: serde_json::to_value(&outcome.effects).unwrap_or_default(),
+            time_in_states_ms: None,
+            created_at: now,
+        };
+        let stored = inst.clone();
+        self.write(move |tx| {
+            if tx.instance(&stored.namespace, &stored.id)?.is_some() {
+                return Err(Error::Exists(stored.id.clone()));
+            }
+            tx.insert_instance(&stored)?;
+            tx.append_history(&history)?;
+            tx.append_log(&NewLogEntry {
+                namespace: stored.namespace.clone(),
+                instance_id: stored.id.clone(),
+                kind: "started".into(),
+                version: 1,
+                data: json!({"machine": stored.machine, "configuration": stored.configuration, "status": stored.status}),
+                created_at: now,
+            })?;
+            Ok(())
+        })?;
+        Ok(inst)
+    }
+
+    /// Applies one event to an instance, durably, and returns the recorded transition.
+    pub fn send(&self, ns: &str, id: &str, req: SendRequest) -> Result<Sent, Error> {
+        if req.event.is_empty() {
+            return Err(Error::Invalid("the event name must not be empty".into()));
+        }
+        if is_reserved_event(&req.event) {
+            return Err(Error::Reserved(req.event));
+        }
+        self.deliver(ns, id, req)
+    }
+
+    /// Applies an event without the reserved-name check: for events the engine itself
+    /// delivers (approvals, tasks, timers, children).
+    pub fn deliver(&self, ns: &str, id: &str, req: SendRequest) -> Result<Sent, Error> {
+        let payload = if req.payload.is_null() {
+            json!({})
+        } else {
+            req.payload.clone()
+        };
+        self.check_size("the event payload", &payload)?;
+        if let Some(k) = &req.key
+            && (k.is_empty() || k.len() > 200)
+        {
+            return Err(Error::Invalid(
+                "an idempotency key is 1-200 characters".into(),
+            ));
+        }
+        let fingerprint = req
+            .key
+            .as_ref()
+            .map(|_| digest(&format!("{}\u{0}{}", req.event, payload)));
+        let event = Event {
+            name: req.event,
+            payload,
+            actor: req.actor,
+            reason: req.reason,
+        };
+        let machines = Arc::clone(&self.machines);
+        let now = self.clock.now();
+        let (ns_in, id_in) = (ns, id);
+        let (ns, id) = (ns.to_string(), id.to_string());
+        let key = req.key;
+        let expected = req.expected_version;
+        enum Done {
+            Applied(Box<(InstanceRecord, HistoryRecord)>),
+            Replayed(u64),
+        }
+        let done = self.write(move |tx| {
+            let mut inst = tx.instance(&ns, &id)?.ok_or_else(|| {
+                Error::NotFound(format!("no instance `{id}` in namespace `{ns}`"))
+            })?;
+            if let (Some(key), Some(fp)) = (&key, &fingerprint)
+                && let Some(first) = tx.idempotency(&ns, &id, key)?
+            {
+                if &first.fingerprint != fp {
+                    return Err(Error::KeyReused {
+                        key: key.clone(),
+                        version: first.version,
+                    });
+                }
+                return Ok(Done::Replayed(first.version));
+            }
+            if let Some(expected) = expected
+                && expected != inst.version
+            {
+                return Err(Error::VersionMismatch {
+                    id: id.clone(),
+                    expected,
+                    current: inst.version,
+                });
+            }
+            if inst.status.is_finished() {
+                return Err(Error::Finished {
+                    id: id.clone(),
+                    status: inst.status,
+                });
+            }
+            let record = tx
+                .machine(&ns, &inst.machine, Some(inst.machine_version))?
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "machine `{}` version {} is missing",
+                        inst.machine, inst.machine_version
+                    ))
+                })?;
+            let machine = machines.load(&record)?;
+            let env = Env {
+                now,
+                instance: instance_env(&inst),
+                records: json!({}),
+            };
+            let before = snapshot(&inst);
+            let outcome =
+                cairn_core::step(&machine, &before, &event, &env).map_err(Error::Refused)?;
+            let exited = outcome.microsteps.iter().any(|m| !m.exited.is_empty());
+            let history = HistoryRecord {
+                namespace: ns.clone(),
+                instance_id: id.clone(),
+                version: inst.version + 1,
+                event: event.name.clone(),
+                payload: event.payload.clone(),
+                actor: event.actor.clone(),
+                reason: event.reason.clone(),
+                from_configuration: before.configuration,
+                to_configuration: outcome.snapshot.configuration.clone(),
+                context: outcome.snapshot.context.clone(),
+                status: outcome.snapshot.status,
+                idempotency_key: key.clone(),
+                microsteps: serde_json::to_value(&outcome.microsteps).unwrap_or_default(),
+                effects: serde_json::to_value(&outcome.effects).unwrap_or_default(),
+                time_in_states_ms: exited.then(|| (now - inst.updated_at).num_milliseconds()),
+                created_at: now,
+            };
+            let previous = inst.version;
+            inst.version += 1;
+            inst.configuration = outcome.snapshot.configuration;
+            inst.context = outcome.snapshot.context;
+            inst.status = outcome.snapshot.status;
+            inst.updated_at = now;
+            tx.update_instance(&inst, previous)?;
+            tx.append_history(&history)?;
+            if let (Some(key), Some(fp)) = (key, fingerprint) {
+                tx.insert_idempotency(&IdempotencyRecord {
+                    namespace: ns.clone(),
+                    instance_id: id.clone(),
+                    key,
+                    fingerprint: fp,
+                    version: inst.version,
+                    created_at: now,
+                })?;
+            }
+            tx.append_log(&NewLogEntry {
+                namespace: ns,
+                instance_id: id,
+                kind: "transition".into(),
+                version: inst.version,
+                data: json!({"event": history.event, "from": history.from_configuration,
+                             "to": history.to_configuration, "status": history.status}),
+                created_at: now,
+            })?;
+            Ok(Done::Applied(Box::new((inst, history))))
+        })?;
+        match done {
+            Done::Applied(b) => {
+                let (instance, transition) = *b;
+                Ok(Sent {
+                    instance,
+                    transition,
+                    replayed: false,
+                })
+            }
+            Done::Replayed(version) => self.replayed(ns_in, id_in, version),
+        }
+    }
+
+    fn replayed(&self, ns: &str, id: &str, version: u64) -> Result<Sent, Error> {
+        let instance = self.get(ns, id)?;
+        let transition = self
+            .store
+            .history(ns, id, version - 1, 1)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotFound(format!("history version {version} of `{id}`")))?;
+        Ok(Sent {
+            instance,
+            transition,
+            replayed: true,
+        })
+    }
+
+    pub fn get(&self, ns: &str, id: &str) -> Result<InstanceRecord, Error> {
+        self.store
+            .instance(ns, id)?
+            .ok_or_else(|| Error::NotFound(format!("no instance `{id}` in namespace `{ns}`")))
+    }
+
+    pub fn list(&self, filter: &InstanceFilter) -> Result<Page<InstanceRecord>, Error> {
+        Ok(self.store.instances(filter)?)
+    }
+
+    /// The whole history of an instance, oldest first.
+    pub fn history(&self, ns: &str, id: &str) -> Result<Vec<HistoryRecord>, Error> {
+        self.get(ns, id)?;
+        let mut out = Vec::new();
+        loop {
+            let after = out.last().map_or(0, |h: &HistoryRecord| h.version);
+            let page = self.store.history(ns, id, after, 1000)?;
+            let done = page.len() < 1000;
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The events the instance accepts now.
+    pub fn accepts(&self, ns: &str, id: &str) -> Result<Vec<String>, Error> {
+        let inst = self.get(ns, id)?;
+        let (_, machine) = self.machine(ns, &inst.machine, Some(inst.machine_version))?;
+        Ok(cairn_core::accepts(&machine, &snapshot(&inst)))
+    }
+
+    /// Replays an instance's history through the step function and checks that it
+    /// reproduces every recorded version and the stored instance.
+    pub fn verify(&self, ns: &str, id: &str) -> Result<Verified, Error> {
+        let inst = self.get(ns, id)?;
+        let history = self.history(ns, id)?;
+        let problem = self.replay_problem(&inst, &history)?;
+        Ok(Verified {
+            namespace: ns.to_string(),
+            id: id.to_string(),
+            versions: history.len() as u64,
+            ok: problem.is_none(),
+            problem,
+        })
+    }
+
+    /// Every instance, optionally of one namespace, with `verify`.
+    pub fn instance_ids(&self, ns: Option<&str>) -> Result<Vec<(String, String)>, Error> {
+        Ok(self.store.instance_ids(ns)?)
+    }
+
+    fn replay_problem(
+        &self,
+        inst: &InstanceRecord,
+        history: &[HistoryRecord],
+    ) -> Result<Option<String>, Error> {
+        let (_, machine) =
+            self.machine(&inst.namespace, &inst.machine, Some(inst.machine_version))?;
+        let env_at = |t: DateTime<Utc>| Env {
+            now: t,
+            instance: instance_env(inst),
+            records: json!({}),
+        };
+        let Some(first) = history.first() else {
+            return Ok(Some("the instance has no history".into()));
+        };
+        let check = |h: &HistoryRecord, s: &Snapshot| -> Option<String> {
+            if h.to_configuration != s.configuration
+                || h.context != s.context
+                || h.status != s.status
+            {
+                Some(format!(
+                    "version {}: history records {:?} / {} / {} but replay gives {:?} / {} / {}",
+                    h.version,
+                    h.to_configuration,
+                    h.context,
+                    h.status.as_str(),
+                    s.configuration,
+                    s.context,
+                    s.status.as_str()
+                ))
+            } else {
+                None
+            }
+        };
+        if first.version != 1 {
+            return Ok(Some(format!(
+                "history starts at version {}, not 1",
+                first.version
+            )));
+        }
+        let mut snap = match cairn_core::start(&machine, &first.payload, &env_at(first.created_at))
+        {
+            Ok(o) => o.snapshot,
+            Err(e) => {
+                return Ok(Some(format!(
+                    "version 1: replaying the start is refused: {e}"
+                )));
+            }
+        };
+        if let Some(p) = check(first, &snap) {
+            return Ok(Some(p));
+        }
+        for (i, h) in history.iter().enumerate().skip(1) {
+            if h.version != i as u64 + 1 {
+                return Ok(Some(format!(
+                    "history has version {} where {} was expected",
+                    h.version,
+                    i + 1
+                )));
+            }
+            let ev = Event {
+                name: h.event.clone(),
+                payload: h.payload.clone(),
+                actor: h.actor.clone(),
+                reason: h.reason.clone(),
+            };
+            snap = match cairn_core::step(&machine, &snap, &ev, &env_at(h.created_at)) {
+                Ok(o) => o.snapshot,
+                Err(e) => {
+                    return Ok(Some(format!(
+                        "version {}: replaying `{}` is refused: {e}",
+                        h.version, h.event
+                    )));
+                }
+            };
+            if let Some(p) = check(h, &snap) {
+                return Ok(Some(p));
+            }
+        }
+        let last = history.last().map_or(0, |h| h.version);
+        if last != inst.version {
+            return Ok(Some(format!(
+                "the instance is at version {} but its history ends at {last}",
+                inst.version
+            )));
+        }
+        if snap.configuration != inst.configuration
+            || snap.context != inst.context
+            || snap.status != inst.status
+        {
+            return Ok(Some(format!(
+                "the stored instance {:?} / {} / {} differs from its replayed history {:?} / {} / {}",
+                inst.configuration,
+                inst.context,
+                inst.status.as_str(),
+                snap.configuration,
+                snap.context,
+                snap.status.as_str()
+            )));
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,67 @@
+//! `engine::Error`: every way an engine operation can fail, each mapping to one exit code
+//! in the CLI and one problem type in the server.
+
+use cairn_core::{LoadError, Rejection, Status};
+
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The definition is not valid; every problem is listed.
+    #[error("{0}")]
+    Definition(#[from] LoadError),
+    /// Malformed input: a bad id, label, payload or start input.
+    #[error("{0}")]
+    Invalid(String),
+    /// A payload or input larger than the configured limit.
+    #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    /// No such machine, version or instance.
+    #[error("{0}")]
+    NotFound(String),
+    /// An instance with this id exists already.
+    #[error("instance `{0}` already exists")]
+    Exists(String),
+    /// The step function refused the event; nothing changed.
+    #[error("{0}")]
+    Refused(Rejection),
+    /// The instance is finished.
+    #[error("instance `{id}` is {}; it takes no more events", .status.as_str())]
+    Finished { id: String, status: Status },
+    /// `expected_version` did not match.
+    #[error("instance `{id}` is at version {current}, not {expected}")]
+    VersionMismatch {
+        id: String,
+        expected: u64,
+        current: u64,
+    },
+    /// The idempotency key was used with another event or payload.
+    #[error(
+        "idempotency key `{key}` was first used with a different event or payload (at version {version})"
+    )]
+    KeyReused { key: String, version: u64 },
+    /// Clients may not send events the engine delivers.
+    #[error(
+        "event `{0}` is reserved: the engine delivers it (approve/reject through the approval operations; task., child., done. and timer. events by the engine)"
+    )]
+    Reserved(String),
+    /// Storage failed.
+    #[error("{0}")]
+    Store(#[from] cairn_store::Error),
+}
+
+impl Error {
+    /// Whether the error is a refusal of a well-formed request (exit code 4, HTTP 409/422).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Error::Refused(_)
+                | Error::Finished { .. }
+                | Error::VersionMismatch { .. }
+                | Error::KeyReused { .. }
+                | Error::Exists(_)
+        )
+    }
+}
