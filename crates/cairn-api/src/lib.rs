@@ -1,4 +1,97 @@
 //! Wire types (requests, responses, stream events) shared by `cairn-server`, the CLI and
-//! the dashboard, converted explicitly from internal types so a storage change never
-//! silently changes the API. Must not know about storage. Not yet built: see the server
-//! issue.
+//! the dashboard. They are converted explicitly from internal records (in
+//! `cairn-engine`'s `wire` module), so a storage change never silently changes the API.
+//! Must not know about storage.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// An instance as clients see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub namespace: String,
+    pub machine: String,
+    pub machine_version: u32,
+    /// `running`, `paused`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    /// Sorted active leaf states, by dotted path.
+    pub configuration: Vec<String>,
+    pub context: Value,
+    /// 1 after start, +1 per applied event.
+    pub version: u64,
+    pub labels: BTreeMap<String, String>,
+    pub parent: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One applied event of an instance's history (version 1 is the start).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub version: u64,
+    /// The event name; `null` for the start.
+    pub event: Option<String>,
+    pub payload: Value,
+    pub actor: String,
+    pub reason: String,
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    pub context: Value,
+    pub status: String,
+    pub idempotency_key: Option<String>,
+    pub effects: Value,
+    pub time_in_states_ms: Option<i64>,
+    pub at: DateTime<Utc>,
+}
+
+/// A machine version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    pub name: String,
+    pub namespace: String,
+    pub version: u32,
+    pub digest: String,
+    pub created_at: DateTime<Utc>,
+    pub description: Option<String>,
+}
+
+/// The answer to applying a definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub machine: String,
+    pub version: u32,
+    /// False when the content equalled the latest version: nothing was written.
+    pub created: bool,
+}
+
+/// The answer to sending an event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sent {
+    pub instance: Instance,
+    pub transition: Transition,
+    /// True when the idempotency key had been used already: nothing was applied.
+    pub replayed: bool,
+}
+
+/// A page of instances.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstancePage {
+    pub instances: Vec<Instance>,
+    /// The cursor of the next page, if there is one.
+    pub next: Option<String>,
+}
+
+/// The result of verifying one instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verified {
+    pub namespace: String,
+    pub id: String,
+    pub versions: u64,
+    pub ok: bool,
+    pub problem: Option<String>,
+}

@@ -481,15 +481,22 @@ impl<S: Store> Engine<S> {
                     status: inst.status,
                 });
             }
-            let record = tx
-                .machine(&ns, &inst.machine, Some(inst.machine_version))?
-                .ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "machine `{}` version {} is missing",
-                        inst.machine, inst.machine_version
-                    ))
-                })?;
-            let machine = machines.load(&record)?;
+            // Versions are immutable: a compiled machine in the cache is never stale.
+            let cached = machines.get(&(ns.clone(), inst.machine.clone(), inst.machine_version));
+            let machine = match cached {
+                Some(m) => m,
+                None => {
+                    let record = tx
+                        .machine(&ns, &inst.machine, Some(inst.machine_version))?
+                        .ok_or_else(|| {
+                            Error::NotFound(format!(
+                                "machine `{}` version {} is missing",
+                                inst.machine, inst.machine_version
+                            ))
+                        })?;
+                    machines.load(&record)?
+                }
+            };
             let env = Env {
                 now,
                 instance: instance_env(&inst),

@@ -10,6 +10,7 @@
 mod clock;
 mod engine;
 mod error;
+pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, Verified};

@@ -3,8 +3,10 @@
 //!
 //! Exit codes: 0 success, 2 usage or malformed input, 3 not found, 4 refused, 1 other.
 
+mod client;
 mod commands;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -13,8 +15,33 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "cairn", version, about)]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Flags every command takes.
+#[derive(clap::Args)]
+pub struct Global {
+    /// The data directory of the embedded store [default: ./cairn-data; for `bench`, a
+    /// temporary directory].
+    #[arg(long, env = "CAIRN_DATA", global = true)]
+    pub data: Option<PathBuf>,
+    /// The namespace to work in.
+    #[arg(
+        long,
+        env = "CAIRN_NAMESPACE",
+        default_value = "default",
+        global = true
+    )]
+    pub namespace: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The largest event payload or start input accepted, in bytes.
+    #[arg(long, env = "CAIRN_MAX_PAYLOAD", default_value_t = 1024 * 1024, global = true)]
+    pub max_payload: usize,
 }
 
 #[derive(Subcommand)]
@@ -25,6 +52,26 @@ enum Command {
     Simulate(commands::simulate::Args),
     /// Render a machine as Mermaid or Graphviz dot.
     Diagram(commands::diagram::Args),
+    /// Apply a machine definition: same content is a no-op, changed content a new version.
+    Apply(commands::instances::Apply),
+    /// List machines (latest versions).
+    Machines,
+    /// Start an instance of a machine.
+    Start(commands::instances::Start),
+    /// Send an event to an instance.
+    Send(commands::instances::Send),
+    /// Show an instance.
+    Show(commands::instances::Show),
+    /// List instances, filtered.
+    Ls(commands::instances::Ls),
+    /// Show an instance's history.
+    History(commands::instances::Show),
+    /// List the events an instance accepts now.
+    Accepts(commands::instances::Show),
+    /// Check that replaying history reproduces the stored state (one instance, or all).
+    Verify(commands::instances::Verify),
+    /// Run a benchmark workload of BENCHMARKS.md and print its JSON line.
+    Bench(commands::bench::Args),
 }
 
 /// An error with the exit code it maps to.
@@ -56,10 +103,27 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    use commands::instances as i;
+    let g = &cli.global;
+    let data = g
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("./cairn-data"));
+    let client = || client::Local::open(&data, &g.namespace, g.max_payload);
     match cli.command {
-        Command::Validate(a) => commands::validate::run(a),
+        Command::Validate(a) => commands::validate::run(a, g.json),
         Command::Simulate(a) => commands::simulate::run(a),
         Command::Diagram(a) => commands::diagram::run(a),
+        Command::Apply(a) => i::apply(g, &client()?, a),
+        Command::Machines => i::machines(g, &client()?),
+        Command::Start(a) => i::start(g, &client()?, a),
+        Command::Send(a) => i::send(g, &client()?, a),
+        Command::Show(a) => i::show(g, &client()?, a),
+        Command::Ls(a) => i::ls(g, &client()?, a),
+        Command::History(a) => i::history(g, &client()?, a),
+        Command::Accepts(a) => i::accepts(g, &client()?, a),
+        Command::Verify(a) => i::verify(g, &client()?, a),
+        Command::Bench(a) => commands::bench::run(g.data.clone(), a),
     }
 }
 

@@ -215,7 +215,7 @@ fn validate_exit_codes_and_messages() {
     );
     assert!(err.contains("1 problem in"), "{err}");
 
-    let (code, out, _) = cairn(&["validate", "--json", bad.to_str().unwrap()], "");
+    let (code, out, _) = cairn(&["--json", "validate", bad.to_str().unwrap()], "");
     assert_eq!(code, 2);
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["valid"], false);

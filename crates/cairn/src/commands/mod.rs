@@ -1,6 +1,8 @@
 //! One module per subcommand; shared helpers for reading definition files.
 
+pub mod bench;
 pub mod diagram;
+pub mod instances;
 pub mod simulate;
 pub mod validate;
 

@@ -6,17 +6,14 @@ use crate::Failure;
 pub struct Args {
     /// The machine file (.yaml, .yml, .toml or .json).
     file: String,
-    /// Print the result as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
-pub fn run(args: Args) -> Result<(), Failure> {
+pub fn run(args: Args, json: bool) -> Result<(), Failure> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| Failure::usage(anyhow::anyhow!("cannot read `{}`: {e}", args.file)))?;
     match cairn_core::Machine::load(&text, None, Some(&args.file)) {
         Ok(m) => {
-            if args.json {
+            if json {
                 println!(
                     "{}",
                     serde_json::json!({"valid": true, "machine": m.name(), "states": m.states.len() - 1, "transitions": m.transitions.len()})
@@ -33,7 +30,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             Ok(())
         }
         Err(e) => {
-            if args.json {
+            if json {
                 let problems: Vec<_> = e
                     .diagnostics
                     .iter()

@@ -1,0 +1,73 @@
+//! Explicit conversions from store records to `cairn-api` wire types: the one place where
+//! the API's shape meets storage's.
+
+use cairn_store::{HistoryRecord, InstanceRecord, MachineRecord};
+
+pub fn instance(i: &InstanceRecord) -> cairn_api::Instance {
+    cairn_api::Instance {
+        id: i.id.clone(),
+        namespace: i.namespace.clone(),
+        machine: i.machine.clone(),
+        machine_version: i.machine_version,
+        status: i.status.as_str().to_string(),
+        configuration: i.configuration.clone(),
+        context: i.context.clone(),
+        version: i.version,
+        labels: i.labels.clone(),
+        parent: i.parent.clone(),
+        last_error: i.last_error.clone(),
+        created_at: i.created_at,
+        updated_at: i.updated_at,
+    }
+}
+
+pub fn transition(h: &HistoryRecord) -> cairn_api::Transition {
+    cairn_api::Transition {
+        version: h.version,
+        event: (h.version > 1 || !h.event.is_empty()).then(|| h.event.clone()),
+        payload: h.payload.clone(),
+        actor: h.actor.clone(),
+        reason: h.reason.clone(),
+        from: h.from_configuration.clone(),
+        to: h.to_configuration.clone(),
+        context: h.context.clone(),
+        status: h.status.as_str().to_string(),
+        idempotency_key: h.idempotency_key.clone(),
+        effects: h.effects.clone(),
+        time_in_states_ms: h.time_in_states_ms,
+        at: h.created_at,
+    }
+}
+
+pub fn machine(m: &MachineRecord) -> cairn_api::Machine {
+    cairn_api::Machine {
+        name: m.name.clone(),
+        namespace: m.namespace.clone(),
+        version: m.version,
+        digest: m.digest.clone(),
+        created_at: m.created_at,
+        description: m
+            .definition
+            .get("description")
+            .and_then(|d| d.as_str())
+            .map(str::to_string),
+    }
+}
+
+pub fn sent(s: &crate::Sent) -> cairn_api::Sent {
+    cairn_api::Sent {
+        instance: instance(&s.instance),
+        transition: transition(&s.transition),
+        replayed: s.replayed,
+    }
+}
+
+pub fn verified(v: &crate::Verified) -> cairn_api::Verified {
+    cairn_api::Verified {
+        namespace: v.namespace.clone(),
+        id: v.id.clone(),
+        versions: v.versions,
+        ok: v.ok,
+        problem: v.problem.clone(),
+    }
+}

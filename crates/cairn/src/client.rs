@@ -1,0 +1,163 @@
+//! One client interface for every command, so a command never knows whether it talks to
+//! an engine in this process (embedded, on a data directory) or, later, to a server over
+//! HTTP. Errors carry their exit code, decided here and nowhere else.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cairn_api::{Applied, Instance, InstancePage, Machine, Sent, Transition, Verified};
+use cairn_engine::{Config, Engine, Error, SendRequest, StartRequest, wire};
+use cairn_store::InstanceFilter;
+use cairn_store_sqlite::{Options, SqliteStore};
+use serde_json::Value;
+
+use crate::Failure;
+
+/// Maps engine errors to exit codes: 2 malformed, 3 not found, 4 refused, 1 other.
+pub fn failure(e: Error) -> Failure {
+    let code = match &e {
+        Error::NotFound(_) => 3,
+        Error::Definition(_) | Error::Invalid(_) | Error::TooLarge { .. } | Error::Reserved(_) => 2,
+        e if e.is_refusal() => 4,
+        _ => 1,
+    };
+    Failure {
+        code,
+        error: anyhow::Error::msg(e.to_string()),
+    }
+}
+
+/// What the CLI can ask of Cairn.
+pub trait Client {
+    fn apply(&self, text: &str, file: &str) -> Result<Applied, Failure>;
+    fn machines(&self) -> Result<Vec<Machine>, Failure>;
+    fn start(
+        &self,
+        machine: &str,
+        id: Option<String>,
+        input: Value,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Instance, Failure>;
+    fn send(&self, id: &str, req: SendRequest) -> Result<Sent, Failure>;
+    fn get(&self, id: &str) -> Result<Instance, Failure>;
+    fn list(&self, filter: InstanceFilter) -> Result<InstancePage, Failure>;
+    fn history(&self, id: &str) -> Result<Vec<Transition>, Failure>;
+    fn accepts(&self, id: &str) -> Result<Vec<String>, Failure>;
+    fn verify(&self, id: &str) -> Result<Verified, Failure>;
+    /// Ids of every instance of the namespace, for `verify` of all.
+    fn ids(&self) -> Result<Vec<String>, Failure>;
+}
+
+/// An engine in this process, on a data directory (which it locks).
+pub struct Local {
+    engine: Engine<SqliteStore>,
+    namespace: String,
+}
+
+impl Local {
+    pub fn open(dir: &Path, namespace: &str, max_payload_bytes: usize) -> Result<Local, Failure> {
+        let config = Config { max_payload_bytes };
+        let engine = cairn_engine::open_sqlite(dir, Options::default(), config).map_err(failure)?;
+        Ok(Local {
+            engine,
+            namespace: namespace.to_string(),
+        })
+    }
+}
+
+impl Client for Local {
+    fn apply(&self, text: &str, file: &str) -> Result<Applied, Failure> {
+        let a = self
+            .engine
+            .apply(&self.namespace, text, None, Some(file))
+            .map_err(failure)?;
+        Ok(Applied {
+            machine: a.machine,
+            version: a.version,
+            created: a.created,
+        })
+    }
+
+    fn machines(&self) -> Result<Vec<Machine>, Failure> {
+        Ok(self
+            .engine
+            .machines(&self.namespace)
+            .map_err(failure)?
+            .iter()
+            .map(wire::machine)
+            .collect())
+    }
+
+    fn start(
+        &self,
+        machine: &str,
+        id: Option<String>,
+        input: Value,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Instance, Failure> {
+        let req = StartRequest {
+            machine: machine.to_string(),
+            id,
+            input,
+            labels,
+            ..Default::default()
+        };
+        Ok(wire::instance(
+            &self.engine.start(&self.namespace, req).map_err(failure)?,
+        ))
+    }
+
+    fn send(&self, id: &str, req: SendRequest) -> Result<Sent, Failure> {
+        Ok(wire::sent(
+            &self
+                .engine
+                .send(&self.namespace, id, req)
+                .map_err(failure)?,
+        ))
+    }
+
+    fn get(&self, id: &str) -> Result<Instance, Failure> {
+        Ok(wire::instance(
+            &self.engine.get(&self.namespace, id).map_err(failure)?,
+        ))
+    }
+
+    fn list(&self, mut filter: InstanceFilter) -> Result<InstancePage, Failure> {
+        filter.namespace = self.namespace.clone();
+        let page = self.engine.list(&filter).map_err(failure)?;
+        Ok(InstancePage {
+            instances: page.items.iter().map(wire::instance).collect(),
+            next: page.next,
+        })
+    }
+
+    fn history(&self, id: &str) -> Result<Vec<Transition>, Failure> {
+        Ok(self
+            .engine
+            .history(&self.namespace, id)
+            .map_err(failure)?
+            .iter()
+            .map(wire::transition)
+            .collect())
+    }
+
+    fn accepts(&self, id: &str) -> Result<Vec<String>, Failure> {
+        self.engine.accepts(&self.namespace, id).map_err(failure)
+    }
+
+    fn verify(&self, id: &str) -> Result<Verified, Failure> {
+        Ok(wire::verified(
+            &self.engine.verify(&self.namespace, id).map_err(failure)?,
+        ))
+    }
+
+    fn ids(&self) -> Result<Vec<String>, Failure> {
+        Ok(self
+            .engine
+            .instance_ids(Some(&self.namespace))
+            .map_err(failure)?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect())
+    }
+}

@@ -1,0 +1,345 @@
+//! Commands on machines and instances: `apply`, `machines`, `start`, `send`, `show`, `ls`,
+//! `history`, `accepts`, `verify`. Each prints for people, or JSON with `--json`.
+
+use std::collections::BTreeMap;
+
+use anyhow::anyhow;
+use cairn_api::{Instance, Transition};
+use cairn_engine::SendRequest;
+use cairn_store::InstanceFilter;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::client::Client;
+use crate::{Failure, Global};
+
+fn print_json(v: &impl Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("wire types serialise")
+    );
+}
+
+fn parse_json_arg(flag: &str, s: &str) -> Result<Value, Failure> {
+    serde_json::from_str(s).map_err(|e| Failure::usage(anyhow!("`{flag}` is not valid JSON: {e}")))
+}
+
+fn parse_labels(labels: &[String]) -> Result<Vec<(String, String)>, Failure> {
+    labels
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| Failure::usage(anyhow!("`--label {l}` must be KEY=VALUE")))
+        })
+        .collect()
+}
+
+fn print_instance(i: &Instance) {
+    println!(
+        "{}  {}@{}  {}  version {}",
+        i.id, i.machine, i.machine_version, i.status, i.version
+    );
+    println!("  configuration: {}", i.configuration.join(", "));
+    println!("  context: {}", i.context);
+    if !i.labels.is_empty() {
+        let l: Vec<String> = i.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("  labels: {}", l.join(", "));
+    }
+    if let Some(e) = &i.last_error {
+        println!("  last error: {e}");
+    }
+    println!(
+        "  created {}  updated {}",
+        i.created_at.to_rfc3339(),
+        i.updated_at.to_rfc3339()
+    );
+}
+
+#[derive(clap::Args)]
+pub struct Apply {
+    /// The machine file (.yaml, .yml, .toml or .json).
+    file: String,
+}
+
+pub fn apply(g: &Global, c: &dyn Client, a: Apply) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(&a.file)
+        .map_err(|e| Failure::usage(anyhow!("cannot read `{}`: {e}", a.file)))?;
+    let r = c.apply(&text, &a.file)?;
+    if g.json {
+        print_json(&r);
+    } else if r.created {
+        println!("applied machine `{}` version {}", r.machine, r.version);
+    } else {
+        println!("machine `{}` unchanged at version {}", r.machine, r.version);
+    }
+    Ok(())
+}
+
+pub fn machines(g: &Global, c: &dyn Client) -> Result<(), Failure> {
+    let ms = c.machines()?;
+    if g.json {
+        print_json(&ms);
+    } else {
+        for m in ms {
+            println!(
+                "{}  version {}  {}",
+                m.name,
+                m.version,
+                m.description.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct Start {
+    /// The machine to start (its latest version).
+    machine: String,
+    /// The instance id; generated when absent.
+    #[arg(long)]
+    id: Option<String>,
+    /// The start input, a JSON object merged over the machine's context.
+    #[arg(long)]
+    input: Option<String>,
+    /// A label KEY=VALUE; repeatable.
+    #[arg(long)]
+    label: Vec<String>,
+}
+
+pub fn start(g: &Global, c: &dyn Client, a: Start) -> Result<(), Failure> {
+    let input = match &a.input {
+        Some(s) => parse_json_arg("--input", s)?,
+        None => Value::Null,
+    };
+    let labels: BTreeMap<String, String> = parse_labels(&a.label)?.into_iter().collect();
+    let i = c.start(&a.machine, a.id, input, labels)?;
+    if g.json {
+        print_json(&i);
+    } else {
+        print_instance(&i);
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct Send {
+    /// The instance.
+    id: String,
+    /// The event name.
+    event: String,
+    /// The event payload, a JSON value (default `{}`).
+    #[arg(long)]
+    payload: Option<String>,
+    /// An idempotency key: a repeat returns the first result and changes nothing.
+    #[arg(long)]
+    key: Option<String>,
+    /// Refuse unless the instance is at this version.
+    #[arg(long = "expect-version")]
+    expect_version: Option<u64>,
+    /// Who sends it, for the audit trail.
+    #[arg(long, default_value = "")]
+    actor: String,
+    /// Why, for the audit trail.
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+pub fn send(g: &Global, c: &dyn Client, a: Send) -> Result<(), Failure> {
+    let payload = match &a.payload {
+        Some(s) => parse_json_arg("--payload", s)?,
+        None => Value::Null,
+    };
+    let actor = if a.actor.is_empty() {
+        std::env::var("USER").unwrap_or_default()
+    } else {
+        a.actor
+    };
+    let req = SendRequest {
+        event: a.event,
+        payload,
+        key: a.key,
+        expected_version: a.expect_version,
+        actor,
+        reason: a.reason,
+    };
+    let s = c.send(&a.id, req)?;
+    if g.json {
+        print_json(&s);
+    } else {
+        if s.replayed {
+            println!(
+                "(idempotency key seen at version {}: nothing applied)",
+                s.transition.version
+            );
+        }
+        println!(
+            "{} -> {}  version {}",
+            s.transition.from.join(", "),
+            s.transition.to.join(", "),
+            s.transition.version
+        );
+        print_instance(&s.instance);
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct Show {
+    /// The instance.
+    id: String,
+}
+
+pub fn show(g: &Global, c: &dyn Client, a: Show) -> Result<(), Failure> {
+    let i = c.get(&a.id)?;
+    if g.json {
+        print_json(&i);
+    } else {
+        print_instance(&i);
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct Ls {
+    /// Only instances of this machine.
+    #[arg(long)]
+    machine: Option<String>,
+    /// Only instances with this status (running, paused, completed, failed, cancelled).
+    #[arg(long)]
+    status: Option<String>,
+    /// Only instances in this state or one of its descendants (dotted path).
+    #[arg(long)]
+    state: Option<String>,
+    /// Only instances with this label KEY=VALUE; repeatable (all must match).
+    #[arg(long)]
+    label: Vec<String>,
+    /// At most this many instances.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Continue after this cursor (printed by the previous page).
+    #[arg(long)]
+    after: Option<String>,
+}
+
+pub fn ls(g: &Global, c: &dyn Client, a: Ls) -> Result<(), Failure> {
+    let status = match &a.status {
+        Some(s) => Some(cairn_core::Status::parse(s).ok_or_else(|| {
+            Failure::usage(anyhow!(
+                "unknown status `{s}`; expected running, paused, completed, failed or cancelled"
+            ))
+        })?),
+        None => None,
+    };
+    let filter = InstanceFilter {
+        namespace: String::new(),
+        machine: a.machine,
+        status,
+        state: a.state,
+        labels: parse_labels(&a.label)?,
+        after: a.after,
+        limit: a.limit.clamp(1, 10_000),
+    };
+    let page = c.list(filter)?;
+    if g.json {
+        print_json(&page);
+    } else {
+        for i in &page.instances {
+            println!(
+                "{}  {}@{}  {}  [{}]  version {}  updated {}",
+                i.id,
+                i.machine,
+                i.machine_version,
+                i.status,
+                i.configuration.join(", "),
+                i.version,
+                i.updated_at.to_rfc3339()
+            );
+        }
+        if let Some(n) = &page.next {
+            println!("more: --after {n}");
+        }
+    }
+    Ok(())
+}
+
+pub fn history(g: &Global, c: &dyn Client, a: Show) -> Result<(), Failure> {
+    let h: Vec<Transition> = c.history(&a.id)?;
+    if g.json {
+        print_json(&h);
+    } else {
+        for t in h {
+            println!(
+                "{:>4}  {}  {}  [{}] -> [{}]  {}{}{}",
+                t.version,
+                t.at.to_rfc3339(),
+                t.event.as_deref().unwrap_or("(start)"),
+                t.from.join(", "),
+                t.to.join(", "),
+                t.status,
+                if t.actor.is_empty() {
+                    String::new()
+                } else {
+                    format!("  by {}", t.actor)
+                },
+                if t.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!("  because {}", t.reason)
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn accepts(g: &Global, c: &dyn Client, a: Show) -> Result<(), Failure> {
+    let events = c.accepts(&a.id)?;
+    if g.json {
+        print_json(&events);
+    } else {
+        for e in events {
+            println!("{e}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct Verify {
+    /// The instance; every instance of the namespace when absent.
+    id: Option<String>,
+}
+
+pub fn verify(g: &Global, c: &dyn Client, a: Verify) -> Result<(), Failure> {
+    let ids = match a.id {
+        Some(id) => vec![id],
+        None => c.ids()?,
+    };
+    let mut results = Vec::with_capacity(ids.len());
+    for id in &ids {
+        results.push(c.verify(id)?);
+    }
+    let failed = results.iter().filter(|r| !r.ok).count();
+    if g.json {
+        print_json(
+            &serde_json::json!({"ok": failed == 0, "checked": results.len(), "failed": failed, "instances": results}),
+        );
+    } else {
+        for r in &results {
+            match &r.problem {
+                None => println!("ok      {}  ({} versions)", r.id, r.versions),
+                Some(p) => println!("FAILED  {}: {p}", r.id),
+            }
+        }
+        println!("{} checked, {failed} failed", results.len());
+    }
+    if failed > 0 {
+        return Err(Failure {
+            code: 1,
+            error: anyhow!("{failed} instance(s) failed verification"),
+        });
+    }
+    Ok(())
+}

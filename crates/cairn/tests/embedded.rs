@@ -1,0 +1,303 @@
+//! The embedded CLI on a data directory: apply, machines, start, send, show, ls, history,
+//! accepts, verify, with `--json`, exit codes, and the one-writer lock.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+const ORDER: &str = r##"
+machine: order
+description: an order
+context: { items: 0 }
+initial: open
+states:
+  open:
+    on:
+      add: { target: open, assign: { items: "context.items + event.payload.qty" } }
+      submit: { target: review.waiting, guard: "context.items > 0" }
+  review:
+    initial: waiting
+    states:
+      waiting: { on: { ok: "#shipped" } }
+  shipped: { type: final }
+"##;
+
+fn cairn(data: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env("CAIRN_DATA", data)
+        .env_remove("CAIRN_NAMESPACE")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn json(data: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = cairn(data, &all);
+    assert_eq!(code, 0, "cairn {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn the_write_path_commands_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("order.yaml");
+    std::fs::write(&file, ORDER).unwrap();
+    let f = file.to_str().unwrap();
+
+    assert_eq!(
+        json(&data, &["apply", f]),
+        serde_json::json!({"machine": "order", "version": 1, "created": true})
+    );
+    assert_eq!(json(&data, &["apply", f])["created"], false);
+    std::fs::write(&file, ORDER.replace("an order", "an order, v2")).unwrap();
+    assert_eq!(json(&data, &["apply", f])["version"], 2);
+    let machines = json(&data, &["machines"]);
+    assert_eq!(
+        (
+            machines[0]["name"].as_str(),
+            machines[0]["version"].as_u64()
+        ),
+        (Some("order"), Some(2))
+    );
+
+    let i = json(
+        &data,
+        &[
+            "start",
+            "order",
+            "--id",
+            "o1",
+            "--label",
+            "team=red",
+            "--input",
+            "{\"items\": 0}",
+        ],
+    );
+    for field in [
+        "id",
+        "namespace",
+        "machine",
+        "machine_version",
+        "status",
+        "configuration",
+        "context",
+        "version",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(i.get(field).is_some(), "instance lacks `{field}`: {i}");
+    }
+    assert_eq!(
+        (
+            i["status"].as_str(),
+            i["version"].as_u64(),
+            i["machine_version"].as_u64()
+        ),
+        (Some("running"), Some(1), Some(2))
+    );
+    json(&data, &["start", "order", "--id", "o2"]);
+
+    let s = json(
+        &data,
+        &[
+            "send",
+            "o1",
+            "add",
+            "--payload",
+            "{\"qty\": 2}",
+            "--key",
+            "k1",
+            "--actor",
+            "ann",
+            "--reason",
+            "restock",
+        ],
+    );
+    assert_eq!(
+        (s["instance"]["version"].as_u64(), s["replayed"].as_bool()),
+        (Some(2), Some(false))
+    );
+    let again = json(
+        &data,
+        &[
+            "send",
+            "o1",
+            "add",
+            "--payload",
+            "{\"qty\": 2}",
+            "--key",
+            "k1",
+        ],
+    );
+    assert_eq!(
+        (
+            again["transition"]["version"].as_u64(),
+            again["replayed"].as_bool()
+        ),
+        (Some(2), Some(true))
+    );
+    json(&data, &["send", "o1", "submit", "--expect-version", "2"]);
+
+    let (code, _, err) = cairn(
+        &data,
+        &[
+            "send",
+            "o1",
+            "add",
+            "--payload",
+            "{\"qty\": 1}",
+            "--key",
+            "k1",
+        ],
+    );
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("idempotency key `k1`"), "{err}");
+    let (code, _, err) = cairn(&data, &["send", "o1", "ok", "--expect-version", "2"]);
+    assert_eq!(code, 4);
+    assert!(err.contains("is at version 3, not 2"), "{err}");
+    let (code, _, err) = cairn(&data, &["send", "o1", "add"]);
+    assert_eq!(code, 4);
+    assert!(err.contains("accepted now: ok"), "{err}");
+    let (code, _, err) = cairn(&data, &["send", "o1", "ok", "--payload", "{bad"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`--payload` is not valid JSON"), "{err}");
+    let (code, _, err) = cairn(&data, &["send", "o1", "timer.x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("reserved"), "{err}");
+    let (code, _, err) = cairn(&data, &["show", "nope"]);
+    assert_eq!(code, 3);
+    assert!(err.contains("no instance `nope`"), "{err}");
+    let (code, _, _) = cairn(&data, &["start", "order", "--id", "o1"]);
+    assert_eq!(code, 4);
+
+    let ids = |v: Value| -> Vec<String> {
+        v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(json(&data, &["ls", "--state", "review"])), ["o1"]);
+    assert_eq!(ids(json(&data, &["ls", "--label", "team=red"])), ["o1"]);
+    assert_eq!(
+        ids(json(
+            &data,
+            &["ls", "--status", "running", "--machine", "order"]
+        )),
+        ["o1", "o2"]
+    );
+    let page = json(&data, &["ls", "--limit", "1"]);
+    assert_eq!(ids(page.clone()), ["o1"]);
+    let next = page["next"].as_str().unwrap().to_string();
+    assert_eq!(
+        ids(json(&data, &["ls", "--limit", "1", "--after", &next])),
+        ["o2"]
+    );
+
+    assert_eq!(json(&data, &["accepts", "o1"]), serde_json::json!(["ok"]));
+    json(&data, &["send", "o1", "ok", "--actor", "bob"]);
+    let h = json(&data, &["history", "o1"]);
+    let events: Vec<Value> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["event"].clone())
+        .collect();
+    assert_eq!(
+        events,
+        [Value::Null, "add".into(), "submit".into(), "ok".into()]
+    );
+    assert_eq!(h[1]["actor"], "ann");
+    assert_eq!(h[1]["reason"], "restock");
+    assert_eq!(h[3]["to"], serde_json::json!(["shipped"]));
+    assert_eq!(json(&data, &["show", "o1"])["status"], "completed");
+
+    let v = json(&data, &["verify"]);
+    assert_eq!(
+        (v["ok"].as_bool(), v["checked"].as_u64()),
+        (Some(true), Some(2))
+    );
+    let (code, out, _) = cairn(&data, &["verify", "o1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ok      o1  (4 versions)"), "{out}");
+
+    // Namespaces are isolated.
+    let (code, _, _) = cairn(&data, &["--namespace", "other", "show", "o1"]);
+    assert_eq!(code, 3);
+}
+
+#[test]
+fn the_cli_refuses_a_data_directory_another_process_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "bench",
+            "W1-events",
+            "--n",
+            "0",
+            "--concurrency",
+            "1",
+            "--acks",
+            "--data",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for its first acknowledgement: by then it holds the lock.
+    let mut out = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.contains("\"ack\""), "{line}");
+    let (code, _, err) = cairn(dir.path(), &["ls"]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("in use by another process") && err.contains("--server"),
+        "{err}"
+    );
+    // Once the holder is gone, the directory opens again.
+    let (code, _, err) = cairn(dir.path(), &["ls", "--namespace", "bench"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn oversized_payloads_are_refused_with_the_limit_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("order.yaml");
+    std::fs::write(&file, ORDER).unwrap();
+    let data = dir.path().join("data");
+    json(&data, &["apply", file.to_str().unwrap()]);
+    json(&data, &["start", "order", "--id", "o"]);
+    let big = format!("{{\"qty\": 1, \"pad\": \"{}\"}}", "x".repeat(300));
+    let (code, _, err) = cairn(
+        &data,
+        &[
+            "--max-payload",
+            "256",
+            "send",
+            "o",
+            "add",
+            "--payload",
+            &big,
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("over the limit of 256 bytes"), "{err}");
+    assert_eq!(json(&data, &["show", "o"])["version"], 1);
+    assert_eq!(json(&data, &["history", "o"]).as_array().unwrap().len(), 1);
+    // Under the default limit of 1 MiB the same payload is fine.
+    json(&data, &["send", "o", "add", "--payload", &big]);
+}
