@@ -16,7 +16,7 @@ pub struct Args {
     active: Vec<String>,
 }
 
-pub fn run(args: Args) -> Result<(), Failure> {
+pub fn run(args: Args, json: bool) -> Result<(), Failure> {
     let format = DiagramFormat::parse(&args.format).ok_or_else(|| {
         Failure::usage(anyhow::anyhow!(
             "unknown diagram format `{}`; expected mermaid or dot",
@@ -31,6 +31,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
             )));
         }
     }
-    print!("{}", render(&m, format, &args.active));
+    let text = render(&m, format, &args.active);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"machine": m.name(), "format": args.format, "active": args.active, "diagram": text})
+        );
+    } else {
+        print!("{text}");
+    }
     Ok(())
 }
