@@ -69,9 +69,11 @@ pub struct Applied {
     pub created: bool,
 }
 
-/// The answer to sending an event.
+/// The answer to sending an event: the instance as it is now (its fields at the top
+/// level), with the transition recorded for this event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sent {
+    #[serde(flatten)]
     pub instance: Instance,
     pub transition: Transition,
     /// True when the idempotency key had been used already: nothing was applied.

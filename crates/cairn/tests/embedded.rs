@@ -122,10 +122,13 @@ fn the_write_path_commands_end_to_end() {
             "restock",
         ],
     );
+    // An instance at the top level, with the transition beside it.
     assert_eq!(
-        (s["instance"]["version"].as_u64(), s["replayed"].as_bool()),
+        (s["version"].as_u64(), s["replayed"].as_bool()),
         (Some(2), Some(false))
     );
+    assert_eq!(s["configuration"], serde_json::json!(["open"]));
+    assert_eq!(s["transition"]["event"], "add");
     let again = json(
         &data,
         &[
