@@ -30,9 +30,15 @@ pub struct Instance {
     pub updated_at: DateTime<Utc>,
 }
 
-/// One applied event of an instance's history (version 1 is the start).
+/// One record of an instance's history: its start, an applied event, or a lifecycle
+/// change (pause, resume, cancel).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
+    /// 1, 2, 3... in commit order.
+    pub seq: u64,
+    /// `start`, `event`, `pause`, `resume` or `cancel`.
+    pub kind: String,
+    /// The instance's version after this record (only starts and events advance it).
     pub version: u64,
     /// The event name; `null` for the start.
     pub event: Option<String>,

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use cairn_core::{Env, Event, Format, Machine, Snapshot, Status, is_reserved_event};
 use cairn_store::{
-    HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, MachineRecord, NewLogEntry,
-    Page, Store, Tx,
+    HistoryKind, HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, MachineRecord,
+    NewLogEntry, Page, Store, Tx,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -344,6 +344,7 @@ impl<S: Store> Engine<S> {
             configuration: Vec::new(),
             context: Value::Null,
             version: 1,
+            history_seq: 1,
             labels: req.labels,
             parent: None,
             last_error: None,
@@ -365,6 +366,8 @@ impl<S: Store> Engine<S> {
         let history = HistoryRecord {
             namespace: ns.to_string(),
             instance_id: id.clone(),
+            seq: 1,
+            kind: HistoryKind::Start,
             version: 1,
             event: String::new(),
             payload: if req.input.is_null() {
@@ -509,6 +512,8 @@ impl<S: Store> Engine<S> {
             let history = HistoryRecord {
                 namespace: ns.clone(),
                 instance_id: id.clone(),
+                seq: inst.history_seq + 1,
+                kind: HistoryKind::Event,
                 version: inst.version + 1,
                 event: event.name.clone(),
                 payload: event.payload.clone(),
@@ -526,6 +531,7 @@ impl<S: Store> Engine<S> {
             };
             let previous = inst.version;
             inst.version += 1;
+            inst.history_seq += 1;
             inst.configuration = outcome.snapshot.configuration;
             inst.context = outcome.snapshot.context;
             inst.status = outcome.snapshot.status;
@@ -570,9 +576,7 @@ impl<S: Store> Engine<S> {
         let instance = self.get(ns, id)?;
         let transition = self
             .store
-            .history(ns, id, version - 1, 1)?
-            .into_iter()
-            .next()
+            .transition(ns, id, version)?
             .ok_or_else(|| Error::NotFound(format!("history version {version} of `{id}`")))?;
         Ok(Sent {
             instance,
@@ -596,7 +600,7 @@ impl<S: Store> Engine<S> {
         self.get(ns, id)?;
         let mut out = Vec::new();
         loop {
-            let after = out.last().map_or(0, |h: &HistoryRecord| h.version);
+            let after = out.last().map_or(0, |h: &HistoryRecord| h.seq);
             let page = self.store.history(ns, id, after, 1000)?;
             let done = page.len() < 1000;
             out.extend(page);
@@ -645,16 +649,14 @@ impl<S: Store> Engine<S> {
             instance: instance_env(inst),
             records: json!({}),
         };
-        let Some(first) = history.first() else {
-            return Ok(Some("the instance has no history".into()));
-        };
-        let check = |h: &HistoryRecord, s: &Snapshot| -> Option<String> {
+        let mismatch = |h: &HistoryRecord, s: &Snapshot| -> Option<String> {
             if h.to_configuration != s.configuration
                 || h.context != s.context
                 || h.status != s.status
             {
                 Some(format!(
-                    "version {}: history records {:?} / {} / {} but replay gives {:?} / {} / {}",
+                    "seq {} (version {}): history records {:?} / {} / {} but replay gives {:?} / {} / {}",
+                    h.seq,
                     h.version,
                     h.to_configuration,
                     h.context,
@@ -667,56 +669,95 @@ impl<S: Store> Engine<S> {
                 None
             }
         };
-        if first.version != 1 {
-            return Ok(Some(format!(
-                "history starts at version {}, not 1",
-                first.version
-            )));
-        }
-        let mut snap = match cairn_core::start(&machine, &first.payload, &env_at(first.created_at))
-        {
-            Ok(o) => o.snapshot,
-            Err(e) => {
+        let mut snap: Option<Snapshot> = None;
+        let mut version = 0;
+        for (i, h) in history.iter().enumerate() {
+            if h.seq != i as u64 + 1 {
                 return Ok(Some(format!(
-                    "version 1: replaying the start is refused: {e}"
-                )));
-            }
-        };
-        if let Some(p) = check(first, &snap) {
-            return Ok(Some(p));
-        }
-        for (i, h) in history.iter().enumerate().skip(1) {
-            if h.version != i as u64 + 1 {
-                return Ok(Some(format!(
-                    "history has version {} where {} was expected",
-                    h.version,
+                    "history has seq {} where {} was expected",
+                    h.seq,
                     i + 1
                 )));
             }
-            let ev = Event {
-                name: h.event.clone(),
-                payload: h.payload.clone(),
-                actor: h.actor.clone(),
-                reason: h.reason.clone(),
-            };
-            snap = match cairn_core::step(&machine, &snap, &ev, &env_at(h.created_at)) {
-                Ok(o) => o.snapshot,
-                Err(e) => {
+            let next = match (h.kind, &snap) {
+                (HistoryKind::Start, None) => {
+                    match cairn_core::start(&machine, &h.payload, &env_at(h.created_at)) {
+                        Ok(o) => o.snapshot,
+                        Err(e) => {
+                            return Ok(Some(format!("seq 1: replaying the start is refused: {e}")));
+                        }
+                    }
+                }
+                (HistoryKind::Start, Some(_)) | (_, None) => {
                     return Ok(Some(format!(
-                        "version {}: replaying `{}` is refused: {e}",
-                        h.version, h.event
+                        "seq {}: a `{}` record where the history {}",
+                        h.seq,
+                        h.kind.as_str(),
+                        if snap.is_none() {
+                            "should start"
+                        } else {
+                            "has started already"
+                        }
                     )));
                 }
+                (HistoryKind::Event, Some(s)) => {
+                    let ev = Event {
+                        name: h.event.clone(),
+                        payload: h.payload.clone(),
+                        actor: h.actor.clone(),
+                        reason: h.reason.clone(),
+                    };
+                    // A paused instance applies its queued events on resume, as running.
+                    let running = Snapshot {
+                        status: Status::Running,
+                        ..s.clone()
+                    };
+                    match cairn_core::step(&machine, &running, &ev, &env_at(h.created_at)) {
+                        Ok(o) => o.snapshot,
+                        Err(e) => {
+                            return Ok(Some(format!(
+                                "seq {}: replaying `{}` is refused: {e}",
+                                h.seq, h.event
+                            )));
+                        }
+                    }
+                }
+                (HistoryKind::Pause, Some(s)) => Snapshot {
+                    status: Status::Paused,
+                    ..s.clone()
+                },
+                (HistoryKind::Resume, Some(s)) => Snapshot {
+                    status: Status::Running,
+                    ..s.clone()
+                },
+                (HistoryKind::Cancel, Some(s)) => Snapshot {
+                    status: Status::Cancelled,
+                    ..s.clone()
+                },
             };
-            if let Some(p) = check(h, &snap) {
+            if h.kind.is_transition() {
+                version += 1;
+            }
+            if h.version != version {
+                return Ok(Some(format!(
+                    "seq {}: records version {} where {version} was expected",
+                    h.seq, h.version
+                )));
+            }
+            if let Some(p) = mismatch(h, &next) {
                 return Ok(Some(p));
             }
+            snap = Some(next);
         }
-        let last = history.last().map_or(0, |h| h.version);
-        if last != inst.version {
+        let Some(snap) = snap else {
+            return Ok(Some("the instance has no history".into()));
+        };
+        if version != inst.version || history.len() as u64 != inst.history_seq {
             return Ok(Some(format!(
-                "the instance is at version {} but its history ends at {last}",
-                inst.version
+                "the instance is at version {} (seq {}) but its history ends at version {version} (seq {})",
+                inst.version,
+                inst.history_seq,
+                history.len()
             )));
         }
         if snap.configuration != inst.configuration

@@ -23,8 +23,10 @@ pub fn instance(i: &InstanceRecord) -> cairn_api::Instance {
 
 pub fn transition(h: &HistoryRecord) -> cairn_api::Transition {
     cairn_api::Transition {
+        seq: h.seq,
+        kind: h.kind.as_str().to_string(),
         version: h.version,
-        event: (h.version > 1 || !h.event.is_empty()).then(|| h.event.clone()),
+        event: (h.kind == cairn_store::HistoryKind::Event).then(|| h.event.clone()),
         payload: h.payload.clone(),
         actor: h.actor.clone(),
         reason: h.reason.clone(),

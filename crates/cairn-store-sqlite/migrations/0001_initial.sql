@@ -19,6 +19,7 @@ CREATE TABLE instances (
     configuration   TEXT NOT NULL,
     context         TEXT NOT NULL,
     version         INTEGER NOT NULL,
+    history_seq     INTEGER NOT NULL,
     labels          TEXT NOT NULL,
     parent          TEXT,
     last_error      TEXT,
@@ -38,9 +39,14 @@ CREATE TABLE instance_labels (
 ) WITHOUT ROWID;
 CREATE INDEX instance_labels_by_value ON instance_labels (namespace, key, value);
 
+-- One row per durable change of an instance, in order (`seq`): the start, every applied
+-- event, and lifecycle records (pause, resume, cancel...). `version` is the instance's
+-- version after the row; only starts and events advance it.
 CREATE TABLE history (
     namespace          TEXT NOT NULL,
     instance_id        TEXT NOT NULL,
+    seq                INTEGER NOT NULL,
+    kind               TEXT NOT NULL,
     version            INTEGER NOT NULL,
     event              TEXT NOT NULL,
     payload            TEXT NOT NULL,
@@ -55,8 +61,11 @@ CREATE TABLE history (
     effects            TEXT NOT NULL,
     time_in_states_ms  INTEGER,
     created_at         TEXT NOT NULL,
-    PRIMARY KEY (namespace, instance_id, version)
+    PRIMARY KEY (namespace, instance_id, seq)
 ) WITHOUT ROWID;
+-- No version is ever applied twice.
+CREATE UNIQUE INDEX history_transitions ON history (namespace, instance_id, version)
+    WHERE kind IN ('start', 'event');
 
 CREATE TABLE idempotency (
     namespace   TEXT NOT NULL,

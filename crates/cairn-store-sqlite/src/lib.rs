@@ -463,6 +463,9 @@ impl Reader for SqliteStore {
     ) -> Result<Vec<HistoryRecord>, Error> {
         self.read(|c| tx::history(c, ns, id, after, limit))
     }
+    fn transition(&self, ns: &str, id: &str, version: u64) -> Result<Option<HistoryRecord>, Error> {
+        self.read(|c| tx::transition(c, ns, id, version))
+    }
     fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error> {
         self.read(|c| tx::log(c, after, limit))
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use cairn_core::Status;
 use cairn_store::{
-    Error, HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, LogEntry,
+    Error, HistoryKind, HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, LogEntry,
     MachineRecord, NewLogEntry, Page, Tx,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -125,10 +125,10 @@ pub fn machines(c: &Connection, ns: &str) -> Result<Vec<MachineRecord>, Error> {
         .collect()
 }
 
-const INSTANCE_COLS: &str = "seq, namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at";
+const INSTANCE_COLS: &str = "seq, namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at, history_seq";
 
 fn instance_row(r: &Row<'_>) -> rusqlite::Result<Vec<SqlValue>> {
-    (0..14).map(|i| r.get(i)).collect()
+    (0..15).map(|i| r.get(i)).collect()
 }
 
 fn decode_instance(v: Vec<SqlValue>) -> Result<(i64, InstanceRecord), Error> {
@@ -148,6 +148,7 @@ fn decode_instance(v: Vec<SqlValue>) -> Result<(i64, InstanceRecord), Error> {
             last_error: opt_text(&v[11])?,
             created_at: parse_ts(text(&v[12])?)?,
             updated_at: parse_ts(text(&v[13])?)?,
+            history_seq: int(&v[14])? as u64,
         },
     ))
 }
@@ -239,34 +240,53 @@ pub fn instance_ids(c: &Connection, ns: Option<&str>) -> Result<Vec<(String, Str
     rows.map(|r| r.map_err(db_err)).collect()
 }
 
-const HISTORY_COLS: &str = "namespace, instance_id, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, idempotency_key, microsteps, effects, time_in_states_ms, created_at";
+const HISTORY_COLS: &str = "namespace, instance_id, seq, kind, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, idempotency_key, microsteps, effects, time_in_states_ms, created_at";
 
 fn history_row(r: &Row<'_>) -> rusqlite::Result<Vec<SqlValue>> {
-    (0..16).map(|i| r.get(i)).collect()
+    (0..18).map(|i| r.get(i)).collect()
 }
 
 fn decode_history(v: Vec<SqlValue>) -> Result<HistoryRecord, Error> {
+    let kind = text(&v[3])?;
     Ok(HistoryRecord {
         namespace: text(&v[0])?.to_string(),
         instance_id: text(&v[1])?.to_string(),
-        version: int(&v[2])? as u64,
-        event: text(&v[3])?.to_string(),
-        payload: parse_json(text(&v[4])?, "payload")?,
-        actor: text(&v[5])?.to_string(),
-        reason: text(&v[6])?.to_string(),
-        from_configuration: parse_json(text(&v[7])?, "configuration")?,
-        to_configuration: parse_json(text(&v[8])?, "configuration")?,
-        context: parse_json(text(&v[9])?, "context")?,
-        status: status(text(&v[10])?)?,
-        idempotency_key: opt_text(&v[11])?,
-        microsteps: parse_json(text(&v[12])?, "microsteps")?,
-        effects: parse_json(text(&v[13])?, "effects")?,
-        time_in_states_ms: match &v[14] {
+        seq: int(&v[2])? as u64,
+        kind: HistoryKind::parse(kind)
+            .ok_or_else(|| Error::Corrupt(format!("bad history kind `{kind}`")))?,
+        version: int(&v[4])? as u64,
+        event: text(&v[5])?.to_string(),
+        payload: parse_json(text(&v[6])?, "payload")?,
+        actor: text(&v[7])?.to_string(),
+        reason: text(&v[8])?.to_string(),
+        from_configuration: parse_json(text(&v[9])?, "configuration")?,
+        to_configuration: parse_json(text(&v[10])?, "configuration")?,
+        context: parse_json(text(&v[11])?, "context")?,
+        status: status(text(&v[12])?)?,
+        idempotency_key: opt_text(&v[13])?,
+        microsteps: parse_json(text(&v[14])?, "microsteps")?,
+        effects: parse_json(text(&v[15])?, "effects")?,
+        time_in_states_ms: match &v[16] {
             SqlValue::Null => None,
             other => Some(int(other)?),
         },
-        created_at: parse_ts(text(&v[15])?)?,
+        created_at: parse_ts(text(&v[17])?)?,
     })
+}
+
+pub fn transition(
+    c: &Connection,
+    ns: &str,
+    id: &str,
+    version: u64,
+) -> Result<Option<HistoryRecord>, Error> {
+    let row = c
+        .prepare_cached(&format!(
+            "SELECT {HISTORY_COLS} FROM history WHERE namespace = ?1 AND instance_id = ?2 AND version = ?3 AND kind IN ('start', 'event')"
+        ))
+        .and_then(|mut s| s.query_row(params![ns, id, version as i64], history_row).optional())
+        .map_err(db_err)?;
+    row.map(decode_history).transpose()
 }
 
 pub fn history(
@@ -278,7 +298,7 @@ pub fn history(
 ) -> Result<Vec<HistoryRecord>, Error> {
     let mut s = c
         .prepare_cached(&format!(
-            "SELECT {HISTORY_COLS} FROM history WHERE namespace = ?1 AND instance_id = ?2 AND version > ?3 ORDER BY version LIMIT ?4"
+            "SELECT {HISTORY_COLS} FROM history WHERE namespace = ?1 AND instance_id = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4"
         ))
         .map_err(db_err)?;
     let rows = s
@@ -373,8 +393,8 @@ impl Tx for SqlTx<'_> {
         let r = self
             .conn
             .prepare_cached(
-                "INSERT INTO instances (namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT INTO instances (namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at, history_seq) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -390,7 +410,8 @@ impl Tx for SqlTx<'_> {
                     i.parent,
                     i.last_error,
                     ts(&i.created_at),
-                    ts(&i.updated_at)
+                    ts(&i.updated_at),
+                    i.history_seq as i64
                 ])
             });
         conflict_if_duplicate(r, || {
@@ -409,7 +430,7 @@ impl Tx for SqlTx<'_> {
         let n = self
             .conn
             .prepare_cached(
-                "UPDATE instances SET machine_version = ?3, status = ?4, configuration = ?5, context = ?6, version = ?7, last_error = ?8, updated_at = ?9 \
+                "UPDATE instances SET machine_version = ?3, status = ?4, configuration = ?5, context = ?6, version = ?7, last_error = ?8, updated_at = ?9, history_seq = ?11 \
                  WHERE namespace = ?1 AND id = ?2 AND version = ?10",
             )
             .and_then(|mut s| {
@@ -423,7 +444,8 @@ impl Tx for SqlTx<'_> {
                     i.version as i64,
                     i.last_error,
                     ts(&i.updated_at),
-                    expected_version as i64
+                    expected_version as i64,
+                    i.history_seq as i64
                 ])
             })
             .map_err(db_err)?;
@@ -441,12 +463,14 @@ impl Tx for SqlTx<'_> {
         let r = self
             .conn
             .prepare_cached(&format!(
-                "INSERT INTO history ({HISTORY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                "INSERT INTO history ({HISTORY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             ))
             .and_then(|mut s| {
                 s.execute(params![
                     h.namespace,
                     h.instance_id,
+                    h.seq as i64,
+                    h.kind.as_str(),
                     h.version as i64,
                     h.event,
                     json(&h.payload),

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use cairn_core::Status;
 use cairn_store::{
-    Error, HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, MachineRecord,
-    NewLogEntry, Store,
+    Error, HistoryKind, HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord,
+    MachineRecord, NewLogEntry, Store,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -57,6 +57,7 @@ pub fn instance(
         configuration: configuration.iter().map(|s| s.to_string()).collect(),
         context: json!({"n": 0}),
         version: 1,
+        history_seq: 1,
         labels: labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -72,6 +73,12 @@ pub fn history(ns: &str, id: &str, version: u64) -> HistoryRecord {
     HistoryRecord {
         namespace: ns.into(),
         instance_id: id.into(),
+        seq: version,
+        kind: if version == 1 {
+            HistoryKind::Start
+        } else {
+            HistoryKind::Event
+        },
         version,
         event: if version == 1 {
             String::new()
@@ -206,10 +213,35 @@ pub fn duplicates_and_stale_versions_conflict<S: Store>(s: &S) {
         s.write(|tx| tx.append_history(&history("default", "d", 1))),
         Err(Error::Conflict(_))
     ));
+    // Another record for version 1 under a new seq is refused for a transition...
+    let again = HistoryRecord {
+        seq: 2,
+        kind: HistoryKind::Event,
+        ..history("default", "d", 1)
+    };
+    assert!(matches!(
+        s.write(move |tx| tx.append_history(&again)),
+        Err(Error::Conflict(_))
+    ));
+    // ...and fine for a lifecycle record, which does not advance the version.
+    let pause = HistoryRecord {
+        seq: 2,
+        kind: HistoryKind::Pause,
+        status: Status::Paused,
+        ..history("default", "d", 1)
+    };
+    let p2 = pause.clone();
+    s.write(move |tx| tx.append_history(&p2)).unwrap();
     assert_eq!(
         s.history("default", "d", 0, 10).unwrap(),
-        vec![history("default", "d", 1)]
+        vec![history("default", "d", 1), pause.clone()]
     );
+    assert_eq!(s.history("default", "d", 1, 10).unwrap(), vec![pause]);
+    assert_eq!(
+        s.transition("default", "d", 1).unwrap(),
+        Some(history("default", "d", 1))
+    );
+    assert_eq!(s.transition("default", "d", 2).unwrap(), None);
 }
 
 pub fn committed_writes_are_visible_to_readers<S: Store>(s: &S) {

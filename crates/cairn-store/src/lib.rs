@@ -13,8 +13,8 @@ mod record;
 
 pub use error::Error;
 pub use record::{
-    HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, LogEntry, MachineRecord,
-    NewLogEntry, Page,
+    HistoryKind, HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, LogEntry,
+    MachineRecord, NewLogEntry, Page,
 };
 
 /// Writes inside one unit of work. Every method sees the unit's own earlier writes.
@@ -47,11 +47,12 @@ pub trait Tx {
         expected_version: u64,
     ) -> Result<(), Error>;
 
-    /// Appends one transition record.
+    /// Appends one history record.
     ///
     /// # Contract
-    /// `(namespace, instance_id, version)` is unique: a second record for one version
-    /// is refused with [`Error::Conflict`], so no transition is ever recorded twice.
+    /// `(namespace, instance_id, seq)` is unique, and so is `(namespace, instance_id,
+    /// version)` among records whose kind is a transition (start, event): a second one is
+    /// refused with [`Error::Conflict`], so no transition is ever recorded twice.
     fn append_history(&mut self, record: &HistoryRecord) -> Result<(), Error>;
 
     fn idempotency(
@@ -92,14 +93,21 @@ pub trait Reader: Send + Sync {
     fn instances(&self, filter: &InstanceFilter) -> Result<Page<InstanceRecord>, Error>;
     /// Every namespace and id, for `verify` of all.
     fn instance_ids(&self, namespace: Option<&str>) -> Result<Vec<(String, String)>, Error>;
-    /// The instance's history from `after_version` (exclusive), oldest first.
+    /// The instance's history after `after_seq` (exclusive), in `seq` order.
     fn history(
         &self,
         namespace: &str,
         instance_id: &str,
-        after_version: u64,
+        after_seq: u64,
         limit: usize,
     ) -> Result<Vec<HistoryRecord>, Error>;
+    /// The transition (start or event) that produced `version`.
+    fn transition(
+        &self,
+        namespace: &str,
+        instance_id: &str,
+        version: u64,
+    ) -> Result<Option<HistoryRecord>, Error>;
     /// Log entries after `position`, in position order.
     fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error>;
 }

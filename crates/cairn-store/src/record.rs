@@ -34,6 +34,8 @@ pub struct InstanceRecord {
     pub context: Value,
     /// 1 after start, +1 per applied event.
     pub version: u64,
+    /// The `seq` of the instance's last history record.
+    pub history_seq: u64,
     pub labels: BTreeMap<String, String>,
     pub parent: Option<String>,
     pub last_error: Option<String>,
@@ -41,11 +43,59 @@ pub struct InstanceRecord {
     pub updated_at: DateTime<Utc>,
 }
 
-/// One applied event (version 1 is the start).
+/// What a history record records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryKind {
+    /// The instance started (version 1).
+    Start,
+    /// An event was applied (version + 1).
+    Event,
+    /// The instance was paused; events sent now are queued.
+    Pause,
+    /// The instance was resumed.
+    Resume,
+    /// The instance was cancelled.
+    Cancel,
+}
+
+impl HistoryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryKind::Start => "start",
+            HistoryKind::Event => "event",
+            HistoryKind::Pause => "pause",
+            HistoryKind::Resume => "resume",
+            HistoryKind::Cancel => "cancel",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HistoryKind> {
+        Some(match s {
+            "start" => HistoryKind::Start,
+            "event" => HistoryKind::Event,
+            "pause" => HistoryKind::Pause,
+            "resume" => HistoryKind::Resume,
+            "cancel" => HistoryKind::Cancel,
+            _ => return None,
+        })
+    }
+
+    /// Whether the record applied an event to the machine (and so advanced the version).
+    pub fn is_transition(self) -> bool {
+        matches!(self, HistoryKind::Start | HistoryKind::Event)
+    }
+}
+
+/// One durable change of an instance: its start, an applied event, or a lifecycle change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryRecord {
     pub namespace: String,
     pub instance_id: String,
+    /// 1, 2, 3... per instance, in the order the records were committed.
+    pub seq: u64,
+    pub kind: HistoryKind,
+    /// The instance's version after this record.
     pub version: u64,
     /// The event name; `""` for the start.
     pub event: String,

@@ -39,6 +39,7 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     // (instance, version) -> key, for every acknowledged event.
     let mut acked: BTreeMap<(String, u64), String> = BTreeMap::new();
+    let mut slowest_start = Duration::ZERO;
     for round in 0..ROUNDS {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
             .args([
@@ -57,22 +58,31 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
             .spawn()
             .expect("cairn starts");
         let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 match line {
-                    Ok(l) => lines.push(l),
+                    Ok(l) => {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
                     Err(_) => break,
                 }
             }
-            lines
         });
-        // Let it get going, then kill it somewhere in the next 50-450 ms.
-        std::thread::sleep(Duration::from_millis(150 + rng.next() % 400));
+        // Kill it mid-load: 0-400 ms after its first acknowledgement.
+        let launched = std::time::Instant::now();
+        let first = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("round {round}: no acknowledgement within 60 s"));
+        slowest_start = slowest_start.max(launched.elapsed());
+        std::thread::sleep(Duration::from_millis(rng.next() % 400));
         child.kill().expect("SIGKILL");
         let status = child.wait().unwrap();
         assert!(!status.success(), "round {round}: the child was not killed");
-        let lines = reader.join().unwrap();
+        reader.join().unwrap();
+        let lines: Vec<String> = std::iter::once(first).chain(rx.try_iter()).collect();
         let before = acked.len();
         for l in lines {
             // The line being written at the kill may be cut short: it was never complete,
@@ -161,7 +171,7 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
         );
     }
     eprintln!(
-        "{} acknowledged events over {ROUNDS} kills, {} instances verified",
+        "{} acknowledged events over {ROUNDS} kills, {} instances verified; slowest start to first ack: {slowest_start:?}",
         acked.len(),
         ids.len()
     );
