@@ -680,6 +680,16 @@ impl<S: Store> Engine<S> {
                 )));
             }
             let next = match (h.kind, &snap) {
+                // A base (a fork's first record, or what compaction folded older history
+                // into) is taken as given: replay starts from it.
+                (HistoryKind::Base, _) => {
+                    version = h.version;
+                    Snapshot {
+                        configuration: h.to_configuration.clone(),
+                        context: h.context.clone(),
+                        status: h.status,
+                    }
+                }
                 (HistoryKind::Start, None) => {
                     match cairn_core::start(&machine, &h.payload, &env_at(h.created_at)) {
                         Ok(o) => o.snapshot,
@@ -752,12 +762,11 @@ impl<S: Store> Engine<S> {
         let Some(snap) = snap else {
             return Ok(Some("the instance has no history".into()));
         };
-        if version != inst.version || history.len() as u64 != inst.history_seq {
+        let last_seq = history.last().map_or(0, |h| h.seq);
+        if version != inst.version || last_seq != inst.history_seq {
             return Ok(Some(format!(
-                "the instance is at version {} (seq {}) but its history ends at version {version} (seq {})",
-                inst.version,
-                inst.history_seq,
-                history.len()
+                "the instance is at version {} (seq {}) but its history ends at version {version} (seq {last_seq})",
+                inst.version, inst.history_seq
             )));
         }
         if snap.configuration != inst.configuration

@@ -382,8 +382,14 @@ fn verify_detects_a_tampered_instance_and_history() {
     .unwrap();
     let v = e.verify("default", "o").unwrap();
     let problem = v.problem.unwrap();
-    assert!(problem.starts_with("seq 2 (version 2): history records"), "{problem}");
-    assert!(problem.contains("\"n\":3") && problem.contains("\"n\":4"), "{problem}");
+    assert!(
+        problem.starts_with("seq 2 (version 2): history records"),
+        "{problem}"
+    );
+    assert!(
+        problem.contains("\"n\":3") && problem.contains("\"n\":4"),
+        "{problem}"
+    );
 }
 
 #[test]

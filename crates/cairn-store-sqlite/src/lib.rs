@@ -13,6 +13,7 @@
 //!
 //! Holds no statechart logic. Driver errors become `store::Error` in [`db_err`] only.
 
+mod lifecycle;
 mod migrate;
 mod tx;
 
@@ -26,8 +27,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cairn_store::{
-    Error, HistoryRecord, InstanceFilter, InstanceRecord, LogEntry, MachineRecord, Page, Reader,
-    Store, Tx,
+    ApprovalRecord, ApprovalStatus, CheckpointRecord, Counts, Error, HistoryRecord, InboxRecord,
+    InstanceFilter, InstanceRecord, LogEntry, MachineRecord, Page, Reader, Store, TimerRecord, Tx,
 };
 use rusqlite::{Connection, OpenFlags};
 
@@ -322,6 +323,109 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Writes an online, consistent copy of the database to `file` (which must not exist)
+    /// and returns its size in bytes. Writers carry on meanwhile.
+    pub fn backup(&self, file: &Path) -> Result<u64, Error> {
+        if file.exists() {
+            return Err(Error::Conflict(format!(
+                "{} exists; choose a new file",
+                file.display()
+            )));
+        }
+        let target = file
+            .to_str()
+            .ok_or_else(|| Error::Database(format!("{} is not a UTF-8 path", file.display())))?
+            .to_string();
+        self.read(|c| {
+            c.execute("VACUUM INTO ?1", [&target])
+                .map(|_| ())
+                .map_err(db_err)
+        })?;
+        std::fs::metadata(file)
+            .map(|m| m.len())
+            .map_err(|e| Error::Database(format!("cannot read {}: {e}", file.display())))
+    }
+
+    /// Replaces the database of `dir` with the backup `file`, after checking the backup's
+    /// integrity and schema. Refused while another process has `dir` open.
+    pub fn restore(dir: &Path, file: &Path) -> Result<(), Error> {
+        {
+            let backup = Connection::open_with_flags(file, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| {
+                    Error::Corrupt(format!("{} is not a Cairn backup: {e}", file.display()))
+                })?;
+            let check: String = backup
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .map_err(|e| {
+                    Error::Corrupt(format!("{} is not a Cairn backup: {e}", file.display()))
+                })?;
+            if check != "ok" {
+                return Err(Error::Corrupt(format!(
+                    "{} fails its integrity check: {check}",
+                    file.display()
+                )));
+            }
+            let version = schema_version(&backup)?;
+            let has_instances: bool = backup
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name = 'instances'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n > 0)
+                .map_err(db_err)?;
+            if version == 0 || !has_instances {
+                return Err(Error::Corrupt(format!(
+                    "{} is not a Cairn backup",
+                    file.display()
+                )));
+            }
+            if version > MIGRATIONS.len() {
+                return Err(Error::Corrupt(format!(
+                    "{} has schema version {version}, newer than this Cairn knows ({})",
+                    file.display(),
+                    MIGRATIONS.len()
+                )));
+            }
+        }
+        // Opening takes the directory's lock, so no other process uses it meanwhile.
+        let store = SqliteStore::open(
+            dir,
+            Options {
+                readers: 1,
+                ..Options::default()
+            },
+        )?;
+        let db = store.path().to_path_buf();
+        let lock = Arc::clone(&store.inner);
+        // Close the connections but keep the lock while the files are swapped.
+        let staged = db.with_extension("db.restore");
+        std::fs::copy(file, &staged)
+            .map_err(|e| Error::Database(format!("cannot copy the backup: {e}")))?;
+        File::open(&staged)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::Database(format!("cannot sync the restored file: {e}")))?;
+        let lock_file = lock
+            ._lock
+            .try_clone()
+            .map_err(|e| Error::Database(e.to_string()))?;
+        drop(lock);
+        drop(store);
+        // The old store is closed; our clone of the lock file still holds the lock.
+        for ext in ["db-wal", "db-shm"] {
+            let _ = std::fs::remove_file(db.with_extension(ext));
+        }
+        std::fs::rename(&staged, &db)
+            .map_err(|e| Error::Database(format!("cannot put the backup in place: {e}")))?;
+        if let Some(parent) = db.parent() {
+            let _ = File::open(parent).and_then(|d| d.sync_all());
+        }
+        drop(lock_file);
+        Ok(())
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Ok(mut jobs) = self.jobs.lock() {
@@ -468,5 +572,40 @@ impl Reader for SqliteStore {
     }
     fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error> {
         self.read(|c| tx::log(c, after, limit))
+    }
+    fn due_timers(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, Error> {
+        self.read(|c| lifecycle::due_timers(c, now, limit))
+    }
+    fn timers(&self, ns: &str, id: &str) -> Result<Vec<TimerRecord>, Error> {
+        self.read(|c| lifecycle::timers(c, ns, id))
+    }
+    fn approvals(
+        &self,
+        ns: &str,
+        status: Option<ApprovalStatus>,
+        id: Option<&str>,
+    ) -> Result<Vec<ApprovalRecord>, Error> {
+        self.read(|c| lifecycle::approvals(c, ns, status, id))
+    }
+    fn checkpoints(&self, ns: &str, id: &str) -> Result<Vec<CheckpointRecord>, Error> {
+        self.read(|c| lifecycle::checkpoints(c, ns, id, None))
+    }
+    fn inbox(&self, ns: &str, id: &str) -> Result<Vec<InboxRecord>, Error> {
+        self.read(|c| lifecycle::inbox(c, ns, id))
+    }
+    fn finished_before(
+        &self,
+        ns: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, Error> {
+        self.read(|c| lifecycle::finished_before(c, ns, before, limit))
+    }
+    fn counts(&self, ns: &str) -> Result<Counts, Error> {
+        self.read(|c| lifecycle::counts(c, ns))
     }
 }

@@ -7,7 +7,10 @@ use rusqlite::Connection;
 use crate::db_err;
 
 /// Every migration, in order; the schema version is how many have been applied.
-pub const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_lifecycle.sql"),
+];
 
 /// The schema version of a database.
 pub fn schema_version(conn: &Connection) -> Result<usize, Error> {

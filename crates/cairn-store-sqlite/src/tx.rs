@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 
 use cairn_core::Status;
 use cairn_store::{
-    Error, HistoryKind, HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, LogEntry,
-    MachineRecord, NewLogEntry, Page, Tx,
+    ApprovalRecord, ApprovalStatus, CheckpointRecord, Error, HistoryKind, HistoryRecord,
+    IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord, LogEntry, MachineRecord,
+    NewLogEntry, Page, TimerRecord, Tx,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::db_err;
+use crate::lifecycle as lc;
 
 /// The writer's view of one unit of work.
 pub struct SqlTx<'c> {
@@ -25,25 +27,25 @@ impl<'c> SqlTx<'c> {
     }
 }
 
-fn ts(t: &DateTime<Utc>) -> String {
+pub(crate) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn parse_ts(s: &str) -> Result<DateTime<Utc>, Error> {
+pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>, Error> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.to_utc())
         .map_err(|e| Error::Corrupt(format!("bad timestamp `{s}`: {e}")))
 }
 
-fn json(v: &impl serde::Serialize) -> String {
+pub(crate) fn json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).expect("records serialise")
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T, Error> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T, Error> {
     serde_json::from_str(s).map_err(|e| Error::Corrupt(format!("bad {what}: {e}")))
 }
 
-fn status(s: &str) -> Result<Status, Error> {
+pub(crate) fn status(s: &str) -> Result<Status, Error> {
     Status::parse(s).ok_or_else(|| Error::Corrupt(format!("bad status `{s}`")))
 }
 
@@ -59,14 +61,14 @@ fn machine_row(r: &Row<'_>) -> rusqlite::Result<[SqlValue; 6]> {
     ])
 }
 
-fn text(v: &SqlValue) -> Result<&str, Error> {
+pub(crate) fn text(v: &SqlValue) -> Result<&str, Error> {
     match v {
         SqlValue::Text(s) => Ok(s),
         other => Err(Error::Corrupt(format!("expected text, found {other:?}"))),
     }
 }
 
-fn int(v: &SqlValue) -> Result<i64, Error> {
+pub(crate) fn int(v: &SqlValue) -> Result<i64, Error> {
     match v {
         SqlValue::Integer(i) => Ok(*i),
         other => Err(Error::Corrupt(format!(
@@ -75,7 +77,7 @@ fn int(v: &SqlValue) -> Result<i64, Error> {
     }
 }
 
-fn opt_text(v: &SqlValue) -> Result<Option<String>, Error> {
+pub(crate) fn opt_text(v: &SqlValue) -> Result<Option<String>, Error> {
     match v {
         SqlValue::Null => Ok(None),
         other => text(other).map(|s| Some(s.to_string())),
@@ -240,13 +242,13 @@ pub fn instance_ids(c: &Connection, ns: Option<&str>) -> Result<Vec<(String, Str
     rows.map(|r| r.map_err(db_err)).collect()
 }
 
-const HISTORY_COLS: &str = "namespace, instance_id, seq, kind, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, idempotency_key, microsteps, effects, time_in_states_ms, created_at";
+pub(crate) const HISTORY_COLS: &str = "namespace, instance_id, seq, kind, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, idempotency_key, microsteps, effects, time_in_states_ms, created_at";
 
-fn history_row(r: &Row<'_>) -> rusqlite::Result<Vec<SqlValue>> {
+pub(crate) fn history_row(r: &Row<'_>) -> rusqlite::Result<Vec<SqlValue>> {
     (0..18).map(|i| r.get(i)).collect()
 }
 
-fn decode_history(v: Vec<SqlValue>) -> Result<HistoryRecord, Error> {
+pub(crate) fn decode_history(v: Vec<SqlValue>) -> Result<HistoryRecord, Error> {
     let kind = text(&v[3])?;
     Ok(HistoryRecord {
         namespace: text(&v[0])?.to_string(),
@@ -341,7 +343,7 @@ pub fn log(c: &Connection, after: i64, limit: usize) -> Result<Vec<LogEntry>, Er
     .collect()
 }
 
-fn conflict_if_duplicate(
+pub(crate) fn conflict_if_duplicate(
     r: rusqlite::Result<usize>,
     what: impl FnOnce() -> String,
 ) -> Result<(), Error> {
@@ -530,6 +532,73 @@ impl Tx for SqlTx<'_> {
             .prepare_cached("INSERT INTO idempotency (namespace, instance_id, key, fingerprint, version, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
             .and_then(|mut s| s.execute(params![r.namespace, r.instance_id, r.key, r.fingerprint, r.version as i64, ts(&r.created_at)]));
         conflict_if_duplicate(res, || format!("idempotency key `{}` exists", r.key))
+    }
+
+    fn set_timer(&mut self, t: &TimerRecord) -> Result<(), Error> {
+        lc::set_timer(self.conn, t)
+    }
+    fn timer(&mut self, ns: &str, id: &str, event: &str) -> Result<Option<TimerRecord>, Error> {
+        lc::timer(self.conn, ns, id, event)
+    }
+    fn delete_timer(&mut self, ns: &str, id: &str, event: &str) -> Result<bool, Error> {
+        lc::delete_timer(self.conn, ns, id, event)
+    }
+    fn delete_timers(&mut self, ns: &str, id: &str) -> Result<(), Error> {
+        lc::delete_timers(self.conn, ns, id)
+    }
+    fn due_timers_of(
+        &mut self,
+        ns: &str,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TimerRecord>, Error> {
+        lc::due_timers_of(self.conn, ns, id, now)
+    }
+    fn insert_approval(&mut self, a: &ApprovalRecord) -> Result<(), Error> {
+        lc::insert_approval(self.conn, a)
+    }
+    fn approval(&mut self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
+        lc::approval(self.conn, id)
+    }
+    fn update_approval(&mut self, a: &ApprovalRecord) -> Result<(), Error> {
+        lc::update_approval(self.conn, a)
+    }
+    fn pending_approvals(&mut self, ns: &str, id: &str) -> Result<Vec<ApprovalRecord>, Error> {
+        lc::approvals(self.conn, ns, Some(ApprovalStatus::Pending), Some(id))
+    }
+    fn insert_checkpoint(&mut self, k: &CheckpointRecord) -> Result<(), Error> {
+        lc::insert_checkpoint(self.conn, k)
+    }
+    fn checkpoint(
+        &mut self,
+        ns: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<Option<CheckpointRecord>, Error> {
+        Ok(lc::checkpoints(self.conn, ns, id, Some(name))?
+            .into_iter()
+            .next())
+    }
+    fn history_at(&mut self, ns: &str, id: &str, seq: u64) -> Result<Option<HistoryRecord>, Error> {
+        lc::history_at(self.conn, ns, id, seq)
+    }
+    fn push_inbox(&mut self, e: &InboxRecord) -> Result<(), Error> {
+        lc::push_inbox(self.conn, e)
+    }
+    fn take_inbox(&mut self, ns: &str, id: &str) -> Result<Vec<InboxRecord>, Error> {
+        lc::take_inbox(self.conn, ns, id)
+    }
+    fn inbox_key(&mut self, ns: &str, id: &str, key: &str) -> Result<Option<InboxRecord>, Error> {
+        lc::inbox_key(self.conn, ns, id, key)
+    }
+    fn delete_instance(&mut self, ns: &str, id: &str) -> Result<bool, Error> {
+        lc::delete_instance(self.conn, ns, id)
+    }
+    fn delete_history_before(&mut self, ns: &str, id: &str, before: u64) -> Result<u64, Error> {
+        lc::delete_history_before(self.conn, ns, id, before)
+    }
+    fn replace_history(&mut self, h: &HistoryRecord) -> Result<(), Error> {
+        lc::replace_history(self.conn, h)
     }
 
     fn append_log(&mut self, e: &NewLogEntry) -> Result<i64, Error> {

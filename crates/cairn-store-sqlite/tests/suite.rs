@@ -1,7 +1,7 @@
 //! The shared behaviour suite on SQLite, plus what only SQLite has: the directory lock,
 //! migrations from each earlier schema, and durability settings.
 
-use cairn_store::{Error, Reader};
+use cairn_store::{Error, Reader, Store};
 use cairn_store_sqlite::{MIGRATIONS, Options, SqliteStore};
 
 fn open() -> (SqliteStore, tempfile::TempDir) {
@@ -92,4 +92,90 @@ fn every_connection_is_wal_with_synchronous_full() {
         "{d:?}"
     );
     assert_eq!(d.label(), "sqlite wal synchronous=FULL");
+}
+
+#[test]
+fn backup_is_online_and_restore_replaces_the_database() {
+    use cairn_core::Status;
+    let (store, dir) = open();
+    for i in 0..50 {
+        let inst = cairn_store_tests::instance(
+            "default",
+            &format!("i{i}"),
+            "m",
+            Status::Running,
+            &["a"],
+            &[],
+        );
+        store.write(move |tx| tx.insert_instance(&inst)).unwrap();
+    }
+    // Writers carry on while the backup runs.
+    let writer = {
+        let s = store.clone();
+        std::thread::spawn(move || {
+            for i in 50..200 {
+                let inst = cairn_store_tests::instance(
+                    "default",
+                    &format!("i{i}"),
+                    "m",
+                    Status::Running,
+                    &["a"],
+                    &[],
+                );
+                s.write(move |tx| tx.insert_instance(&inst)).unwrap();
+            }
+        })
+    };
+    let file = dir.path().join("backup.db");
+    let bytes = store.backup(&file).unwrap();
+    assert!(bytes > 0);
+    writer.join().unwrap();
+    assert!(
+        matches!(store.backup(&file), Err(Error::Conflict(_))),
+        "an existing file is never overwritten"
+    );
+    let in_backup = {
+        let c = rusqlite::Connection::open(&file).unwrap();
+        c.query_row("SELECT COUNT(*) FROM instances", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    assert!((50..=200).contains(&in_backup), "{in_backup}");
+
+    // Restoring into a live directory is refused; into a free one it works.
+    assert!(matches!(
+        SqliteStore::restore(dir.path(), &file),
+        Err(Error::Locked(_))
+    ));
+    let other = tempfile::tempdir().unwrap();
+    {
+        let s = SqliteStore::open(other.path(), Options::default()).unwrap();
+        let inst =
+            cairn_store_tests::instance("default", "only-here", "m", Status::Running, &["a"], &[]);
+        s.write(move |tx| tx.insert_instance(&inst)).unwrap();
+    }
+    SqliteStore::restore(other.path(), &file).unwrap();
+    let restored = SqliteStore::open(other.path(), Options::default()).unwrap();
+    assert_eq!(
+        restored.instance_ids(Some("default")).unwrap().len() as i64,
+        in_backup
+    );
+    assert_eq!(restored.instance("default", "only-here").unwrap(), None);
+
+    // Garbage is refused before anything is touched.
+    drop(restored);
+    let junk = other.path().join("junk.db");
+    std::fs::write(
+        &junk,
+        b"not a database at all, not even close to one.......",
+    )
+    .unwrap();
+    assert!(matches!(
+        SqliteStore::restore(other.path(), &junk),
+        Err(Error::Corrupt(_))
+    ));
+    let still = SqliteStore::open(other.path(), Options::default()).unwrap();
+    assert_eq!(
+        still.instance_ids(Some("default")).unwrap().len() as i64,
+        in_backup
+    );
 }

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use cairn_core::Status;
 use cairn_store::{
-    Error, HistoryKind, HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord,
-    MachineRecord, NewLogEntry, Store,
+    ApprovalRecord, ApprovalStatus, CheckpointRecord, Decision, Error, HistoryKind, HistoryRecord,
+    IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord, MachineRecord, NewLogEntry,
+    Store, TimerRecord,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -23,7 +24,11 @@ macro_rules! suite {
             duplicates_and_stale_versions_conflict, committed_writes_are_visible_to_readers,
             log_positions_follow_commit_order, pagination_visits_each_instance_once,
             filters_by_machine_status_state_and_label, machines_keep_every_version,
-            idempotency_keys_are_unique_per_instance, concurrent_writers_are_serialised);
+            idempotency_keys_are_unique_per_instance, concurrent_writers_are_serialised,
+            timers_reset_fire_once_and_come_due_in_order, approvals_are_stored_and_decided,
+            checkpoints_are_unique_by_name, the_inbox_keeps_order_and_empties_once,
+            deleting_an_instance_removes_everything_of_it, history_can_be_compacted,
+            retention_and_counts);
     };
     (@tests $open:expr; $($name:ident),*) => {
         $(
@@ -516,4 +521,311 @@ pub fn concurrent_writers_are_serialised<S: Store>(s: &S) {
         401
     );
     assert_eq!(s.history("default", "counter", 0, 1000).unwrap().len(), 400);
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::seconds(secs)
+}
+
+fn timer(id: &str, event: &str, due: i64) -> TimerRecord {
+    TimerRecord {
+        namespace: "default".into(),
+        instance_id: id.into(),
+        event: event.into(),
+        state: "s".into(),
+        due_at: at(due),
+        created_at: t0(),
+    }
+}
+
+pub fn timers_reset_fire_once_and_come_due_in_order<S: Store>(s: &S) {
+    s.write(|tx| {
+        tx.set_timer(&timer("a", "timer.s.10s", 10))?;
+        tx.set_timer(&timer("b", "timer.s.5s", 5))?;
+        tx.set_timer(&timer("a", "timer.s.1h", 3600))?;
+        // Setting the same timer again resets it.
+        tx.set_timer(&timer("a", "timer.s.10s", 20))
+    })
+    .unwrap();
+    let due: Vec<(String, String)> = s
+        .due_timers(at(30), 10)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.instance_id, t.event))
+        .collect();
+    assert_eq!(
+        due,
+        [
+            ("b".to_string(), "timer.s.5s".to_string()),
+            ("a".to_string(), "timer.s.10s".to_string())
+        ]
+    );
+    assert_eq!(s.due_timers(at(30), 1).unwrap().len(), 1);
+    assert_eq!(s.timers("default", "a").unwrap().len(), 2);
+    // Of concurrent deletions of one timer, exactly one sees it.
+    let hits: Vec<bool> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                s.write(|tx| tx.delete_timer("default", "a", "timer.s.10s"))
+                    .unwrap()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(hits.iter().filter(|h| **h).count(), 1, "{hits:?}");
+    let mine = s
+        .write(|tx| tx.due_timers_of("default", "a", at(7200)))
+        .unwrap();
+    assert_eq!(
+        mine.iter().map(|t| t.event.as_str()).collect::<Vec<_>>(),
+        ["timer.s.1h"]
+    );
+    s.write(|tx| tx.delete_timers("default", "a")).unwrap();
+    assert!(s.timers("default", "a").unwrap().is_empty());
+    assert_eq!(s.timers("default", "b").unwrap().len(), 1);
+}
+
+fn approval(id: &str, instance: &str) -> ApprovalRecord {
+    ApprovalRecord {
+        id: id.into(),
+        namespace: "default".into(),
+        instance_id: instance.into(),
+        state: "review".into(),
+        prompt: Some("ok?".into()),
+        approvers: vec!["ann".into(), "bob".into()],
+        quorum: 2,
+        status: ApprovalStatus::Pending,
+        decisions: Vec::new(),
+        created_at: t0(),
+        decided_at: None,
+        decided_by: None,
+        reason: None,
+    }
+}
+
+pub fn approvals_are_stored_and_decided<S: Store>(s: &S) {
+    s.write(|tx| {
+        tx.insert_approval(&approval("ap1", "i"))?;
+        tx.insert_approval(&approval("ap2", "j"))
+    })
+    .unwrap();
+    assert!(matches!(
+        s.write(|tx| tx.insert_approval(&approval("ap1", "i"))),
+        Err(Error::Conflict(_))
+    ));
+    let mut a = approval("ap1", "i");
+    a.decisions.push(Decision {
+        actor: "ann".into(),
+        approve: true,
+        reason: "fine".into(),
+        at: at(1),
+    });
+    a.status = ApprovalStatus::Approved;
+    a.decided_at = Some(at(1));
+    a.decided_by = Some("ann".into());
+    let stored = a.clone();
+    s.write(move |tx| tx.update_approval(&stored)).unwrap();
+    assert_eq!(s.write(|tx| tx.approval("ap1")).unwrap(), Some(a));
+    assert!(
+        s.write(|tx| tx.pending_approvals("default", "i"))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.approvals("default", Some(ApprovalStatus::Pending), None)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.approvals("default", None, Some("i")).unwrap()[0].status,
+        ApprovalStatus::Approved
+    );
+    assert!(matches!(
+        s.write(|tx| tx.update_approval(&approval("nope", "i"))),
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub fn checkpoints_are_unique_by_name<S: Store>(s: &S) {
+    let k = CheckpointRecord {
+        namespace: "default".into(),
+        instance_id: "i".into(),
+        name: "after_planning".into(),
+        seq: 3,
+        version: 3,
+        configuration: vec!["a".into()],
+        context: json!({"plan": "p"}),
+        status: Status::Running,
+        created_at: t0(),
+    };
+    let k2 = k.clone();
+    s.write(move |tx| tx.insert_checkpoint(&k2)).unwrap();
+    let k3 = k.clone();
+    assert!(matches!(
+        s.write(move |tx| tx.insert_checkpoint(&k3)),
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(s.checkpoints("default", "i").unwrap(), vec![k.clone()]);
+    assert_eq!(
+        s.write(|tx| tx.checkpoint("default", "i", "after_planning"))
+            .unwrap(),
+        Some(k)
+    );
+    assert_eq!(
+        s.write(|tx| tx.checkpoint("default", "i", "nope")).unwrap(),
+        None
+    );
+}
+
+pub fn the_inbox_keeps_order_and_empties_once<S: Store>(s: &S) {
+    for (n, key) in [("e1", Some("k1")), ("e2", None), ("e3", None)] {
+        let rec = InboxRecord {
+            namespace: "default".into(),
+            instance_id: "i".into(),
+            seq: 0,
+            event: n.into(),
+            payload: json!({"n": n}),
+            actor: String::new(),
+            reason: String::new(),
+            idempotency_key: key.map(str::to_string),
+            created_at: t0(),
+        };
+        s.write(move |tx| tx.push_inbox(&rec)).unwrap();
+    }
+    assert_eq!(
+        s.write(|tx| tx.inbox_key("default", "i", "k1"))
+            .unwrap()
+            .map(|e| e.event),
+        Some("e1".into())
+    );
+    assert_eq!(s.inbox("default", "i").unwrap().len(), 3);
+    let taken = s.write(|tx| tx.take_inbox("default", "i")).unwrap();
+    assert_eq!(
+        taken.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        ["e1", "e2", "e3"]
+    );
+    assert_eq!(taken.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(
+        s.write(|tx| tx.take_inbox("default", "i"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub fn deleting_an_instance_removes_everything_of_it<S: Store>(s: &S) {
+    let keep = instance(
+        "default",
+        "keep",
+        "m",
+        Status::Running,
+        &["a"],
+        &[("k", "v")],
+    );
+    let gone = instance(
+        "default",
+        "gone",
+        "m",
+        Status::Completed,
+        &["a"],
+        &[("k", "v")],
+    );
+    s.write(move |tx| {
+        for i in [&keep, &gone] {
+            tx.insert_instance(i)?;
+            tx.append_history(&history("default", &i.id, 1))?;
+            tx.set_timer(&timer(&i.id, "timer.s.1s", 1))?;
+            tx.insert_approval(&approval(&format!("ap-{}", i.id), &i.id))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(s.write(|tx| tx.delete_instance("default", "gone")).unwrap());
+    assert!(!s.write(|tx| tx.delete_instance("default", "gone")).unwrap());
+    assert_eq!(s.instance("default", "gone").unwrap(), None);
+    assert!(s.history("default", "gone", 0, 10).unwrap().is_empty());
+    assert!(s.timers("default", "gone").unwrap().is_empty());
+    assert!(
+        s.approvals("default", None, Some("gone"))
+            .unwrap()
+            .is_empty()
+    );
+    let labelled = s
+        .instances(&InstanceFilter {
+            labels: vec![("k".into(), "v".into())],
+            ..filter("default")
+        })
+        .unwrap();
+    assert_eq!(
+        labelled
+            .items
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect::<Vec<_>>(),
+        ["keep"]
+    );
+    assert_eq!(s.history("default", "keep", 0, 10).unwrap().len(), 1);
+    assert_eq!(s.timers("default", "keep").unwrap().len(), 1);
+}
+
+pub fn history_can_be_compacted<S: Store>(s: &S) {
+    for v in 1..=5 {
+        s.write(move |tx| tx.append_history(&history("default", "h", v)))
+            .unwrap();
+    }
+    let removed = s
+        .write(|tx| tx.delete_history_before("default", "h", 4))
+        .unwrap();
+    assert_eq!(removed, 3);
+    let base = HistoryRecord {
+        kind: HistoryKind::Base,
+        event: String::new(),
+        ..history("default", "h", 4)
+    };
+    let b2 = base.clone();
+    s.write(move |tx| tx.replace_history(&b2)).unwrap();
+    let left = s.history("default", "h", 0, 10).unwrap();
+    assert_eq!(
+        left.iter().map(|h| (h.seq, h.kind)).collect::<Vec<_>>(),
+        [(4, HistoryKind::Base), (5, HistoryKind::Event)]
+    );
+    assert_eq!(
+        s.write(|tx| tx.history_at("default", "h", 4)).unwrap(),
+        Some(base)
+    );
+}
+
+pub fn retention_and_counts<S: Store>(s: &S) {
+    let mut old = instance("default", "old", "m", Status::Completed, &["done"], &[]);
+    old.updated_at = at(10);
+    let mut recent = instance("default", "recent", "m", Status::Failed, &["done"], &[]);
+    recent.updated_at = at(1000);
+    let mut running = instance("default", "running", "m2", Status::Running, &["a"], &[]);
+    running.updated_at = at(10);
+    s.write(move |tx| {
+        tx.insert_instance(&old)?;
+        tx.insert_instance(&recent)?;
+        tx.insert_instance(&running)?;
+        tx.append_history(&history("default", "old", 1))?;
+        tx.append_history(&history("default", "old", 2))
+    })
+    .unwrap();
+    assert_eq!(s.finished_before("default", at(500), 10).unwrap(), ["old"]);
+    assert_eq!(
+        s.finished_before("default", at(5000), 10).unwrap(),
+        ["old", "recent"]
+    );
+    let c = s.counts("default").unwrap();
+    assert_eq!(
+        c.instances,
+        [
+            ("m".to_string(), "completed".to_string(), 1),
+            ("m".to_string(), "failed".to_string(), 1),
+            ("m2".to_string(), "running".to_string(), 1)
+        ]
+    );
+    assert_eq!(c.transitions, 2);
 }

@@ -13,8 +13,9 @@ mod record;
 
 pub use error::Error;
 pub use record::{
-    HistoryKind, HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, LogEntry,
-    MachineRecord, NewLogEntry, Page,
+    ApprovalRecord, ApprovalStatus, CheckpointRecord, Decision, HistoryKind, HistoryRecord,
+    IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord, LogEntry, MachineRecord,
+    NewLogEntry, Page, TimerRecord,
 };
 
 /// Writes inside one unit of work. Every method sees the unit's own earlier writes.
@@ -63,6 +64,89 @@ pub trait Tx {
     ) -> Result<Option<IdempotencyRecord>, Error>;
     fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> Result<(), Error>;
 
+    /// Sets (or resets) the timer of `(namespace, instance_id, event)`.
+    fn set_timer(&mut self, timer: &TimerRecord) -> Result<(), Error>;
+    fn timer(
+        &mut self,
+        namespace: &str,
+        instance_id: &str,
+        event: &str,
+    ) -> Result<Option<TimerRecord>, Error>;
+    /// Removes one timer; whether it existed.
+    ///
+    /// # Contract
+    /// Of two units removing the same timer, exactly one sees `true`: a timer fires once.
+    fn delete_timer(
+        &mut self,
+        namespace: &str,
+        instance_id: &str,
+        event: &str,
+    ) -> Result<bool, Error>;
+    /// Removes every timer of the instance.
+    fn delete_timers(&mut self, namespace: &str, instance_id: &str) -> Result<(), Error>;
+    /// The instance's timers due at or before `now`, earliest first.
+    fn due_timers_of(
+        &mut self,
+        namespace: &str,
+        instance_id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<TimerRecord>, Error>;
+
+    fn insert_approval(&mut self, approval: &ApprovalRecord) -> Result<(), Error>;
+    fn approval(&mut self, id: &str) -> Result<Option<ApprovalRecord>, Error>;
+    /// Replaces an approval (its status and decisions).
+    fn update_approval(&mut self, approval: &ApprovalRecord) -> Result<(), Error>;
+    /// The instance's pending approvals, oldest first.
+    fn pending_approvals(
+        &mut self,
+        namespace: &str,
+        instance_id: &str,
+    ) -> Result<Vec<ApprovalRecord>, Error>;
+
+    fn insert_checkpoint(&mut self, checkpoint: &CheckpointRecord) -> Result<(), Error>;
+    fn checkpoint(
+        &mut self,
+        namespace: &str,
+        instance_id: &str,
+        name: &str,
+    ) -> Result<Option<CheckpointRecord>, Error>;
+    /// The history record of `seq`.
+    fn history_at(
+        &mut self,
+        namespace: &str,
+        instance_id: &str,
+        seq: u64,
+    ) -> Result<Option<HistoryRecord>, Error>;
+
+    /// Queues an event for a paused instance.
+    fn push_inbox(&mut self, record: &InboxRecord) -> Result<(), Error>;
+    /// The instance's queued events in order, removed from the inbox.
+    ///
+    /// # Contract
+    /// Events come back in the order they were pushed; each exactly once.
+    fn take_inbox(&mut self, namespace: &str, instance_id: &str)
+    -> Result<Vec<InboxRecord>, Error>;
+    /// The queued event with this idempotency key, if any.
+    fn inbox_key(
+        &mut self,
+        namespace: &str,
+        instance_id: &str,
+        key: &str,
+    ) -> Result<Option<InboxRecord>, Error>;
+
+    /// Deletes an instance and everything recorded of it (history, keys, timers,
+    /// approvals, checkpoints, inbox, labels); whether it existed. The log keeps its entries.
+    fn delete_instance(&mut self, namespace: &str, instance_id: &str) -> Result<bool, Error>;
+    /// Deletes the instance's history records with `seq` below `before_seq`.
+    fn delete_history_before(
+        &mut self,
+        namespace: &str,
+        instance_id: &str,
+        before_seq: u64,
+    ) -> Result<u64, Error>;
+    /// Replaces one history record (compaction turns the oldest kept record into a base).
+    fn replace_history(&mut self, record: &HistoryRecord) -> Result<(), Error>;
+
     /// Appends to the commit-ordered log and returns the entry's position.
     ///
     /// # Contract
@@ -108,8 +192,48 @@ pub trait Reader: Send + Sync {
         instance_id: &str,
         version: u64,
     ) -> Result<Option<HistoryRecord>, Error>;
+    /// Timers due at or before `now` across every instance, earliest first.
+    fn due_timers(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, Error>;
+    /// The instance's timers.
+    fn timers(&self, namespace: &str, instance_id: &str) -> Result<Vec<TimerRecord>, Error>;
+    /// Approvals of a namespace, optionally of one status and one instance, oldest first.
+    fn approvals(
+        &self,
+        namespace: &str,
+        status: Option<ApprovalStatus>,
+        instance_id: Option<&str>,
+    ) -> Result<Vec<ApprovalRecord>, Error>;
+    fn checkpoints(
+        &self,
+        namespace: &str,
+        instance_id: &str,
+    ) -> Result<Vec<CheckpointRecord>, Error>;
+    /// The instance's queued events, in order.
+    fn inbox(&self, namespace: &str, instance_id: &str) -> Result<Vec<InboxRecord>, Error>;
+    /// Finished instances last updated before `before`, oldest first.
+    fn finished_before(
+        &self,
+        namespace: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, Error>;
+    /// Counts for `stats`: instances per (machine, status), and history records.
+    fn counts(&self, namespace: &str) -> Result<Counts, Error>;
     /// Log entries after `position`, in position order.
     fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error>;
+}
+
+/// Aggregate counts of a namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// (machine, status, instances).
+    pub instances: Vec<(String, String, u64)>,
+    /// Applied events (start and event records).
+    pub transitions: u64,
 }
 
 /// A storage backend.

@@ -57,6 +57,9 @@ pub enum HistoryKind {
     Resume,
     /// The instance was cancelled.
     Cancel,
+    /// A snapshot taken as given: the first record of a fork, or what compaction folded
+    /// the older history into. Replay starts from it.
+    Base,
 }
 
 impl HistoryKind {
@@ -67,6 +70,7 @@ impl HistoryKind {
             HistoryKind::Pause => "pause",
             HistoryKind::Resume => "resume",
             HistoryKind::Cancel => "cancel",
+            HistoryKind::Base => "base",
         }
     }
 
@@ -77,6 +81,7 @@ impl HistoryKind {
             "pause" => HistoryKind::Pause,
             "resume" => HistoryKind::Resume,
             "cancel" => HistoryKind::Cancel,
+            "base" => HistoryKind::Base,
             _ => return None,
         })
     }
@@ -84,6 +89,11 @@ impl HistoryKind {
     /// Whether the record applied an event to the machine (and so advanced the version).
     pub fn is_transition(self) -> bool {
         matches!(self, HistoryKind::Start | HistoryKind::Event)
+    }
+
+    /// Whether replay starts afresh from this record.
+    pub fn is_base(self) -> bool {
+        matches!(self, HistoryKind::Start | HistoryKind::Base)
     }
 }
 
@@ -170,4 +180,108 @@ pub struct InstanceFilter {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
+}
+
+/// A durable timer: `event` is delivered to the instance once `due_at` has passed, unless
+/// the state that set it is left first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimerRecord {
+    pub namespace: String,
+    pub instance_id: String,
+    /// The event the timer delivers (`timer.<state>.<delay>`); one timer per event.
+    pub event: String,
+    pub state: String,
+    pub due_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where an approval stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Rejected,
+    /// Its state was left, or the instance ended, before a decision.
+    Cancelled,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Rejected => "rejected",
+            ApprovalStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ApprovalStatus> {
+        Some(match s {
+            "pending" => ApprovalStatus::Pending,
+            "approved" => ApprovalStatus::Approved,
+            "rejected" => ApprovalStatus::Rejected,
+            "cancelled" => ApprovalStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// One approver's decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub actor: String,
+    pub approve: bool,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A human approval requested by a state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    pub id: String,
+    pub namespace: String,
+    pub instance_id: String,
+    /// The requesting state's path.
+    pub state: String,
+    pub prompt: Option<String>,
+    /// Who may decide; anyone when empty.
+    pub approvers: Vec<String>,
+    /// How many approvals it takes.
+    pub quorum: u32,
+    pub status: ApprovalStatus,
+    pub decisions: Vec<Decision>,
+    pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// A named snapshot of an instance at a point of its history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    pub namespace: String,
+    pub instance_id: String,
+    pub name: String,
+    /// The history record it was taken after.
+    pub seq: u64,
+    pub version: u64,
+    pub configuration: Vec<String>,
+    pub context: Value,
+    pub status: Status,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An event sent to a paused instance, kept in order until it resumes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InboxRecord {
+    pub namespace: String,
+    pub instance_id: String,
+    pub seq: u64,
+    pub event: String,
+    pub payload: Value,
+    pub actor: String,
+    pub reason: String,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
 }
