@@ -81,9 +81,12 @@ pub struct Applied {
 pub struct Sent {
     #[serde(flatten)]
     pub instance: Instance,
-    pub transition: Transition,
+    /// The transition recorded; `null` when the event was queued.
+    pub transition: Option<Transition>,
     /// True when the idempotency key had been used already: nothing was applied.
     pub replayed: bool,
+    /// True when the instance is paused: the event waits, in order, for `resume`.
+    pub queued: bool,
 }
 
 /// A page of instances.

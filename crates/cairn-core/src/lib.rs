@@ -22,5 +22,5 @@ pub use machine::{MAX_MICROSTEPS, Machine};
 pub use source::Format;
 pub use step::{
     Effect, Env, Event, Microstep, MicrostepKind, Outcome, Rejection, Snapshot, Status, accepts,
-    is_reserved_event, replay, start, step,
+    is_reserved_event, replay, resources, start, step,
 };

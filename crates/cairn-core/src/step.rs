@@ -384,6 +384,31 @@ pub fn replay(
     Ok(run.finish()?.snapshot)
 }
 
+/// The effects that set up the state-bound resources (timers, tasks, approvals, spawned
+/// children) of every active state of a snapshot, as if each had just been entered, but
+/// without running any entry action: what a fork or a restore needs afresh.
+pub fn resources(
+    machine: &Machine,
+    snapshot: &Snapshot,
+    env: &Env,
+) -> Result<Vec<Effect>, Rejection> {
+    if snapshot.status.is_finished() {
+        return Ok(Vec::new());
+    }
+    let active = configuration_of(machine, &snapshot.configuration)?;
+    let event = Event::new("");
+    let mut run = Run::new(
+        machine,
+        env,
+        &event,
+        snapshot.context.clone(),
+        active.clone(),
+    );
+    run.was_active = vec![false; machine.states.len()];
+    run.entered = active;
+    Ok(run.finish()?.effects)
+}
+
 /// The event names the instance accepts now (any transition from an active state,
 /// guards aside), sorted; internal `done.` and `timer.` events left out.
 pub fn accepts(machine: &Machine, snapshot: &Snapshot) -> Vec<String> {

@@ -5,14 +5,15 @@ use std::sync::{Arc, Mutex};
 
 use cairn_core::{Env, Event, Format, Machine, Snapshot, Status, is_reserved_event};
 use cairn_store::{
-    HistoryKind, HistoryRecord, IdempotencyRecord, InstanceFilter, InstanceRecord, MachineRecord,
-    NewLogEntry, Page, Store, Tx,
+    HistoryKind, HistoryRecord, InstanceFilter, InstanceRecord, MachineRecord, NewLogEntry, Page,
+    Store, Tx,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::unit::{self, instance_env, snapshot};
 use crate::{Clock, Error};
 
 /// Engine settings.
@@ -63,13 +64,16 @@ pub struct SendRequest {
     pub reason: String,
 }
 
-/// The result of a send: the transition recorded (the first one, for a repeated key).
+/// The result of a send: the transition recorded (the first one, for a repeated key), or
+/// none when the instance is paused and the event was queued.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Sent {
     pub instance: InstanceRecord,
-    pub transition: HistoryRecord,
+    pub transition: Option<HistoryRecord>,
     /// True when the idempotency key had been used: nothing new was applied.
     pub replayed: bool,
+    /// True when the instance is paused: the event waits in order for `resume`.
+    pub queued: bool,
 }
 
 /// The result of verifying one instance.
@@ -87,14 +91,14 @@ type MachineKey = (String, String, u32);
 /// Compiled machines by namespace, name and version; versions are immutable, so a
 /// compiled machine never goes stale.
 #[derive(Default)]
-struct Machines(Mutex<HashMap<MachineKey, Arc<Machine>>>);
+pub(crate) struct Machines(Mutex<HashMap<MachineKey, Arc<Machine>>>);
 
 impl Machines {
-    fn get(&self, key: &MachineKey) -> Option<Arc<Machine>> {
+    pub(crate) fn get(&self, key: &MachineKey) -> Option<Arc<Machine>> {
         self.0.lock().ok()?.get(key).cloned()
     }
 
-    fn load(&self, record: &MachineRecord) -> Result<Arc<Machine>, Error> {
+    pub(crate) fn load(&self, record: &MachineRecord) -> Result<Arc<Machine>, Error> {
         let key = (
             record.namespace.clone(),
             record.name.clone(),
@@ -130,12 +134,17 @@ impl<S: Store> Clone for Engine<S> {
     }
 }
 
+/// Identifies an event and payload for an idempotency key.
+pub(crate) fn fingerprint(event: &str, payload: &Value) -> String {
+    digest(&format!("{event}\u{0}{payload}"))
+}
+
 fn digest(text: &str) -> String {
     let d = Sha256::digest(text.as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn check_id(id: &str) -> Result<(), Error> {
+pub(crate) fn check_id(id: &str) -> Result<(), Error> {
     if id.is_empty()
         || id.len() > 200
         || id
@@ -163,27 +172,6 @@ fn check_namespace(ns: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The `instance` variable CEL sees: what does not change over the instance's life, so
-/// that replaying history sees it exactly as the step did.
-fn instance_env(i: &InstanceRecord) -> Value {
-    json!({
-        "id": i.id,
-        "namespace": i.namespace,
-        "machine": i.machine,
-        "machine_version": i.machine_version,
-        "labels": i.labels,
-        "parent": i.parent,
-    })
-}
-
-fn snapshot(i: &InstanceRecord) -> Snapshot {
-    Snapshot {
-        configuration: i.configuration.clone(),
-        context: i.context.clone(),
-        status: i.status,
-    }
-}
-
 impl<S: Store> Engine<S> {
     pub fn new(store: S, clock: Arc<dyn Clock>, config: Config) -> Engine<S> {
         Engine {
@@ -203,7 +191,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Runs a unit of work whose errors are engine errors; a failed unit rolls back.
-    fn write<T, F>(&self, f: F) -> Result<T, Error>
+    pub(crate) fn write<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static,
@@ -228,7 +216,15 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    fn check_size(&self, what: &'static str, v: &Value) -> Result<(), Error> {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub(crate) fn machine_cache(&self) -> Arc<Machines> {
+        Arc::clone(&self.machines)
+    }
+
+    pub(crate) fn check_size(&self, what: &'static str, v: &Value) -> Result<(), Error> {
         let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
         if size > self.config.max_payload_bytes {
             return Err(Error::TooLarge {
@@ -394,6 +390,10 @@ impl<S: Store> Engine<S> {
             }
             tx.insert_instance(&stored)?;
             tx.append_history(&history)?;
+            unit::apply_effects(tx, &stored, &outcome.effects, now)?;
+            if stored.status.is_finished() {
+                unit::finish_instance(tx, &stored, now)?;
+            }
             tx.append_log(&NewLogEntry {
                 namespace: stored.namespace.clone(),
                 instance_id: stored.id.clone(),
@@ -419,7 +419,8 @@ impl<S: Store> Engine<S> {
     }
 
     /// Applies an event without the reserved-name check: for events the engine itself
-    /// delivers (approvals, tasks, timers, children).
+    /// delivers (approvals, tasks, timers, children). A paused instance keeps the event in
+    /// its inbox, in order, and applies it on resume.
     pub fn deliver(&self, ns: &str, id: &str, req: SendRequest) -> Result<Sent, Error> {
         let payload = if req.payload.is_null() {
             json!({})
@@ -453,21 +454,32 @@ impl<S: Store> Engine<S> {
         enum Done {
             Applied(Box<(InstanceRecord, HistoryRecord)>),
             Replayed(u64),
+            Queued(Box<InstanceRecord>),
         }
         let done = self.write(move |tx| {
             let mut inst = tx.instance(&ns, &id)?.ok_or_else(|| {
                 Error::NotFound(format!("no instance `{id}` in namespace `{ns}`"))
             })?;
-            if let (Some(key), Some(fp)) = (&key, &fingerprint)
-                && let Some(first) = tx.idempotency(&ns, &id, key)?
-            {
-                if &first.fingerprint != fp {
-                    return Err(Error::KeyReused {
-                        key: key.clone(),
-                        version: first.version,
-                    });
+            if let (Some(key), Some(fp)) = (&key, &fingerprint) {
+                if let Some(first) = tx.idempotency(&ns, &id, key)? {
+                    if &first.fingerprint != fp {
+                        return Err(Error::KeyReused {
+                            key: key.clone(),
+                            version: first.version,
+                        });
+                    }
+                    return Ok(Done::Replayed(first.version));
                 }
-                return Ok(Done::Replayed(first.version));
+                if let Some(queued) = tx.inbox_key(&ns, &id, key)? {
+                    let same = crate::engine::fingerprint(&queued.event, &queued.payload) == *fp;
+                    if !same {
+                        return Err(Error::KeyReused {
+                            key: key.clone(),
+                            version: inst.version,
+                        });
+                    }
+                    return Ok(Done::Queued(Box::new(inst)));
+                }
             }
             if let Some(expected) = expected
                 && expected != inst.version
@@ -484,79 +496,23 @@ impl<S: Store> Engine<S> {
                     status: inst.status,
                 });
             }
-            // Versions are immutable: a compiled machine in the cache is never stale.
-            let cached = machines.get(&(ns.clone(), inst.machine.clone(), inst.machine_version));
-            let machine = match cached {
-                Some(m) => m,
-                None => {
-                    let record = tx
-                        .machine(&ns, &inst.machine, Some(inst.machine_version))?
-                        .ok_or_else(|| {
-                            Error::NotFound(format!(
-                                "machine `{}` version {} is missing",
-                                inst.machine, inst.machine_version
-                            ))
-                        })?;
-                    machines.load(&record)?
-                }
-            };
-            let env = Env {
-                now,
-                instance: instance_env(&inst),
-                records: json!({}),
-            };
-            let before = snapshot(&inst);
-            let outcome =
-                cairn_core::step(&machine, &before, &event, &env).map_err(Error::Refused)?;
-            let exited = outcome.microsteps.iter().any(|m| !m.exited.is_empty());
-            let history = HistoryRecord {
-                namespace: ns.clone(),
-                instance_id: id.clone(),
-                seq: inst.history_seq + 1,
-                kind: HistoryKind::Event,
-                version: inst.version + 1,
-                event: event.name.clone(),
-                payload: event.payload.clone(),
-                actor: event.actor.clone(),
-                reason: event.reason.clone(),
-                from_configuration: before.configuration,
-                to_configuration: outcome.snapshot.configuration.clone(),
-                context: outcome.snapshot.context.clone(),
-                status: outcome.snapshot.status,
-                idempotency_key: key.clone(),
-                microsteps: serde_json::to_value(&outcome.microsteps).unwrap_or_default(),
-                effects: serde_json::to_value(&outcome.effects).unwrap_or_default(),
-                time_in_states_ms: exited.then(|| (now - inst.updated_at).num_milliseconds()),
-                created_at: now,
-            };
-            let previous = inst.version;
-            inst.version += 1;
-            inst.history_seq += 1;
-            inst.configuration = outcome.snapshot.configuration;
-            inst.context = outcome.snapshot.context;
-            inst.status = outcome.snapshot.status;
-            inst.updated_at = now;
-            tx.update_instance(&inst, previous)?;
-            tx.append_history(&history)?;
-            if let (Some(key), Some(fp)) = (key, fingerprint) {
-                tx.insert_idempotency(&IdempotencyRecord {
+            if inst.status == Status::Paused {
+                tx.push_inbox(&cairn_store::InboxRecord {
                     namespace: ns.clone(),
                     instance_id: id.clone(),
-                    key,
-                    fingerprint: fp,
-                    version: inst.version,
+                    seq: 0,
+                    event: event.name.clone(),
+                    payload: event.payload.clone(),
+                    actor: event.actor.clone(),
+                    reason: event.reason.clone(),
+                    idempotency_key: key.clone(),
                     created_at: now,
                 })?;
+                unit::log(tx, &inst, "queued", json!({"event": event.name}), now)?;
+                return Ok(Done::Queued(Box::new(inst)));
             }
-            tx.append_log(&NewLogEntry {
-                namespace: ns,
-                instance_id: id,
-                kind: "transition".into(),
-                version: inst.version,
-                data: json!({"event": history.event, "from": history.from_configuration,
-                             "to": history.to_configuration, "status": history.status}),
-                created_at: now,
-            })?;
+            let key = key.zip(fingerprint);
+            let history = unit::apply_event(tx, &machines, &mut inst, &event, key, now)?;
             Ok(Done::Applied(Box::new((inst, history))))
         })?;
         match done {
@@ -564,10 +520,17 @@ impl<S: Store> Engine<S> {
                 let (instance, transition) = *b;
                 Ok(Sent {
                     instance,
-                    transition,
+                    transition: Some(transition),
                     replayed: false,
+                    queued: false,
                 })
             }
+            Done::Queued(instance) => Ok(Sent {
+                instance: *instance,
+                transition: None,
+                replayed: false,
+                queued: true,
+            }),
             Done::Replayed(version) => self.replayed(ns_in, id_in, version),
         }
     }
@@ -580,8 +543,9 @@ impl<S: Store> Engine<S> {
             .ok_or_else(|| Error::NotFound(format!("history version {version} of `{id}`")))?;
         Ok(Sent {
             instance,
-            transition,
+            transition: Some(transition),
             replayed: true,
+            queued: false,
         })
     }
 
@@ -671,12 +635,13 @@ impl<S: Store> Engine<S> {
         };
         let mut snap: Option<Snapshot> = None;
         let mut version = 0;
+        let first_seq = history.first().map_or(1, |h| h.seq);
         for (i, h) in history.iter().enumerate() {
-            if h.seq != i as u64 + 1 {
+            let expected = first_seq + i as u64;
+            if h.seq != expected || (i == 0 && h.seq != 1 && h.kind != HistoryKind::Base) {
                 return Ok(Some(format!(
-                    "history has seq {} where {} was expected",
-                    h.seq,
-                    i + 1
+                    "history has seq {} where {expected} was expected",
+                    h.seq
                 )));
             }
             let next = match (h.kind, &snap) {

@@ -30,6 +30,16 @@ pub enum Error {
     /// The instance is finished.
     #[error("instance `{id}` is {}; it takes no more events", .status.as_str())]
     Finished { id: String, status: Status },
+    /// The instance is paused (for operations that need it running).
+    #[error("instance `{0}` is paused; resume it first")]
+    Paused(String),
+    /// The operation does not fit the instance's state (e.g. resuming a running instance,
+    /// deciding an approval that is not pending).
+    #[error("{0}")]
+    Conflict(String),
+    /// The actor may not do this (e.g. decide an approval it is not an approver of).
+    #[error("{0}")]
+    NotAllowed(String),
     /// `expected_version` did not match.
     #[error("instance `{id}` is at version {current}, not {expected}")]
     VersionMismatch {
@@ -59,6 +69,9 @@ impl Error {
             self,
             Error::Refused(_)
                 | Error::Finished { .. }
+                | Error::Paused(_)
+                | Error::Conflict(_)
+                | Error::NotAllowed(_)
                 | Error::VersionMismatch { .. }
                 | Error::KeyReused { .. }
                 | Error::Exists(_)

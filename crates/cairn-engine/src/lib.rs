@@ -10,11 +10,16 @@
 mod clock;
 mod engine;
 mod error;
+mod lifecycle;
+mod unit;
 pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, Verified};
 pub use error::Error;
+pub use lifecycle::{
+    DecideRequest, Decided, ForkFrom, Retention, Stats, TimerService, merge_patch,
+};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -59,8 +59,9 @@ pub fn machine(m: &MachineRecord) -> cairn_api::Machine {
 pub fn sent(s: &crate::Sent) -> cairn_api::Sent {
     cairn_api::Sent {
         instance: instance(&s.instance),
-        transition: transition(&s.transition),
+        transition: s.transition.as_ref().map(transition),
         replayed: s.replayed,
+        queued: s.queued,
     }
 }
 

@@ -168,18 +168,27 @@ pub fn send(g: &Global, c: &dyn Client, a: Send) -> Result<(), Failure> {
     if g.json {
         print_json(&s);
     } else {
-        if s.replayed {
-            println!(
-                "(idempotency key seen at version {}: nothing applied)",
-                s.transition.version
-            );
+        match &s.transition {
+            Some(t) if s.replayed => {
+                println!(
+                    "(idempotency key seen at version {}: nothing applied)",
+                    t.version
+                );
+                println!(
+                    "{} -> {}  version {}",
+                    t.from.join(", "),
+                    t.to.join(", "),
+                    t.version
+                );
+            }
+            Some(t) => println!(
+                "{} -> {}  version {}",
+                t.from.join(", "),
+                t.to.join(", "),
+                t.version
+            ),
+            None => println!("queued: the instance is paused; the event is applied on resume"),
         }
-        println!(
-            "{} -> {}  version {}",
-            s.transition.from.join(", "),
-            s.transition.to.join(", "),
-            s.transition.version
-        );
         print_instance(&s.instance);
     }
     Ok(())

@@ -1,0 +1,825 @@
+//! The instance lifecycle on top of the write path: timers (firing due ones, and a
+//! background service), approvals, pause / resume / cancel, checkpoints and fork,
+//! deletion and retention, and the statistics of `stats`.
+//!
+//! Every operation is one unit of work, so each is atomic and, once acknowledged, durable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cairn_core::{Env, Event, Snapshot, Status};
+use cairn_store::{
+    ApprovalRecord, ApprovalStatus, CheckpointRecord, Decision, HistoryKind, HistoryRecord,
+    InstanceRecord, Store,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::Error;
+use crate::engine::Engine;
+use crate::unit::{self, instance_env};
+
+/// The outcome of an approval decision.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decided {
+    pub approval: ApprovalRecord,
+    pub instance: InstanceRecord,
+    /// The `approve` / `reject` transition, when the decision was final and delivered now
+    /// (none while a quorum is still short, or when the instance is paused and the event
+    /// was queued).
+    pub transition: Option<HistoryRecord>,
+}
+
+/// An approval decision.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DecideRequest {
+    /// The approval to decide; the instance's only pending one when `None`.
+    pub approval: Option<String>,
+    /// Approve (`true`) or reject.
+    pub approve: bool,
+    pub actor: String,
+    /// Why; required for a rejection.
+    pub reason: String,
+    /// Merged into the delivered event's payload.
+    pub payload: Value,
+}
+
+impl DecideRequest {
+    pub fn approve(actor: &str, reason: &str) -> DecideRequest {
+        DecideRequest {
+            approve: true,
+            actor: actor.into(),
+            reason: reason.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn reject(actor: &str, reason: &str) -> DecideRequest {
+        DecideRequest {
+            approve: false,
+            actor: actor.into(),
+            reason: reason.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Where a fork starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForkFrom {
+    /// The state after this version of the source's history.
+    Version(u64),
+    /// A named checkpoint of the source.
+    Checkpoint(String),
+}
+
+impl ForkFrom {
+    /// A number is a version; anything else a checkpoint name.
+    pub fn parse(s: &str) -> ForkFrom {
+        match s.parse::<u64>() {
+            Ok(v) => ForkFrom::Version(v),
+            Err(_) => ForkFrom::Checkpoint(s.to_string()),
+        }
+    }
+}
+
+/// What `stats` reports for a namespace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// machine -> status -> instances.
+    pub instances: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Applied events (starts included).
+    pub transitions: u64,
+    /// machine -> state -> mean milliseconds spent in it (over the visits that ended).
+    pub mean_time_in_state_ms: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// How old history and finished instances are kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Remove finished instances last updated longer ago than this.
+    pub finished_after: Option<chrono::Duration>,
+    /// Fold all but this many of an instance's newest history records into a base record.
+    pub max_history: Option<usize>,
+}
+
+/// A JSON merge patch (RFC 7396).
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            let t = target.as_object_mut().expect("made an object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+fn valid_name(kind: &str, name: &str) -> Result<(), Error> {
+    if name.is_empty() || name.len() > 200 || name.chars().any(|c| c.is_control()) {
+        return Err(Error::Invalid(format!(
+            "{kind} `{name}` must be 1-200 characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl<S: Store> Engine<S> {
+    fn load_instance(
+        tx: &mut dyn cairn_store::Tx,
+        ns: &str,
+        id: &str,
+    ) -> Result<InstanceRecord, Error> {
+        tx.instance(ns, id)?
+            .ok_or_else(|| Error::NotFound(format!("no instance `{id}` in namespace `{ns}`")))
+    }
+
+    /// Pauses a running instance: events sent to it are queued, timers wait.
+    pub fn pause(
+        &self,
+        ns: &str,
+        id: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<InstanceRecord, Error> {
+        let (ns, id, actor, reason) = (
+            ns.to_string(),
+            id.to_string(),
+            actor.to_string(),
+            reason.to_string(),
+        );
+        let now = self.now();
+        self.write(move |tx| {
+            let mut inst = Self::load_instance(tx, &ns, &id)?;
+            unit::check_running(&inst).map_err(|e| match e {
+                Error::Paused(id) => Error::Conflict(format!("instance `{id}` is already paused")),
+                other => other,
+            })?;
+            inst.status = Status::Paused;
+            unit::record_lifecycle(tx, &mut inst, HistoryKind::Pause, &actor, &reason, now)?;
+            Ok(inst)
+        })
+    }
+
+    /// Resumes a paused instance: its queued events are applied in order, then its due
+    /// timers fire, all in this one unit of work.
+    pub fn resume(
+        &self,
+        ns: &str,
+        id: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<InstanceRecord, Error> {
+        let (ns, id, actor, reason) = (
+            ns.to_string(),
+            id.to_string(),
+            actor.to_string(),
+            reason.to_string(),
+        );
+        let now = self.now();
+        let machines = self.machine_cache();
+        self.write(move |tx| {
+            let mut inst = Self::load_instance(tx, &ns, &id)?;
+            if inst.status != Status::Paused {
+                if inst.status.is_finished() {
+                    return Err(Error::Finished {
+                        id,
+                        status: inst.status,
+                    });
+                }
+                return Err(Error::Conflict(format!("instance `{id}` is not paused")));
+            }
+            inst.status = Status::Running;
+            unit::record_lifecycle(tx, &mut inst, HistoryKind::Resume, &actor, &reason, now)?;
+            for queued in tx.take_inbox(&ns, &id)? {
+                if inst.status.is_finished() {
+                    break;
+                }
+                let event = Event {
+                    name: queued.event.clone(),
+                    payload: queued.payload.clone(),
+                    actor: queued.actor.clone(),
+                    reason: queued.reason.clone(),
+                };
+                let key = queued.idempotency_key.clone().map(|k| {
+                    (
+                        k,
+                        crate::engine::fingerprint(&queued.event, &queued.payload),
+                    )
+                });
+                match unit::apply_event(tx, &machines, &mut inst, &event, key, now) {
+                    Ok(_) => {}
+                    // A queued event the machine refuses now is reported, not applied; the
+                    // refusal changed nothing.
+                    Err(Error::Refused(r)) => unit::log(
+                        tx,
+                        &inst,
+                        "queued_refused",
+                        json!({"event": queued.event, "reason": r.to_string()}),
+                        now,
+                    )?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Self::fire_due_in_unit(tx, &machines, &mut inst, now)?;
+            Ok(inst)
+        })
+    }
+
+    /// Cancels an instance: status `cancelled`, its timers and approvals cancelled.
+    pub fn cancel(
+        &self,
+        ns: &str,
+        id: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<InstanceRecord, Error> {
+        let (ns, id, actor, reason) = (
+            ns.to_string(),
+            id.to_string(),
+            actor.to_string(),
+            reason.to_string(),
+        );
+        let now = self.now();
+        self.write(move |tx| {
+            let mut inst = Self::load_instance(tx, &ns, &id)?;
+            if inst.status.is_finished() {
+                return Err(Error::Finished {
+                    id,
+                    status: inst.status,
+                });
+            }
+            inst.status = Status::Cancelled;
+            unit::record_lifecycle(tx, &mut inst, HistoryKind::Cancel, &actor, &reason, now)?;
+            unit::finish_instance(tx, &inst, now)?;
+            Ok(inst)
+        })
+    }
+
+    fn fire_due_in_unit(
+        tx: &mut dyn cairn_store::Tx,
+        machines: &crate::engine::Machines,
+        inst: &mut InstanceRecord,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, Error> {
+        let mut fired = 0;
+        for t in tx.due_timers_of(&inst.namespace, &inst.id, now)? {
+            if inst.status != Status::Running {
+                break;
+            }
+            // An earlier firing in this loop may have left the timer's state.
+            if !tx.delete_timer(&inst.namespace, &inst.id, &t.event)? {
+                continue;
+            }
+            let event = Event {
+                name: t.event.clone(),
+                payload: json!({"due_at": t.due_at}),
+                actor: "timer".into(),
+                reason: String::new(),
+            };
+            match unit::apply_event(tx, machines, inst, &event, None, now) {
+                Ok(_) => fired += 1,
+                Err(Error::Refused(r)) => unit::log(
+                    tx,
+                    inst,
+                    "timer_refused",
+                    json!({"event": t.event, "reason": r.to_string()}),
+                    now,
+                )?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(fired)
+    }
+
+    /// Fires every timer due now, each exactly once (a timer is deleted in the same unit of
+    /// work that applies its event). Paused instances keep theirs until they resume.
+    /// Returns how many timer events were applied.
+    pub fn fire_due_timers(&self) -> Result<usize, Error> {
+        let now = self.now();
+        let mut fired = 0;
+        let mut seen: HashMap<(String, String), ()> = HashMap::new();
+        loop {
+            let due = self.store().due_timers(now, 500)?;
+            let batch: Vec<_> = due
+                .into_iter()
+                .filter(|t| {
+                    seen.insert((t.namespace.clone(), t.instance_id.clone()), ())
+                        .is_none()
+                })
+                .collect();
+            if batch.is_empty() {
+                return Ok(fired);
+            }
+            for t in batch {
+                let machines = self.machine_cache();
+                let (ns, id) = (t.namespace.clone(), t.instance_id.clone());
+                let n = self.write(move |tx| {
+                    let Some(mut inst) = tx.instance(&ns, &id)? else {
+                        tx.delete_timers(&ns, &id)?;
+                        return Ok(0);
+                    };
+                    if inst.status.is_finished() {
+                        tx.delete_timers(&ns, &id)?;
+                        return Ok(0);
+                    }
+                    if inst.status == Status::Paused {
+                        return Ok(0);
+                    }
+                    Self::fire_due_in_unit(tx, &machines, &mut inst, now)
+                })?;
+                fired += n;
+            }
+        }
+    }
+
+    /// Records an approval decision. `approval` picks one when the instance has several
+    /// pending. With a quorum, approvals accumulate until it is reached; one rejection
+    /// decides. The final decision is delivered as the `approve` / `reject` event, with
+    /// `event.payload.approval` naming the requesting state.
+    pub fn decide(&self, ns: &str, id: &str, req: DecideRequest) -> Result<Decided, Error> {
+        let DecideRequest {
+            approval,
+            approve,
+            actor,
+            reason,
+            payload,
+        } = req;
+        if !approve && reason.trim().is_empty() {
+            return Err(Error::Invalid("a rejection needs a reason".into()));
+        }
+        if !payload.is_null() && !payload.is_object() {
+            return Err(Error::Invalid(
+                "the decision payload must be a JSON object".into(),
+            ));
+        }
+        let (ns, id) = (ns.to_string(), id.to_string());
+        let now = self.now();
+        let machines = self.machine_cache();
+        self.write(move |tx| {
+            let mut inst = Self::load_instance(tx, &ns, &id)?;
+            if inst.status.is_finished() {
+                return Err(Error::Finished { id, status: inst.status });
+            }
+            let mut a = match &approval {
+                Some(aid) => {
+                    let a = tx.approval(aid)?.filter(|a| a.namespace == ns && a.instance_id == id).ok_or_else(|| {
+                        Error::NotFound(format!("instance `{id}` has no approval `{aid}`"))
+                    })?;
+                    if a.status != ApprovalStatus::Pending {
+                        return Err(Error::Conflict(format!(
+                            "approval `{aid}` is {}, not pending: it can no longer be decided",
+                            a.status.as_str()
+                        )));
+                    }
+                    a
+                }
+                None => {
+                    let mut pending = tx.pending_approvals(&ns, &id)?;
+                    match pending.len() {
+                        0 => return Err(Error::Conflict(format!("instance `{id}` has no pending approval"))),
+                        1 => pending.remove(0),
+                        _ => {
+                            let list: Vec<String> = pending.iter().map(|a| format!("{} (state {})", a.id, a.state)).collect();
+                            return Err(Error::Invalid(format!(
+                                "instance `{id}` has {} pending approvals: {}; choose one with --approval",
+                                pending.len(),
+                                list.join(", ")
+                            )));
+                        }
+                    }
+                }
+            };
+            if !a.approvers.is_empty() && !a.approvers.iter().any(|x| x == &actor) {
+                return Err(Error::NotAllowed(format!(
+                    "`{actor}` may not decide approval `{}`; approvers: {}",
+                    a.id,
+                    a.approvers.join(", ")
+                )));
+            }
+            if a.decisions.iter().any(|d| d.actor == actor && !actor.is_empty()) {
+                return Err(Error::Conflict(format!("`{actor}` has already decided approval `{}`", a.id)));
+            }
+            a.decisions.push(Decision { actor: actor.clone(), approve, reason: reason.clone(), at: now });
+            let approvals = a.decisions.iter().filter(|d| d.approve).count() as u32;
+            let done = !approve || approvals >= a.quorum;
+            if done {
+                a.status = if approve { ApprovalStatus::Approved } else { ApprovalStatus::Rejected };
+                a.decided_at = Some(now);
+                a.decided_by = Some(actor.clone());
+                a.reason = Some(reason.clone());
+            }
+            tx.update_approval(&a)?;
+            unit::log(
+                tx,
+                &inst,
+                "approval_decision",
+                json!({"approval": a.id, "state": a.state, "actor": actor, "approve": approve, "reason": reason, "status": a.status}),
+                now,
+            )?;
+            let mut transition = None;
+            if done {
+                let mut p = match payload {
+                    Value::Object(m) => m,
+                    _ => Default::default(),
+                };
+                p.insert("approval".into(), json!(a.state));
+                p.insert("approval_id".into(), json!(a.id));
+                let event = Event {
+                    name: if approve { "approve" } else { "reject" }.into(),
+                    payload: Value::Object(p),
+                    actor: actor.clone(),
+                    reason: reason.clone(),
+                };
+                if inst.status == Status::Paused {
+                    tx.push_inbox(&cairn_store::InboxRecord {
+                        namespace: ns.clone(),
+                        instance_id: id.clone(),
+                        seq: 0,
+                        event: event.name.clone(),
+                        payload: event.payload.clone(),
+                        actor: event.actor.clone(),
+                        reason: event.reason.clone(),
+                        idempotency_key: None,
+                        created_at: now,
+                    })?;
+                } else {
+                    transition = Some(unit::apply_event(tx, &machines, &mut inst, &event, None, now)?);
+                }
+            }
+            Ok(Decided { approval: a, instance: inst, transition })
+        })
+    }
+
+    /// Approvals of a namespace (pending ones by default).
+    pub fn approvals(
+        &self,
+        ns: &str,
+        status: Option<ApprovalStatus>,
+        instance: Option<&str>,
+    ) -> Result<Vec<ApprovalRecord>, Error> {
+        Ok(self.store().approvals(ns, status, instance)?)
+    }
+
+    /// Takes a named checkpoint of the instance as it is now.
+    pub fn checkpoint(&self, ns: &str, id: &str, name: &str) -> Result<CheckpointRecord, Error> {
+        valid_name("checkpoint name", name)?;
+        let (ns, id, name) = (ns.to_string(), id.to_string(), name.to_string());
+        let now = self.now();
+        self.write(move |tx| {
+            let inst = Self::load_instance(tx, &ns, &id)?;
+            if tx.checkpoint(&ns, &id, &name)?.is_some() {
+                return Err(Error::Conflict(format!(
+                    "instance `{id}` already has a checkpoint `{name}`"
+                )));
+            }
+            let k = CheckpointRecord {
+                namespace: ns,
+                instance_id: id,
+                name,
+                seq: inst.history_seq,
+                version: inst.version,
+                configuration: inst.configuration.clone(),
+                context: inst.context.clone(),
+                status: inst.status,
+                created_at: now,
+            };
+            tx.insert_checkpoint(&k)?;
+            unit::log(
+                tx,
+                &inst,
+                "checkpoint",
+                json!({"name": k.name, "version": k.version}),
+                now,
+            )?;
+            Ok(k)
+        })
+    }
+
+    pub fn checkpoints(&self, ns: &str, id: &str) -> Result<Vec<CheckpointRecord>, Error> {
+        self.get(ns, id)?;
+        Ok(self.store().checkpoints(ns, id)?)
+    }
+
+    /// Starts a new instance from a version or checkpoint of another, optionally with a
+    /// merge patch over its context. Entry actions do not run again; the timers, tasks
+    /// and approvals of the active states are set afresh. A failed instance is repaired,
+    /// or retried from its last good version, this way.
+    pub fn fork(
+        &self,
+        ns: &str,
+        id: &str,
+        from: ForkFrom,
+        new_id: Option<String>,
+        patch: Option<Value>,
+    ) -> Result<InstanceRecord, Error> {
+        let source = self.get(ns, id)?;
+        let (configuration, mut context, status, version, label) = match &from {
+            ForkFrom::Version(v) => {
+                let h = self.store().transition(ns, id, *v)?.ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "instance `{id}` has no version {v} (it is at version {})",
+                        source.version
+                    ))
+                })?;
+                (
+                    h.to_configuration,
+                    h.context,
+                    h.status,
+                    *v,
+                    json!({"version": v}),
+                )
+            }
+            ForkFrom::Checkpoint(name) => {
+                let k = self
+                    .store()
+                    .checkpoints(ns, id)?
+                    .into_iter()
+                    .find(|k| &k.name == name)
+                    .ok_or_else(|| {
+                        Error::NotFound(format!("instance `{id}` has no checkpoint `{name}`"))
+                    })?;
+                (
+                    k.configuration,
+                    k.context,
+                    k.status,
+                    k.version,
+                    json!({"checkpoint": name, "version": k.version}),
+                )
+            }
+        };
+        if status.is_finished() {
+            return Err(Error::Conflict(format!(
+                "instance `{id}` was already {} at version {version}; fork from an earlier version",
+                status.as_str()
+            )));
+        }
+        if let Some(p) = &patch {
+            if !p.is_object() {
+                return Err(Error::Invalid(
+                    "the context patch must be a JSON object (a merge patch)".into(),
+                ));
+            }
+            merge_patch(&mut context, p);
+            self.check_size("the patched context", &context)?;
+        }
+        let new_id = match new_id {
+            Some(n) => {
+                crate::engine::check_id(&n)?;
+                n
+            }
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let (_, machine) = self.machine(ns, &source.machine, Some(source.machine_version))?;
+        let now = self.now();
+        let mut inst = InstanceRecord {
+            namespace: ns.to_string(),
+            id: new_id.clone(),
+            machine: source.machine.clone(),
+            machine_version: source.machine_version,
+            status: Status::Running,
+            configuration,
+            context,
+            version: 1,
+            history_seq: 1,
+            labels: source.labels.clone(),
+            parent: source.parent.clone(),
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let snap = Snapshot {
+            configuration: inst.configuration.clone(),
+            context: inst.context.clone(),
+            status: Status::Running,
+        };
+        let env = Env {
+            now,
+            instance: instance_env(&inst),
+            records: json!({}),
+        };
+        let effects = cairn_core::resources(&machine, &snap, &env).map_err(Error::Refused)?;
+        let base = HistoryRecord {
+            namespace: ns.to_string(),
+            instance_id: new_id.clone(),
+            seq: 1,
+            kind: HistoryKind::Base,
+            version: 1,
+            event: String::new(),
+            payload: json!({"forked_from": {"instance": id, "from": label}, "patch": patch}),
+            actor: String::new(),
+            reason: String::new(),
+            from_configuration: Vec::new(),
+            to_configuration: inst.configuration.clone(),
+            context: inst.context.clone(),
+            status: Status::Running,
+            idempotency_key: None,
+            microsteps: json!([]),
+            effects: serde_json::to_value(&effects).unwrap_or_default(),
+            time_in_states_ms: None,
+            created_at: now,
+        };
+        inst.status = Status::Running;
+        let source_id = id.to_string();
+        self.write(move |tx| {
+            if tx.instance(&inst.namespace, &inst.id)?.is_some() {
+                return Err(Error::Exists(inst.id.clone()));
+            }
+            tx.insert_instance(&inst)?;
+            tx.append_history(&base)?;
+            unit::log(
+                tx,
+                &inst,
+                "forked",
+                json!({"from": source_id, "at": base.payload["forked_from"]["from"]}),
+                now,
+            )?;
+            unit::apply_effects(tx, &inst, &effects, now)?;
+            Ok(inst)
+        })
+    }
+
+    /// Deletes an instance and everything recorded of it.
+    pub fn delete(&self, ns: &str, id: &str) -> Result<(), Error> {
+        let (ns, id) = (ns.to_string(), id.to_string());
+        let now = self.now();
+        self.write(move |tx| {
+            let inst = Self::load_instance(tx, &ns, &id)?;
+            tx.delete_instance(&ns, &id)?;
+            unit::log(tx, &inst, "deleted", json!({}), now)
+        })
+    }
+
+    /// Finished instances last updated longer ago than `age`, oldest first.
+    pub fn finished_before(&self, ns: &str, age: chrono::Duration) -> Result<Vec<String>, Error> {
+        Ok(self
+            .store()
+            .finished_before(ns, self.now() - age, usize::MAX >> 1)?)
+    }
+
+    /// Folds all but the newest `keep` history records of an instance into a base record
+    /// (and a checkpoint named `compacted@<seq>`), so `verify` still replays from there.
+    /// Returns how many records were removed.
+    pub fn compact(&self, ns: &str, id: &str, keep: usize) -> Result<u64, Error> {
+        if keep == 0 {
+            return Err(Error::Invalid(
+                "history compaction keeps at least one record".into(),
+            ));
+        }
+        let (ns, id) = (ns.to_string(), id.to_string());
+        let now = self.now();
+        self.write(move |tx| {
+            let inst = Self::load_instance(tx, &ns, &id)?;
+            let first_kept = inst.history_seq.saturating_sub(keep as u64 - 1).max(1);
+            let Some(mut base) = tx.history_at(&ns, &id, first_kept)? else {
+                return Ok(0);
+            };
+            if base.kind == HistoryKind::Base || base.kind == HistoryKind::Start && first_kept == 1
+            {
+                return Ok(0);
+            }
+            let removed = tx.delete_history_before(&ns, &id, first_kept)?;
+            if removed == 0 && base.kind.is_base() {
+                return Ok(0);
+            }
+            base.kind = HistoryKind::Base;
+            tx.replace_history(&base)?;
+            let name = format!("compacted@{first_kept}");
+            if tx.checkpoint(&ns, &id, &name)?.is_none() {
+                tx.insert_checkpoint(&CheckpointRecord {
+                    namespace: ns.clone(),
+                    instance_id: id.clone(),
+                    name,
+                    seq: base.seq,
+                    version: base.version,
+                    configuration: base.to_configuration.clone(),
+                    context: base.context.clone(),
+                    status: base.status,
+                    created_at: now,
+                })?;
+            }
+            unit::log(
+                tx,
+                &inst,
+                "compacted",
+                json!({"removed": removed, "base_seq": first_kept}),
+                now,
+            )?;
+            Ok(removed)
+        })
+    }
+
+    /// Applies a retention policy to a namespace: removes old finished instances and
+    /// compacts long histories. Returns (instances removed, history records removed).
+    pub fn enforce_retention(&self, ns: &str, policy: &Retention) -> Result<(u64, u64), Error> {
+        let mut removed = 0;
+        if let Some(age) = policy.finished_after {
+            for id in self.finished_before(ns, age)? {
+                self.delete(ns, &id)?;
+                removed += 1;
+            }
+        }
+        let mut folded = 0;
+        if let Some(keep) = policy.max_history {
+            for (_, id) in self.instance_ids(Some(ns))? {
+                let inst = self.get(ns, &id)?;
+                if inst.history_seq as usize > keep {
+                    folded += self.compact(ns, &id, keep)?;
+                }
+            }
+        }
+        Ok((removed, folded))
+    }
+
+    /// Instances by machine and status, transitions, and mean time spent in each state.
+    pub fn stats(&self, ns: &str) -> Result<Stats, Error> {
+        let counts = self.store().counts(ns)?;
+        let mut stats = Stats {
+            transitions: counts.transitions,
+            ..Stats::default()
+        };
+        for (machine, status, n) in counts.instances {
+            stats
+                .instances
+                .entry(machine)
+                .or_default()
+                .insert(status, n);
+        }
+        // (machine, state) -> (total ms, visits)
+        let mut time: HashMap<(String, String), (f64, u64)> = HashMap::new();
+        for (_, id) in self.instance_ids(Some(ns))? {
+            let inst = self.get(ns, &id)?;
+            let mut entered: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
+            for h in self.history(ns, &id)? {
+                let to: Vec<&String> = h.to_configuration.iter().collect();
+                for leaf in &h.from_configuration {
+                    if !to.contains(&leaf)
+                        && let Some(t) = entered.remove(leaf)
+                    {
+                        let e = time
+                            .entry((inst.machine.clone(), leaf.clone()))
+                            .or_default();
+                        e.0 += (h.created_at - t).num_milliseconds() as f64;
+                        e.1 += 1;
+                    }
+                }
+                for leaf in &h.to_configuration {
+                    entered.entry(leaf.clone()).or_insert(h.created_at);
+                }
+            }
+        }
+        for ((machine, state), (total, n)) in time {
+            stats
+                .mean_time_in_state_ms
+                .entry(machine)
+                .or_default()
+                .insert(state, (total / n as f64 * 10.0).round() / 10.0);
+        }
+        Ok(stats)
+    }
+}
+
+/// The timer service: fires due timers in the background while it lives.
+pub struct TimerService {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TimerService {
+    /// Starts firing `engine`'s due timers every `every`.
+    pub fn start<S: Store + Send + Sync>(engine: Engine<S>, every: Duration) -> TimerService {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("cairn-timers".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    let _ = engine.fire_due_timers();
+                    std::thread::park_timeout(every);
+                }
+            })
+            .ok();
+        TimerService { stop, thread }
+    }
+}
+
+impl Drop for TimerService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! What happens inside one unit of work: applying an event to an instance (step, row,
+//! history, key, log) and carrying its effects into the same transaction (timers,
+//! approvals). Every operation of the engine that changes an instance goes through here,
+//! so an event applied by a client, a timer, an approval or a resume is recorded alike.
+
+use std::sync::Arc;
+
+use cairn_core::{Effect, Env, Event, Machine, Snapshot, Status};
+use cairn_store::{
+    ApprovalRecord, ApprovalStatus, HistoryKind, HistoryRecord, IdempotencyRecord, InstanceRecord,
+    NewLogEntry, TimerRecord, Tx,
+};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::Error;
+use crate::engine::Machines;
+
+/// The `instance` variable CEL sees: what does not change over the instance's life, so
+/// that replaying history sees it exactly as the step did.
+pub fn instance_env(i: &InstanceRecord) -> Value {
+    json!({
+        "id": i.id,
+        "namespace": i.namespace,
+        "machine": i.machine,
+        "machine_version": i.machine_version,
+        "labels": i.labels,
+        "parent": i.parent,
+    })
+}
+
+pub fn snapshot(i: &InstanceRecord) -> Snapshot {
+    Snapshot {
+        configuration: i.configuration.clone(),
+        context: i.context.clone(),
+        status: i.status,
+    }
+}
+
+/// The compiled machine of an instance, from the cache or (first use) the store.
+pub fn machine_of(
+    tx: &mut dyn Tx,
+    machines: &Machines,
+    inst: &InstanceRecord,
+) -> Result<Arc<Machine>, Error> {
+    if let Some(m) = machines.get(&(
+        inst.namespace.clone(),
+        inst.machine.clone(),
+        inst.machine_version,
+    )) {
+        return Ok(m);
+    }
+    let record = tx
+        .machine(&inst.namespace, &inst.machine, Some(inst.machine_version))?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "machine `{}` version {} is missing",
+                inst.machine, inst.machine_version
+            ))
+        })?;
+    machines.load(&record)
+}
+
+pub fn log(
+    tx: &mut dyn Tx,
+    inst: &InstanceRecord,
+    kind: &str,
+    data: Value,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    tx.append_log(&NewLogEntry {
+        namespace: inst.namespace.clone(),
+        instance_id: inst.id.clone(),
+        kind: kind.into(),
+        version: inst.version,
+        data,
+        created_at: now,
+    })?;
+    Ok(())
+}
+
+/// Appends a lifecycle record (pause, resume, cancel) and saves the instance.
+pub fn record_lifecycle(
+    tx: &mut dyn Tx,
+    inst: &mut InstanceRecord,
+    kind: HistoryKind,
+    actor: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    inst.history_seq += 1;
+    inst.updated_at = now;
+    let h = HistoryRecord {
+        namespace: inst.namespace.clone(),
+        instance_id: inst.id.clone(),
+        seq: inst.history_seq,
+        kind,
+        version: inst.version,
+        event: String::new(),
+        payload: json!({}),
+        actor: actor.to_string(),
+        reason: reason.to_string(),
+        from_configuration: inst.configuration.clone(),
+        to_configuration: inst.configuration.clone(),
+        context: inst.context.clone(),
+        status: inst.status,
+        idempotency_key: None,
+        microsteps: json!([]),
+        effects: json!([]),
+        time_in_states_ms: None,
+        created_at: now,
+    };
+    tx.update_instance(inst, inst.version)?;
+    tx.append_history(&h)?;
+    log(
+        tx,
+        inst,
+        kind.as_str(),
+        json!({"status": inst.status, "actor": actor, "reason": reason}),
+        now,
+    )
+}
+
+/// Applies one event to `inst` (which must be running) and writes everything it implies.
+pub fn apply_event(
+    tx: &mut dyn Tx,
+    machines: &Machines,
+    inst: &mut InstanceRecord,
+    event: &Event,
+    key: Option<(String, String)>,
+    now: DateTime<Utc>,
+) -> Result<HistoryRecord, Error> {
+    let machine = machine_of(tx, machines, inst)?;
+    let env = Env {
+        now,
+        instance: instance_env(inst),
+        records: json!({}),
+    };
+    let before = snapshot(inst);
+    let outcome = cairn_core::step(&machine, &before, event, &env).map_err(Error::Refused)?;
+    let exited = outcome.microsteps.iter().any(|m| !m.exited.is_empty());
+    let history = HistoryRecord {
+        namespace: inst.namespace.clone(),
+        instance_id: inst.id.clone(),
+        seq: inst.history_seq + 1,
+        kind: HistoryKind::Event,
+        version: inst.version + 1,
+        event: event.name.clone(),
+        payload: event.payload.clone(),
+        actor: event.actor.clone(),
+        reason: event.reason.clone(),
+        from_configuration: before.configuration,
+        to_configuration: outcome.snapshot.configuration.clone(),
+        context: outcome.snapshot.context.clone(),
+        status: outcome.snapshot.status,
+        idempotency_key: key.as_ref().map(|(k, _)| k.clone()),
+        microsteps: serde_json::to_value(&outcome.microsteps).unwrap_or_default(),
+        effects: serde_json::to_value(&outcome.effects).unwrap_or_default(),
+        time_in_states_ms: exited.then(|| (now - inst.updated_at).num_milliseconds()),
+        created_at: now,
+    };
+    let previous = inst.version;
+    inst.version += 1;
+    inst.history_seq += 1;
+    inst.configuration = outcome.snapshot.configuration;
+    inst.context = outcome.snapshot.context;
+    inst.status = outcome.snapshot.status;
+    inst.updated_at = now;
+    tx.update_instance(inst, previous)?;
+    tx.append_history(&history)?;
+    if let Some((key, fingerprint)) = key {
+        tx.insert_idempotency(&IdempotencyRecord {
+            namespace: inst.namespace.clone(),
+            instance_id: inst.id.clone(),
+            key,
+            fingerprint,
+            version: inst.version,
+            created_at: now,
+        })?;
+    }
+    log(
+        tx,
+        inst,
+        "transition",
+        json!({"event": history.event, "from": history.from_configuration, "to": history.to_configuration, "status": history.status}),
+        now,
+    )?;
+    apply_effects(tx, inst, &outcome.effects, now)?;
+    if inst.status.is_finished() {
+        finish_instance(tx, inst, now)?;
+    }
+    Ok(history)
+}
+
+/// Carries a step's effects into the unit: timers and approvals now; tasks, children and
+/// sends are recorded in history and carried out by the issues that build them.
+pub fn apply_effects(
+    tx: &mut dyn Tx,
+    inst: &InstanceRecord,
+    effects: &[Effect],
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    for e in effects {
+        match e {
+            Effect::SetTimer {
+                state,
+                event,
+                delay_ms,
+            } => tx.set_timer(&TimerRecord {
+                namespace: inst.namespace.clone(),
+                instance_id: inst.id.clone(),
+                event: event.clone(),
+                state: state.clone(),
+                due_at: now + chrono::Duration::milliseconds(*delay_ms as i64),
+                created_at: now,
+            })?,
+            Effect::CancelTimer { event, .. } => {
+                tx.delete_timer(&inst.namespace, &inst.id, event)?;
+            }
+            Effect::RequestApproval {
+                state,
+                prompt,
+                approvers,
+                quorum,
+            } => {
+                let a = ApprovalRecord {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    namespace: inst.namespace.clone(),
+                    instance_id: inst.id.clone(),
+                    state: state.clone(),
+                    prompt: prompt.clone(),
+                    approvers: approvers.clone(),
+                    quorum: *quorum,
+                    status: ApprovalStatus::Pending,
+                    decisions: Vec::new(),
+                    created_at: now,
+                    decided_at: None,
+                    decided_by: None,
+                    reason: None,
+                };
+                tx.insert_approval(&a)?;
+                log(
+                    tx,
+                    inst,
+                    "approval_requested",
+                    json!({"approval": a.id, "state": state, "prompt": prompt}),
+                    now,
+                )?;
+            }
+            Effect::CancelApproval { state } => {
+                for mut a in tx.pending_approvals(&inst.namespace, &inst.id)? {
+                    if &a.state == state {
+                        cancel_approval(tx, inst, &mut a, now)?;
+                    }
+                }
+            }
+            Effect::EnqueueTask { .. }
+            | Effect::CancelTask { .. }
+            | Effect::Spawn { .. }
+            | Effect::CancelSpawn { .. }
+            | Effect::Send { .. }
+            | Effect::Emit { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+fn cancel_approval(
+    tx: &mut dyn Tx,
+    inst: &InstanceRecord,
+    a: &mut ApprovalRecord,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    a.status = ApprovalStatus::Cancelled;
+    a.decided_at = Some(now);
+    tx.update_approval(a)?;
+    log(
+        tx,
+        inst,
+        "approval_cancelled",
+        json!({"approval": a.id, "state": a.state}),
+        now,
+    )
+}
+
+/// An instance that ended (completed, failed, cancelled) keeps no timer, pending approval
+/// or queued event.
+pub fn finish_instance(
+    tx: &mut dyn Tx,
+    inst: &InstanceRecord,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    debug_assert!(inst.status.is_finished());
+    tx.delete_timers(&inst.namespace, &inst.id)?;
+    for mut a in tx.pending_approvals(&inst.namespace, &inst.id)? {
+        cancel_approval(tx, inst, &mut a, now)?;
+    }
+    let dropped = tx.take_inbox(&inst.namespace, &inst.id)?;
+    if !dropped.is_empty() {
+        let events: Vec<&str> = dropped.iter().map(|e| e.event.as_str()).collect();
+        log(
+            tx,
+            inst,
+            "inbox_dropped",
+            json!({"events": events, "status": inst.status}),
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether an instance takes events now (not paused, not finished).
+pub fn check_running(inst: &InstanceRecord) -> Result<(), Error> {
+    if inst.status.is_finished() {
+        return Err(Error::Finished {
+            id: inst.id.clone(),
+            status: inst.status,
+        });
+    }
+    if inst.status == Status::Paused {
+        return Err(Error::Paused(inst.id.clone()));
+    }
+    Ok(())
+}
