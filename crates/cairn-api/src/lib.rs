@@ -106,3 +106,73 @@ pub struct Verified {
     pub ok: bool,
     pub problem: Option<String>,
 }
+
+/// One approver's decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub actor: String,
+    pub approve: bool,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A human approval requested by a state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: String,
+    pub namespace: String,
+    pub instance: String,
+    /// The requesting state's path.
+    pub state: String,
+    pub prompt: Option<String>,
+    pub approvers: Vec<String>,
+    pub quorum: u32,
+    /// `pending`, `approved`, `rejected` or `cancelled`.
+    pub status: String,
+    pub decisions: Vec<Decision>,
+    pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// The answer to an approve / reject.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decided {
+    pub approval: Approval,
+    pub instance: Instance,
+    /// The `approve` / `reject` transition; `null` while a quorum is short or when the
+    /// instance is paused (the event is then queued).
+    pub transition: Option<Transition>,
+}
+
+/// A named checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub name: String,
+    pub instance: String,
+    pub version: u64,
+    pub seq: u64,
+    pub configuration: Vec<String>,
+    pub context: Value,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A pending timer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Timer {
+    pub event: String,
+    pub state: String,
+    pub due_at: DateTime<Utc>,
+}
+
+/// Everything about one instance, as `export --format json` writes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Export {
+    pub instance: Instance,
+    pub history: Vec<Transition>,
+    pub checkpoints: Vec<Checkpoint>,
+    pub approvals: Vec<Approval>,
+    pub timers: Vec<Timer>,
+}

@@ -742,6 +742,34 @@ impl<S: Store> Engine<S> {
         Ok((removed, folded))
     }
 
+    /// Everything recorded of one instance, as wire types.
+    pub fn export(&self, ns: &str, id: &str) -> Result<cairn_api::Export, Error> {
+        use crate::wire;
+        let inst = self.get(ns, id)?;
+        Ok(cairn_api::Export {
+            instance: wire::instance(&inst),
+            history: self.history(ns, id)?.iter().map(wire::transition).collect(),
+            checkpoints: self
+                .store()
+                .checkpoints(ns, id)?
+                .iter()
+                .map(wire::checkpoint)
+                .collect(),
+            approvals: self
+                .store()
+                .approvals(ns, None, Some(id))?
+                .iter()
+                .map(wire::approval)
+                .collect(),
+            timers: self
+                .store()
+                .timers(ns, id)?
+                .iter()
+                .map(wire::timer)
+                .collect(),
+        })
+    }
+
     /// Instances by machine and status, transitions, and mean time spent in each state.
     pub fn stats(&self, ns: &str) -> Result<Stats, Error> {
         let counts = self.store().counts(ns)?;

@@ -1,7 +1,9 @@
 //! Explicit conversions from store records to `cairn-api` wire types: the one place where
 //! the API's shape meets storage's.
 
-use cairn_store::{HistoryRecord, InstanceRecord, MachineRecord};
+use cairn_store::{
+    ApprovalRecord, CheckpointRecord, HistoryRecord, InstanceRecord, MachineRecord, TimerRecord,
+};
 
 pub fn instance(i: &InstanceRecord) -> cairn_api::Instance {
     cairn_api::Instance {
@@ -72,5 +74,61 @@ pub fn verified(v: &crate::Verified) -> cairn_api::Verified {
         versions: v.versions,
         ok: v.ok,
         problem: v.problem.clone(),
+    }
+}
+
+pub fn approval(a: &ApprovalRecord) -> cairn_api::Approval {
+    cairn_api::Approval {
+        id: a.id.clone(),
+        namespace: a.namespace.clone(),
+        instance: a.instance_id.clone(),
+        state: a.state.clone(),
+        prompt: a.prompt.clone(),
+        approvers: a.approvers.clone(),
+        quorum: a.quorum,
+        status: a.status.as_str().to_string(),
+        decisions: a
+            .decisions
+            .iter()
+            .map(|d| cairn_api::Decision {
+                actor: d.actor.clone(),
+                approve: d.approve,
+                reason: d.reason.clone(),
+                at: d.at,
+            })
+            .collect(),
+        created_at: a.created_at,
+        decided_at: a.decided_at,
+        decided_by: a.decided_by.clone(),
+        reason: a.reason.clone(),
+    }
+}
+
+pub fn decided(d: &crate::Decided) -> cairn_api::Decided {
+    cairn_api::Decided {
+        approval: approval(&d.approval),
+        instance: instance(&d.instance),
+        transition: d.transition.as_ref().map(transition),
+    }
+}
+
+pub fn checkpoint(k: &CheckpointRecord) -> cairn_api::Checkpoint {
+    cairn_api::Checkpoint {
+        name: k.name.clone(),
+        instance: k.instance_id.clone(),
+        version: k.version,
+        seq: k.seq,
+        configuration: k.configuration.clone(),
+        context: k.context.clone(),
+        status: k.status.as_str().to_string(),
+        created_at: k.created_at,
+    }
+}
+
+pub fn timer(t: &TimerRecord) -> cairn_api::Timer {
+    cairn_api::Timer {
+        event: t.event.clone(),
+        state: t.state.clone(),
+        due_at: t.due_at,
     }
 }

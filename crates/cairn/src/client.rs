@@ -5,8 +5,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use cairn_api::{Applied, Instance, InstancePage, Machine, Sent, Transition, Verified};
-use cairn_engine::{Config, Engine, Error, SendRequest, StartRequest, wire};
+use cairn_api::{
+    Applied, Approval, Checkpoint, Decided, Export, Instance, InstancePage, Machine, Sent,
+    Transition, Verified,
+};
+use cairn_engine::{
+    Config, DecideRequest, Engine, Error, ForkFrom, Retention, SendRequest, StartRequest, Stats,
+    wire,
+};
 use cairn_store::InstanceFilter;
 use cairn_store_sqlite::{Options, SqliteStore};
 use serde_json::Value;
@@ -46,6 +52,32 @@ pub trait Client {
     fn verify(&self, id: &str) -> Result<Verified, Failure>;
     /// Ids of every instance of the namespace, for `verify` of all.
     fn ids(&self) -> Result<Vec<String>, Failure>;
+    /// Fires due timers and applies retention; returns (timer events, instances removed,
+    /// history records folded).
+    fn tick(&self, retention: &Retention) -> Result<(usize, u64, u64), Failure>;
+    fn checkpoint(&self, id: &str, name: &str) -> Result<Checkpoint, Failure>;
+    fn fork(
+        &self,
+        id: &str,
+        from: ForkFrom,
+        new_id: Option<String>,
+        patch: Option<Value>,
+    ) -> Result<Instance, Failure>;
+    fn pause(&self, id: &str, actor: &str, reason: &str) -> Result<Instance, Failure>;
+    fn resume(&self, id: &str, actor: &str, reason: &str) -> Result<Instance, Failure>;
+    fn cancel(&self, id: &str, actor: &str, reason: &str) -> Result<Instance, Failure>;
+    fn approvals(
+        &self,
+        status: Option<cairn_store::ApprovalStatus>,
+        instance: Option<&str>,
+    ) -> Result<Vec<Approval>, Failure>;
+    fn decide(&self, id: &str, req: DecideRequest) -> Result<Decided, Failure>;
+    fn delete(&self, id: &str) -> Result<(), Failure>;
+    fn finished_before(&self, age: chrono::Duration) -> Result<Vec<String>, Failure>;
+    fn export(&self, id: &str) -> Result<Export, Failure>;
+    fn stats(&self) -> Result<Stats, Failure>;
+    /// Writes a consistent copy of the store to `file`; its size in bytes.
+    fn backup(&self, file: &Path) -> Result<u64, Failure>;
 }
 
 /// An engine in this process, on a data directory (which it locks).
@@ -151,6 +183,109 @@ impl Client for Local {
         ))
     }
 
+    fn tick(&self, retention: &Retention) -> Result<(usize, u64, u64), Failure> {
+        let fired = self.engine.fire_due_timers().map_err(failure)?;
+        let (removed, folded) = self
+            .engine
+            .enforce_retention(self.ns(), retention)
+            .map_err(failure)?;
+        Ok((fired, removed, folded))
+    }
+
+    fn checkpoint(&self, id: &str, name: &str) -> Result<Checkpoint, Failure> {
+        Ok(wire::checkpoint(
+            &self
+                .engine
+                .checkpoint(self.ns(), id, name)
+                .map_err(failure)?,
+        ))
+    }
+
+    fn fork(
+        &self,
+        id: &str,
+        from: ForkFrom,
+        new_id: Option<String>,
+        patch: Option<Value>,
+    ) -> Result<Instance, Failure> {
+        Ok(wire::instance(
+            &self
+                .engine
+                .fork(self.ns(), id, from, new_id, patch)
+                .map_err(failure)?,
+        ))
+    }
+
+    fn pause(&self, id: &str, actor: &str, reason: &str) -> Result<Instance, Failure> {
+        Ok(wire::instance(
+            &self
+                .engine
+                .pause(self.ns(), id, actor, reason)
+                .map_err(failure)?,
+        ))
+    }
+
+    fn resume(&self, id: &str, actor: &str, reason: &str) -> Result<Instance, Failure> {
+        Ok(wire::instance(
+            &self
+                .engine
+                .resume(self.ns(), id, actor, reason)
+                .map_err(failure)?,
+        ))
+    }
+
+    fn cancel(&self, id: &str, actor: &str, reason: &str) -> Result<Instance, Failure> {
+        Ok(wire::instance(
+            &self
+                .engine
+                .cancel(self.ns(), id, actor, reason)
+                .map_err(failure)?,
+        ))
+    }
+
+    fn approvals(
+        &self,
+        status: Option<cairn_store::ApprovalStatus>,
+        instance: Option<&str>,
+    ) -> Result<Vec<Approval>, Failure> {
+        Ok(self
+            .engine
+            .approvals(self.ns(), status, instance)
+            .map_err(failure)?
+            .iter()
+            .map(wire::approval)
+            .collect())
+    }
+
+    fn decide(&self, id: &str, req: DecideRequest) -> Result<Decided, Failure> {
+        Ok(wire::decided(
+            &self.engine.decide(self.ns(), id, req).map_err(failure)?,
+        ))
+    }
+
+    fn delete(&self, id: &str) -> Result<(), Failure> {
+        self.engine.delete(self.ns(), id).map_err(failure)
+    }
+
+    fn finished_before(&self, age: chrono::Duration) -> Result<Vec<String>, Failure> {
+        self.engine.finished_before(self.ns(), age).map_err(failure)
+    }
+
+    fn export(&self, id: &str) -> Result<Export, Failure> {
+        self.engine.export(self.ns(), id).map_err(failure)
+    }
+
+    fn stats(&self) -> Result<Stats, Failure> {
+        self.engine.stats(self.ns()).map_err(failure)
+    }
+
+    fn backup(&self, file: &Path) -> Result<u64, Failure> {
+        self.engine
+            .store()
+            .backup(file)
+            .map_err(|e| failure(Error::Store(e)))
+    }
+
     fn ids(&self) -> Result<Vec<String>, Failure> {
         Ok(self
             .engine
@@ -159,5 +294,11 @@ impl Client for Local {
             .into_iter()
             .map(|(_, id)| id)
             .collect())
+    }
+}
+
+impl Local {
+    fn ns(&self) -> &str {
+        &self.namespace
     }
 }

@@ -5,6 +5,7 @@
 
 mod client;
 mod commands;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,34 @@ enum Command {
     Accepts(commands::instances::Show),
     /// Check that replaying history reproduces the stored state (one instance, or all).
     Verify(commands::instances::Verify),
+    /// Fire due timers once (and apply retention if asked).
+    Tick(commands::lifecycle::Tick),
+    /// Take a named checkpoint of an instance.
+    Checkpoint(commands::lifecycle::CheckpointArgs),
+    /// Start a new instance from a version or checkpoint of another.
+    Fork(commands::lifecycle::Fork),
+    /// Pause an instance: events sent to it are queued until it resumes.
+    Pause(commands::lifecycle::Lifecycle),
+    /// Resume a paused instance: queued events apply in order, then due timers fire.
+    Resume(commands::lifecycle::Lifecycle),
+    /// Cancel an instance, with its timers and approvals.
+    Cancel(commands::lifecycle::Lifecycle),
+    /// List approvals (pending by default).
+    Approvals(commands::lifecycle::Approvals),
+    /// Approve an instance's pending approval.
+    Approve(commands::lifecycle::Approve),
+    /// Reject an instance's pending approval, with a reason.
+    Reject(commands::lifecycle::Reject),
+    /// Delete an instance, or every finished one older than a duration.
+    Rm(commands::lifecycle::Rm),
+    /// Export an instance as JSON, a Markdown report or a JSONL trace.
+    Export(commands::lifecycle::ExportArgs),
+    /// Write an online, consistent backup of the data directory to a file.
+    Backup(commands::lifecycle::FileArg),
+    /// Replace the data directory's database with a backup.
+    Restore(commands::lifecycle::FileArg),
+    /// Instances by machine and status, transitions, and mean time in each state.
+    Stats,
     /// Run a benchmark workload of BENCHMARKS.md and print its JSON line.
     Bench(commands::bench::Args),
 }
@@ -109,6 +138,7 @@ impl From<anyhow::Error> for Failure {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     use commands::instances as i;
+    use commands::lifecycle as l;
     let g = &cli.global;
     let data = g
         .data
@@ -129,6 +159,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Accepts(a) => i::accepts(g, &client()?, a),
         Command::Verify(a) => i::verify(g, &client()?, a),
         Command::Bench(a) => commands::bench::run(g.data.clone(), a),
+        Command::Tick(a) => l::tick(g, &client()?, a),
+        Command::Checkpoint(a) => l::checkpoint(g, &client()?, a),
+        Command::Fork(a) => l::fork(g, &client()?, a),
+        Command::Pause(a) => l::pause(g, &client()?, a),
+        Command::Resume(a) => l::resume(g, &client()?, a),
+        Command::Cancel(a) => l::cancel(g, &client()?, a),
+        Command::Approvals(a) => l::approvals(g, &client()?, a),
+        Command::Approve(a) => l::approve(g, &client()?, a),
+        Command::Reject(a) => l::reject(g, &client()?, a),
+        Command::Rm(a) => l::rm(g, &client()?, a),
+        Command::Export(a) => l::export(&client()?, a),
+        Command::Backup(a) => l::backup(g, &client()?, a),
+        Command::Restore(a) => l::restore(g, &data, a),
+        Command::Stats => l::stats(g, &client()?),
     }
 }
 

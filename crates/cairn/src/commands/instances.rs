@@ -283,7 +283,7 @@ pub fn history(g: &Global, c: &dyn Client, a: Show) -> Result<(), Failure> {
                 "{:>4}  {}  {}  [{}] -> [{}]  {}{}{}",
                 t.version,
                 t.at.to_rfc3339(),
-                t.event.as_deref().unwrap_or("(start)"),
+                t.event.clone().unwrap_or_else(|| format!("({})", t.kind)),
                 t.from.join(", "),
                 t.to.join(", "),
                 t.status,
@@ -327,9 +327,15 @@ pub fn verify(g: &Global, c: &dyn Client, a: Verify) -> Result<(), Failure> {
         None => c.ids()?,
     };
     let mut results = Vec::with_capacity(ids.len());
+    let bar = crate::commands::lifecycle::progress(
+        (ids.len() > 1).then_some(ids.len() as u64),
+        "verifying",
+    );
     for id in &ids {
         results.push(c.verify(id)?);
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     let failed = results.iter().filter(|r| !r.ok).count();
     if g.json {
         print_json(

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod diagram;
 pub mod instances;
+pub mod lifecycle;
 pub mod simulate;
 pub mod validate;
 
