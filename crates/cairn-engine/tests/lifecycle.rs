@@ -540,3 +540,27 @@ fn stats_count_instances_transitions_and_time_in_states() {
     assert_eq!(s.mean_time_in_state_ms["life"]["drafting"], 30_000.0);
     assert_eq!(s.mean_time_in_state_ms["life"]["review"], 90_000.0);
 }
+
+#[test]
+fn the_timer_service_fires_due_timers_in_the_background() {
+    let w = world();
+    start(&w.engine, "bg");
+    let service =
+        cairn_engine::TimerService::start(w.engine.clone(), std::time::Duration::from_millis(5));
+    w.clock.advance(Duration::minutes(11));
+    // Wait (bounded) for the service to notice; the clock, not the wait, makes it due.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while w.engine.get("default", "bg").unwrap().status == Status::Running {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timer service did not fire a due timer"
+        );
+        std::thread::yield_now();
+    }
+    drop(service);
+    assert_eq!(
+        w.engine.get("default", "bg").unwrap().configuration,
+        ["timed_out"]
+    );
+    verified(&w.engine, "bg");
+}

@@ -30,9 +30,21 @@ states:
   done: { type: final }
 "#;
 
+const W2: &str = r#"
+machine: w2-approval
+description: one step, an approval gate, completion
+initial: step
+states:
+  step: { on: { next: gate } }
+  gate:
+    approval: { prompt: "Continue?" }
+    on: { approve: done }
+  done: { type: final }
+"#;
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// The workload: W1-events.
+    /// The workload: W1-events or W2.
     workload: String,
     /// Workflows to run; 0 runs until killed.
     #[arg(long, default_value_t = 2000)]
@@ -60,9 +72,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
-    if a.workload != "W1-events" {
+    if !matches!(a.workload.as_str(), "W1-events" | "W2") {
         return Err(Failure::usage(anyhow!(
-            "unknown workload `{}`; available: W1-events",
+            "unknown workload `{}`; available: W1-events, W2",
             a.workload
         )));
     }
@@ -95,6 +107,9 @@ pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
     engine
         .apply("bench", W1, None, Some("w1.yaml"))
         .map_err(crate::client::failure)?;
+    if a.workload == "W2" {
+        return w2(&engine, &durability, &a);
+    }
 
     let run_id = uuid_like();
     let next = Arc::new(AtomicU64::new(0));
@@ -173,6 +188,75 @@ pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
         "p99_ms": (percentile(&l, 0.99) * 100.0).round() / 100.0,
     });
     println!("{line}");
+    Ok(())
+}
+
+/// W2: start, one step, then time the approval call until the instance is completed
+/// (in-process, `approve` returns once the completing transition is committed).
+fn w2(engine: &Engine<SqliteStore>, durability: &str, a: &Args) -> Result<(), Failure> {
+    engine
+        .apply("bench", W2, None, Some("w2.yaml"))
+        .map_err(crate::client::failure)?;
+    let n = if a.n == 0 { 500 } else { a.n };
+    let run_id = uuid_like();
+    let mut rounds = Vec::with_capacity(n as usize);
+    let started = Instant::now();
+    for w in 0..n {
+        let id = format!("{run_id}-{w}");
+        engine
+            .start(
+                "bench",
+                StartRequest {
+                    machine: "w2-approval".into(),
+                    id: Some(id.clone()),
+                    ..Default::default()
+                },
+            )
+            .map_err(crate::client::failure)?;
+        engine
+            .send(
+                "bench",
+                &id,
+                SendRequest {
+                    event: "next".into(),
+                    ..Default::default()
+                },
+            )
+            .map_err(crate::client::failure)?;
+        let t = Instant::now();
+        let d = engine
+            .decide(
+                "bench",
+                &id,
+                cairn_engine::DecideRequest::approve("bench", ""),
+            )
+            .map_err(crate::client::failure)?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        if d.instance.status != cairn_core::Status::Completed {
+            return Err(Failure::from(anyhow!(
+                "W2 instance {id} is {} after its approval",
+                d.instance.status.as_str()
+            )));
+        }
+        rounds.push(ms);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    rounds.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{}",
+        json!({
+            "peer": "cairn",
+            "workload": "W2",
+            "mode": a.mode,
+            "durability": durability,
+            "n": n,
+            "concurrency": 1,
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+            "workflows_per_s": (n as f64 / seconds * 10.0).round() / 10.0,
+            "approval_round_trip_p50_ms": (percentile(&rounds, 0.50) * 1000.0).round() / 1000.0,
+            "approval_round_trip_p99_ms": (percentile(&rounds, 0.99) * 1000.0).round() / 1000.0,
+        })
+    );
     Ok(())
 }
 
