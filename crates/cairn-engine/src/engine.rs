@@ -709,6 +709,11 @@ impl<S: Store> Engine<S> {
                     status: Status::Cancelled,
                     ..s.clone()
                 },
+                (HistoryKind::Fail, Some(s)) => Snapshot {
+                    status: Status::Failed,
+                    ..s.clone()
+                },
+                (HistoryKind::Attempt, Some(s)) => s.clone(),
             };
             if h.kind.is_transition() {
                 version += 1;

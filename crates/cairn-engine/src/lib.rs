@@ -11,6 +11,7 @@ mod clock;
 mod engine;
 mod error;
 mod lifecycle;
+mod tasks;
 mod unit;
 pub mod wire;
 
@@ -19,6 +20,9 @@ pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, Verif
 pub use error::Error;
 pub use lifecycle::{
     DecideRequest, Decided, ForkFrom, Retention, Stats, TimerService, merge_patch,
+};
+pub use tasks::{
+    Claimed, DEFAULT_LEASE, Handler, TaskError, TaskOutcome, Usage, WorkerService, backoff,
 };
 
 use std::path::Path;

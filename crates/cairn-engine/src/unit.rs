@@ -8,7 +8,7 @@ use std::sync::Arc;
 use cairn_core::{Effect, Env, Event, Machine, Snapshot, Status};
 use cairn_store::{
     ApprovalRecord, ApprovalStatus, HistoryKind, HistoryRecord, IdempotencyRecord, InstanceRecord,
-    NewLogEntry, TimerRecord, Tx,
+    NewLogEntry, TaskRecord, TaskStatus, TimerRecord, Tx,
 };
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -79,13 +79,15 @@ pub fn log(
     Ok(())
 }
 
-/// Appends a lifecycle record (pause, resume, cancel) and saves the instance.
-pub fn record_lifecycle(
+/// Appends a non-transition history record (pause, resume, cancel, fail, attempt) and
+/// saves the instance.
+pub fn record_history(
     tx: &mut dyn Tx,
     inst: &mut InstanceRecord,
     kind: HistoryKind,
     actor: &str,
     reason: &str,
+    payload: Value,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
     inst.history_seq += 1;
@@ -97,7 +99,7 @@ pub fn record_lifecycle(
         kind,
         version: inst.version,
         event: String::new(),
-        payload: json!({}),
+        payload,
         actor: actor.to_string(),
         reason: reason.to_string(),
         from_configuration: inst.configuration.clone(),
@@ -111,7 +113,19 @@ pub fn record_lifecycle(
         created_at: now,
     };
     tx.update_instance(inst, inst.version)?;
-    tx.append_history(&h)?;
+    tx.append_history(&h).map_err(Error::from)
+}
+
+/// Appends a lifecycle record (pause, resume, cancel) and saves the instance.
+pub fn record_lifecycle(
+    tx: &mut dyn Tx,
+    inst: &mut InstanceRecord,
+    kind: HistoryKind,
+    actor: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    record_history(tx, inst, kind, actor, reason, json!({}), now)?;
     log(
         tx,
         inst,
@@ -119,6 +133,35 @@ pub fn record_lifecycle(
         json!({"status": inst.status, "actor": actor, "reason": reason}),
         now,
     )
+}
+
+/// The instance could not take an event the engine delivered: it fails, with the reason
+/// in `last_error`, so an operator sees it and can repair it (fork from a good version).
+pub fn fail_instance(
+    tx: &mut dyn Tx,
+    inst: &mut InstanceRecord,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    inst.status = cairn_core::Status::Failed;
+    inst.last_error = Some(error.to_string());
+    record_history(
+        tx,
+        inst,
+        HistoryKind::Fail,
+        "",
+        error,
+        json!({"error": error}),
+        now,
+    )?;
+    log(
+        tx,
+        inst,
+        "fail",
+        json!({"status": inst.status, "error": error}),
+        now,
+    )?;
+    finish_instance(tx, inst, now)
 }
 
 /// Applies one event to `inst` (which must be running) and writes everything it implies.
@@ -254,9 +297,47 @@ pub fn apply_effects(
                     }
                 }
             }
-            Effect::EnqueueTask { .. }
-            | Effect::CancelTask { .. }
-            | Effect::Spawn { .. }
+            Effect::EnqueueTask {
+                state,
+                queue,
+                action,
+                input,
+                timeout_ms,
+                heartbeat_ms,
+                retry,
+            } => {
+                let t = TaskRecord {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    namespace: inst.namespace.clone(),
+                    instance_id: inst.id.clone(),
+                    state: state.clone(),
+                    queue: queue.clone(),
+                    action: action.clone(),
+                    input: input.clone(),
+                    status: TaskStatus::Pending,
+                    attempt: 0,
+                    retry: serde_json::to_value(retry).unwrap_or_default(),
+                    timeout_ms: *timeout_ms,
+                    heartbeat_ms: *heartbeat_ms,
+                    available_at: now,
+                    lease_owner: None,
+                    lease_expires_at: None,
+                    output: None,
+                    error: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                tx.insert_task(&t)?;
+                log(
+                    tx,
+                    inst,
+                    "task_enqueued",
+                    json!({"task": t.id, "queue": queue, "action": action, "state": state}),
+                    now,
+                )?;
+            }
+            Effect::CancelTask { state } => cancel_tasks(tx, inst, Some(state), now)?,
+            Effect::Spawn { .. }
             | Effect::CancelSpawn { .. }
             | Effect::Send { .. }
             | Effect::Emit { .. } => {}
@@ -283,15 +364,57 @@ fn cancel_approval(
     )
 }
 
-/// An instance that ended (completed, failed, cancelled) keeps no timer, pending approval
-/// or queued event.
+/// Cancels the instance's open tasks (of one state, or all).
+fn cancel_tasks(
+    tx: &mut dyn Tx,
+    inst: &InstanceRecord,
+    state: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    for mut t in tx.open_tasks(&inst.namespace, &inst.id)? {
+        if state.is_some_and(|s| s != t.state) {
+            continue;
+        }
+        if t.status == TaskStatus::Leased {
+            tx.put_attempt(&cairn_store::AttemptRecord {
+                task_id: t.id.clone(),
+                attempt: t.attempt,
+                namespace: t.namespace.clone(),
+                instance_id: t.instance_id.clone(),
+                worker: t.lease_owner.clone().unwrap_or_default(),
+                started_at: t.updated_at,
+                ended_at: Some(now),
+                outcome: Some("cancelled".into()),
+                error: None,
+                tokens: None,
+                cost: None,
+            })?;
+        }
+        t.status = TaskStatus::Cancelled;
+        t.lease_owner = None;
+        t.lease_expires_at = None;
+        t.updated_at = now;
+        tx.update_task(&t)?;
+        log(
+            tx,
+            inst,
+            "task_cancelled",
+            json!({"task": t.id, "state": t.state}),
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+/// An instance that ended (completed, failed, cancelled) keeps no timer, pending approval,
+/// open task or queued event.
 pub fn finish_instance(
     tx: &mut dyn Tx,
     inst: &InstanceRecord,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    debug_assert!(inst.status.is_finished());
     tx.delete_timers(&inst.namespace, &inst.id)?;
+    cancel_tasks(tx, inst, None, now)?;
     for mut a in tx.pending_approvals(&inst.namespace, &inst.id)? {
         cancel_approval(tx, inst, &mut a, now)?;
     }

@@ -15,6 +15,7 @@
 
 mod lifecycle;
 mod migrate;
+mod tasks;
 mod tx;
 
 use std::fs::File;
@@ -604,6 +605,18 @@ impl Reader for SqliteStore {
         limit: usize,
     ) -> Result<Vec<String>, Error> {
         self.read(|c| lifecycle::finished_before(c, ns, before, limit))
+    }
+    fn tasks(
+        &self,
+        ns: &str,
+        queue: Option<&str>,
+        status: Option<cairn_store::TaskStatus>,
+        id: Option<&str>,
+    ) -> Result<Vec<cairn_store::TaskRecord>, Error> {
+        self.read(|c| tasks::tasks(c, ns, queue, status, id))
+    }
+    fn attempts(&self, task_id: &str) -> Result<Vec<cairn_store::AttemptRecord>, Error> {
+        self.read(|c| tasks::attempts(c, task_id))
     }
     fn counts(&self, ns: &str) -> Result<Counts, Error> {
         self.read(|c| lifecycle::counts(c, ns))

@@ -10,6 +10,7 @@ use crate::db_err;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_lifecycle.sql"),
+    include_str!("../migrations/0003_tasks.sql"),
 ];
 
 /// The schema version of a database.

@@ -601,6 +601,37 @@ impl Tx for SqlTx<'_> {
         lc::replace_history(self.conn, h)
     }
 
+    fn insert_task(&mut self, t: &cairn_store::TaskRecord) -> Result<(), Error> {
+        crate::tasks::insert_task(self.conn, t)
+    }
+    fn task(&mut self, id: &str) -> Result<Option<cairn_store::TaskRecord>, Error> {
+        crate::tasks::task(self.conn, id)
+    }
+    fn update_task(&mut self, t: &cairn_store::TaskRecord) -> Result<(), Error> {
+        crate::tasks::update_task(self.conn, t)
+    }
+    fn open_tasks(&mut self, ns: &str, id: &str) -> Result<Vec<cairn_store::TaskRecord>, Error> {
+        crate::tasks::open_tasks(self.conn, ns, id)
+    }
+    fn claimable_tasks(
+        &mut self,
+        queues: &[String],
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<cairn_store::TaskRecord>, Error> {
+        crate::tasks::claimable(self.conn, queues, now, limit)
+    }
+    fn expired_leases(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<cairn_store::TaskRecord>, Error> {
+        crate::tasks::expired(self.conn, now, limit)
+    }
+    fn put_attempt(&mut self, a: &cairn_store::AttemptRecord) -> Result<(), Error> {
+        crate::tasks::put_attempt(self.conn, a)
+    }
+
     fn append_log(&mut self, e: &NewLogEntry) -> Result<i64, Error> {
         self.conn
             .prepare_cached("INSERT INTO log (namespace, instance_id, kind, version, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")

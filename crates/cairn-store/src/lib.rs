@@ -13,9 +13,9 @@ mod record;
 
 pub use error::Error;
 pub use record::{
-    ApprovalRecord, ApprovalStatus, CheckpointRecord, Decision, HistoryKind, HistoryRecord,
-    IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord, LogEntry, MachineRecord,
-    NewLogEntry, Page, TimerRecord,
+    ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, Decision, HistoryKind,
+    HistoryRecord, IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord, LogEntry,
+    MachineRecord, NewLogEntry, Page, TaskRecord, TaskStatus, TimerRecord,
 };
 
 /// Writes inside one unit of work. Every method sees the unit's own earlier writes.
@@ -147,6 +147,33 @@ pub trait Tx {
     /// Replaces one history record (compaction turns the oldest kept record into a base).
     fn replace_history(&mut self, record: &HistoryRecord) -> Result<(), Error>;
 
+    fn insert_task(&mut self, task: &TaskRecord) -> Result<(), Error>;
+    fn task(&mut self, id: &str) -> Result<Option<TaskRecord>, Error>;
+    /// Replaces a task's mutable fields (status, attempt, lease, availability, result).
+    fn update_task(&mut self, task: &TaskRecord) -> Result<(), Error>;
+    /// The instance's open (pending or leased) tasks.
+    fn open_tasks(&mut self, namespace: &str, instance_id: &str) -> Result<Vec<TaskRecord>, Error>;
+    /// Pending tasks of these queues available at `now`, oldest first.
+    ///
+    /// # Contract
+    /// Within one unit, a task returned here and then leased by `update_task` is never
+    /// returned to another unit: units are serialised (and PostgreSQL claims with
+    /// `FOR UPDATE SKIP LOCKED`).
+    fn claimable_tasks(
+        &mut self,
+        queues: &[String],
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, Error>;
+    /// Leased tasks whose lease expired before `now`.
+    fn expired_leases(
+        &mut self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, Error>;
+    /// Inserts or replaces one attempt record.
+    fn put_attempt(&mut self, attempt: &AttemptRecord) -> Result<(), Error>;
+
     /// Appends to the commit-ordered log and returns the entry's position.
     ///
     /// # Contract
@@ -221,6 +248,16 @@ pub trait Reader: Send + Sync {
         before: chrono::DateTime<chrono::Utc>,
         limit: usize,
     ) -> Result<Vec<String>, Error>;
+    /// Tasks, optionally of one queue, status and instance, oldest first.
+    fn tasks(
+        &self,
+        namespace: &str,
+        queue: Option<&str>,
+        status: Option<TaskStatus>,
+        instance_id: Option<&str>,
+    ) -> Result<Vec<TaskRecord>, Error>;
+    /// A task's attempts, in order.
+    fn attempts(&self, task_id: &str) -> Result<Vec<AttemptRecord>, Error>;
     /// Counts for `stats`: instances per (machine, status), and history records.
     fn counts(&self, namespace: &str) -> Result<Counts, Error>;
     /// Log entries after `position`, in position order.

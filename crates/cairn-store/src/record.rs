@@ -60,6 +60,12 @@ pub enum HistoryKind {
     /// A snapshot taken as given: the first record of a fork, or what compaction folded
     /// the older history into. Replay starts from it.
     Base,
+    /// A task attempt ended (completed, failed, expired or cancelled); its outcome event,
+    /// if any, is the next record.
+    Attempt,
+    /// The instance's machine could not take an event the engine delivers (a `task.done`
+    /// whose assign fails, say): the instance failed, with `last_error` set.
+    Fail,
 }
 
 impl HistoryKind {
@@ -71,6 +77,8 @@ impl HistoryKind {
             HistoryKind::Resume => "resume",
             HistoryKind::Cancel => "cancel",
             HistoryKind::Base => "base",
+            HistoryKind::Attempt => "attempt",
+            HistoryKind::Fail => "fail",
         }
     }
 
@@ -82,6 +90,8 @@ impl HistoryKind {
             "resume" => HistoryKind::Resume,
             "cancel" => HistoryKind::Cancel,
             "base" => HistoryKind::Base,
+            "attempt" => HistoryKind::Attempt,
+            "fail" => HistoryKind::Fail,
             _ => return None,
         })
     }
@@ -284,4 +294,90 @@ pub struct InboxRecord {
     pub reason: String,
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+/// Where a task stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting to be claimed (possibly not before `available_at`, after a backoff).
+    Pending,
+    /// Claimed by a worker until its lease expires.
+    Leased,
+    Completed,
+    /// Failed for good: attempts ran out, or the failure was not retryable.
+    Failed,
+    /// Its state was left (or the instance ended) first.
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Leased => "leased",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskStatus> {
+        Some(match s {
+            "pending" => TaskStatus::Pending,
+            "leased" => TaskStatus::Leased,
+            "completed" => TaskStatus::Completed,
+            "failed" => TaskStatus::Failed,
+            "cancelled" => TaskStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_open(self) -> bool {
+        matches!(self, TaskStatus::Pending | TaskStatus::Leased)
+    }
+}
+
+/// Work for a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub namespace: String,
+    pub instance_id: String,
+    /// The state that declared it.
+    pub state: String,
+    pub queue: String,
+    pub action: String,
+    pub input: Value,
+    pub status: TaskStatus,
+    /// The current (or last) attempt, from 1; 0 before the first claim.
+    pub attempt: u32,
+    /// The retry policy, as `cairn_core::machine::RetryPolicy` JSON.
+    pub retry: Value,
+    pub timeout_ms: Option<u64>,
+    pub heartbeat_ms: Option<u64>,
+    pub available_at: DateTime<Utc>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One attempt at a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub task_id: String,
+    pub attempt: u32,
+    pub namespace: String,
+    pub instance_id: String,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `completed`, `failed`, `expired` or `cancelled`; `None` while running.
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+    pub tokens: Option<i64>,
+    pub cost: Option<f64>,
 }

@@ -1,0 +1,481 @@
+//! Tasks for workers: enqueued and cancelled with their states (see `unit`), claimed with a
+//! lease, heartbeated, completed or failed, retried with exponential backoff and jitter,
+//! reclaimed when a lease expires. Every attempt is recorded (worker, start, end, outcome,
+//! duration, tokens, cost), in the task's attempts and in the instance's history.
+//!
+//! The outcome reaches the instance as `task.done` (payload: the output, plus `task`:
+//! id, attempt, state, action) or `task.failed` (payload: `error`, `attempts`, `task`).
+//! A completion that is late, stale (after a reclaim), repeated, or for a cancelled task
+//! changes nothing and is refused with the reason, so the worker knows.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cairn_core::machine::RetryPolicy;
+use cairn_core::{Event, Status};
+use cairn_store::{AttemptRecord, HistoryKind, InstanceRecord, Store, TaskRecord, TaskStatus, Tx};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::engine::{Engine, Machines};
+use crate::{Error, unit};
+
+/// The default lease when a task declares no timeout.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// A task handed to a worker.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Claimed {
+    pub id: String,
+    pub namespace: String,
+    pub instance: String,
+    pub state: String,
+    pub queue: String,
+    pub action: String,
+    pub input: Value,
+    /// From 1; with the id, the idempotency key of the worker's own side effects.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+/// Token and cost figures a worker reports with an outcome.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Usage {
+    pub tokens: Option<i64>,
+    pub cost: Option<f64>,
+}
+
+/// What became of a task after a completion or failure.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TaskOutcome {
+    pub task: TaskRecord,
+    /// Whether the failure will be retried (the task is pending again).
+    pub retrying: bool,
+}
+
+fn policy(t: &TaskRecord) -> RetryPolicy {
+    serde_json::from_value(t.retry.clone()).unwrap_or(RetryPolicy {
+        max_attempts: 1,
+        backoff: cairn_core::definition::Backoff::Exponential,
+        initial_ms: 1000,
+        max_ms: None,
+        jitter: 0.0,
+    })
+}
+
+/// The delay before attempt `attempt + 1`, with jitter from a hash of the task id and
+/// attempt: spread, yet the same on every node and every replay.
+pub fn backoff(p: &RetryPolicy, task_id: &str, attempt: u32) -> chrono::Duration {
+    let base = match p.backoff {
+        cairn_core::definition::Backoff::Fixed => p.initial_ms as f64,
+        cairn_core::definition::Backoff::Exponential => {
+            p.initial_ms as f64 * 2f64.powi(attempt.saturating_sub(1).min(30) as i32)
+        }
+    };
+    let capped = p.max_ms.map_or(base, |m| base.min(m as f64));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in task_id.bytes().chain(attempt.to_le_bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+    chrono::Duration::milliseconds((capped * (1.0 - p.jitter.clamp(0.0, 1.0) * u)).round() as i64)
+}
+
+fn lease_for(t: &TaskRecord, lease: Duration) -> chrono::Duration {
+    let ms = t.timeout_ms.unwrap_or(lease.as_millis() as u64);
+    chrono::Duration::milliseconds(ms as i64)
+}
+
+fn task_meta(t: &TaskRecord) -> Value {
+    json!({"id": t.id, "attempt": t.attempt, "state": t.state, "action": t.action})
+}
+
+/// Ends the current attempt of `t` with `outcome` and records it in history.
+fn end_attempt(
+    tx: &mut dyn Tx,
+    inst: Option<&mut InstanceRecord>,
+    t: &TaskRecord,
+    outcome: &str,
+    error: Option<&str>,
+    usage: &Usage,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let worker = t.lease_owner.clone().unwrap_or_default();
+    let started = t.updated_at;
+    tx.put_attempt(&AttemptRecord {
+        task_id: t.id.clone(),
+        attempt: t.attempt,
+        namespace: t.namespace.clone(),
+        instance_id: t.instance_id.clone(),
+        worker: worker.clone(),
+        started_at: started,
+        ended_at: Some(now),
+        outcome: Some(outcome.to_string()),
+        error: error.map(str::to_string),
+        tokens: usage.tokens,
+        cost: usage.cost,
+    })?;
+    if let Some(inst) = inst {
+        let record = json!({
+            "task": t.id, "attempt": t.attempt, "action": t.action, "state": t.state, "worker": worker,
+            "started_at": started, "ended_at": now, "outcome": outcome, "error": error,
+            "duration_ms": (now - started).num_milliseconds(), "tokens": usage.tokens, "cost": usage.cost,
+        });
+        unit::record_history(
+            tx,
+            inst,
+            HistoryKind::Attempt,
+            &worker,
+            "",
+            record.clone(),
+            now,
+        )?;
+        unit::log(tx, inst, "task_attempt", record, now)?;
+    }
+    Ok(())
+}
+
+/// Delivers a system event (`task.done`, `task.failed`) to an instance: applied if it
+/// runs, queued if paused; if its machine refuses it, the instance fails with
+/// `last_error` set, so it never silently sticks.
+pub(crate) fn deliver_system(
+    tx: &mut dyn Tx,
+    machines: &Machines,
+    inst: &mut InstanceRecord,
+    event: Event,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    if inst.status.is_finished() {
+        return Ok(());
+    }
+    if inst.status == Status::Paused {
+        tx.push_inbox(&cairn_store::InboxRecord {
+            namespace: inst.namespace.clone(),
+            instance_id: inst.id.clone(),
+            seq: 0,
+            event: event.name.clone(),
+            payload: event.payload.clone(),
+            actor: event.actor.clone(),
+            reason: event.reason.clone(),
+            idempotency_key: None,
+            created_at: now,
+        })?;
+        return Ok(());
+    }
+    match unit::apply_event(tx, machines, inst, &event, None, now) {
+        Ok(_) => Ok(()),
+        Err(Error::Refused(r)) => unit::fail_instance(
+            tx,
+            inst,
+            &format!("`{}` could not be applied: {r}", event.name),
+            now,
+        ),
+        Err(e) => Err(e),
+    }
+}
+
+impl<S: Store> Engine<S> {
+    /// Claims up to `batch` tasks of `queues` for `worker`, reclaiming expired leases
+    /// first. Each claim starts a new attempt with a lease (the task's timeout, else
+    /// `lease`).
+    pub fn claim(
+        &self,
+        queues: &[String],
+        worker: &str,
+        batch: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        if queues.is_empty() {
+            return Err(Error::Invalid("claim at least one queue".into()));
+        }
+        if worker.is_empty() || worker.len() > 200 {
+            return Err(Error::Invalid("a worker name is 1-200 characters".into()));
+        }
+        self.reclaim_expired()?;
+        let (queues, worker) = (queues.to_vec(), worker.to_string());
+        let now = self.now();
+        self.write(move |tx| {
+            let mut out = Vec::new();
+            for mut t in tx.claimable_tasks(&queues, now, batch.clamp(1, 1000))? {
+                t.attempt += 1;
+                t.status = TaskStatus::Leased;
+                t.lease_owner = Some(worker.clone());
+                let expires = now + lease_for(&t, lease);
+                t.lease_expires_at = Some(expires);
+                t.updated_at = now;
+                tx.update_task(&t)?;
+                tx.put_attempt(&AttemptRecord {
+                    task_id: t.id.clone(),
+                    attempt: t.attempt,
+                    namespace: t.namespace.clone(),
+                    instance_id: t.instance_id.clone(),
+                    worker: worker.clone(),
+                    started_at: now,
+                    ended_at: None,
+                    outcome: None,
+                    error: None,
+                    tokens: None,
+                    cost: None,
+                })?;
+                out.push(Claimed {
+                    id: t.id.clone(),
+                    namespace: t.namespace.clone(),
+                    instance: t.instance_id.clone(),
+                    state: t.state.clone(),
+                    queue: t.queue.clone(),
+                    action: t.action.clone(),
+                    input: t.input.clone(),
+                    attempt: t.attempt,
+                    max_attempts: policy(&t).max_attempts,
+                    lease_expires_at: expires,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn leased(tx: &mut dyn Tx, id: &str, attempt: u32) -> Result<TaskRecord, Error> {
+        let t = tx
+            .task(id)?
+            .ok_or_else(|| Error::NotFound(format!("no task `{id}`")))?;
+        if t.status != TaskStatus::Leased || t.attempt != attempt {
+            return Err(Error::Conflict(format!(
+                "task `{id}` attempt {attempt} is stale: the task is {} at attempt {}; nothing was changed",
+                t.status.as_str(),
+                t.attempt
+            )));
+        }
+        Ok(t)
+    }
+
+    /// Extends a lease; refused when the attempt is stale.
+    pub fn heartbeat(&self, id: &str, attempt: u32, lease: Duration) -> Result<TaskRecord, Error> {
+        let id = id.to_string();
+        let now = self.now();
+        self.write(move |tx| {
+            let mut t = Self::leased(tx, &id, attempt)?;
+            let extend = t.heartbeat_ms.map_or(lease_for(&t, lease), |h| {
+                chrono::Duration::milliseconds(h as i64 * 3).max(lease_for(&t, lease))
+            });
+            t.lease_expires_at = Some(now + extend);
+            tx.update_task(&t)?;
+            Ok(t)
+        })
+    }
+
+    /// Completes an attempt with its output; `task.done` reaches the instance.
+    pub fn complete(
+        &self,
+        id: &str,
+        attempt: u32,
+        output: Value,
+        usage: Usage,
+    ) -> Result<TaskOutcome, Error> {
+        self.check_size("the task output", &output)?;
+        let id = id.to_string();
+        let now = self.now();
+        let machines = self.machine_cache();
+        self.write(move |tx| {
+            let mut t = Self::leased(tx, &id, attempt)?;
+            let mut inst = tx.instance(&t.namespace, &t.instance_id)?;
+            end_attempt(tx, inst.as_mut(), &t, "completed", None, &usage, now)?;
+            t.status = TaskStatus::Completed;
+            t.output = Some(output.clone());
+            t.lease_expires_at = None;
+            t.updated_at = now;
+            tx.update_task(&t)?;
+            if let Some(inst) = inst.as_mut() {
+                let mut payload = match output {
+                    Value::Object(m) => m,
+                    other => {
+                        let mut m = serde_json::Map::new();
+                        m.insert("output".into(), other);
+                        m
+                    }
+                };
+                payload.entry("task").or_insert_with(|| task_meta(&t));
+                let event = Event {
+                    name: "task.done".into(),
+                    payload: Value::Object(payload),
+                    actor: t.lease_owner.clone().unwrap_or_default(),
+                    reason: String::new(),
+                };
+                deliver_system(tx, &machines, inst, event, now)?;
+            }
+            Ok(TaskOutcome {
+                task: t,
+                retrying: false,
+            })
+        })
+    }
+
+    /// Fails an attempt. A retryable failure with attempts left is retried after the
+    /// policy's backoff; otherwise `task.failed` reaches the instance.
+    pub fn fail(
+        &self,
+        id: &str,
+        attempt: u32,
+        error: &str,
+        retryable: bool,
+        usage: Usage,
+    ) -> Result<TaskOutcome, Error> {
+        let (id, error) = (id.to_string(), error.to_string());
+        let now = self.now();
+        let machines = self.machine_cache();
+        self.write(move |tx| {
+            let mut t = Self::leased(tx, &id, attempt)?;
+            let mut inst = tx.instance(&t.namespace, &t.instance_id)?;
+            end_attempt(tx, inst.as_mut(), &t, "failed", Some(&error), &usage, now)?;
+            let retrying =
+                Self::after_failure(tx, &machines, &mut t, inst.as_mut(), &error, retryable, now)?;
+            Ok(TaskOutcome { task: t, retrying })
+        })
+    }
+
+    fn after_failure(
+        tx: &mut dyn Tx,
+        machines: &Machines,
+        t: &mut TaskRecord,
+        inst: Option<&mut InstanceRecord>,
+        error: &str,
+        retryable: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        let p = policy(t);
+        t.error = Some(error.to_string());
+        t.lease_owner = None;
+        t.lease_expires_at = None;
+        t.updated_at = now;
+        if retryable && t.attempt < p.max_attempts {
+            t.status = TaskStatus::Pending;
+            t.available_at = now + backoff(&p, &t.id, t.attempt);
+            tx.update_task(t)?;
+            return Ok(true);
+        }
+        t.status = TaskStatus::Failed;
+        tx.update_task(t)?;
+        if let Some(inst) = inst {
+            let event = Event {
+                name: "task.failed".into(),
+                payload: json!({"error": error, "attempts": t.attempt, "retryable": retryable, "task": task_meta(t)}),
+                actor: String::new(),
+                reason: error.to_string(),
+            };
+            deliver_system(tx, machines, inst, event, now)?;
+        }
+        Ok(false)
+    }
+
+    /// Ends attempts whose lease expired, retrying or failing them like a retryable
+    /// failure. Returns how many leases were reclaimed.
+    pub fn reclaim_expired(&self) -> Result<usize, Error> {
+        let now = self.now();
+        let machines = self.machine_cache();
+        self.write(move |tx| {
+            let expired = tx.expired_leases(now, 1000)?;
+            let n = expired.len();
+            for mut t in expired {
+                let mut inst = tx.instance(&t.namespace, &t.instance_id)?;
+                let error = format!("the lease of attempt {} expired", t.attempt);
+                end_attempt(
+                    tx,
+                    inst.as_mut(),
+                    &t,
+                    "expired",
+                    Some(&error),
+                    &Usage::default(),
+                    now,
+                )?;
+                Self::after_failure(tx, &machines, &mut t, inst.as_mut(), &error, true, now)?;
+            }
+            Ok(n)
+        })
+    }
+
+    /// Tasks of a namespace, filtered.
+    pub fn tasks(
+        &self,
+        ns: &str,
+        queue: Option<&str>,
+        status: Option<TaskStatus>,
+        instance: Option<&str>,
+    ) -> Result<Vec<TaskRecord>, Error> {
+        Ok(self.store().tasks(ns, queue, status, instance)?)
+    }
+}
+
+/// Why an in-process handler failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// An in-process handler: gets a claimed task, returns its output.
+pub type Handler = Arc<dyn Fn(&Claimed) -> Result<Value, TaskError> + Send + Sync>;
+
+/// Runs in-process handlers for embedded Rust users: claims tasks of its queues and
+/// completes or fails them with the handler's result, until dropped.
+pub struct WorkerService {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerService {
+    pub fn start<S: Store + Send + Sync>(
+        engine: Engine<S>,
+        queues: Vec<String>,
+        name: &str,
+        handler: Handler,
+        poll: Duration,
+    ) -> WorkerService {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let name = name.to_string();
+        let thread = std::thread::Builder::new()
+            .name(format!("cairn-worker-{name}"))
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    let claimed = engine
+                        .claim(&queues, &name, 16, DEFAULT_LEASE)
+                        .unwrap_or_default();
+                    if claimed.is_empty() {
+                        std::thread::park_timeout(poll);
+                        continue;
+                    }
+                    for task in claimed {
+                        let _ = match handler(&task) {
+                            Ok(output) => engine
+                                .complete(&task.id, task.attempt, output, Usage::default())
+                                .map(|_| ()),
+                            Err(e) => engine
+                                .fail(
+                                    &task.id,
+                                    task.attempt,
+                                    &e.message,
+                                    e.retryable,
+                                    Usage::default(),
+                                )
+                                .map(|_| ()),
+                        };
+                    }
+                }
+            })
+            .ok();
+        WorkerService { stop, thread }
+    }
+}
+
+impl Drop for WorkerService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
