@@ -176,3 +176,41 @@ pub struct Export {
     pub approvals: Vec<Approval>,
     pub timers: Vec<Timer>,
 }
+
+/// A task for a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub namespace: String,
+    pub instance: String,
+    pub state: String,
+    pub queue: String,
+    pub action: String,
+    pub input: Value,
+    /// `pending`, `leased`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    pub attempt: u32,
+    pub available_at: DateTime<Utc>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A task claimed by a worker: do the work, then complete or fail this attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Claimed {
+    pub id: String,
+    pub namespace: String,
+    pub instance: String,
+    pub state: String,
+    pub queue: String,
+    pub action: String,
+    pub input: Value,
+    /// From 1; with `id`, the idempotency key of the worker's own side effects.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub lease_expires_at: DateTime<Utc>,
+}

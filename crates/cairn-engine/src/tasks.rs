@@ -85,9 +85,14 @@ pub fn backoff(p: &RetryPolicy, task_id: &str, attempt: u32) -> chrono::Duration
     chrono::Duration::milliseconds((capped * (1.0 - p.jitter.clamp(0.0, 1.0) * u)).round() as i64)
 }
 
+/// A lease detects a dead worker, so it is short and renewed by heartbeats; the task's
+/// `timeout` caps the whole attempt. The lease is the shorter of the two.
 fn lease_for(t: &TaskRecord, lease: Duration) -> chrono::Duration {
-    let ms = t.timeout_ms.unwrap_or(lease.as_millis() as u64);
-    chrono::Duration::milliseconds(ms as i64)
+    let lease = chrono::Duration::milliseconds(lease.as_millis() as i64);
+    match t.timeout_ms {
+        Some(ms) => lease.min(chrono::Duration::milliseconds(ms as i64)),
+        None => lease,
+    }
 }
 
 fn task_meta(t: &TaskRecord) -> Value {
@@ -258,10 +263,12 @@ impl<S: Store> Engine<S> {
         let now = self.now();
         self.write(move |tx| {
             let mut t = Self::leased(tx, &id, attempt)?;
-            let extend = t.heartbeat_ms.map_or(lease_for(&t, lease), |h| {
-                chrono::Duration::milliseconds(h as i64 * 3).max(lease_for(&t, lease))
-            });
-            t.lease_expires_at = Some(now + extend);
+            // Renewed by the lease, but never past the attempt's timeout.
+            let mut expires = now + chrono::Duration::milliseconds(lease.as_millis() as i64);
+            if let Some(ms) = t.timeout_ms {
+                expires = expires.min(t.updated_at + chrono::Duration::milliseconds(ms as i64));
+            }
+            t.lease_expires_at = Some(expires);
             tx.update_task(&t)?;
             Ok(t)
         })

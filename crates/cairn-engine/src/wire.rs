@@ -132,3 +132,39 @@ pub fn timer(t: &TimerRecord) -> cairn_api::Timer {
         due_at: t.due_at,
     }
 }
+
+pub fn task(t: &cairn_store::TaskRecord) -> cairn_api::Task {
+    cairn_api::Task {
+        id: t.id.clone(),
+        namespace: t.namespace.clone(),
+        instance: t.instance_id.clone(),
+        state: t.state.clone(),
+        queue: t.queue.clone(),
+        action: t.action.clone(),
+        input: t.input.clone(),
+        status: t.status.as_str().to_string(),
+        attempt: t.attempt,
+        available_at: t.available_at,
+        lease_owner: t.lease_owner.clone(),
+        lease_expires_at: t.lease_expires_at,
+        output: t.output.clone(),
+        error: t.error.clone(),
+        created_at: t.created_at,
+        updated_at: t.updated_at,
+    }
+}
+
+pub fn claimed(c: &crate::Claimed) -> cairn_api::Claimed {
+    cairn_api::Claimed {
+        id: c.id.clone(),
+        namespace: c.namespace.clone(),
+        instance: c.instance.clone(),
+        state: c.state.clone(),
+        queue: c.queue.clone(),
+        action: c.action.clone(),
+        input: c.input.clone(),
+        attempt: c.attempt,
+        max_attempts: c.max_attempts,
+        lease_expires_at: c.lease_expires_at,
+    }
+}

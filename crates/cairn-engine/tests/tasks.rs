@@ -101,8 +101,8 @@ fn a_claimed_task_completes_once_and_its_output_reaches_the_instance() {
     );
     assert_eq!(
         claimed[0].lease_expires_at,
-        w.clock_now(&w) + Duration::minutes(1),
-        "the task's timeout is its lease"
+        w.clock_now(&w) + Duration::seconds(30),
+        "the worker's lease, under the task's 1m timeout"
     );
     assert!(
         w.e.claim(&q(), "w2", 10, StdDuration::from_secs(30))
@@ -248,6 +248,13 @@ fn expired_leases_are_reclaimed_and_the_old_attempt_is_stale() {
         Err(Error::Conflict(_))
     ));
     w.e.heartbeat(&t.id, 2, StdDuration::from_secs(30)).unwrap();
+    // Heartbeats renew the lease, but never past the attempt's 1m timeout.
+    w.clock.advance(Duration::seconds(50));
+    let renewed = w.e.heartbeat(&t.id, 2, StdDuration::from_secs(30)).unwrap();
+    assert_eq!(
+        renewed.lease_expires_at,
+        Some(renewed.updated_at + Duration::minutes(1))
+    );
     w.e.complete(&t.id, 2, json!({"answer": 1}), Usage::default())
         .unwrap();
     assert_eq!(w.e.get("default", "x").unwrap().status, Status::Completed);

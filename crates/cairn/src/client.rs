@@ -78,6 +78,40 @@ pub trait Client {
     fn stats(&self) -> Result<Stats, Failure>;
     /// Writes a consistent copy of the store to `file`; its size in bytes.
     fn backup(&self, file: &Path) -> Result<u64, Failure>;
+    fn tasks(
+        &self,
+        queue: Option<&str>,
+        status: Option<cairn_store::TaskStatus>,
+        instance: Option<&str>,
+    ) -> Result<Vec<cairn_api::Task>, Failure>;
+    fn claim(
+        &self,
+        queues: &[String],
+        worker: &str,
+        batch: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<cairn_api::Claimed>, Failure>;
+    fn heartbeat(
+        &self,
+        task: &str,
+        attempt: u32,
+        lease: std::time::Duration,
+    ) -> Result<(), Failure>;
+    fn complete(
+        &self,
+        task: &str,
+        attempt: u32,
+        output: Value,
+        usage: cairn_engine::Usage,
+    ) -> Result<(), Failure>;
+    fn fail(
+        &self,
+        task: &str,
+        attempt: u32,
+        error: &str,
+        retryable: bool,
+        usage: cairn_engine::Usage,
+    ) -> Result<(), Failure>;
 }
 
 /// An engine in this process, on a data directory (which it locks).
@@ -285,6 +319,76 @@ impl Client for Local {
             .store()
             .backup(file)
             .map_err(|e| failure(Error::Store(e)))
+    }
+
+    fn tasks(
+        &self,
+        queue: Option<&str>,
+        status: Option<cairn_store::TaskStatus>,
+        instance: Option<&str>,
+    ) -> Result<Vec<cairn_api::Task>, Failure> {
+        Ok(self
+            .engine
+            .tasks(self.ns(), queue, status, instance)
+            .map_err(failure)?
+            .iter()
+            .map(wire::task)
+            .collect())
+    }
+
+    fn claim(
+        &self,
+        queues: &[String],
+        worker: &str,
+        batch: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<cairn_api::Claimed>, Failure> {
+        Ok(self
+            .engine
+            .claim(queues, worker, batch, lease)
+            .map_err(failure)?
+            .iter()
+            .map(wire::claimed)
+            .collect())
+    }
+
+    fn heartbeat(
+        &self,
+        task: &str,
+        attempt: u32,
+        lease: std::time::Duration,
+    ) -> Result<(), Failure> {
+        self.engine
+            .heartbeat(task, attempt, lease)
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    fn complete(
+        &self,
+        task: &str,
+        attempt: u32,
+        output: Value,
+        usage: cairn_engine::Usage,
+    ) -> Result<(), Failure> {
+        self.engine
+            .complete(task, attempt, output, usage)
+            .map(|_| ())
+            .map_err(failure)
+    }
+
+    fn fail(
+        &self,
+        task: &str,
+        attempt: u32,
+        error: &str,
+        retryable: bool,
+        usage: cairn_engine::Usage,
+    ) -> Result<(), Failure> {
+        self.engine
+            .fail(task, attempt, error, retryable, usage)
+            .map(|_| ())
+            .map_err(failure)
     }
 
     fn ids(&self) -> Result<Vec<String>, Failure> {

@@ -104,6 +104,10 @@ enum Command {
     Restore(commands::lifecycle::FileArg),
     /// Instances by machine and status, transitions, and mean time in each state.
     Stats,
+    /// List tasks.
+    Tasks(commands::worker::Tasks),
+    /// Run a command per task of a queue: input on stdin, output from stdout.
+    Worker(commands::worker::Worker),
     /// Run a benchmark workload of BENCHMARKS.md and print its JSON line.
     Bench(commands::bench::Args),
 }
@@ -173,6 +177,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Backup(a) => l::backup(g, &client()?, a),
         Command::Restore(a) => l::restore(g, &data, a),
         Command::Stats => l::stats(g, &client()?),
+        Command::Tasks(a) => commands::worker::tasks(g, &client()?, a),
+        Command::Worker(a) => commands::worker::worker(g, &client()?, a),
     }
 }
 

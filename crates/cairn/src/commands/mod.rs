@@ -6,6 +6,7 @@ pub mod instances;
 pub mod lifecycle;
 pub mod simulate;
 pub mod validate;
+pub mod worker;
 
 use cairn_core::Machine;
 

@@ -1,0 +1,248 @@
+//! `cairn tasks` lists tasks; `cairn worker --queue Q -- COMMAND [ARGS]...` is a
+//! ready-made worker: it claims tasks and runs COMMAND once per task, with the task input
+//! as JSON on stdin and these variables set: `CAIRN_TASK_ID`, `CAIRN_TASK_ATTEMPT`
+//! (together the idempotency key of the command's own side effects), `CAIRN_TASK_ACTION`,
+//! `CAIRN_TASK_STATE`, `CAIRN_INSTANCE`, `CAIRN_NAMESPACE`. Exit status 0 completes the
+//! task with stdout as output (JSON, else `{"stdout": text}`); any other status fails the
+//! attempt (retried per the state's policy) with the end of stderr as the error. While the
+//! command runs its lease is renewed by heartbeats. Between tasks the worker also fires
+//! due timers and reclaims expired leases.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use cairn_engine::Usage;
+use serde_json::{Value, json};
+
+use crate::client::Client;
+use crate::commands::lifecycle::parse_duration;
+use crate::{Failure, Global};
+
+const MAX_OUTPUT: usize = 1024 * 1024;
+const MAX_ERROR: usize = 4096;
+
+#[derive(clap::Args)]
+pub struct Tasks {
+    /// Only this queue's tasks.
+    #[arg(long)]
+    queue: Option<String>,
+    /// pending, leased, completed, failed or cancelled.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only this instance's tasks.
+    #[arg(long)]
+    instance: Option<String>,
+}
+
+pub fn tasks(g: &Global, c: &dyn Client, a: Tasks) -> Result<(), Failure> {
+    let status = match &a.status {
+        Some(s) => Some(cairn_store::TaskStatus::parse(s).ok_or_else(|| {
+            Failure::usage(anyhow!("unknown task status `{s}`; expected pending, leased, completed, failed or cancelled"))
+        })?),
+        None => None,
+    };
+    let list = c.tasks(a.queue.as_deref(), status, a.instance.as_deref())?;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).expect("serialises")
+        );
+    } else {
+        for t in list {
+            println!(
+                "{}  {}  queue {}  action {}  {}  attempt {}  instance {} ({}){}",
+                t.id,
+                t.status,
+                t.queue,
+                t.action,
+                t.lease_owner
+                    .as_deref()
+                    .map(|w| format!("by {w}"))
+                    .unwrap_or_default(),
+                t.attempt,
+                t.instance,
+                t.state,
+                t.error
+                    .as_deref()
+                    .map(|e| format!("  error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct Worker {
+    /// The queue(s) to take tasks from; repeatable.
+    #[arg(long, required = true)]
+    queue: Vec<String>,
+    /// The worker's name, recorded with every attempt.
+    #[arg(long)]
+    name: Option<String>,
+    /// The lease of a claim, renewed while the command runs (e.g. 30s).
+    #[arg(long, default_value = "30s")]
+    lease: String,
+    /// Stop after handling this many tasks.
+    #[arg(long)]
+    max_tasks: Option<u64>,
+    /// Stop when no task is waiting.
+    #[arg(long)]
+    until_idle: bool,
+    /// The command to run per task, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+fn tail(bytes: &[u8], max: usize) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    let s = s.trim();
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &s[start..])
+}
+
+pub fn worker(g: &Global, c: &dyn Client, a: Worker) -> Result<(), Failure> {
+    let lease = parse_duration("--lease", &a.lease)?
+        .to_std()
+        .map_err(|_| Failure::usage(anyhow!("`--lease` must be positive")))?;
+    let name = a.name.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+            std::process::id()
+        )
+    });
+    let mut handled = 0u64;
+    loop {
+        if a.max_tasks.is_some_and(|m| handled >= m) {
+            return Ok(());
+        }
+        let claimed = c.claim(&a.queue, &name, 1, lease)?;
+        let Some(task) = claimed.into_iter().next() else {
+            // Idle: keep timers and leases moving, then wait a little.
+            c.tick(&cairn_engine::Retention::default())?;
+            if a.until_idle {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        handled += 1;
+        let outcome = run_one(c, &a.command, &task, lease);
+        let line = match outcome {
+            Ok(output) => {
+                c.complete(&task.id, task.attempt, output, Usage::default())?;
+                json!({"task": task.id, "attempt": task.attempt, "action": task.action, "outcome": "completed"})
+            }
+            Err(error) => {
+                c.fail(&task.id, task.attempt, &error, true, Usage::default())?;
+                json!({"task": task.id, "attempt": task.attempt, "action": task.action, "outcome": "failed", "error": error})
+            }
+        };
+        if g.json {
+            println!("{line}");
+        } else {
+            println!(
+                "{} {} attempt {}: {}",
+                task.action,
+                task.id,
+                task.attempt,
+                line["outcome"].as_str().unwrap_or("")
+            );
+        }
+    }
+}
+
+/// Runs the command for one task: Ok(output) on exit 0, Err(error) otherwise.
+fn run_one(
+    c: &dyn Client,
+    command: &[String],
+    task: &cairn_api::Claimed,
+    lease: Duration,
+) -> Result<Value, String> {
+    let mut child = Command::new(&command[0])
+        .args(&command[1..])
+        .env("CAIRN_TASK_ID", &task.id)
+        .env("CAIRN_TASK_ATTEMPT", task.attempt.to_string())
+        .env("CAIRN_TASK_ACTION", &task.action)
+        .env("CAIRN_TASK_STATE", &task.state)
+        .env("CAIRN_INSTANCE", &task.instance)
+        .env("CAIRN_NAMESPACE", &task.namespace)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `{}`: {e}", command[0]))?;
+    let input = task.input.to_string();
+    let mut stdin = child.stdin.take().expect("piped");
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = (&mut stdout)
+            .take(MAX_OUTPUT as u64 + 1)
+            .read_to_end(&mut buf);
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let every = lease / 3;
+    let mut last_beat = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => return Err(format!("waiting for the command failed: {e}")),
+        }
+        if last_beat.elapsed() >= every {
+            if let Err(f) = c.heartbeat(&task.id, task.attempt, lease) {
+                // The attempt is stale (reclaimed or cancelled): stop working on it.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("abandoned: {:#}", f.error));
+            }
+            last_beat = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = feeder.join();
+    let out = out_reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    if !status.success() {
+        let detail = tail(&err, MAX_ERROR);
+        return Err(match (status.code(), detail.is_empty()) {
+            (Some(code), true) => format!("exit status {code}"),
+            (Some(code), false) => format!("exit status {code}: {detail}"),
+            (None, _) => format!(
+                "killed by a signal{}",
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                }
+            ),
+        });
+    }
+    if out.len() > MAX_OUTPUT {
+        return Err(format!(
+            "the output is over the limit of {MAX_OUTPUT} bytes"
+        ));
+    }
+    let text = String::from_utf8_lossy(&out);
+    Ok(serde_json::from_str(text.trim()).unwrap_or_else(|_| json!({"stdout": text.trim()})))
+}
