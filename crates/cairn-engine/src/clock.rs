@@ -41,3 +41,44 @@ impl Clock for ManualClock {
         *self.0.lock().expect("clock lock")
     }
 }
+
+/// A background thread that runs `tick` every `every` until dropped: the one shape of the
+/// engine's runtime parts (the timer service, in-process workers).
+pub struct Background {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// `tick` returns whether it found work; an idle tick waits `every` before the next.
+    pub fn spawn(
+        name: &str,
+        every: std::time::Duration,
+        mut tick: impl FnMut() -> bool + Send + 'static,
+    ) -> Background {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    if !tick() {
+                        std::thread::park_timeout(every);
+                    }
+                }
+            })
+            .ok();
+        Background { stop, thread }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}

@@ -497,18 +497,7 @@ impl<S: Store> Engine<S> {
                 });
             }
             if inst.status == Status::Paused {
-                tx.push_inbox(&cairn_store::InboxRecord {
-                    namespace: ns.clone(),
-                    instance_id: id.clone(),
-                    seq: 0,
-                    event: event.name.clone(),
-                    payload: event.payload.clone(),
-                    actor: event.actor.clone(),
-                    reason: event.reason.clone(),
-                    idempotency_key: key.clone(),
-                    created_at: now,
-                })?;
-                unit::log(tx, &inst, "queued", json!({"event": event.name}), now)?;
+                unit::queue_event(tx, &inst, &event, key.clone(), now)?;
                 return Ok(Done::Queued(Box::new(inst)));
             }
             let key = key.zip(fingerprint);

@@ -5,9 +5,6 @@
 //! Every operation is one unit of work, so each is atomic and, once acknowledged, durable.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cairn_core::{Env, Event, Snapshot, Status};
@@ -443,17 +440,7 @@ impl<S: Store> Engine<S> {
                     reason: reason.clone(),
                 };
                 if inst.status == Status::Paused {
-                    tx.push_inbox(&cairn_store::InboxRecord {
-                        namespace: ns.clone(),
-                        instance_id: id.clone(),
-                        seq: 0,
-                        event: event.name.clone(),
-                        payload: event.payload.clone(),
-                        actor: event.actor.clone(),
-                        reason: event.reason.clone(),
-                        idempotency_key: None,
-                        created_at: now,
-                    })?;
+                    unit::queue_event(tx, &inst, &event, None, now)?;
                 } else {
                     transition = Some(unit::apply_event(tx, &machines, &mut inst, &event, None, now)?);
                 }
@@ -819,35 +806,18 @@ impl<S: Store> Engine<S> {
 }
 
 /// The timer service: fires due timers in the background while it lives.
-pub struct TimerService {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct TimerService(#[allow(dead_code)] crate::clock::Background);
 
 impl TimerService {
     /// Starts firing `engine`'s due timers every `every`.
     pub fn start<S: Store + Send + Sync>(engine: Engine<S>, every: Duration) -> TimerService {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("cairn-timers".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    let _ = engine.fire_due_timers();
-                    std::thread::park_timeout(every);
-                }
-            })
-            .ok();
-        TimerService { stop, thread }
-    }
-}
-
-impl Drop for TimerService {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
+        TimerService(crate::clock::Background::spawn(
+            "cairn-timers",
+            every,
+            move || {
+                // Fired timers may set new ones due now: look again at once.
+                matches!(engine.fire_due_timers(), Ok(n) if n > 0)
+            },
+        ))
     }
 }

@@ -9,8 +9,6 @@
 //! changes nothing and is refused with the reason, so the worker knows.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cairn_core::machine::RetryPolicy;
@@ -158,17 +156,7 @@ pub(crate) fn deliver_system(
         return Ok(());
     }
     if inst.status == Status::Paused {
-        tx.push_inbox(&cairn_store::InboxRecord {
-            namespace: inst.namespace.clone(),
-            instance_id: inst.id.clone(),
-            seq: 0,
-            event: event.name.clone(),
-            payload: event.payload.clone(),
-            actor: event.actor.clone(),
-            reason: event.reason.clone(),
-            idempotency_key: None,
-            created_at: now,
-        })?;
+        unit::queue_event(tx, inst, &event, None, now)?;
         return Ok(());
     }
     match unit::apply_event(tx, machines, inst, &event, None, now) {
@@ -427,10 +415,7 @@ pub type Handler = Arc<dyn Fn(&Claimed) -> Result<Value, TaskError> + Send + Syn
 
 /// Runs in-process handlers for embedded Rust users: claims tasks of its queues and
 /// completes or fails them with the handler's result, until dropped.
-pub struct WorkerService {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct WorkerService(#[allow(dead_code)] crate::clock::Background);
 
 impl WorkerService {
     pub fn start<S: Store + Send + Sync>(
@@ -440,49 +425,33 @@ impl WorkerService {
         handler: Handler,
         poll: Duration,
     ) -> WorkerService {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let name = name.to_string();
-        let thread = std::thread::Builder::new()
-            .name(format!("cairn-worker-{name}"))
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    let claimed = engine
-                        .claim(&queues, &name, 16, DEFAULT_LEASE)
-                        .unwrap_or_default();
-                    if claimed.is_empty() {
-                        std::thread::park_timeout(poll);
-                        continue;
-                    }
-                    for task in claimed {
-                        let _ = match handler(&task) {
-                            Ok(output) => engine
-                                .complete(&task.id, task.attempt, output, Usage::default())
-                                .map(|_| ()),
-                            Err(e) => engine
-                                .fail(
-                                    &task.id,
-                                    task.attempt,
-                                    &e.message,
-                                    e.retryable,
-                                    Usage::default(),
-                                )
-                                .map(|_| ()),
-                        };
-                    }
+        let worker = name.to_string();
+        WorkerService(crate::clock::Background::spawn(
+            &format!("cairn-worker-{name}"),
+            poll,
+            move || {
+                let claimed = engine
+                    .claim(&queues, &worker, 16, DEFAULT_LEASE)
+                    .unwrap_or_default();
+                let found = !claimed.is_empty();
+                for task in claimed {
+                    let _ = match handler(&task) {
+                        Ok(output) => engine
+                            .complete(&task.id, task.attempt, output, Usage::default())
+                            .map(|_| ()),
+                        Err(e) => engine
+                            .fail(
+                                &task.id,
+                                task.attempt,
+                                &e.message,
+                                e.retryable,
+                                Usage::default(),
+                            )
+                            .map(|_| ()),
+                    };
                 }
-            })
-            .ok();
-        WorkerService { stop, thread }
-    }
-}
-
-impl Drop for WorkerService {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
+                found
+            },
+        ))
     }
 }

@@ -432,6 +432,28 @@ pub fn finish_instance(
     Ok(())
 }
 
+/// Keeps an event for a paused instance, in order, until it resumes.
+pub fn queue_event(
+    tx: &mut dyn Tx,
+    inst: &InstanceRecord,
+    event: &Event,
+    key: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    tx.push_inbox(&cairn_store::InboxRecord {
+        namespace: inst.namespace.clone(),
+        instance_id: inst.id.clone(),
+        seq: 0,
+        event: event.name.clone(),
+        payload: event.payload.clone(),
+        actor: event.actor.clone(),
+        reason: event.reason.clone(),
+        idempotency_key: key,
+        created_at: now,
+    })?;
+    log(tx, inst, "queued", json!({"event": event.name}), now)
+}
+
 /// Whether an instance takes events now (not paused, not finished).
 pub fn check_running(inst: &InstanceRecord) -> Result<(), Error> {
     if inst.status.is_finished() {
