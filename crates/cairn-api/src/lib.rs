@@ -3,6 +3,8 @@
 //! `cairn-engine`'s `wire` module), so a storage change never silently changes the API.
 //! Must not know about storage.
 
+pub mod report;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};

@@ -805,7 +805,8 @@ impl<S: Store> Engine<S> {
     }
 }
 
-/// The timer service: fires due timers in the background while it lives.
+/// The timer service: fires due timers (and reclaims expired task leases) in the
+/// background while it lives.
 pub struct TimerService(#[allow(dead_code)] crate::clock::Background);
 
 impl TimerService {

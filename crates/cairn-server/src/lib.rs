@@ -1,3 +1,109 @@
-//! The axum HTTP API under `/v1`, the SSE event stream, auth, the OpenAPI document and the
-//! dashboard. Holds no business rules: every decision is the engine's. Not yet built: see
-//! the server issue.
+//! The HTTP API under `/v1`, the Server-Sent Events stream of the commit-ordered log,
+//! `/healthz` and `/metrics`. `app(ctx) -> Router` is apart from `serve` so tests call it
+//! without a socket. Holds no business rules: every decision is the engine's; handlers
+//! parse, call the engine off the async runtime, and render wire types or problems.
+
+mod error;
+mod metrics;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use cairn_engine::Engine;
+use cairn_store::Store;
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// The largest page of a list.
+    pub max_page: usize,
+    /// How long a non-streaming request may take.
+    pub request_timeout: Duration,
+    /// How many event streams may be open at once.
+    pub max_streams: usize,
+    /// The longest a task claim may wait for work.
+    pub max_claim_wait: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            max_body_bytes: 2 * 1024 * 1024,
+            max_page: 1000,
+            request_timeout: Duration::from_secs(30),
+            max_streams: 256,
+            max_claim_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct Ctx<S: Store> {
+    pub engine: Engine<S>,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub streams: Arc<Semaphore>,
+}
+
+impl<S: Store> Ctx<S> {
+    pub fn new(engine: Engine<S>, settings: Settings) -> Arc<Ctx<S>> {
+        Arc::new(Ctx {
+            streams: Arc::new(Semaphore::new(settings.max_streams)),
+            engine,
+            settings,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+}
+
+/// The whole HTTP application.
+pub fn app<S: Store + Send + Sync>(ctx: Arc<Ctx<S>>) -> Router {
+    let limit = ctx.settings.max_body_bytes;
+    let timeout = ctx.settings.request_timeout;
+    let api = Router::new()
+        .merge(routes::machines::router())
+        .merge(routes::instances::router())
+        .merge(routes::approvals::router())
+        .merge(routes::tasks::router())
+        .merge(routes::ops::router())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            timeout,
+        ));
+    Router::new()
+        .merge(api)
+        // Streams and long polls are exempt from the request timeout.
+        .merge(routes::stream::router())
+        .merge(routes::tasks::claim_router())
+        .merge(routes::ops::health_router())
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&ctx.metrics),
+            metrics::track,
+        ))
+        .with_state(ctx)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

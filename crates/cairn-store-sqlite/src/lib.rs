@@ -592,6 +592,9 @@ impl Reader for SqliteStore {
     ) -> Result<Vec<ApprovalRecord>, Error> {
         self.read(|c| lifecycle::approvals(c, ns, status, id))
     }
+    fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
+        self.read(|c| lifecycle::approval(c, id))
+    }
     fn checkpoints(&self, ns: &str, id: &str) -> Result<Vec<CheckpointRecord>, Error> {
         self.read(|c| lifecycle::checkpoints(c, ns, id, None))
     }

@@ -9,7 +9,7 @@ use cairn_core::Status;
 use cairn_store::{
     ApprovalRecord, ApprovalStatus, CheckpointRecord, Decision, Error, HistoryKind, HistoryRecord,
     IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord, MachineRecord, NewLogEntry,
-    Store, TimerRecord,
+    Reader, Store, TimerRecord,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -628,7 +628,9 @@ pub fn approvals_are_stored_and_decided<S: Store>(s: &S) {
     a.decided_by = Some("ann".into());
     let stored = a.clone();
     s.write(move |tx| tx.update_approval(&stored)).unwrap();
-    assert_eq!(s.write(|tx| tx.approval("ap1")).unwrap(), Some(a));
+    assert_eq!(s.write(|tx| tx.approval("ap1")).unwrap(), Some(a.clone()));
+    assert_eq!(Reader::approval(s, "ap1").unwrap(), Some(a));
+    assert_eq!(Reader::approval(s, "nope").unwrap(), None);
     assert!(
         s.write(|tx| tx.pending_approvals("default", "i"))
             .unwrap()

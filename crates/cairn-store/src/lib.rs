@@ -234,6 +234,8 @@ pub trait Reader: Send + Sync {
         status: Option<ApprovalStatus>,
         instance_id: Option<&str>,
     ) -> Result<Vec<ApprovalRecord>, Error>;
+    /// One approval by id.
+    fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error>;
     fn checkpoints(
         &self,
         namespace: &str,

@@ -5,7 +5,6 @@
 
 mod client;
 mod commands;
-mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +107,8 @@ enum Command {
     Tasks(commands::worker::Tasks),
     /// Run a command per task of a queue: input on stdin, output from stdout.
     Worker(commands::worker::Worker),
+    /// Serve the HTTP API on the data directory (the timer service runs with it).
+    Serve(commands::serve::Args),
     /// Run a benchmark workload of BENCHMARKS.md and print its JSON line.
     Bench(commands::bench::Args),
 }
@@ -163,6 +164,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Accepts(a) => i::accepts(g, &client()?, a),
         Command::Verify(a) => i::verify(g, &client()?, a),
         Command::Bench(a) => commands::bench::run(g.data.clone(), a),
+        Command::Serve(a) => commands::serve::run(&data, g.max_payload, a),
         Command::Tick(a) => l::tick(g, &client()?, a),
         Command::Checkpoint(a) => l::checkpoint(g, &client()?, a),
         Command::Fork(a) => l::fork(g, &client()?, a),

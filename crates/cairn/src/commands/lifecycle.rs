@@ -413,8 +413,8 @@ pub fn export(c: &dyn Client, a: ExportArgs) -> Result<(), Failure> {
     let e = c.export(&a.id)?;
     match a.format.as_str() {
         "json" => print_json(&e),
-        "markdown" => print!("{}", crate::report::markdown(&e)),
-        _ => print!("{}", crate::report::jsonl(&e)),
+        "markdown" => print!("{}", cairn_api::report::markdown(&e)),
+        _ => print!("{}", cairn_api::report::jsonl(&e)),
     }
     Ok(())
 }

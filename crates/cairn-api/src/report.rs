@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use cairn_api::Export;
+use crate::Export;
 
 fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")

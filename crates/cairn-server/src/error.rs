@@ -1,0 +1,229 @@
+//! One error type for the HTTP layer: every failure becomes `application/problem+json`
+//! with a stable `type`, the right status, and, for internal failures, a logged cause
+//! instead of a leaked one. Also the JSON body extractor that turns malformed or oversized
+//! bodies into problems rather than axum's plain-text rejections.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cairn_core::Rejection;
+use cairn_engine::Error;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+/// A problem (RFC 9457).
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// The stable problem type, e.g. `not-found`; rendered as `/problems/not-found`.
+    pub kind: &'static str,
+    pub detail: String,
+    pub extra: Map<String, Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            detail: detail.into(),
+            extra: Map::new(),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid-request", detail)
+    }
+
+    pub fn with(mut self, key: &str, value: Value) -> ApiError {
+        self.extra.insert(key.into(), value);
+        self
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let detail = e.to_string();
+        match e {
+            Error::Definition(load) => {
+                let problems: Vec<Value> = load
+                    .diagnostics
+                    .iter()
+                    .map(|d| json!({"kind": d.kind.code(), "file": d.file, "line": d.pos.line, "column": d.pos.col, "state": d.state, "message": d.message}))
+                    .collect();
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid-definition", detail)
+                    .with("problems", Value::Array(problems))
+            }
+            Error::Invalid(_) => ApiError::bad_request(detail),
+            Error::TooLarge { limit, size, .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail)
+                    .with("limit", json!(limit))
+                    .with("size", json!(size))
+            }
+            Error::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not-found", detail),
+            Error::Exists(_) => ApiError::new(StatusCode::CONFLICT, "already-exists", detail),
+            Error::Refused(Rejection::NotAccepted {
+                accepts,
+                configuration,
+                ..
+            }) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "event-not-accepted",
+                detail,
+            )
+            .with("accepts", json!(accepts))
+            .with("configuration", json!(configuration)),
+            Error::Refused(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "event-refused", detail)
+            }
+            Error::Reserved(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "reserved-event", detail)
+            }
+            Error::Finished { status, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "instance-finished", detail)
+                    .with("status", json!(status.as_str()))
+            }
+            Error::Paused(_) => ApiError::new(StatusCode::CONFLICT, "instance-paused", detail),
+            Error::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
+            Error::NotAllowed(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", detail),
+            Error::VersionMismatch {
+                current, expected, ..
+            } => ApiError::new(StatusCode::CONFLICT, "version-conflict", detail)
+                .with("current_version", json!(current))
+                .with("expected_version", json!(expected)),
+            Error::KeyReused { version, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency-key-reused", detail)
+                    .with("version", json!(version))
+            }
+            Error::Store(cairn_store::Error::Locked(_)) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+            }
+            Error::Store(cairn_store::Error::Conflict(_)) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", detail)
+            }
+            Error::Store(other) => {
+                tracing::error!(error = %other, "storage failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "an internal error occurred; it has been logged",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = Map::new();
+        body.insert("type".into(), json!(format!("/problems/{}", self.kind)));
+        body.insert(
+            "title".into(),
+            json!(self.status.canonical_reason().unwrap_or("error")),
+        );
+        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("detail".into(), json!(self.detail));
+        body.extend(self.extra);
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            Value::Object(body).to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// A JSON body whose rejections are problems: 400 for malformed JSON or wrong fields,
+/// 413 for a body over the limit, 415 for a missing JSON content type.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+pub fn json_rejection(r: JsonRejection) -> ApiError {
+    let text = r.body_text();
+    match r {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "send the body as application/json",
+        ),
+        JsonRejection::BytesRejection(_) if text.contains("length limit") => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", text)
+        }
+        _ => ApiError::bad_request(text),
+    }
+}
+
+/// Runs blocking engine work off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!(error = %e, "a blocking task failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "an internal error occurred; it has been logged",
+            ))
+        }
+    }
+}
+
+/// An optional JSON body: empty means `T::default()`; anything else must be valid JSON.
+pub struct MaybeBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for MaybeBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                let text = e.body_text();
+                if text.contains("length limit") {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", text)
+                } else {
+                    ApiError::bad_request(text)
+                }
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(MaybeBody(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(MaybeBody)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// A raw body whose rejections (too large, unreadable) are problems.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| {
+                let text = e.body_text();
+                if text.contains("length limit") {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", text)
+                } else {
+                    ApiError::bad_request(text)
+                }
+            })
+    }
+}

@@ -1,0 +1,145 @@
+//! `GET /v1/events`: Server-Sent Events for every entry of the commit-ordered log,
+//! filterable by namespace, machine and instance. The SSE id is the log position; a client
+//! reconnecting with `Last-Event-ID` (or `?after=`) gets everything it missed, in order,
+//! read from durable storage, never from a memory buffer that could overflow. Each stream
+//! reads the log on its own, so a slow client holds nothing up; open streams are capped.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use cairn_store::Store;
+use futures_util::stream::Stream;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::Ctx;
+use crate::error::ApiError;
+
+pub fn router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
+    Router::new().route("/v1/events", get(events::<S>))
+}
+
+#[derive(Deserialize, Clone)]
+struct Filter {
+    namespace: Option<String>,
+    machine: Option<String>,
+    instance: Option<String>,
+    /// Resume after this position (as `Last-Event-ID` does).
+    after: Option<i64>,
+}
+
+struct Guard(
+    Arc<crate::Metrics>,
+    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn events<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    headers: HeaderMap,
+    Query(f): Query<Filter>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let last = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("Last-Event-ID must be a log position (a number)")
+                })?,
+        ),
+        None => None,
+    };
+    let start = last.or(f.after).unwrap_or(0);
+    let permit = Arc::clone(&ctx.streams).try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "too-many-streams",
+            "too many event streams are open; retry later",
+        )
+    })?;
+    ctx.metrics.open_streams.fetch_add(1, Ordering::Relaxed);
+    let guard = Guard(Arc::clone(&ctx.metrics), permit);
+    let state = (
+        ctx,
+        f,
+        start,
+        guard,
+        HashMap::<(String, String), Option<String>>::new(),
+        std::collections::VecDeque::<Event>::new(),
+    );
+    let stream = futures_util::stream::unfold(
+        state,
+        |(ctx, f, mut after, guard, mut machines, mut ready)| async move {
+            loop {
+                if let Some(ev) = ready.pop_front() {
+                    return Some((Ok(ev), (ctx, f, after, guard, machines, ready)));
+                }
+                let store = ctx.engine.store().clone();
+                let batch = tokio::task::spawn_blocking(move || store.log(after, 500)).await;
+                let entries = match batch {
+                    Ok(Ok(e)) => e,
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                if entries.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                for e in entries {
+                    after = e.position;
+                    let n = &e.entry;
+                    if f.namespace.as_ref().is_some_and(|ns| ns != &n.namespace)
+                        || f.instance.as_ref().is_some_and(|i| i != &n.instance_id)
+                    {
+                        continue;
+                    }
+                    if let Some(want) = &f.machine {
+                        let key = (n.namespace.clone(), n.instance_id.clone());
+                        if !machines.contains_key(&key) {
+                            let store = ctx.engine.store().clone();
+                            let (ns, id) = key.clone();
+                            let m = tokio::task::spawn_blocking(move || {
+                                store.instance(&ns, &id).ok().flatten().map(|i| i.machine)
+                            })
+                            .await
+                            .ok()
+                            .flatten();
+                            machines.insert(key.clone(), m);
+                        }
+                        let of_machine = machines.get(&key).cloned().flatten();
+                        let is_machine_entry = n.kind == "machine"
+                            && n.data.get("machine").and_then(|m| m.as_str())
+                                == Some(want.as_str());
+                        if of_machine.as_deref() != Some(want.as_str()) && !is_machine_entry {
+                            continue;
+                        }
+                    }
+                    let data = json!({"position": e.position, "namespace": n.namespace, "instance": n.instance_id, "kind": n.kind, "version": n.version, "at": n.created_at, "data": n.data});
+                    ready.push_back(
+                        Event::default()
+                            .id(e.position.to_string())
+                            .event(n.kind.clone())
+                            .data(data.to_string()),
+                    );
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,194 @@
+//! `/v1/tasks`: list; claim (a long poll, up to `wait_ms`); heartbeat, complete, fail by
+//! task id and attempt. Outcomes for stale attempts are refused with the reason (409).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cairn_engine::{DEFAULT_LEASE, Usage, wire};
+use cairn_store::{Store, TaskStatus};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Ctx;
+use crate::error::{ApiError, Body, blocking};
+
+pub fn router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
+    Router::new()
+        .route("/v1/tasks", get(list::<S>))
+        .route("/v1/tasks/{id}/heartbeat", post(heartbeat::<S>))
+        .route("/v1/tasks/{id}/complete", post(complete::<S>))
+        .route("/v1/tasks/{id}/fail", post(fail::<S>))
+}
+
+/// The claim is a long poll, so it lives outside the request timeout.
+pub fn claim_router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
+    Router::new().route("/v1/tasks/claim", post(claim::<S>))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default = "super::default_namespace")]
+    namespace: String,
+    queue: Option<String>,
+    status: Option<String>,
+    instance: Option<String>,
+}
+
+async fn list<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<cairn_api::Task>>, ApiError> {
+    let status = match &q.status {
+        Some(s) => Some(
+            TaskStatus::parse(s)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown task status `{s}`")))?,
+        ),
+        None => None,
+    };
+    let engine = ctx.engine.clone();
+    let list = blocking(move || {
+        engine.tasks(
+            &q.namespace,
+            q.queue.as_deref(),
+            status,
+            q.instance.as_deref(),
+        )
+    })
+    .await?;
+    Ok(Json(list.iter().map(wire::task).collect()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClaimBody {
+    queues: Vec<String>,
+    worker: String,
+    #[serde(default = "one")]
+    batch: usize,
+    #[serde(default)]
+    wait_ms: u64,
+    lease_ms: Option<u64>,
+}
+
+fn one() -> usize {
+    1
+}
+
+async fn claim<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Body(b): Body<ClaimBody>,
+) -> Result<Json<Vec<cairn_api::Claimed>>, ApiError> {
+    if b.batch == 0 || b.batch > 100 {
+        return Err(ApiError::bad_request("batch must be 1 to 100"));
+    }
+    let lease = b.lease_ms.map_or(DEFAULT_LEASE, Duration::from_millis);
+    if lease < Duration::from_millis(100) {
+        return Err(ApiError::bad_request("lease_ms must be at least 100"));
+    }
+    let wait = Duration::from_millis(b.wait_ms).min(ctx.settings.max_claim_wait);
+    let deadline = Instant::now() + wait;
+    loop {
+        let (engine, queues, worker) = (ctx.engine.clone(), b.queues.clone(), b.worker.clone());
+        let claimed = blocking(move || engine.claim(&queues, &worker, b.batch, lease)).await?;
+        if !claimed.is_empty() || Instant::now() >= deadline {
+            return Ok(Json(claimed.iter().map(wire::claimed).collect()));
+        }
+        tokio::time::sleep(
+            Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Heartbeat {
+    attempt: u32,
+    lease_ms: Option<u64>,
+}
+
+async fn heartbeat<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Path(id): Path<String>,
+    Body(b): Body<Heartbeat>,
+) -> Result<Json<Value>, ApiError> {
+    let engine = ctx.engine.clone();
+    let lease = b.lease_ms.map_or(DEFAULT_LEASE, Duration::from_millis);
+    let t = blocking(move || engine.heartbeat(&id, b.attempt, lease)).await?;
+    Ok(Json(
+        json!({"task": t.id, "attempt": t.attempt, "lease_expires_at": t.lease_expires_at}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Complete {
+    attempt: u32,
+    #[serde(default)]
+    output: Value,
+    tokens: Option<i64>,
+    cost: Option<f64>,
+}
+
+async fn complete<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Path(id): Path<String>,
+    Body(b): Body<Complete>,
+) -> Result<Json<cairn_api::Task>, ApiError> {
+    let engine = ctx.engine.clone();
+    let o = blocking(move || {
+        engine.complete(
+            &id,
+            b.attempt,
+            b.output,
+            Usage {
+                tokens: b.tokens,
+                cost: b.cost,
+            },
+        )
+    })
+    .await?;
+    Ok(Json(wire::task(&o.task)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fail {
+    attempt: u32,
+    error: String,
+    #[serde(default = "yes")]
+    retryable: bool,
+    tokens: Option<i64>,
+    cost: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn fail<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Path(id): Path<String>,
+    Body(b): Body<Fail>,
+) -> Result<Json<Value>, ApiError> {
+    let engine = ctx.engine.clone();
+    let o = blocking(move || {
+        engine.fail(
+            &id,
+            b.attempt,
+            &b.error,
+            b.retryable,
+            Usage {
+                tokens: b.tokens,
+                cost: b.cost,
+            },
+        )
+    })
+    .await?;
+    Ok(Json(
+        json!({"task": wire::task(&o.task), "retrying": o.retrying}),
+    ))
+}

@@ -1,0 +1,693 @@
+//! The HTTP API through `app()` without a socket, on a real SQLite file: every route,
+//! problem+json errors with stable types and the right statuses, no 500 for bad input,
+//! and the event stream resuming from `Last-Event-ID`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use cairn_engine::{Config, Engine, SystemClock};
+use cairn_server::{Ctx, Settings, app};
+use cairn_store_sqlite::{Options, SqliteStore};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const FLOW: &str = r#"
+machine: flow
+context: { n: 0 }
+initial: open
+states:
+  open:
+    on:
+      add: { target: open, assign: { n: "context.n + event.payload.qty" } }
+      submit: review
+  review:
+    approval: "Ship?"
+    on: { approve: work, reject: open }
+  work:
+    task: { queue: q, action: build }
+    on: { task.done: { target: done, assign: { out: "event.payload.artifact" } } }
+  done: { type: final }
+"#;
+
+struct Api {
+    app: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(
+        SqliteStore::open(dir.path(), Options::default()).unwrap(),
+        Arc::new(SystemClock),
+        Config {
+            max_payload_bytes: 4096,
+        },
+    );
+    let settings = Settings {
+        max_body_bytes: 16 * 1024,
+        max_streams: 2,
+        ..Settings::default()
+    };
+    Api {
+        app: app(Ctx::new(engine, settings)),
+        _dir: dir,
+    }
+}
+
+impl Api {
+    async fn raw(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, String, String) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, ct, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let (status, ct, text) = match body {
+            Some(b) => {
+                self.raw(
+                    method,
+                    uri,
+                    Some("application/json"),
+                    b.to_string().into_bytes(),
+                )
+                .await
+            }
+            None => self.raw(method, uri, None, Vec::new()).await,
+        };
+        if !status.is_success() {
+            assert_eq!(
+                ct, "application/problem+json",
+                "{method} {uri}: {status} {text}"
+            );
+        }
+        (
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            },
+        )
+    }
+}
+
+#[tokio::test]
+async fn machines_instances_events_and_problems() {
+    let a = api();
+    let (s, _, body) = a
+        .raw(
+            "POST",
+            "/v1/machines",
+            Some("application/yaml"),
+            FLOW.as_bytes().to_vec(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let (s, _, _) = a
+        .raw(
+            "POST",
+            "/v1/machines",
+            Some("application/yaml"),
+            FLOW.as_bytes().to_vec(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "same content is a no-op");
+    let (s, p) = a
+        .call(
+            "POST",
+            "/v1/machines",
+            Some(json!({"machine": "bad", "initial": "x", "states": {"a": {}}})),
+        )
+        .await;
+    assert_eq!(
+        (s, p["type"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("/problems/invalid-definition")
+        )
+    );
+    assert!(
+        p["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["kind"] == "invalid-initial"),
+        "{p}"
+    );
+    let (s, _, _) = a
+        .raw("POST", "/v1/machines", Some("text/html"), b"<x>".to_vec())
+        .await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, ms) = a.call("GET", "/v1/machines", None).await;
+    assert_eq!((s, ms[0]["name"].as_str()), (StatusCode::OK, Some("flow")));
+    let (s, m) = a.call("GET", "/v1/machines/flow/versions/1", None).await;
+    assert_eq!(
+        (s, m["definition"]["machine"].as_str()),
+        (StatusCode::OK, Some("flow"))
+    );
+    let (s, _, d) = a
+        .raw(
+            "GET",
+            "/v1/machines/flow/diagram?format=mermaid",
+            None,
+            vec![],
+        )
+        .await;
+    assert!(s.is_success() && d.starts_with("stateDiagram-v2"), "{d}");
+    assert_eq!(
+        a.call("GET", "/v1/machines/nope", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let (s, i) = a
+        .call(
+            "POST",
+            "/v1/instances",
+            Some(json!({"machine": "flow", "id": "f1", "labels": {"team": "red"}})),
+        )
+        .await;
+    assert_eq!((s, i["version"].as_u64()), (StatusCode::CREATED, Some(1)));
+    let (s, p) = a
+        .call(
+            "POST",
+            "/v1/instances",
+            Some(json!({"machine": "flow", "id": "f1"})),
+        )
+        .await;
+    assert_eq!(
+        (s, p["type"].as_str()),
+        (StatusCode::CONFLICT, Some("/problems/already-exists"))
+    );
+    let (s, p) = a
+        .call(
+            "POST",
+            "/v1/instances",
+            Some(json!({"machine": "flow", "idd": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (s, p["type"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("/problems/invalid-request"))
+    );
+
+    let (s, e) = a
+        .call(
+            "POST",
+            "/v1/instances/f1/events",
+            Some(json!({"event": "add", "payload": {"qty": 2}, "key": "k1", "actor": "ann"})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["version"].as_u64(), e["transition"]["actor"].as_str()),
+        (StatusCode::OK, Some(2), Some("ann"))
+    );
+    let (_, again) = a
+        .call(
+            "POST",
+            "/v1/instances/f1/events",
+            Some(json!({"event": "add", "payload": {"qty": 2}, "key": "k1"})),
+        )
+        .await;
+    assert_eq!(again["replayed"], true);
+    let (s, p) = a
+        .call(
+            "POST",
+            "/v1/instances/f1/events",
+            Some(json!({"event": "add", "payload": {"qty": 3}, "key": "k1"})),
+        )
+        .await;
+    assert_eq!(
+        (s, p["type"].as_str()),
+        (
+            StatusCode::CONFLICT,
+            Some("/problems/idempotency-key-reused")
+        )
+    );
+    let (s, p) = a
+        .call(
+            "POST",
+            "/v1/instances/f1/events",
+            Some(json!({"event": "nope"})),
+        )
+        .await;
+    assert_eq!(
+        (s, p["type"].as_str(), p["accepts"].clone()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("/problems/event-not-accepted"),
+            json!(["add", "submit"])
+        )
+    );
+    let (s, p) = a
+        .call(
+            "POST",
+            "/v1/instances/f1/events",
+            Some(json!({"event": "add", "payload": {"qty": 1}, "expected_version": 1})),
+        )
+        .await;
+    assert_eq!(
+        (s, p["type"].as_str(), p["current_version"].as_u64()),
+        (
+            StatusCode::CONFLICT,
+            Some("/problems/version-conflict"),
+            Some(2)
+        )
+    );
+    let (s, p) = a
+        .call(
+            "POST",
+            "/v1/instances/f1/events",
+            Some(json!({"event": "task.done"})),
+        )
+        .await;
+    assert_eq!(
+        (s, p["type"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("/problems/reserved-event")
+        )
+    );
+    let (s, p) = a
+        .call(
+            "POST",
+            "/v1/instances/f1/events",
+            Some(json!({"event": "add", "payload": {"qty": 1, "pad": "x".repeat(5000)}})),
+        )
+        .await;
+    assert_eq!(
+        (s, p["type"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("/problems/too-large"))
+    );
+    let (s, _) = a
+        .call(
+            "POST",
+            "/v1/instances/missing/events",
+            Some(json!({"event": "add"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (s, accepts) = a.call("GET", "/v1/instances/f1/accepts", None).await;
+    assert_eq!((s, accepts), (StatusCode::OK, json!(["add", "submit"])));
+    let (_, h) = a.call("GET", "/v1/instances/f1/history", None).await;
+    assert_eq!(h.as_array().unwrap().len(), 2);
+    let (_, page) = a
+        .call(
+            "GET",
+            "/v1/instances?label=team%3Dred&state=open&limit=10",
+            None,
+        )
+        .await;
+    assert_eq!(page["instances"][0]["id"], "f1");
+    let (s, _) = a.call("GET", "/v1/instances?limit=100000", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = a.call("POST", "/v1/verify", None).await;
+    assert_eq!((s, v["ok"].as_bool()), (StatusCode::OK, Some(true)));
+}
+
+#[tokio::test]
+async fn lifecycle_approvals_and_tasks_over_http() {
+    let a = api();
+    a.raw(
+        "POST",
+        "/v1/machines",
+        Some("application/yaml"),
+        FLOW.as_bytes().to_vec(),
+    )
+    .await;
+    a.call(
+        "POST",
+        "/v1/instances",
+        Some(json!({"machine": "flow", "id": "f"})),
+    )
+    .await;
+    let (s, k) = a
+        .call(
+            "POST",
+            "/v1/instances/f/checkpoints",
+            Some(json!({"name": "start"})),
+        )
+        .await;
+    assert_eq!((s, k["version"].as_u64()), (StatusCode::CREATED, Some(1)));
+    let (s, p) = a
+        .call(
+            "POST",
+            "/v1/instances/f/pause",
+            Some(json!({"reason": "wait"})),
+        )
+        .await;
+    assert_eq!((s, p["status"].as_str()), (StatusCode::OK, Some("paused")));
+    let (s, q) = a
+        .call(
+            "POST",
+            "/v1/instances/f/events",
+            Some(json!({"event": "submit"})),
+        )
+        .await;
+    assert_eq!(
+        (s, q["queued"].as_bool()),
+        (StatusCode::ACCEPTED, Some(true))
+    );
+    let (s, r) = a.call("POST", "/v1/instances/f/resume", None).await;
+    assert_eq!(
+        (s, r["configuration"].clone()),
+        (StatusCode::OK, json!(["review"]))
+    );
+    let (_, pending) = a.call("GET", "/v1/approvals", None).await;
+    let aid = pending[0]["id"].as_str().unwrap().to_string();
+    let (s, d) = a
+        .call(
+            "POST",
+            &format!("/v1/approvals/{aid}/approve"),
+            Some(json!({"actor": "ann", "reason": "ok"})),
+        )
+        .await;
+    assert_eq!(
+        (s, d["instance"]["configuration"].clone()),
+        (StatusCode::OK, json!(["work"]))
+    );
+    let (s, p) = a
+        .call(
+            "POST",
+            &format!("/v1/approvals/{aid}/reject"),
+            Some(json!({"reason": "late"})),
+        )
+        .await;
+    assert_eq!(
+        (s, p["type"].as_str()),
+        (StatusCode::CONFLICT, Some("/problems/conflict"))
+    );
+
+    let (s, claimed) = a
+        .call(
+            "POST",
+            "/v1/tasks/claim",
+            Some(json!({"queues": ["q"], "worker": "w1", "wait_ms": 1000})),
+        )
+        .await;
+    assert_eq!((s, claimed.as_array().unwrap().len()), (StatusCode::OK, 1));
+    let (id, attempt) = (
+        claimed[0]["id"].as_str().unwrap().to_string(),
+        claimed[0]["attempt"].as_u64().unwrap(),
+    );
+    let (s, _) = a
+        .call(
+            "POST",
+            &format!("/v1/tasks/{id}/heartbeat"),
+            Some(json!({"attempt": attempt})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, t) = a.call("POST", &format!("/v1/tasks/{id}/complete"), Some(json!({"attempt": attempt, "output": {"artifact": "a.tgz"}, "tokens": 10, "cost": 0.5}))).await;
+    assert_eq!(
+        (s, t["status"].as_str()),
+        (StatusCode::OK, Some("completed"))
+    );
+    let (s, p) = a
+        .call(
+            "POST",
+            &format!("/v1/tasks/{id}/complete"),
+            Some(json!({"attempt": attempt, "output": {}})),
+        )
+        .await;
+    assert_eq!(
+        (s, p["type"].as_str()),
+        (StatusCode::CONFLICT, Some("/problems/conflict")),
+        "a repeated completion changes nothing"
+    );
+    let (_, inst) = a.call("GET", "/v1/instances/f", None).await;
+    assert_eq!(
+        (inst["status"].as_str(), inst["context"]["out"].as_str()),
+        (Some("completed"), Some("a.tgz"))
+    );
+    let (s, empty) = a
+        .call(
+            "POST",
+            "/v1/tasks/claim",
+            Some(json!({"queues": ["q"], "worker": "w1", "wait_ms": 100})),
+        )
+        .await;
+    assert_eq!(
+        (s, empty),
+        (StatusCode::OK, json!([])),
+        "a claim with nothing to do returns empty after its wait"
+    );
+
+    let (s, f) = a
+        .call(
+            "POST",
+            "/v1/instances/f/fork",
+            Some(json!({"from": "start", "id": "f2", "patch": {"n": 5}})),
+        )
+        .await;
+    assert_eq!(
+        (s, f["context"]["n"].as_u64()),
+        (StatusCode::CREATED, Some(5))
+    );
+    let (s, _, md) = a
+        .raw(
+            "GET",
+            "/v1/instances/f/export?format=markdown",
+            None,
+            vec![],
+        )
+        .await;
+    assert!(s.is_success() && md.starts_with("# Instance `f`"));
+    let (s, c) = a.call("POST", "/v1/instances/f2/cancel", None).await;
+    assert_eq!(
+        (s, c["status"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    let (s, _) = a.call("DELETE", "/v1/instances/f2", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, st) = a.call("GET", "/v1/stats", None).await;
+    assert_eq!(
+        (s, st["instances"]["flow"]["completed"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let (s, _, metrics) = a.raw("GET", "/metrics", None, vec![]).await;
+    assert!(
+        s.is_success() && metrics.contains("cairn_http_requests_total{class=\"2xx\"}"),
+        "{metrics}"
+    );
+    assert_eq!(
+        a.call("GET", "/healthz", None).await.1,
+        json!({"status": "ok"})
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_never_get_a_500() {
+    let a = api();
+    a.raw(
+        "POST",
+        "/v1/machines",
+        Some("application/yaml"),
+        FLOW.as_bytes().to_vec(),
+    )
+    .await;
+    a.call(
+        "POST",
+        "/v1/instances",
+        Some(json!({"machine": "flow", "id": "f"})),
+    )
+    .await;
+    let bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"{".to_vec(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"\"x\"".to_vec(),
+        b"{\"event\": 5}".to_vec(),
+        b"{\"unknown\": true}".to_vec(),
+        vec![0xff, 0xfe, 0x00],
+        "{\"a\": \"".repeat(10).into_bytes(),
+        vec![b'['; 100_000],
+    ];
+    let routes = [
+        "/v1/machines",
+        "/v1/instances",
+        "/v1/instances/f/events",
+        "/v1/instances/f/checkpoints",
+        "/v1/instances/f/fork",
+        "/v1/instances/f/pause",
+        "/v1/verify",
+        "/v1/tasks/claim",
+        "/v1/tasks/x/complete",
+        "/v1/tasks/x/fail",
+        "/v1/tasks/x/heartbeat",
+        "/v1/approvals/x/approve",
+    ];
+    for route in routes {
+        for body in &bodies {
+            for ct in [Some("application/json"), Some("application/yaml"), None] {
+                let (s, got_ct, text) = a.raw("POST", route, ct, body.clone()).await;
+                assert!(
+                    s.as_u16() < 500,
+                    "POST {route} ({ct:?}, {} bytes) gave {s}: {text}",
+                    body.len()
+                );
+                if !s.is_success() {
+                    assert_eq!(
+                        got_ct, "application/problem+json",
+                        "POST {route}: {s} {text}"
+                    );
+                }
+            }
+        }
+    }
+    for uri in [
+        "/v1/instances?limit=x",
+        "/v1/instances?status=weird",
+        "/v1/instances/%ff",
+        "/v1/approvals?status=x",
+        "/v1/machines/flow/versions/x",
+        "/v1/instances/f/export?format=pdf",
+        "/v1/events?after=x",
+    ] {
+        let (s, _, text) = a.raw("GET", uri, None, vec![]).await;
+        assert!(s.is_client_error(), "GET {uri} gave {s}: {text}");
+    }
+    // Still healthy, nothing changed.
+    let (_, f) = a.call("GET", "/v1/instances/f", None).await;
+    assert_eq!(f["version"], 1);
+}
+
+/// Reads SSE frames until `n` events arrived (or a timeout), returning their ids and kinds.
+async fn read_events(
+    a: &Api,
+    uri: &str,
+    last_event_id: Option<&str>,
+    n: usize,
+) -> Vec<(i64, String)> {
+    let mut req = Request::builder().uri(uri);
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    let resp = a
+        .app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while out.len() < n {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .expect("events arrive in time")
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let id = block
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .map(|s| s.parse::<i64>().unwrap());
+            let kind = block
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .map(str::to_string);
+            if let (Some(id), Some(kind)) = (id, kind) {
+                out.push((id, kind));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_event_stream_resumes_from_last_event_id_in_order() {
+    let a = api();
+    a.raw(
+        "POST",
+        "/v1/machines",
+        Some("application/yaml"),
+        FLOW.as_bytes().to_vec(),
+    )
+    .await;
+    a.call(
+        "POST",
+        "/v1/instances",
+        Some(json!({"machine": "flow", "id": "s1"})),
+    )
+    .await;
+    a.call(
+        "POST",
+        "/v1/instances",
+        Some(json!({"machine": "flow", "id": "s2"})),
+    )
+    .await;
+    for _ in 0..3 {
+        a.call(
+            "POST",
+            "/v1/instances/s1/events",
+            Some(json!({"event": "add", "payload": {"qty": 1}})),
+        )
+        .await;
+    }
+    let all = read_events(&a, "/v1/events", None, 6).await;
+    assert_eq!(
+        all.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(),
+        [
+            "machine",
+            "started",
+            "started",
+            "transition",
+            "transition",
+            "transition"
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "{all:?}");
+    // Reconnecting with the third event's id gets exactly what followed it.
+    let rest = read_events(&a, "/v1/events", Some(&all[2].0.to_string()), 3).await;
+    assert_eq!(rest, all[3..6].to_vec());
+    // Filtered by instance; live events arrive as they commit.
+    let s1 = read_events(&a, "/v1/events?instance=s1", None, 4).await;
+    assert_eq!(s1.len(), 4);
+    let app = a.app.clone();
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let req = Request::post("/v1/instances/s2/events")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"event":"submit"}"#))
+            .unwrap();
+        app.oneshot(req).await.unwrap().status()
+    });
+    let live = read_events(&a, "/v1/events?instance=s2", None, 3).await;
+    assert_eq!(later.await.unwrap(), StatusCode::OK);
+    assert_eq!(
+        live.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(),
+        ["started", "transition", "approval_requested"]
+    );
+}

@@ -1,0 +1,84 @@
+//! `cairn serve`: the HTTP API on the embedded SQLite store of a data directory, with the
+//! timer service running. SIGTERM (or Ctrl-C) stops accepting, finishes in-flight requests
+//! and their commits, then exits.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use cairn_engine::{Config, TimerService};
+use cairn_server::{Ctx, Settings};
+use cairn_store_sqlite::Options;
+
+use crate::Failure;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The address to listen on.
+    #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:7878")]
+    listen: String,
+}
+
+pub fn run(data: &Path, max_payload: usize, a: Args) -> Result<(), Failure> {
+    let addr: SocketAddr = a.listen.parse().map_err(|e| {
+        Failure::usage(anyhow!(
+            "`--listen {}` (or CAIRN_LISTEN) is not an ADDRESS:PORT: {e}",
+            a.listen
+        ))
+    })?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .json()
+        .try_init();
+    let engine = cairn_engine::open_sqlite(
+        data,
+        Options::default(),
+        Config {
+            max_payload_bytes: max_payload,
+        },
+    )
+    .map_err(crate::client::failure)?;
+    let _timers = TimerService::start(engine.clone(), Duration::from_millis(100));
+    let ctx = Ctx::new(engine, Settings::default());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Failure::from(anyhow!("cannot listen on {addr}: {e}")))?;
+        let bound = listener.local_addr().context("reading the bound address")?;
+        println!(
+            "cairn listening on http://{bound} (data {})",
+            data.display()
+        );
+        tracing::info!(%bound, data = %data.display(), "listening");
+        cairn_server::serve(listener, cairn_server::app(Arc::clone(&ctx)), shutdown())
+            .await
+            .context("serving")?;
+        tracing::info!("stopped");
+        Ok::<(), Failure>(())
+    })
+}
+
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

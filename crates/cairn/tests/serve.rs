@@ -1,0 +1,105 @@
+//! `cairn serve` as a real process on a real socket: it prints its address, answers, holds
+//! the data directory (the embedded CLI is refused with a pointer to --server), and on
+//! SIGTERM finishes and exits cleanly with its data intact.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn serve_answers_holds_the_directory_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+
+    let (status, body) = http(&addr, "GET", "/healthz", "");
+    assert_eq!((status, body.contains("\"ok\"")), (200, true), "{body}");
+    let machine =
+        r#"{"machine": "m", "initial": "a", "states": {"a": {"on": {"go": "b"}}, "b": {}}}"#;
+    assert_eq!(http(&addr, "POST", "/v1/machines", machine).0, 201);
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/v1/instances",
+            r#"{"machine": "m", "id": "i"}"#
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/v1/instances/i/events",
+            r#"{"event": "go"}"#
+        )
+        .0,
+        200
+    );
+
+    let cli = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["ls", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&cli.stderr);
+    assert!(!cli.status.success() && err.contains("--server"), "{err}");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "cairn serve exited with {status} on SIGTERM"
+    );
+
+    let show = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["--json", "show", "i", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(
+        (v["version"].as_u64(), v["configuration"][0].as_str()),
+        (Some(2), Some("b"))
+    );
+}
