@@ -84,7 +84,7 @@ impl ForkFrom {
 }
 
 /// What `stats` reports for a namespace.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Stats {
     /// machine -> status -> instances.
     pub instances: BTreeMap<String, BTreeMap<String, u64>>,

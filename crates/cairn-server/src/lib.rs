@@ -47,21 +47,35 @@ impl Default for Settings {
     }
 }
 
+/// Writes an online backup of the store to a file on the server; its size in bytes.
+pub type BackupFn = Arc<dyn Fn(&std::path::Path) -> Result<u64, cairn_store::Error> + Send + Sync>;
+
 /// What every handler shares.
 pub struct Ctx<S: Store> {
     pub engine: Engine<S>,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub streams: Arc<Semaphore>,
+    /// The backend's backup, when it has one.
+    pub backup: Option<BackupFn>,
 }
 
 impl<S: Store> Ctx<S> {
     pub fn new(engine: Engine<S>, settings: Settings) -> Arc<Ctx<S>> {
+        Ctx::with_backup(engine, settings, None)
+    }
+
+    pub fn with_backup(
+        engine: Engine<S>,
+        settings: Settings,
+        backup: Option<BackupFn>,
+    ) -> Arc<Ctx<S>> {
         Arc::new(Ctx {
             streams: Arc::new(Semaphore::new(settings.max_streams)),
             engine,
             settings,
             metrics: Arc::new(Metrics::default()),
+            backup,
         })
     }
 }

@@ -44,6 +44,12 @@ pub struct Global {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Talk to a running `cairn serve` at this URL instead of opening the data directory.
+    #[arg(long, env = "CAIRN_SERVER", global = true)]
+    pub server: Option<String>,
+    /// The bearer token for `--server`.
+    #[arg(long, env = "CAIRN_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
     /// The largest event payload or start input accepted, in bytes.
     #[arg(long, env = "CAIRN_MAX_PAYLOAD", default_value_t = 1024 * 1024, global = true)]
     pub max_payload: usize,
@@ -149,38 +155,65 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .data
         .clone()
         .unwrap_or_else(|| PathBuf::from("./cairn-data"));
-    let client = || client::Local::open(&data, &g.namespace, g.max_payload);
+    let client = || -> Result<Box<dyn client::Client>, Failure> {
+        match &g.server {
+            Some(url) => Ok(Box::new(client::http::Http::new(
+                url,
+                g.token.clone(),
+                &g.namespace,
+            )?)),
+            None => Ok(Box::new(client::Local::open(
+                &data,
+                &g.namespace,
+                g.max_payload,
+            )?)),
+        }
+    };
     match cli.command {
         Command::Validate(a) => commands::validate::run(a, g.json),
         Command::Simulate(a) => commands::simulate::run(a),
         Command::Diagram(a) => commands::diagram::run(a, g.json),
-        Command::Apply(a) => i::apply(g, &client()?, a),
-        Command::Machines => i::machines(g, &client()?),
-        Command::Start(a) => i::start(g, &client()?, a),
-        Command::Send(a) => i::send(g, &client()?, a),
-        Command::Show(a) => i::show(g, &client()?, a),
-        Command::Ls(a) => i::ls(g, &client()?, a),
-        Command::History(a) => i::history(g, &client()?, a),
-        Command::Accepts(a) => i::accepts(g, &client()?, a),
-        Command::Verify(a) => i::verify(g, &client()?, a),
+        Command::Apply(a) => i::apply(g, &*client()?, a),
+        Command::Machines => i::machines(g, &*client()?),
+        Command::Start(a) => i::start(g, &*client()?, a),
+        Command::Send(a) => i::send(g, &*client()?, a),
+        Command::Show(a) => i::show(g, &*client()?, a),
+        Command::Ls(a) => i::ls(g, &*client()?, a),
+        Command::History(a) => i::history(g, &*client()?, a),
+        Command::Accepts(a) => i::accepts(g, &*client()?, a),
+        Command::Verify(a) => i::verify(g, &*client()?, a),
         Command::Bench(a) => commands::bench::run(g.data.clone(), a),
-        Command::Serve(a) => commands::serve::run(&data, g.max_payload, a),
-        Command::Tick(a) => l::tick(g, &client()?, a),
-        Command::Checkpoint(a) => l::checkpoint(g, &client()?, a),
-        Command::Fork(a) => l::fork(g, &client()?, a),
-        Command::Pause(a) => l::pause(g, &client()?, a),
-        Command::Resume(a) => l::resume(g, &client()?, a),
-        Command::Cancel(a) => l::cancel(g, &client()?, a),
-        Command::Approvals(a) => l::approvals(g, &client()?, a),
-        Command::Approve(a) => l::approve(g, &client()?, a),
-        Command::Reject(a) => l::reject(g, &client()?, a),
-        Command::Rm(a) => l::rm(g, &client()?, a),
-        Command::Export(a) => l::export(&client()?, a),
-        Command::Backup(a) => l::backup(g, &client()?, a),
-        Command::Restore(a) => l::restore(g, &data, a),
-        Command::Stats => l::stats(g, &client()?),
-        Command::Tasks(a) => commands::worker::tasks(g, &client()?, a),
-        Command::Worker(a) => commands::worker::worker(g, &client()?, a),
+        Command::Serve(a) => {
+            if g.server.is_some() {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "`cairn serve` serves a data directory; it takes no --server"
+                )));
+            }
+            commands::serve::run(&data, g.max_payload, a)
+        }
+        Command::Tick(a) => l::tick(g, &*client()?, a),
+        Command::Checkpoint(a) => l::checkpoint(g, &*client()?, a),
+        Command::Fork(a) => l::fork(g, &*client()?, a),
+        Command::Pause(a) => l::pause(g, &*client()?, a),
+        Command::Resume(a) => l::resume(g, &*client()?, a),
+        Command::Cancel(a) => l::cancel(g, &*client()?, a),
+        Command::Approvals(a) => l::approvals(g, &*client()?, a),
+        Command::Approve(a) => l::approve(g, &*client()?, a),
+        Command::Reject(a) => l::reject(g, &*client()?, a),
+        Command::Rm(a) => l::rm(g, &*client()?, a),
+        Command::Export(a) => l::export(&*client()?, a),
+        Command::Backup(a) => l::backup(g, &*client()?, a),
+        Command::Restore(a) => {
+            if g.server.is_some() {
+                return Err(Failure::refused(anyhow::anyhow!(
+                    "a live server's store cannot be replaced: stop `cairn serve`, then run `cairn restore` on its data directory"
+                )));
+            }
+            l::restore(g, &data, a)
+        }
+        Command::Stats => l::stats(g, &*client()?),
+        Command::Tasks(a) => commands::worker::tasks(g, &*client()?, a),
+        Command::Worker(a) => commands::worker::worker(g, &*client()?, a),
     }
 }
 

@@ -45,7 +45,9 @@ pub fn run(data: &Path, max_payload: usize, a: Args) -> Result<(), Failure> {
     )
     .map_err(crate::client::failure)?;
     let _timers = TimerService::start(engine.clone(), Duration::from_millis(100));
-    let ctx = Ctx::new(engine, Settings::default());
+    let store = engine.store().clone();
+    let backup: cairn_server::BackupFn = Arc::new(move |file| store.backup(file));
+    let ctx = Ctx::with_backup(engine, Settings::default(), Some(backup));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,6 +1,9 @@
 //! One client interface for every command, so a command never knows whether it talks to
-//! an engine in this process (embedded, on a data directory) or, later, to a server over
-//! HTTP. Errors carry their exit code, decided here and nowhere else.
+//! an engine in this process (embedded, on a data directory: [`Local`]) or to a server
+//! over HTTP ([`http::Http`]). Errors carry their exit code, decided here and in
+//! `http::code_for` for problems, and nowhere else.
+
+pub mod http;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,0 +1,504 @@
+//! The HTTP implementation of [`Client`]: every command against a running `cairn serve`
+//! (`--server URL` / `CAIRN_SERVER`, with `--token` / `CAIRN_TOKEN`). Problems map to the
+//! same exit codes as the embedded client: 2 malformed, 3 not found, 4 refused, 1 other.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::anyhow;
+use cairn_api::{
+    Applied, Approval, Checkpoint, Decided, Export, Instance, InstancePage, Machine, Sent,
+    Transition, Verified,
+};
+use cairn_engine::{DecideRequest, ForkFrom, Retention, SendRequest, Stats, Usage};
+use cairn_store::{ApprovalStatus, InstanceFilter, TaskStatus};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::Client;
+use crate::Failure;
+
+pub struct Http {
+    base: String,
+    token: Option<String>,
+    namespace: String,
+    agent: ureq::Agent,
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Exit code for a problem type.
+fn code_for(kind: &str, status: u16) -> u8 {
+    match kind.trim_start_matches("/problems/") {
+        "not-found" => 3,
+        "invalid-request"
+        | "invalid-definition"
+        | "too-large"
+        | "reserved-event"
+        | "unsupported-media-type" => 2,
+        "event-not-accepted"
+        | "event-refused"
+        | "version-conflict"
+        | "already-exists"
+        | "idempotency-key-reused"
+        | "instance-finished"
+        | "instance-paused"
+        | "conflict"
+        | "forbidden" => 4,
+        _ if status == 401 || status == 403 => 4,
+        _ => 1,
+    }
+}
+
+impl Http {
+    pub fn new(base: &str, token: Option<String>, namespace: &str) -> Result<Http, Failure> {
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Failure::usage(anyhow!(
+                "`--server {base}` must be an http:// or https:// URL"
+            )));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(Http {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            namespace: namespace.to_string(),
+            agent,
+        })
+    }
+
+    fn url(&self, path: &str, query: &[(&str, String)]) -> String {
+        let mut url = format!("{}{path}?namespace={}", self.base, enc(&self.namespace));
+        for (k, v) in query {
+            url.push_str(&format!("&{k}={}", enc(v)));
+        }
+        url
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<(u16, Vec<u8>), Failure> {
+        let mut req = ureq::http::Request::builder().method(method).uri(url);
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let result = match body {
+            Some((ct, bytes)) => self.agent.run(
+                req.header("Content-Type", ct)
+                    .body(bytes)
+                    .map_err(|e| anyhow!("{e}"))?,
+            ),
+            None => self.agent.run(req.body(()).map_err(|e| anyhow!("{e}"))?),
+        };
+        let mut resp = result
+            .map_err(|e| Failure::from(anyhow!("cannot reach the server at {}: {e}", self.base)))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_vec()
+            .map_err(|e| anyhow!("reading the response: {e}"))?;
+        if status >= 400 {
+            let problem: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| json!({"detail": String::from_utf8_lossy(&bytes)}));
+            let kind = problem["type"].as_str().unwrap_or("");
+            let detail = problem["detail"]
+                .as_str()
+                .unwrap_or("the server refused the request")
+                .to_string();
+            return Err(Failure {
+                code: code_for(kind, status),
+                error: anyhow!("{detail}"),
+            });
+        }
+        Ok((status, bytes))
+    }
+
+    fn json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Value>,
+    ) -> Result<T, Failure> {
+        let url = self.url(path, query);
+        let (_, bytes) = self.send(
+            method,
+            &url,
+            body.map(|b| ("application/json", b.to_string().into_bytes())),
+        )?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Failure::from(anyhow!("unexpected answer from the server: {e}")))
+    }
+}
+
+impl Client for Http {
+    fn apply(&self, text: &str, file: &str) -> Result<Applied, Failure> {
+        let ct = match cairn_core::Format::from_path(file)
+            .unwrap_or_else(|| cairn_core::Format::sniff(text))
+        {
+            cairn_core::Format::Json => "application/json",
+            cairn_core::Format::Yaml => "application/yaml",
+            cairn_core::Format::Toml => "application/toml",
+        };
+        let url = self.url("/v1/machines", &[]);
+        let (_, bytes) = self.send("POST", &url, Some((ct, text.as_bytes().to_vec())))?;
+        serde_json::from_slice(&bytes).map_err(|e| Failure::from(anyhow!("unexpected answer: {e}")))
+    }
+
+    fn machines(&self) -> Result<Vec<Machine>, Failure> {
+        self.json("GET", "/v1/machines", &[], None)
+    }
+
+    fn start(
+        &self,
+        machine: &str,
+        id: Option<String>,
+        input: Value,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Instance, Failure> {
+        self.json(
+            "POST",
+            "/v1/instances",
+            &[],
+            Some(json!({"machine": machine, "id": id, "input": input, "labels": labels})),
+        )
+    }
+
+    fn send(&self, id: &str, r: SendRequest) -> Result<Sent, Failure> {
+        let body = json!({"event": r.event, "payload": r.payload, "key": r.key, "expected_version": r.expected_version, "actor": r.actor, "reason": r.reason});
+        self.json(
+            "POST",
+            &format!("/v1/instances/{}/events", enc(id)),
+            &[],
+            Some(body),
+        )
+    }
+
+    fn get(&self, id: &str) -> Result<Instance, Failure> {
+        self.json("GET", &format!("/v1/instances/{}", enc(id)), &[], None)
+    }
+
+    fn list(&self, f: InstanceFilter) -> Result<InstancePage, Failure> {
+        let mut q = vec![("limit", f.limit.to_string())];
+        if let Some(m) = f.machine {
+            q.push(("machine", m));
+        }
+        if let Some(s) = f.status {
+            q.push(("status", s.as_str().to_string()));
+        }
+        if let Some(s) = f.state {
+            q.push(("state", s));
+        }
+        for (k, v) in f.labels {
+            q.push(("label", format!("{k}={v}")));
+        }
+        if let Some(a) = f.after {
+            q.push(("after", a));
+        }
+        self.json("GET", "/v1/instances", &q, None)
+    }
+
+    fn history(&self, id: &str) -> Result<Vec<Transition>, Failure> {
+        self.json(
+            "GET",
+            &format!("/v1/instances/{}/history", enc(id)),
+            &[],
+            None,
+        )
+    }
+
+    fn accepts(&self, id: &str) -> Result<Vec<String>, Failure> {
+        self.json(
+            "GET",
+            &format!("/v1/instances/{}/accepts", enc(id)),
+            &[],
+            None,
+        )
+    }
+
+    fn verify(&self, id: &str) -> Result<Verified, Failure> {
+        let v: Value = self.json("POST", "/v1/verify", &[], Some(json!({"id": id})))?;
+        serde_json::from_value(v["instances"][0].clone())
+            .map_err(|e| Failure::from(anyhow!("unexpected answer: {e}")))
+    }
+
+    fn ids(&self) -> Result<Vec<String>, Failure> {
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.list(InstanceFilter {
+                limit: 1000,
+                after: after.clone(),
+                ..Default::default()
+            })?;
+            ids.extend(page.instances.into_iter().map(|i| i.id));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(ids),
+            }
+        }
+    }
+
+    fn tick(&self, r: &Retention) -> Result<(usize, u64, u64), Failure> {
+        let body = json!({
+            "retain_finished_ms": r.finished_after.map(|d| d.num_milliseconds()),
+            "max_history": r.max_history,
+        });
+        let v: Value = self.json("POST", "/v1/tick", &[], Some(body))?;
+        Ok((
+            v["timers_fired"].as_u64().unwrap_or(0) as usize,
+            v["instances_removed"].as_u64().unwrap_or(0),
+            v["history_folded"].as_u64().unwrap_or(0),
+        ))
+    }
+
+    fn checkpoint(&self, id: &str, name: &str) -> Result<Checkpoint, Failure> {
+        self.json(
+            "POST",
+            &format!("/v1/instances/{}/checkpoints", enc(id)),
+            &[],
+            Some(json!({"name": name})),
+        )
+    }
+
+    fn fork(
+        &self,
+        id: &str,
+        from: ForkFrom,
+        new_id: Option<String>,
+        patch: Option<Value>,
+    ) -> Result<Instance, Failure> {
+        let from = match from {
+            ForkFrom::Version(v) => json!(v),
+            ForkFrom::Checkpoint(c) => json!(c),
+        };
+        self.json(
+            "POST",
+            &format!("/v1/instances/{}/fork", enc(id)),
+            &[],
+            Some(json!({"from": from, "id": new_id, "patch": patch})),
+        )
+    }
+
+    fn pause(&self, id: &str, actor: &str, reason: &str) -> Result<Instance, Failure> {
+        self.json(
+            "POST",
+            &format!("/v1/instances/{}/pause", enc(id)),
+            &[],
+            Some(json!({"actor": actor, "reason": reason})),
+        )
+    }
+
+    fn resume(&self, id: &str, actor: &str, reason: &str) -> Result<Instance, Failure> {
+        self.json(
+            "POST",
+            &format!("/v1/instances/{}/resume", enc(id)),
+            &[],
+            Some(json!({"actor": actor, "reason": reason})),
+        )
+    }
+
+    fn cancel(&self, id: &str, actor: &str, reason: &str) -> Result<Instance, Failure> {
+        self.json(
+            "POST",
+            &format!("/v1/instances/{}/cancel", enc(id)),
+            &[],
+            Some(json!({"actor": actor, "reason": reason})),
+        )
+    }
+
+    fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        instance: Option<&str>,
+    ) -> Result<Vec<Approval>, Failure> {
+        let mut q = vec![(
+            "status",
+            status.map_or("all".to_string(), |s| s.as_str().to_string()),
+        )];
+        if let Some(i) = instance {
+            q.push(("instance", i.to_string()));
+        }
+        self.json("GET", "/v1/approvals", &q, None)
+    }
+
+    fn decide(&self, id: &str, r: DecideRequest) -> Result<Decided, Failure> {
+        let aid = match r.approval {
+            Some(a) => a,
+            None => {
+                let pending = self.approvals(Some(ApprovalStatus::Pending), Some(id))?;
+                match pending.len() {
+                    0 => {
+                        return Err(Failure {
+                            code: 4,
+                            error: anyhow!("instance `{id}` has no pending approval"),
+                        });
+                    }
+                    1 => pending[0].id.clone(),
+                    n => {
+                        let list: Vec<String> = pending
+                            .iter()
+                            .map(|a| format!("{} (state {})", a.id, a.state))
+                            .collect();
+                        return Err(Failure::usage(anyhow!(
+                            "instance `{id}` has {n} pending approvals: {}; choose one with --approval",
+                            list.join(", ")
+                        )));
+                    }
+                }
+            }
+        };
+        let verb = if r.approve { "approve" } else { "reject" };
+        let d: Decided = self.json(
+            "POST",
+            &format!("/v1/approvals/{}/{verb}", enc(&aid)),
+            &[],
+            Some(json!({"actor": r.actor, "reason": r.reason, "payload": r.payload})),
+        )?;
+        if d.instance.id != id {
+            return Err(Failure::usage(anyhow!(
+                "approval `{aid}` belongs to instance `{}`, not `{id}`",
+                d.instance.id
+            )));
+        }
+        Ok(d)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), Failure> {
+        let url = self.url(&format!("/v1/instances/{}", enc(id)), &[]);
+        self.send("DELETE", &url, None).map(|_| ())
+    }
+
+    fn finished_before(&self, age: chrono::Duration) -> Result<Vec<String>, Failure> {
+        let cutoff = chrono::Utc::now() - age;
+        let mut out = Vec::new();
+        for status in [
+            cairn_core::Status::Completed,
+            cairn_core::Status::Failed,
+            cairn_core::Status::Cancelled,
+        ] {
+            let mut after = None;
+            loop {
+                let page = self.list(InstanceFilter {
+                    status: Some(status),
+                    limit: 1000,
+                    after: after.clone(),
+                    ..Default::default()
+                })?;
+                out.extend(
+                    page.instances
+                        .into_iter()
+                        .filter(|i| i.updated_at < cutoff)
+                        .map(|i| i.id),
+                );
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn export(&self, id: &str) -> Result<Export, Failure> {
+        self.json(
+            "GET",
+            &format!("/v1/instances/{}/export", enc(id)),
+            &[("format", "json".into())],
+            None,
+        )
+    }
+
+    fn stats(&self) -> Result<Stats, Failure> {
+        self.json("GET", "/v1/stats", &[], None)
+    }
+
+    fn backup(&self, file: &Path) -> Result<u64, Failure> {
+        let v: Value = self.json("POST", "/v1/backup", &[], Some(json!({"file": file})))?;
+        Ok(v["bytes"].as_u64().unwrap_or(0))
+    }
+
+    fn tasks(
+        &self,
+        queue: Option<&str>,
+        status: Option<TaskStatus>,
+        instance: Option<&str>,
+    ) -> Result<Vec<cairn_api::Task>, Failure> {
+        let mut q = Vec::new();
+        if let Some(x) = queue {
+            q.push(("queue", x.to_string()));
+        }
+        if let Some(s) = status {
+            q.push(("status", s.as_str().to_string()));
+        }
+        if let Some(i) = instance {
+            q.push(("instance", i.to_string()));
+        }
+        self.json("GET", "/v1/tasks", &q, None)
+    }
+
+    fn claim(
+        &self,
+        queues: &[String],
+        worker: &str,
+        batch: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<cairn_api::Claimed>, Failure> {
+        self.json("POST", "/v1/tasks/claim", &[], Some(json!({"queues": queues, "worker": worker, "batch": batch, "wait_ms": 2000, "lease_ms": lease.as_millis() as u64})))
+    }
+
+    fn heartbeat(
+        &self,
+        task: &str,
+        attempt: u32,
+        lease: std::time::Duration,
+    ) -> Result<(), Failure> {
+        self.json::<Value>(
+            "POST",
+            &format!("/v1/tasks/{}/heartbeat", enc(task)),
+            &[],
+            Some(json!({"attempt": attempt, "lease_ms": lease.as_millis() as u64})),
+        )
+        .map(|_| ())
+    }
+
+    fn complete(
+        &self,
+        task: &str,
+        attempt: u32,
+        output: Value,
+        usage: Usage,
+    ) -> Result<(), Failure> {
+        self.json::<Value>("POST", &format!("/v1/tasks/{}/complete", enc(task)), &[], Some(json!({"attempt": attempt, "output": output, "tokens": usage.tokens, "cost": usage.cost})))
+            .map(|_| ())
+    }
+
+    fn fail(
+        &self,
+        task: &str,
+        attempt: u32,
+        error: &str,
+        retryable: bool,
+        usage: Usage,
+    ) -> Result<(), Failure> {
+        self.json::<Value>("POST", &format!("/v1/tasks/{}/fail", enc(task)), &[], Some(json!({"attempt": attempt, "error": error, "retryable": retryable, "tokens": usage.tokens, "cost": usage.cost})))
+            .map(|_| ())
+    }
+}

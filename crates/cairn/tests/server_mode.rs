@@ -1,0 +1,201 @@
+//! Every CLI command against a running `cairn serve` through `--server`, with the same
+//! output shapes and exit codes as embedded mode, and a `cairn worker` claiming over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    Server { child, url }
+}
+
+fn run(url: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env("CAIRN_SERVER", url)
+        .env("CAIRN_DATA", "/nonexistent/never-opened")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn ok(url: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = run(url, &all);
+    assert_eq!(code, 0, "cairn {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or(Value::String(out))
+}
+
+#[test]
+fn the_cli_works_against_a_server_with_the_same_exit_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve(&tmp.path().join("data"));
+    let u = s.url.as_str();
+    let machine = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/coding-agent.yaml");
+    assert_eq!(
+        ok(u, &["apply", machine.to_str().unwrap()])["created"],
+        true
+    );
+    assert_eq!(ok(u, &["machines"])[0]["name"], "coding-agent");
+    let i = ok(
+        u,
+        &[
+            "start",
+            "coding-agent",
+            "--id",
+            "ca",
+            "--input",
+            r#"{"request": "x"}"#,
+            "--label",
+            "team=core",
+        ],
+    );
+    assert_eq!(
+        (i["version"].as_u64(), i["configuration"].clone()),
+        (Some(1), json!(["planning"]))
+    );
+    assert_eq!(
+        ok(u, &["accepts", "ca"]),
+        json!(["task.done", "task.failed"])
+    );
+
+    // A worker over HTTP completes the plan task.
+    let (code, out, err) = run(
+        u,
+        &[
+            "worker",
+            "--queue",
+            "agents",
+            "--max-tasks",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "cat >/dev/null; echo '{\"plan\": \"p\"}'",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("completed"), "{out}");
+    assert_eq!(
+        ok(u, &["show", "ca"])["configuration"],
+        json!(["plan_review"])
+    );
+    assert_eq!(
+        ok(u, &["tasks", "--instance", "ca"])[0]["status"],
+        "completed"
+    );
+
+    ok(u, &["checkpoint", "ca", "reviewing-plan"]);
+    let pending = ok(u, &["approvals"]);
+    assert_eq!(pending[0]["state"], "plan_review");
+    let d = ok(
+        u,
+        &["reject", "ca", "--reason", "too short", "--actor", "ann"],
+    );
+    assert_eq!(d["instance"]["configuration"], json!(["planning"]));
+    assert_eq!(
+        ok(u, &["ls", "--label", "team=core", "--state", "planning"])["instances"][0]["id"],
+        "ca"
+    );
+    let f = ok(
+        u,
+        &["fork", "ca", "--from", "reviewing-plan", "--id", "ca2"],
+    );
+    assert_eq!(f["configuration"], json!(["plan_review"]));
+    assert_eq!(ok(u, &["pause", "ca2"])["status"], "paused");
+    assert_eq!(ok(u, &["resume", "ca2"])["status"], "running");
+    ok(u, &["approve", "ca2", "--actor", "bob"]);
+    assert_eq!(
+        ok(u, &["show", "ca2"])["configuration"],
+        json!(["implementing.coding"])
+    );
+    assert_eq!(ok(u, &["cancel", "ca2"])["status"], "cancelled");
+    let h = ok(u, &["history", "ca"]);
+    assert_eq!(h.as_array().unwrap().last().unwrap()["reason"], "too short");
+    assert_eq!(ok(u, &["export", "ca"])["instance"]["id"], "ca");
+    assert!(ok(u, &["stats"])["transitions"].as_u64().unwrap() >= 3);
+    assert_eq!(ok(u, &["verify"])["ok"], true);
+    assert_eq!(ok(u, &["tick"])["timers_fired"], 0);
+    let backup = tmp.path().join("b.db");
+    assert!(
+        ok(u, &["backup", backup.to_str().unwrap()])["bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    ok(u, &["rm", "ca2"]);
+
+    // The same exit codes as embedded mode.
+    assert_eq!(run(u, &["show", "nope"]).0, 3);
+    assert_eq!(run(u, &["send", "ca", "nope"]).0, 4);
+    assert_eq!(run(u, &["send", "ca", "task.done"]).0, 2);
+    assert_eq!(run(u, &["send", "ca", "x", "--expect-version", "1"]).0, 4);
+    assert_eq!(
+        run(u, &["start", "coding-agent", "--id", "ca"]).0,
+        2,
+        "input_schema requires a request"
+    );
+    assert_eq!(
+        run(
+            u,
+            &[
+                "start",
+                "coding-agent",
+                "--id",
+                "ca",
+                "--input",
+                r#"{"request": "y"}"#
+            ]
+        )
+        .0,
+        4,
+        "the id exists"
+    );
+    assert_eq!(run(u, &["approve", "ca"]).0, 4);
+    let (code, _, err) = run(u, &["restore", backup.to_str().unwrap()]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("stop `cairn serve`"), "{err}");
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, "machine: b\ninitial: x\nstates: {a: {}}\n").unwrap();
+    let (code, _, err) = run(u, &["apply", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a child state"), "{err}");
+    let (code, _, err) = run("http://127.0.0.1:1", &["ls"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach the server"), "{err}");
+}
