@@ -167,6 +167,18 @@ pub struct Machine {
     pub(crate) input_schema: Option<jsonschema::Validator>,
     /// The machine's context defaults (an object).
     pub context: Value,
+    /// Whether any state declares timers, tasks or approvals: when not, an ending
+    /// instance has none to cancel.
+    pub declares: Declares,
+}
+
+/// Which state-bound resources a machine declares anywhere.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Declares {
+    pub timers: bool,
+    pub tasks: bool,
+    pub approvals: bool,
+    pub spawns: bool,
 }
 
 impl Machine {
@@ -240,7 +252,14 @@ impl Machine {
             .enumerate()
             .map(|(i, s)| (s.path.clone(), i))
             .collect();
+        let declares = Declares {
+            timers: b.states.iter().any(|s| !s.timers.is_empty()),
+            tasks: b.states.iter().any(|s| s.task.is_some()),
+            approvals: b.states.iter().any(|s| s.approval.is_some()),
+            spawns: b.states.iter().any(|s| s.spawn.is_some()),
+        };
         let mut m = Machine {
+            declares,
             context: def
                 .context
                 .clone()

@@ -470,7 +470,10 @@ impl<S: Store> Engine<S> {
                     }
                     return Ok(Done::Replayed(first.version));
                 }
-                if let Some(queued) = tx.inbox_key(&ns, &id, key)? {
+                // Only a paused instance has queued events: resume drains the inbox.
+                if inst.status == Status::Paused
+                    && let Some(queued) = tx.inbox_key(&ns, &id, key)?
+                {
                     let same = crate::engine::fingerprint(&queued.event, &queued.payload) == *fp;
                     if !same {
                         return Err(Error::KeyReused {

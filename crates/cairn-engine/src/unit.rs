@@ -230,7 +230,9 @@ pub fn apply_event(
     )?;
     apply_effects(tx, inst, &outcome.effects, now)?;
     if inst.status.is_finished() {
-        finish_instance(tx, inst, now)?;
+        // Only what the machine can have needs cancelling; an instance that takes events
+        // is running, so its inbox is empty.
+        finish_with(tx, inst, machine.declares, false, now)?;
     }
     Ok(history)
 }
@@ -413,21 +415,47 @@ pub fn finish_instance(
     inst: &InstanceRecord,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    tx.delete_timers(&inst.namespace, &inst.id)?;
-    cancel_tasks(tx, inst, None, now)?;
-    for mut a in tx.pending_approvals(&inst.namespace, &inst.id)? {
-        cancel_approval(tx, inst, &mut a, now)?;
+    let all = cairn_core::machine::Declares {
+        timers: true,
+        tasks: true,
+        approvals: true,
+        spawns: true,
+    };
+    finish_with(tx, inst, all, true, now)
+}
+
+/// [`finish_instance`], skipping what cannot exist: resources the machine never declares,
+/// and the inbox when the instance was not paused.
+pub fn finish_with(
+    tx: &mut dyn Tx,
+    inst: &InstanceRecord,
+    declares: cairn_core::machine::Declares,
+    inbox: bool,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    if declares.timers {
+        tx.delete_timers(&inst.namespace, &inst.id)?;
     }
-    let dropped = tx.take_inbox(&inst.namespace, &inst.id)?;
-    if !dropped.is_empty() {
-        let events: Vec<&str> = dropped.iter().map(|e| e.event.as_str()).collect();
-        log(
-            tx,
-            inst,
-            "inbox_dropped",
-            json!({"events": events, "status": inst.status}),
-            now,
-        )?;
+    if declares.tasks {
+        cancel_tasks(tx, inst, None, now)?;
+    }
+    if declares.approvals {
+        for mut a in tx.pending_approvals(&inst.namespace, &inst.id)? {
+            cancel_approval(tx, inst, &mut a, now)?;
+        }
+    }
+    if inbox {
+        let dropped = tx.take_inbox(&inst.namespace, &inst.id)?;
+        if !dropped.is_empty() {
+            let events: Vec<&str> = dropped.iter().map(|e| e.event.as_str()).collect();
+            log(
+                tx,
+                inst,
+                "inbox_dropped",
+                json!({"events": events, "status": inst.status}),
+                now,
+            )?;
+        }
     }
     Ok(())
 }

@@ -133,6 +133,9 @@ pub struct SqliteStore {
 
 fn configure(conn: &Connection) -> Result<(), Error> {
     conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
+    // rusqlite caches 16 statements by default; one event's unit alone runs more than
+    // that, and a thrashing cache re-parses SQL on every event.
+    conn.set_prepared_statement_cache_capacity(256);
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;")
         .map_err(db_err)
 }

@@ -212,6 +212,17 @@ pub fn approval(c: &Connection, id: &str) -> Result<Option<ApprovalRecord>, Erro
     .next())
 }
 
+/// The instance's pending approvals: one indexed lookup, for the write path.
+pub fn pending_approvals(c: &Connection, ns: &str, id: &str) -> Result<Vec<ApprovalRecord>, Error> {
+    approvals_query(
+        c,
+        &format!(
+            "SELECT {APPROVAL_COLS} FROM approvals WHERE namespace = ?1 AND instance_id = ?2 AND status = 'pending' ORDER BY created_at, id"
+        ),
+        &[&ns, &id],
+    )
+}
+
 pub fn approvals(
     c: &Connection,
     ns: &str,

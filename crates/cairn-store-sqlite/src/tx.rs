@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use cairn_core::Status;
 use cairn_store::{
-    ApprovalRecord, ApprovalStatus, CheckpointRecord, Error, HistoryKind, HistoryRecord,
-    IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord, LogEntry, MachineRecord,
-    NewLogEntry, Page, TimerRecord, Tx,
+    ApprovalRecord, CheckpointRecord, Error, HistoryKind, HistoryRecord, IdempotencyRecord,
+    InboxRecord, InstanceFilter, InstanceRecord, LogEntry, MachineRecord, NewLogEntry, Page,
+    TimerRecord, Tx,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::types::Value as SqlValue;
@@ -564,7 +564,7 @@ impl Tx for SqlTx<'_> {
         lc::update_approval(self.conn, a)
     }
     fn pending_approvals(&mut self, ns: &str, id: &str) -> Result<Vec<ApprovalRecord>, Error> {
-        lc::approvals(self.conn, ns, Some(ApprovalStatus::Pending), Some(id))
+        lc::pending_approvals(self.conn, ns, id)
     }
     fn insert_checkpoint(&mut self, k: &CheckpointRecord) -> Result<(), Error> {
         lc::insert_checkpoint(self.conn, k)

@@ -1,9 +1,14 @@
 //! `cairn bench WORKLOAD`: the workloads of BENCHMARKS.md, one JSON line per run.
 //!
-//! `W1-events`: a chain of five states and a final one; a workflow is a start and five
-//! `next` events, each a durable transition. With `--acks`, every acknowledged event is
-//! printed as it is acknowledged (the crash test reads these), and `--n 0` runs until
-//! killed.
+//! - `W1-events`: a chain of five states and a final one; a workflow is a start and five
+//!   `next` events, each a durable transition.
+//! - `W2`: one step, an approval gate, completion; the approval call is timed until the
+//!   instance is completed (the call returns once the completing transition committed).
+//!
+//! `--mode inproc` drives an engine in this process; `--mode http` starts `cairn serve`'s
+//! app in this process on 127.0.0.1 and drives it over HTTP, one connection per client.
+//! With `--acks`, W1 prints every acknowledged event as it is acknowledged (the crash test
+//! reads these), and `--n 0` runs until killed.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use cairn_engine::{Config, Engine, SendRequest, StartRequest};
+use cairn_engine::{Config, DecideRequest, Engine, SendRequest, StartRequest};
 use cairn_store_sqlite::{Options, SqliteStore};
 use serde_json::json;
 
@@ -46,13 +51,13 @@ states:
 pub struct Args {
     /// The workload: W1-events or W2.
     workload: String,
-    /// Workflows to run; 0 runs until killed.
+    /// Workflows to run; 0 runs W1 until killed.
     #[arg(long, default_value_t = 2000)]
     n: u64,
-    /// Workflows in flight at once.
+    /// Workflows in flight at once (W2 runs at 1).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// `inproc` (an engine in this process); `http` arrives with `cairn serve`.
+    /// `inproc` (an engine in this process) or `http` (the server's app, over HTTP).
     #[arg(long, default_value = "inproc")]
     mode: String,
     /// Commit every transition alone (to measure what group commit gains).
@@ -63,12 +68,131 @@ pub struct Args {
     acks: bool,
 }
 
+/// What a workload needs from Cairn: in-process or over HTTP.
+trait Driver: Send + Sync {
+    fn start(&self, machine: &str, id: &str) -> Result<u64, String>;
+    /// Sends an event; the instance's version after it.
+    fn send(&self, id: &str, event: &str, key: &str) -> Result<u64, String>;
+    /// Approves the instance's pending approval; its status after.
+    fn approve(&self, id: &str) -> Result<String, String>;
+}
+
+struct InProc(Engine<SqliteStore>);
+
+impl Driver for InProc {
+    fn start(&self, machine: &str, id: &str) -> Result<u64, String> {
+        let req = StartRequest {
+            machine: machine.into(),
+            id: Some(id.into()),
+            ..Default::default()
+        };
+        self.0
+            .start("bench", req)
+            .map(|i| i.version)
+            .map_err(|e| e.to_string())
+    }
+    fn send(&self, id: &str, event: &str, key: &str) -> Result<u64, String> {
+        let req = SendRequest {
+            event: event.into(),
+            key: (!key.is_empty()).then(|| key.to_string()),
+            ..Default::default()
+        };
+        self.0
+            .send("bench", id, req)
+            .map(|s| s.instance.version)
+            .map_err(|e| e.to_string())
+    }
+    fn approve(&self, id: &str) -> Result<String, String> {
+        self.0
+            .decide("bench", id, DecideRequest::approve("bench", ""))
+            .map(|d| d.instance.status.as_str().to_string())
+            .map_err(|e| e.to_string())
+    }
+}
+
+struct Http {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Http {
+    fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, String> {
+        let mut resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .send_json(&body)
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let v: serde_json::Value = resp.body_mut().read_json().map_err(|e| e.to_string())?;
+        if status >= 400 {
+            return Err(format!("{status}: {}", v["detail"]));
+        }
+        Ok(v)
+    }
+}
+
+impl Driver for Http {
+    fn start(&self, machine: &str, id: &str) -> Result<u64, String> {
+        let v = self.post(
+            "/v1/instances?namespace=bench",
+            json!({"machine": machine, "id": id}),
+        )?;
+        v["version"]
+            .as_u64()
+            .ok_or_else(|| "no version".to_string())
+    }
+    fn send(&self, id: &str, event: &str, key: &str) -> Result<u64, String> {
+        let key = (!key.is_empty()).then_some(key);
+        let v = self.post(
+            &format!("/v1/instances/{id}/events?namespace=bench"),
+            json!({"event": event, "key": key}),
+        )?;
+        v["version"]
+            .as_u64()
+            .ok_or_else(|| "no version".to_string())
+    }
+    fn approve(&self, id: &str) -> Result<String, String> {
+        let mut resp = self
+            .agent
+            .get(format!(
+                "{}/v1/approvals?namespace=bench&instance={id}",
+                self.base
+            ))
+            .call()
+            .map_err(|e| e.to_string())?;
+        let list: serde_json::Value = resp.body_mut().read_json().map_err(|e| e.to_string())?;
+        let aid = list[0]["id"]
+            .as_str()
+            .ok_or("no pending approval")?
+            .to_string();
+        let v = self.post(
+            &format!("/v1/approvals/{aid}/approve?namespace=bench"),
+            json!({"actor": "bench"}),
+        )?;
+        Ok(v["instance"]["status"].as_str().unwrap_or("").to_string())
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+/// Removes a temporary data directory when the bench ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
@@ -78,9 +202,9 @@ pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
             a.workload
         )));
     }
-    if a.mode != "inproc" {
+    if !matches!(a.mode.as_str(), "inproc" | "http") {
         return Err(Failure::usage(anyhow!(
-            "mode `{}` is not available yet; use --mode inproc",
+            "unknown mode `{}`; expected inproc or http",
             a.mode
         )));
     }
@@ -104,29 +228,77 @@ pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
         Arc::new(cairn_engine::SystemClock),
         Config::default(),
     );
-    engine
-        .apply("bench", W1, None, Some("w1.yaml"))
-        .map_err(crate::client::failure)?;
-    if a.workload == "W2" {
-        return w2(&engine, &durability, &a);
+    for def in [W1, W2] {
+        engine
+            .apply("bench", def, None, None)
+            .map_err(crate::client::failure)?;
     }
+    let mut _runtime = None;
+    let driver: Arc<dyn Driver> = match a.mode.as_str() {
+        "inproc" => Arc::new(InProc(engine)),
+        _ => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| anyhow!("{e}"))?;
+            let ctx = cairn_server::Ctx::new(engine, cairn_server::Settings::default());
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .map_err(|e| anyhow!("{e}"))?;
+            let addr = listener.local_addr().map_err(|e| anyhow!("{e}"))?;
+            rt.spawn(cairn_server::serve(
+                listener,
+                cairn_server::app(ctx),
+                std::future::pending(),
+            ));
+            _runtime = Some(rt);
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            Arc::new(Http {
+                base: format!("http://{addr}"),
+                agent,
+            })
+        }
+    };
+    let line = if a.workload == "W2" {
+        w2(driver.as_ref(), &a)?
+    } else {
+        w1(driver, &a)?
+    };
+    let mut line = line;
+    line["peer"] = json!("cairn");
+    line["workload"] = json!(a.workload);
+    line["mode"] = json!(a.mode);
+    line["durability"] = json!(durability);
+    line["group_commit"] = json!(!a.no_group_commit);
+    println!("{line}");
+    Ok(())
+}
 
-    let run_id = uuid_like();
+fn w1(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Failure> {
+    let run_id = {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        format!("r{:x}{:x}", t.as_secs(), t.subsec_nanos())
+    };
     let next = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(a.n as usize)));
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let started = Instant::now();
     let threads: Vec<_> = (0..a.concurrency.max(1))
         .map(|_| {
-            let (engine, next, latencies, out, run_id) = (
-                engine.clone(),
+            let (driver, next, latencies, out, run_id) = (
+                Arc::clone(&driver),
                 Arc::clone(&next),
                 Arc::clone(&latencies),
                 Arc::clone(&out),
                 run_id.clone(),
             );
             let (n, acks) = (a.n, a.acks);
-            std::thread::spawn(move || -> Result<(), cairn_engine::Error> {
+            std::thread::spawn(move || -> Result<(), String> {
                 loop {
                     let w = next.fetch_add(1, Ordering::Relaxed);
                     if n > 0 && w >= n {
@@ -134,27 +306,15 @@ pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
                     }
                     let t = Instant::now();
                     let id = format!("{run_id}-{w}");
-                    engine.start(
-                        "bench",
-                        StartRequest {
-                            machine: "w1-chain".into(),
-                            id: Some(id.clone()),
-                            ..Default::default()
-                        },
-                    )?;
+                    driver.start("w1-chain", &id)?;
                     if acks {
                         ack(&out, &id, 1, "");
                     }
                     for step in 0..5 {
                         let key = format!("{id}:{step}");
-                        let req = SendRequest {
-                            event: "next".into(),
-                            key: Some(key.clone()),
-                            ..Default::default()
-                        };
-                        let sent = engine.send("bench", &id, req)?;
+                        let version = driver.send(&id, "next", &key)?;
                         if acks {
-                            ack(&out, &id, sent.instance.version, &key);
+                            ack(&out, &id, version, &key);
                         }
                     }
                     if let Ok(mut l) = latencies.lock() {
@@ -167,97 +327,54 @@ pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
     for t in threads {
         t.join()
             .map_err(|_| anyhow!("a bench thread panicked"))?
-            .map_err(crate::client::failure)?;
+            .map_err(|e| anyhow!("{e}"))?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let mut l = latencies.lock().map_err(|_| anyhow!("poisoned"))?.clone();
     l.sort_by(|a, b| a.total_cmp(b));
     let n = l.len() as f64;
-    let line = json!({
-        "peer": "cairn",
-        "workload": a.workload,
-        "mode": a.mode,
-        "durability": durability,
-        "group_commit": !a.no_group_commit,
+    Ok(json!({
         "n": l.len(),
         "concurrency": a.concurrency,
-        "seconds": (seconds * 1000.0).round() / 1000.0,
-        "workflows_per_s": (n / seconds * 10.0).round() / 10.0,
-        "step_commits_per_s": (n * 6.0 / seconds * 10.0).round() / 10.0,
-        "p50_ms": (percentile(&l, 0.50) * 100.0).round() / 100.0,
-        "p99_ms": (percentile(&l, 0.99) * 100.0).round() / 100.0,
-    });
-    println!("{line}");
-    Ok(())
+        "seconds": round(seconds, 3),
+        "workflows_per_s": round(n / seconds, 1),
+        "step_commits_per_s": round(n * 6.0 / seconds, 1),
+        "p50_ms": round(percentile(&l, 0.50), 2),
+        "p99_ms": round(percentile(&l, 0.99), 2),
+    }))
 }
 
-/// W2: start, one step, then time the approval call until the instance is completed
-/// (in-process, `approve` returns once the completing transition is committed).
-fn w2(engine: &Engine<SqliteStore>, durability: &str, a: &Args) -> Result<(), Failure> {
-    engine
-        .apply("bench", W2, None, Some("w2.yaml"))
-        .map_err(crate::client::failure)?;
+fn w2(driver: &dyn Driver, a: &Args) -> Result<serde_json::Value, Failure> {
     let n = if a.n == 0 { 500 } else { a.n };
-    let run_id = uuid_like();
+    let run_id = format!("w2-{}", std::process::id());
     let mut rounds = Vec::with_capacity(n as usize);
     let started = Instant::now();
     for w in 0..n {
         let id = format!("{run_id}-{w}");
-        engine
-            .start(
-                "bench",
-                StartRequest {
-                    machine: "w2-approval".into(),
-                    id: Some(id.clone()),
-                    ..Default::default()
-                },
-            )
-            .map_err(crate::client::failure)?;
-        engine
-            .send(
-                "bench",
-                &id,
-                SendRequest {
-                    event: "next".into(),
-                    ..Default::default()
-                },
-            )
-            .map_err(crate::client::failure)?;
+        driver
+            .start("w2-approval", &id)
+            .map_err(|e| anyhow!("{e}"))?;
+        driver.send(&id, "next", "").map_err(|e| anyhow!("{e}"))?;
         let t = Instant::now();
-        let d = engine
-            .decide(
-                "bench",
-                &id,
-                cairn_engine::DecideRequest::approve("bench", ""),
-            )
-            .map_err(crate::client::failure)?;
+        let status = driver.approve(&id).map_err(|e| anyhow!("{e}"))?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
-        if d.instance.status != cairn_core::Status::Completed {
+        if status != "completed" {
             return Err(Failure::from(anyhow!(
-                "W2 instance {id} is {} after its approval",
-                d.instance.status.as_str()
+                "W2 instance {id} is {status} after its approval"
             )));
         }
         rounds.push(ms);
     }
     let seconds = started.elapsed().as_secs_f64();
     rounds.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "{}",
-        json!({
-            "peer": "cairn",
-            "workload": "W2",
-            "mode": a.mode,
-            "durability": durability,
-            "n": n,
-            "concurrency": 1,
-            "seconds": (seconds * 1000.0).round() / 1000.0,
-            "workflows_per_s": (n as f64 / seconds * 10.0).round() / 10.0,
-            "approval_round_trip_p50_ms": (percentile(&rounds, 0.50) * 1000.0).round() / 1000.0,
-            "approval_round_trip_p99_ms": (percentile(&rounds, 0.99) * 1000.0).round() / 1000.0,
-        })
-    );
-    Ok(())
+    Ok(json!({
+        "n": n,
+        "concurrency": 1,
+        "seconds": round(seconds, 3),
+        "workflows_per_s": round(n as f64 / seconds, 1),
+        "approval_round_trip_p50_ms": round(percentile(&rounds, 0.50), 3),
+        "approval_round_trip_p99_ms": round(percentile(&rounds, 0.99), 3),
+    }))
 }
 
 fn ack(out: &Mutex<std::io::Stdout>, id: &str, version: u64, key: &str) {
@@ -265,22 +382,5 @@ fn ack(out: &Mutex<std::io::Stdout>, id: &str, version: u64, key: &str) {
     if let Ok(mut o) = out.lock() {
         let _ = writeln!(o, "{}", json!({"ack": id, "version": version, "key": key}));
         let _ = o.flush();
-    }
-}
-
-/// A run id unique enough to keep runs on one data directory apart.
-fn uuid_like() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    format!("r{:x}{:x}", t.as_secs(), t.subsec_nanos())
-}
-
-/// Removes a temporary data directory when the bench ends.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
