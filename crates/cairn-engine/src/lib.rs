@@ -7,6 +7,7 @@
 //! Carrying effects out (timers, tasks, approvals) arrives with the lifecycle issue; the
 //! effects are already recorded with every transition.
 
+mod auth;
 mod clock;
 mod engine;
 mod error;
@@ -15,6 +16,7 @@ mod tasks;
 mod unit;
 pub mod wire;
 
+pub use auth::{Principal, Role};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, Verified};
 pub use error::Error;

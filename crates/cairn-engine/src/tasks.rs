@@ -182,6 +182,18 @@ impl<S: Store> Engine<S> {
         batch: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
+        self.claim_in(queues, None, worker, batch, lease)
+    }
+
+    /// [`Engine::claim`], only tasks of `namespaces` when given (a token's scope).
+    pub fn claim_in(
+        &self,
+        queues: &[String],
+        namespaces: Option<Vec<String>>,
+        worker: &str,
+        batch: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
         if queues.is_empty() {
             return Err(Error::Invalid("claim at least one queue".into()));
         }
@@ -193,7 +205,9 @@ impl<S: Store> Engine<S> {
         let now = self.now();
         self.write(move |tx| {
             let mut out = Vec::new();
-            for mut t in tx.claimable_tasks(&queues, now, batch.clamp(1, 1000))? {
+            for mut t in
+                tx.claimable_tasks(&queues, namespaces.as_deref(), now, batch.clamp(1, 1000))?
+            {
                 t.attempt += 1;
                 t.status = TaskStatus::Leased;
                 t.lease_owner = Some(worker.clone());

@@ -3,6 +3,7 @@
 //! without a socket. Holds no business rules: every decision is the engine's; handlers
 //! parse, call the engine off the async runtime, and render wire types or problems.
 
+mod auth;
 mod error;
 mod metrics;
 mod routes;
@@ -33,6 +34,8 @@ pub struct Settings {
     pub max_streams: usize,
     /// The longest a task claim may wait for work.
     pub max_claim_wait: Duration,
+    /// Require bearer tokens (on by default for non-loopback binds; see `cairn serve`).
+    pub auth: bool,
 }
 
 impl Default for Settings {
@@ -43,6 +46,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(30),
             max_streams: 256,
             max_claim_wait: Duration::from_secs(30),
+            auth: false,
         }
     }
 }
@@ -100,6 +104,10 @@ pub fn app<S: Store + Send + Sync>(ctx: Arc<Ctx<S>>) -> Router {
         .merge(routes::stream::router())
         .merge(routes::tasks::claim_router())
         .merge(routes::ops::health_router())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&ctx),
+            auth::authorize::<S>,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&ctx.metrics),

@@ -621,6 +621,15 @@ impl Reader for SqliteStore {
     ) -> Result<Vec<cairn_store::TaskRecord>, Error> {
         self.read(|c| tasks::tasks(c, ns, queue, status, id))
     }
+    fn task(&self, id: &str) -> Result<Option<cairn_store::TaskRecord>, Error> {
+        self.read(|c| tasks::task(c, id))
+    }
+    fn token_by_hash(&self, hash: &str) -> Result<Option<cairn_store::TokenRecord>, Error> {
+        self.read(|c| tasks::token_by_hash(c, hash))
+    }
+    fn tokens(&self) -> Result<Vec<cairn_store::TokenRecord>, Error> {
+        self.read(tasks::tokens)
+    }
     fn attempts(&self, task_id: &str) -> Result<Vec<cairn_store::AttemptRecord>, Error> {
         self.read(|c| tasks::attempts(c, task_id))
     }

@@ -138,23 +138,27 @@ pub fn open_tasks(c: &Connection, ns: &str, id: &str) -> Result<Vec<TaskRecord>,
 pub fn claimable(
     c: &Connection,
     queues: &[String],
+    namespaces: Option<&[String]>,
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<TaskRecord>, Error> {
-    if queues.is_empty() {
+    if queues.is_empty() || namespaces.is_some_and(|n| n.is_empty()) {
         return Ok(Vec::new());
     }
-    let marks = vec!["?"; queues.len()].join(", ");
+    let marks = |n: usize| vec!["?"; n].join(", ");
     let mut args: Vec<SqlValue> = queues.iter().map(|q| SqlValue::Text(q.clone())).collect();
+    let mut sql = format!(
+        "SELECT {TASK_COLS} FROM tasks WHERE queue IN ({}) AND status = 'pending' AND available_at <= ?",
+        marks(queues.len())
+    );
     args.push(SqlValue::Text(ts(&now)));
+    if let Some(ns) = namespaces {
+        sql.push_str(&format!(" AND namespace IN ({})", marks(ns.len())));
+        args.extend(ns.iter().map(|n| SqlValue::Text(n.clone())));
+    }
+    sql.push_str(" ORDER BY available_at, id LIMIT ?");
     args.push(SqlValue::Integer(limit as i64));
-    query(
-        c,
-        &format!(
-            "SELECT {TASK_COLS} FROM tasks WHERE queue IN ({marks}) AND status = 'pending' AND available_at <= ? ORDER BY available_at, id LIMIT ?"
-        ),
-        args,
-    )
+    query(c, &sql, args)
 }
 
 pub fn expired(c: &Connection, now: DateTime<Utc>, limit: usize) -> Result<Vec<TaskRecord>, Error> {
@@ -246,4 +250,59 @@ pub fn attempts(c: &Connection, task_id: &str) -> Result<Vec<AttemptRecord>, Err
         })
     })
     .collect()
+}
+
+pub fn insert_token(c: &Connection, t: &cairn_store::TokenRecord) -> Result<(), Error> {
+    let r = c
+        .prepare_cached("INSERT INTO tokens (id, name, hash, role, namespaces, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+        .and_then(|mut s| s.execute(params![t.id, t.name, t.hash, t.role, json(&t.namespaces), ts(&t.created_at), t.revoked_at.as_ref().map(ts)]));
+    conflict_if_duplicate(r, || format!("token `{}` exists", t.id))
+}
+
+pub fn revoke_token(c: &Connection, id: &str, at: DateTime<Utc>) -> Result<bool, Error> {
+    c.prepare_cached("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id, ts(&at)]))
+        .map(|n| n > 0)
+        .map_err(db_err)
+}
+
+fn tokens_query(
+    c: &Connection,
+    sql: &str,
+    args: Vec<SqlValue>,
+) -> Result<Vec<cairn_store::TokenRecord>, Error> {
+    let mut s = c.prepare_cached(sql).map_err(db_err)?;
+    let rows = s
+        .query_map(params_from_iter(args), |r| row(r, 7))
+        .map_err(db_err)?;
+    rows.map(|r| {
+        let v = r.map_err(db_err)?;
+        Ok(cairn_store::TokenRecord {
+            id: text(&v[0])?.to_string(),
+            name: text(&v[1])?.to_string(),
+            hash: text(&v[2])?.to_string(),
+            role: text(&v[3])?.to_string(),
+            namespaces: parse_json(text(&v[4])?, "token namespaces")?,
+            created_at: parse_ts(text(&v[5])?)?,
+            revoked_at: opt_text(&v[6])?.map(|t| parse_ts(&t)).transpose()?,
+        })
+    })
+    .collect()
+}
+
+pub fn token_by_hash(
+    c: &Connection,
+    hash: &str,
+) -> Result<Option<cairn_store::TokenRecord>, Error> {
+    Ok(tokens_query(c, "SELECT id, name, hash, role, namespaces, created_at, revoked_at FROM tokens WHERE hash = ?", vec![SqlValue::Text(hash.into())])?
+        .into_iter()
+        .next())
+}
+
+pub fn tokens(c: &Connection) -> Result<Vec<cairn_store::TokenRecord>, Error> {
+    tokens_query(
+        c,
+        "SELECT id, name, hash, role, namespaces, created_at, revoked_at FROM tokens ORDER BY created_at, id",
+        vec![],
+    )
 }

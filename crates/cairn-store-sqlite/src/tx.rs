@@ -616,10 +616,11 @@ impl Tx for SqlTx<'_> {
     fn claimable_tasks(
         &mut self,
         queues: &[String],
+        namespaces: Option<&[String]>,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<cairn_store::TaskRecord>, Error> {
-        crate::tasks::claimable(self.conn, queues, now, limit)
+        crate::tasks::claimable(self.conn, queues, namespaces, now, limit)
     }
     fn expired_leases(
         &mut self,
@@ -630,6 +631,13 @@ impl Tx for SqlTx<'_> {
     }
     fn put_attempt(&mut self, a: &cairn_store::AttemptRecord) -> Result<(), Error> {
         crate::tasks::put_attempt(self.conn, a)
+    }
+
+    fn insert_token(&mut self, t: &cairn_store::TokenRecord) -> Result<(), Error> {
+        crate::tasks::insert_token(self.conn, t)
+    }
+    fn revoke_token(&mut self, id: &str, at: DateTime<Utc>) -> Result<bool, Error> {
+        crate::tasks::revoke_token(self.conn, id, at)
     }
 
     fn append_log(&mut self, e: &NewLogEntry) -> Result<i64, Error> {

@@ -15,7 +15,7 @@ pub use error::Error;
 pub use record::{
     ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, Decision, HistoryKind,
     HistoryRecord, IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord, LogEntry,
-    MachineRecord, NewLogEntry, Page, TaskRecord, TaskStatus, TimerRecord,
+    MachineRecord, NewLogEntry, Page, TaskRecord, TaskStatus, TimerRecord, TokenRecord,
 };
 
 /// Writes inside one unit of work. Every method sees the unit's own earlier writes.
@@ -153,7 +153,8 @@ pub trait Tx {
     fn update_task(&mut self, task: &TaskRecord) -> Result<(), Error>;
     /// The instance's open (pending or leased) tasks.
     fn open_tasks(&mut self, namespace: &str, instance_id: &str) -> Result<Vec<TaskRecord>, Error>;
-    /// Pending tasks of these queues available at `now`, oldest first.
+    /// Pending tasks of these queues available at `now`, oldest first; only of these
+    /// namespaces when given.
     ///
     /// # Contract
     /// Within one unit, a task returned here and then leased by `update_task` is never
@@ -162,6 +163,7 @@ pub trait Tx {
     fn claimable_tasks(
         &mut self,
         queues: &[String],
+        namespaces: Option<&[String]>,
         now: chrono::DateTime<chrono::Utc>,
         limit: usize,
     ) -> Result<Vec<TaskRecord>, Error>;
@@ -173,6 +175,10 @@ pub trait Tx {
     ) -> Result<Vec<TaskRecord>, Error>;
     /// Inserts or replaces one attempt record.
     fn put_attempt(&mut self, attempt: &AttemptRecord) -> Result<(), Error>;
+
+    fn insert_token(&mut self, token: &TokenRecord) -> Result<(), Error>;
+    /// Marks a token revoked; whether it existed.
+    fn revoke_token(&mut self, id: &str, at: chrono::DateTime<chrono::Utc>) -> Result<bool, Error>;
 
     /// Appends to the commit-ordered log and returns the entry's position.
     ///
@@ -258,6 +264,11 @@ pub trait Reader: Send + Sync {
         status: Option<TaskStatus>,
         instance_id: Option<&str>,
     ) -> Result<Vec<TaskRecord>, Error>;
+    /// The token whose secret hashes to `hash`, revoked or not.
+    fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, Error>;
+    fn tokens(&self) -> Result<Vec<TokenRecord>, Error>;
+    /// One task by id.
+    fn task(&self, id: &str) -> Result<Option<TaskRecord>, Error>;
     /// A task's attempts, in order.
     fn attempts(&self, task_id: &str) -> Result<Vec<AttemptRecord>, Error>;
     /// Counts for `stats`: instances per (machine, status), and history records.

@@ -381,3 +381,17 @@ pub struct AttemptRecord {
     pub tokens: Option<i64>,
     pub cost: Option<f64>,
 }
+
+/// An API token (its secret is never stored, only its SHA-256).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub hash: String,
+    /// `viewer`, `worker`, `operator` or `admin`.
+    pub role: String,
+    /// The namespaces it may use; `["*"]` for all.
+    pub namespaces: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}

@@ -113,6 +113,9 @@ enum Command {
     Tasks(commands::worker::Tasks),
     /// Run a command per task of a queue: input on stdin, output from stdout.
     Worker(commands::worker::Worker),
+    /// Manage API tokens for `cairn serve`.
+    #[command(subcommand)]
+    Token(commands::token::Token),
     /// Serve the HTTP API on the data directory (the timer service runs with it).
     Serve(commands::serve::Args),
     /// Run a benchmark workload of BENCHMARKS.md and print its JSON line.
@@ -212,6 +215,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             l::restore(g, &data, a)
         }
         Command::Stats => l::stats(g, &*client()?),
+        Command::Token(t) => commands::token::run(g, &data, t),
         Command::Tasks(a) => commands::worker::tasks(g, &*client()?, a),
         Command::Worker(a) => commands::worker::worker(g, &*client()?, a),
     }

@@ -103,3 +103,92 @@ fn serve_answers_holds_the_directory_and_stops_cleanly_on_sigterm() {
         (Some(2), Some("b"))
     );
 }
+
+#[test]
+fn with_auth_on_the_cli_needs_a_token_created_beforehand() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "--json", "token", "create", "--role", "admin", "--scope", "*", "--name", "ops",
+            "--data",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(token.starts_with("cairn_") && token.len() > 40);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--auth", "on", "--data"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("auth on"), "{line}");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let cli = |args: &[&str], token: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        c.args(args)
+            .env("CAIRN_SERVER", &url)
+            .env_remove("CAIRN_TOKEN");
+        if let Some(t) = token {
+            c.env("CAIRN_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let denied = cli(&["ls"], None);
+    assert_eq!(denied.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("bearer token"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    let ok = cli(&["--json", "ls"], Some(&token));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // An admin makes a viewer over HTTP; the viewer reads but cannot write.
+    let made = cli(
+        &["--json", "token", "create", "--role", "viewer"],
+        Some(&token),
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let viewer = serde_json::from_slice::<serde_json::Value>(&made.stdout).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(cli(&["machines"], Some(&viewer)).status.success());
+    let write = cli(&["start", "nothing"], Some(&viewer));
+    assert_eq!(write.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&write.stderr).contains("needs the operator role"));
+    let listed = cli(&["--json", "token", "ls"], Some(&token));
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains(&viewer),
+        "secrets are never listed"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

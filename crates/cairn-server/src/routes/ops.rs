@@ -19,6 +19,70 @@ pub fn router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
         .route("/v1/stats", get(stats::<S>))
         .route("/v1/tick", axum::routing::post(tick::<S>))
         .route("/v1/backup", axum::routing::post(backup::<S>))
+        .route(
+            "/v1/tokens",
+            axum::routing::post(create_token::<S>).get(tokens::<S>),
+        )
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token::<S>))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    #[serde(default)]
+    name: String,
+    role: String,
+    namespaces: Vec<String>,
+}
+
+/// Creates a token (admins only); the answer holds its secret, shown only now.
+async fn create_token<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Body(b): Body<NewToken>,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let role = cairn_engine::Role::parse(&b.role).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unknown role `{}`; expected viewer, worker, operator or admin",
+            b.role
+        ))
+    })?;
+    let engine = ctx.engine.clone();
+    let (t, secret) = blocking(move || engine.create_token(&b.name, role, b.namespaces)).await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(
+            json!({"id": t.id, "name": t.name, "role": t.role, "namespaces": t.namespaces, "token": secret}),
+        ),
+    ))
+}
+
+async fn tokens<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    axum::extract::Extension(who): axum::extract::Extension<cairn_engine::Principal>,
+) -> Result<Json<Value>, ApiError> {
+    if who.role < cairn_engine::Role::Admin {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "listing tokens needs the admin role",
+        ));
+    }
+    let engine = ctx.engine.clone();
+    let list = blocking(move || engine.tokens()).await?;
+    Ok(Json(Value::Array(
+        list.iter()
+            .map(|t| json!({"id": t.id, "name": t.name, "role": t.role, "namespaces": t.namespaces, "created_at": t.created_at, "revoked_at": t.revoked_at}))
+            .collect(),
+    )))
+}
+
+async fn revoke_token<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let engine = ctx.engine.clone();
+    blocking(move || engine.revoke_token(&id)).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 #[derive(serde::Deserialize, Default)]

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
@@ -49,6 +49,7 @@ impl Drop for Guard {
 
 async fn events<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
+    Extension(who): Extension<cairn_engine::Principal>,
     headers: HeaderMap,
     Query(f): Query<Filter>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -75,7 +76,7 @@ async fn events<S: Store + Send + Sync>(
     let guard = Guard(Arc::clone(&ctx.metrics), permit);
     let state = (
         ctx,
-        f,
+        (f, who),
         start,
         guard,
         HashMap::<(String, String), Option<String>>::new(),
@@ -83,10 +84,10 @@ async fn events<S: Store + Send + Sync>(
     );
     let stream = futures_util::stream::unfold(
         state,
-        |(ctx, f, mut after, guard, mut machines, mut ready)| async move {
+        |(ctx, (f, who), mut after, guard, mut machines, mut ready)| async move {
             loop {
                 if let Some(ev) = ready.pop_front() {
-                    return Some((Ok(ev), (ctx, f, after, guard, machines, ready)));
+                    return Some((Ok(ev), (ctx, (f, who), after, guard, machines, ready)));
                 }
                 let store = ctx.engine.store().clone();
                 let batch = tokio::task::spawn_blocking(move || store.log(after, 500)).await;
@@ -104,7 +105,9 @@ async fn events<S: Store + Send + Sync>(
                 for e in entries {
                     after = e.position;
                     let n = &e.entry;
-                    if f.namespace.as_ref().is_some_and(|ns| ns != &n.namespace)
+                    // Only what the token may see.
+                    if !who.allows(&n.namespace)
+                        || f.namespace.as_ref().is_some_and(|ns| ns != &n.namespace)
                         || f.instance.as_ref().is_some_and(|i| i != &n.instance_id)
                     {
                         continue;

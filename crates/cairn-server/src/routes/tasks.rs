@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cairn_engine::{DEFAULT_LEASE, Usage, wire};
+use cairn_engine::{DEFAULT_LEASE, Principal, Usage, wire};
 use cairn_store::{Store, TaskStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -21,6 +21,26 @@ pub fn router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
         .route("/v1/tasks/{id}/heartbeat", post(heartbeat::<S>))
         .route("/v1/tasks/{id}/complete", post(complete::<S>))
         .route("/v1/tasks/{id}/fail", post(fail::<S>))
+}
+
+/// Refuses a task of a namespace the principal may not use (as not found: its existence
+/// is none of the caller's business).
+async fn visible<S: Store + Send + Sync>(
+    ctx: &Ctx<S>,
+    who: &Principal,
+    id: &str,
+) -> Result<(), ApiError> {
+    let store = ctx.engine.store().clone();
+    let id2 = id.to_string();
+    let task = blocking(move || Ok(store.task(&id2)?)).await?;
+    match task {
+        Some(t) if who.allows(&t.namespace) => Ok(()),
+        _ => Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not-found",
+            format!("no task `{id}`"),
+        )),
+    }
 }
 
 /// The claim is a long poll, so it lives outside the request timeout.
@@ -79,6 +99,7 @@ fn one() -> usize {
 
 async fn claim<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
+    Extension(who): Extension<Principal>,
     Body(b): Body<ClaimBody>,
 ) -> Result<Json<Vec<cairn_api::Claimed>>, ApiError> {
     if b.batch == 0 || b.batch > 100 {
@@ -91,8 +112,14 @@ async fn claim<S: Store + Send + Sync>(
     let wait = Duration::from_millis(b.wait_ms).min(ctx.settings.max_claim_wait);
     let deadline = Instant::now() + wait;
     loop {
-        let (engine, queues, worker) = (ctx.engine.clone(), b.queues.clone(), b.worker.clone());
-        let claimed = blocking(move || engine.claim(&queues, &worker, b.batch, lease)).await?;
+        let (engine, queues, worker, scope) = (
+            ctx.engine.clone(),
+            b.queues.clone(),
+            b.worker.clone(),
+            who.namespaces.clone(),
+        );
+        let claimed =
+            blocking(move || engine.claim_in(&queues, scope, &worker, b.batch, lease)).await?;
         if !claimed.is_empty() || Instant::now() >= deadline {
             return Ok(Json(claimed.iter().map(wire::claimed).collect()));
         }
@@ -112,9 +139,11 @@ struct Heartbeat {
 
 async fn heartbeat<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     Body(b): Body<Heartbeat>,
 ) -> Result<Json<Value>, ApiError> {
+    visible(&ctx, &who, &id).await?;
     let engine = ctx.engine.clone();
     let lease = b.lease_ms.map_or(DEFAULT_LEASE, Duration::from_millis);
     let t = blocking(move || engine.heartbeat(&id, b.attempt, lease)).await?;
@@ -135,9 +164,11 @@ struct Complete {
 
 async fn complete<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     Body(b): Body<Complete>,
 ) -> Result<Json<cairn_api::Task>, ApiError> {
+    visible(&ctx, &who, &id).await?;
     let engine = ctx.engine.clone();
     let o = blocking(move || {
         engine.complete(
@@ -171,9 +202,11 @@ fn yes() -> bool {
 
 async fn fail<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     Body(b): Body<Fail>,
 ) -> Result<Json<Value>, ApiError> {
+    visible(&ctx, &who, &id).await?;
     let engine = ctx.engine.clone();
     let o = blocking(move || {
         engine.fail(

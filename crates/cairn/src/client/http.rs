@@ -130,6 +130,21 @@ impl Http {
         Ok((status, bytes))
     }
 
+    /// A raw call for commands without a `Client` method (tokens); `Null` for no content.
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+        let url = self.url(path, &[]);
+        let (_, bytes) = self.send(
+            method,
+            &url,
+            body.map(|b| ("application/json", b.to_string().into_bytes())),
+        )?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Failure::from(anyhow!("unexpected answer from the server: {e}")))
+    }
+
     fn json<T: DeserializeOwned>(
         &self,
         method: &str,

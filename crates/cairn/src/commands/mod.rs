@@ -6,6 +6,7 @@ pub mod instances;
 pub mod lifecycle;
 pub mod serve;
 pub mod simulate;
+pub mod token;
 pub mod validate;
 pub mod worker;
 

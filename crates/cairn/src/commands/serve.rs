@@ -19,6 +19,9 @@ pub struct Args {
     /// The address to listen on.
     #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:7878")]
     listen: String,
+    /// Require bearer tokens: `on` or `off`; on by default unless the address is loopback.
+    #[arg(long, env = "CAIRN_AUTH", value_parser = ["on", "off"])]
+    auth: Option<String>,
 }
 
 pub fn run(data: &Path, max_payload: usize, a: Args) -> Result<(), Failure> {
@@ -47,7 +50,32 @@ pub fn run(data: &Path, max_payload: usize, a: Args) -> Result<(), Failure> {
     let _timers = TimerService::start(engine.clone(), Duration::from_millis(100));
     let store = engine.store().clone();
     let backup: cairn_server::BackupFn = Arc::new(move |file| store.backup(file));
-    let ctx = Ctx::with_backup(engine, Settings::default(), Some(backup));
+    let auth = match a.auth.as_deref() {
+        Some("on") => true,
+        Some("off") => false,
+        _ => !addr.ip().is_loopback(),
+    };
+    if auth
+        && engine
+            .tokens()
+            .map_err(crate::client::failure)?
+            .iter()
+            .all(|t| t.revoked_at.is_some())
+    {
+        eprintln!(
+            "warning: auth is on and no token exists yet; stop the server and create one with `cairn token create --role admin --scope '*'`"
+        );
+    }
+    if !auth && !addr.ip().is_loopback() {
+        eprintln!(
+            "warning: auth is off on a non-loopback address ({addr}): anyone who can reach it can do anything"
+        );
+    }
+    let settings = Settings {
+        auth,
+        ..Settings::default()
+    };
+    let ctx = Ctx::with_backup(engine, settings, Some(backup));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,8 +86,9 @@ pub fn run(data: &Path, max_payload: usize, a: Args) -> Result<(), Failure> {
             .map_err(|e| Failure::from(anyhow!("cannot listen on {addr}: {e}")))?;
         let bound = listener.local_addr().context("reading the bound address")?;
         println!(
-            "cairn listening on http://{bound} (data {})",
-            data.display()
+            "cairn listening on http://{bound} (data {}, auth {})",
+            data.display(),
+            if auth { "on" } else { "off" }
         );
         tracing::info!(%bound, data = %data.display(), "listening");
         cairn_server::serve(listener, cairn_server::app(Arc::clone(&ctx)), shutdown())
