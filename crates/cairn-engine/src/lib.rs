@@ -17,7 +17,7 @@ mod unit;
 pub mod wire;
 
 pub use auth::{Principal, Role};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Background, Clock, ManualClock, SystemClock};
 pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, Verified};
 pub use error::Error;
 pub use lifecycle::{

@@ -5,6 +5,7 @@
 
 mod client;
 mod commands;
+mod config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,20 +27,19 @@ struct Cli {
     command: Command,
 }
 
-/// Flags every command takes.
+/// Flags every command takes. `data`, `namespace` and `max_payload` are also settings
+/// (`cairn.toml`, `CAIRN_*`); a flag given here wins over them.
 #[derive(clap::Args)]
 pub struct Global {
-    /// The data directory of the embedded store [default: ./cairn-data; for `bench`, a
-    /// temporary directory].
-    #[arg(long, env = "CAIRN_DATA", global = true)]
+    /// The data directory of the embedded store [setting `data`; default ./cairn-data;
+    /// for `bench`, a temporary directory].
+    #[arg(long, global = true)]
     pub data: Option<PathBuf>,
-    /// The namespace to work in.
-    #[arg(
-        long,
-        env = "CAIRN_NAMESPACE",
-        default_value = "default",
-        global = true
-    )]
+    /// The namespace to work in [setting `namespace`; default `default`].
+    #[arg(long = "namespace", global = true)]
+    pub namespace_flag: Option<String>,
+    /// The resolved namespace.
+    #[arg(skip)]
     pub namespace: String,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
@@ -50,9 +50,12 @@ pub struct Global {
     /// The bearer token for `--server`.
     #[arg(long, env = "CAIRN_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
-    /// The largest event payload or start input accepted, in bytes.
-    #[arg(long, env = "CAIRN_MAX_PAYLOAD", default_value_t = 1024 * 1024, global = true)]
-    pub max_payload: usize,
+    /// The largest event payload or start input accepted, in bytes [setting `max_payload`].
+    #[arg(long, global = true)]
+    pub max_payload: Option<usize>,
+    /// The configuration file [default ./cairn.toml, with ./cairn.local.toml over it].
+    #[arg(long, env = "CAIRN_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +121,8 @@ enum Command {
     Token(commands::token::Token),
     /// Serve the HTTP API on the data directory (the timer service runs with it).
     Serve(commands::serve::Args),
+    /// Show every setting with its value and where it came from.
+    Config,
     /// Run a benchmark workload of BENCHMARKS.md and print its JSON line.
     Bench(commands::bench::Args),
 }
@@ -150,14 +155,40 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
+fn run(mut cli: Cli) -> Result<(), Failure> {
     use commands::instances as i;
     use commands::lifecycle as l;
+    // Commands that touch no Cairn state read no configuration.
+    match cli.command {
+        Command::Validate(a) => return commands::validate::run(a, cli.global.json),
+        Command::Simulate(a) => return commands::simulate::run(a),
+        Command::Diagram(a) => return commands::diagram::run(a, cli.global.json),
+        Command::Bench(a) => {
+            let data = cli
+                .global
+                .data
+                .clone()
+                .or_else(|| std::env::var_os("CAIRN_DATA").map(PathBuf::from));
+            return commands::bench::run(data, a);
+        }
+        _ => {}
+    }
+    let (listen, auth) = match &cli.command {
+        Command::Serve(a) => (a.listen.clone(), a.auth.clone()),
+        _ => (None, None),
+    };
+    let flags = config::Flags {
+        data: cli.global.data.clone(),
+        namespace: cli.global.namespace_flag.clone(),
+        max_payload: cli.global.max_payload,
+        listen,
+        auth,
+    };
+    let loaded = config::load(cli.global.config.as_deref(), flags)?;
+    cli.global.namespace = loaded.settings.namespace.clone();
     let g = &cli.global;
-    let data = g
-        .data
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("./cairn-data"));
+    let data = loaded.settings.data.clone();
+    let max_payload = loaded.settings.max_payload;
     let client = || -> Result<Box<dyn client::Client>, Failure> {
         match &g.server {
             Some(url) => Ok(Box::new(client::http::Http::new(
@@ -168,14 +199,29 @@ fn run(cli: Cli) -> Result<(), Failure> {
             None => Ok(Box::new(client::Local::open(
                 &data,
                 &g.namespace,
-                g.max_payload,
+                max_payload,
             )?)),
         }
     };
     match cli.command {
-        Command::Validate(a) => commands::validate::run(a, g.json),
-        Command::Simulate(a) => commands::simulate::run(a),
-        Command::Diagram(a) => commands::diagram::run(a, g.json),
+        Command::Validate(_) | Command::Simulate(_) | Command::Diagram(_) | Command::Bench(_) => {
+            unreachable!("handled above")
+        }
+        Command::Config => {
+            let d = loaded.describe();
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&d).expect("serialises"));
+            } else if let Some(m) = d.as_object() {
+                for (k, v) in m {
+                    println!(
+                        "{k} = {}  ({})",
+                        v["value"],
+                        v["source"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Apply(a) => i::apply(g, &*client()?, a),
         Command::Machines => i::machines(g, &*client()?),
         Command::Start(a) => i::start(g, &*client()?, a),
@@ -185,14 +231,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::History(a) => i::history(g, &*client()?, a),
         Command::Accepts(a) => i::accepts(g, &*client()?, a),
         Command::Verify(a) => i::verify(g, &*client()?, a),
-        Command::Bench(a) => commands::bench::run(g.data.clone(), a),
         Command::Serve(a) => {
             if g.server.is_some() {
                 return Err(Failure::usage(anyhow::anyhow!(
                     "`cairn serve` serves a data directory; it takes no --server"
                 )));
             }
-            commands::serve::run(&data, g.max_payload, a)
+            commands::serve::run(&loaded.settings, a)
         }
         Command::Tick(a) => l::tick(g, &*client()?, a),
         Command::Checkpoint(a) => l::checkpoint(g, &*client()?, a),

@@ -16,21 +16,23 @@ use crate::Failure;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The address to listen on.
-    #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:7878")]
-    listen: String,
-    /// Require bearer tokens: `on` or `off`; on by default unless the address is loopback.
-    #[arg(long, env = "CAIRN_AUTH", value_parser = ["on", "off"])]
-    auth: Option<String>,
+    /// The address to listen on [setting `listen`; default 127.0.0.1:7878].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Require bearer tokens: `on` or `off` [setting `auth`; default on unless the address
+    /// is loopback].
+    #[arg(long, value_parser = ["on", "off"])]
+    pub auth: Option<String>,
 }
 
-pub fn run(data: &Path, max_payload: usize, a: Args) -> Result<(), Failure> {
-    let addr: SocketAddr = a.listen.parse().map_err(|e| {
-        Failure::usage(anyhow!(
-            "`--listen {}` (or CAIRN_LISTEN) is not an ADDRESS:PORT: {e}",
-            a.listen
-        ))
-    })?;
+pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> {
+    let data: &Path = &settings.data;
+    let max_payload = settings.max_payload;
+    // Validated when the settings were loaded.
+    let addr: SocketAddr = settings
+        .listen
+        .parse()
+        .map_err(|e| anyhow!("listen: {e}"))?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
@@ -50,7 +52,7 @@ pub fn run(data: &Path, max_payload: usize, a: Args) -> Result<(), Failure> {
     let _timers = TimerService::start(engine.clone(), Duration::from_millis(100));
     let store = engine.store().clone();
     let backup: cairn_server::BackupFn = Arc::new(move |file| store.backup(file));
-    let auth = match a.auth.as_deref() {
+    let auth = match settings.auth.as_deref() {
         Some("on") => true,
         Some("off") => false,
         _ => !addr.ip().is_loopback(),
@@ -71,11 +73,18 @@ pub fn run(data: &Path, max_payload: usize, a: Args) -> Result<(), Failure> {
             "warning: auth is off on a non-loopback address ({addr}): anyone who can reach it can do anything"
         );
     }
-    let settings = Settings {
+    let dur = |s: &str| crate::config::duration(s).unwrap_or(Duration::from_secs(30));
+    let server_settings = Settings {
         auth,
-        ..Settings::default()
+        max_body_bytes: settings.http.max_body_bytes,
+        max_page: settings.http.max_page,
+        request_timeout: dur(&settings.http.request_timeout),
+        max_streams: settings.http.max_streams,
+        max_claim_wait: dur(&settings.http.max_claim_wait),
     };
-    let ctx = Ctx::with_backup(engine, settings, Some(backup));
+    // Retention, when configured, runs every minute over every namespace.
+    let _retention = retention(engine.clone(), &settings.retention);
+    let ctx = Ctx::with_backup(engine, server_settings, Some(backup));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -112,4 +121,41 @@ async fn shutdown() {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+fn retention(
+    engine: cairn_engine::Engine<cairn_store_sqlite::SqliteStore>,
+    r: &crate::config::Retention,
+) -> Option<cairn_engine::Background> {
+    if r.finished_after.is_none() && r.max_history.is_none() {
+        return None;
+    }
+    let policy = cairn_engine::Retention {
+        finished_after: r
+            .finished_after
+            .as_deref()
+            .and_then(crate::config::duration)
+            .and_then(|d| chrono::Duration::from_std(d).ok()),
+        max_history: r.max_history,
+    };
+    Some(cairn_engine::Background::spawn(
+        "cairn-retention",
+        Duration::from_secs(60),
+        move || {
+            let mut namespaces: Vec<String> = engine
+                .instance_ids(None)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(ns, _)| ns)
+                .collect();
+            namespaces.sort();
+            namespaces.dedup();
+            for ns in namespaces {
+                if let Err(e) = engine.enforce_retention(&ns, &policy) {
+                    tracing::warn!(namespace = %ns, error = %e, "retention failed");
+                }
+            }
+            false
+        },
+    ))
 }

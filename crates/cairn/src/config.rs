@@ -1,0 +1,237 @@
+//! Settings, layered: built-in defaults, then `cairn.toml`, then `cairn.local.toml` (both
+//! in the working directory, or `--config FILE` and its `.local.toml` sibling), then
+//! `CAIRN_*` environment variables (`__` for nesting: `CAIRN_HTTP__MAX_STREAMS`), then
+//! flags. Validated at start; every error names the setting and where its value came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::Failure;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The data directory of the embedded store.
+    pub data: PathBuf,
+    pub namespace: String,
+    /// `cairn serve`'s address.
+    pub listen: String,
+    /// `on`, `off`, or unset: on unless `listen` is a loopback address.
+    pub auth: Option<String>,
+    /// The largest event payload or start input, in bytes.
+    pub max_payload: usize,
+    pub http: Http,
+    pub retention: Retention,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    pub max_body_bytes: usize,
+    pub max_page: usize,
+    pub request_timeout: String,
+    pub max_streams: usize,
+    pub max_claim_wait: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Remove finished instances last updated longer ago than this (e.g. `30d`).
+    pub finished_after: Option<String>,
+    /// Fold all but this many of each instance's newest history records.
+    pub max_history: Option<usize>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            data: PathBuf::from("./cairn-data"),
+            namespace: "default".into(),
+            listen: "127.0.0.1:7878".into(),
+            auth: None,
+            max_payload: 1024 * 1024,
+            http: Http::default(),
+            retention: Retention::default(),
+        }
+    }
+}
+
+impl Default for Http {
+    fn default() -> Http {
+        Http {
+            max_body_bytes: 2 * 1024 * 1024,
+            max_page: 1000,
+            request_timeout: "30s".into(),
+            max_streams: 256,
+            max_claim_wait: "30s".into(),
+        }
+    }
+}
+
+/// Settings with the figure they were read from, for errors and `cairn config`.
+pub struct Loaded {
+    pub settings: Settings,
+    figment: Figment,
+}
+
+/// Flags given on the command line (and only those).
+#[derive(Default, Serialize)]
+pub struct Flags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_payload: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+}
+
+pub fn load(config: Option<&Path>, flags: Flags) -> Result<Loaded, Failure> {
+    let base = config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("cairn.toml"));
+    if config.is_some() && !base.exists() {
+        return Err(Failure::usage(anyhow!(
+            "`--config {}`: no such file",
+            base.display()
+        )));
+    }
+    let local = base.with_extension("local.toml");
+    let figment = Figment::from(Serialized::defaults(Settings::default()))
+        .merge(Toml::file(&base))
+        .merge(Toml::file(&local))
+        .merge(
+            Env::prefixed("CAIRN_")
+                .split("__")
+                .ignore(&["server", "token", "log", "config"]),
+        )
+        .merge(Serialized::globals(flags));
+    let settings: Settings = figment
+        .extract()
+        .map_err(|e| Failure::usage(anyhow!("invalid configuration: {e}")))?;
+    let loaded = Loaded { settings, figment };
+    loaded.validate()?;
+    Ok(loaded)
+}
+
+/// `30s`, `10m`, `2h`, `7d`, `500ms`.
+pub fn duration(s: &str) -> Option<Duration> {
+    crate::commands::lifecycle::parse_duration("", s)
+        .ok()
+        .and_then(|d| d.to_std().ok())
+}
+
+impl Loaded {
+    /// Where a setting's value came from.
+    pub fn source(&self, key: &str) -> String {
+        match self.figment.find_metadata(key) {
+            Some(m) => match &m.source {
+                Some(figment::Source::File(p)) => p.display().to_string(),
+                Some(figment::Source::Code(_)) if m.name.contains("Flags") => {
+                    format!("flag --{}", key.replace('_', "-"))
+                }
+                Some(figment::Source::Code(_)) => "default".into(),
+                _ if m.name.contains("environment") => {
+                    format!(
+                        "environment variable CAIRN_{}",
+                        key.to_uppercase().replace('.', "__")
+                    )
+                }
+                Some(other) => other.to_string(),
+                None => m.name.to_string(),
+            },
+            None => "default".into(),
+        }
+    }
+
+    fn bad(&self, key: &str, value: impl std::fmt::Display, why: &str) -> Failure {
+        Failure::usage(anyhow!(
+            "setting `{key}` = `{value}` (from {}): {why}",
+            self.source(key)
+        ))
+    }
+
+    fn validate(&self) -> Result<(), Failure> {
+        let s = &self.settings;
+        s.listen
+            .parse::<SocketAddr>()
+            .map_err(|e| self.bad("listen", &s.listen, &format!("not an ADDRESS:PORT ({e})")))?;
+        if let Some(a) = &s.auth
+            && a != "on"
+            && a != "off"
+        {
+            return Err(self.bad("auth", a, "expected on or off"));
+        }
+        if s.namespace.is_empty() {
+            return Err(self.bad("namespace", &s.namespace, "must not be empty"));
+        }
+        if s.max_payload == 0 {
+            return Err(self.bad("max_payload", s.max_payload, "must be at least 1"));
+        }
+        for (key, v) in [
+            ("http.request_timeout", &s.http.request_timeout),
+            ("http.max_claim_wait", &s.http.max_claim_wait),
+        ] {
+            if duration(v).is_none() {
+                return Err(self.bad(key, v, "not a duration (e.g. 30s, 5m)"));
+            }
+        }
+        for (key, v) in [
+            ("http.max_body_bytes", s.http.max_body_bytes),
+            ("http.max_page", s.http.max_page),
+            ("http.max_streams", s.http.max_streams),
+        ] {
+            if v == 0 {
+                return Err(self.bad(key, v, "must be at least 1"));
+            }
+        }
+        if let Some(v) = &s.retention.finished_after
+            && duration(v).is_none()
+        {
+            return Err(self.bad("retention.finished_after", v, "not a duration (e.g. 30d)"));
+        }
+        if s.retention.max_history == Some(0) {
+            return Err(self.bad("retention.max_history", 0, "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Every setting with its value and source, for `cairn config`.
+    pub fn describe(&self) -> Value {
+        let v = serde_json::to_value(&self.settings).unwrap_or_default();
+        let mut out = serde_json::Map::new();
+        fn walk(prefix: &str, v: &Value, out: &mut serde_json::Map<String, Value>, l: &Loaded) {
+            match v {
+                Value::Object(m) => {
+                    for (k, v) in m {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&key, v, out, l);
+                    }
+                }
+                other => {
+                    out.insert(
+                        prefix.to_string(),
+                        json!({"value": other, "source": l.source(prefix)}),
+                    );
+                }
+            }
+        }
+        walk("", &v, &mut out, self);
+        Value::Object(out)
+    }
+}
