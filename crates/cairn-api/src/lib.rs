@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// An instance as clients see it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Instance {
     pub id: String,
     pub namespace: String,
@@ -34,7 +34,7 @@ pub struct Instance {
 
 /// One record of an instance's history: its start, an applied event, or a lifecycle
 /// change (pause, resume, cancel).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Transition {
     /// 1, 2, 3... in commit order.
     pub seq: u64,
@@ -58,7 +58,7 @@ pub struct Transition {
 }
 
 /// A machine version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Machine {
     pub name: String,
     pub namespace: String,
@@ -69,7 +69,7 @@ pub struct Machine {
 }
 
 /// The answer to applying a definition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Applied {
     pub machine: String,
     pub version: u32,
@@ -79,7 +79,7 @@ pub struct Applied {
 
 /// The answer to sending an event: the instance as it is now (its fields at the top
 /// level), with the transition recorded for this event.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Sent {
     #[serde(flatten)]
     pub instance: Instance,
@@ -92,7 +92,7 @@ pub struct Sent {
 }
 
 /// A page of instances.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InstancePage {
     pub instances: Vec<Instance>,
     /// The cursor of the next page, if there is one.
@@ -100,7 +100,7 @@ pub struct InstancePage {
 }
 
 /// The result of verifying one instance.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Verified {
     pub namespace: String,
     pub id: String,
@@ -110,7 +110,7 @@ pub struct Verified {
 }
 
 /// One approver's decision.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decision {
     pub actor: String,
     pub approve: bool,
@@ -119,7 +119,7 @@ pub struct Decision {
 }
 
 /// A human approval requested by a state.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Approval {
     pub id: String,
     pub namespace: String,
@@ -139,7 +139,7 @@ pub struct Approval {
 }
 
 /// The answer to an approve / reject.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decided {
     pub approval: Approval,
     pub instance: Instance,
@@ -149,7 +149,7 @@ pub struct Decided {
 }
 
 /// A named checkpoint.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Checkpoint {
     pub name: String,
     pub instance: String,
@@ -162,7 +162,7 @@ pub struct Checkpoint {
 }
 
 /// A pending timer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Timer {
     pub event: String,
     pub state: String,
@@ -170,7 +170,7 @@ pub struct Timer {
 }
 
 /// Everything about one instance, as `export --format json` writes it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Export {
     pub instance: Instance,
     pub history: Vec<Transition>,
@@ -180,7 +180,7 @@ pub struct Export {
 }
 
 /// A task for a worker.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Task {
     pub id: String,
     pub namespace: String,
@@ -202,7 +202,7 @@ pub struct Task {
 }
 
 /// A task claimed by a worker: do the work, then complete or fail this attempt.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Claimed {
     pub id: String,
     pub namespace: String,
@@ -215,4 +215,29 @@ pub struct Claimed {
     pub attempt: u32,
     pub max_attempts: u32,
     pub lease_expires_at: DateTime<Utc>,
+}
+
+/// What `stats` reports for a namespace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Stats {
+    /// machine -> status -> instances.
+    pub instances: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Applied events (starts included).
+    pub transitions: u64,
+    /// machine -> state -> mean milliseconds spent in it (over the visits that ended).
+    pub mean_time_in_state_ms: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+/// An error (RFC 9457 problem details), as `application/problem+json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Problem {
+    /// A stable identifier: `/problems/not-found`, `/problems/event-not-accepted`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Extra members some problems carry (`accepts`, `current_version`, `problems`...).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
 }

@@ -4,7 +4,7 @@
 //!
 //! Every operation is one unit of work, so each is atomic and, once acknowledged, durable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use cairn_core::{Env, Event, Snapshot, Status};
@@ -83,16 +83,7 @@ impl ForkFrom {
     }
 }
 
-/// What `stats` reports for a namespace.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
-pub struct Stats {
-    /// machine -> status -> instances.
-    pub instances: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Applied events (starts included).
-    pub transitions: u64,
-    /// machine -> state -> mean milliseconds spent in it (over the visits that ended).
-    pub mean_time_in_state_ms: BTreeMap<String, BTreeMap<String, f64>>,
-}
+pub use cairn_api::Stats;
 
 /// How old history and finished instances are kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

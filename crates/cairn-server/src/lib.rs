@@ -6,6 +6,7 @@
 mod auth;
 mod error;
 mod metrics;
+pub mod openapi;
 mod routes;
 
 use std::net::SocketAddr;

@@ -146,6 +146,10 @@ async fn backup<S: Store + Send + Sync>(
 
 pub fn health_router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
     Router::new()
+        .route(
+            "/openapi.json",
+            get(|| async { Json(crate::openapi::document().clone()) }),
+        )
         .route("/healthz", get(healthz::<S>))
         .route("/metrics", get(metrics::<S>))
 }

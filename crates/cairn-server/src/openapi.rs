@@ -1,0 +1,470 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 description of the API. Schemas are derived from
+//! the `cairn-api` wire types (schemars), so they cannot drift from what handlers send;
+//! the operations are listed here, beside the routers, and a test checks real responses
+//! against them.
+
+use std::sync::OnceLock;
+
+use cairn_api as api;
+use schemars::generate::SchemaSettings;
+use serde_json::{Map, Value, json};
+
+/// One operation: method, path, summary, request body schema, and responses
+/// (status, schema name or `None` for no JSON body).
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    body: Option<Value>,
+    ok: &'static [(u16, Option<&'static str>)],
+}
+
+fn r(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn obj(props: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
+}
+
+fn ops() -> Vec<Op> {
+    let who = obj(
+        json!({"actor": {"type": "string"}, "reason": {"type": "string"}}),
+        &[],
+    );
+    let any = json!({});
+    vec![
+        Op {
+            method: "post",
+            path: "/v1/machines",
+            summary: "Apply a definition (JSON, or YAML/TOML by content type)",
+            body: Some(json!({"type": "object"})),
+            ok: &[(201, Some("Applied")), (200, Some("Applied"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/machines",
+            summary: "The latest version of every machine",
+            body: None,
+            ok: &[(200, Some("MachineList"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/machines/{name}",
+            summary: "A machine's latest version, with its definition",
+            body: None,
+            ok: &[(200, Some("MachineDetail"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/machines/{name}/versions/{version}",
+            summary: "One version of a machine",
+            body: None,
+            ok: &[(200, Some("MachineDetail"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/machines/{name}/diagram",
+            summary: "A Mermaid or dot diagram (text)",
+            body: None,
+            ok: &[(200, None)],
+        },
+        Op {
+            method: "post",
+            path: "/v1/instances",
+            summary: "Start an instance",
+            body: Some(obj(
+                json!({"machine": {"type": "string"}, "version": {"type": ["integer", "null"]}, "id": {"type": ["string", "null"]}, "input": any, "labels": {"type": "object", "additionalProperties": {"type": "string"}}, "actor": {"type": "string"}}),
+                &["machine"],
+            )),
+            ok: &[(201, Some("Instance"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/instances",
+            summary: "List instances (filters: machine, status, state, label=k=v; cursor pages)",
+            body: None,
+            ok: &[(200, Some("InstancePage"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/instances/{id}",
+            summary: "An instance",
+            body: None,
+            ok: &[(200, Some("Instance"))],
+        },
+        Op {
+            method: "delete",
+            path: "/v1/instances/{id}",
+            summary: "Delete an instance and everything recorded of it",
+            body: None,
+            ok: &[(204, None)],
+        },
+        Op {
+            method: "post",
+            path: "/v1/instances/{id}/events",
+            summary: "Send an event (202 when queued for a paused instance)",
+            body: Some(obj(
+                json!({"event": {"type": "string"}, "payload": any, "key": {"type": ["string", "null"]}, "expected_version": {"type": ["integer", "null"]}, "actor": {"type": "string"}, "reason": {"type": "string"}}),
+                &["event"],
+            )),
+            ok: &[(200, Some("Sent")), (202, Some("Sent"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/instances/{id}/accepts",
+            summary: "The events the instance accepts now",
+            body: None,
+            ok: &[(200, Some("Strings"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/instances/{id}/history",
+            summary: "Every history record",
+            body: None,
+            ok: &[(200, Some("History"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/instances/{id}/checkpoints",
+            summary: "Checkpoints",
+            body: None,
+            ok: &[(200, Some("Checkpoints"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/instances/{id}/checkpoints",
+            summary: "Take a named checkpoint",
+            body: Some(obj(json!({"name": {"type": "string"}}), &["name"])),
+            ok: &[(201, Some("Checkpoint"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/instances/{id}/fork",
+            summary: "Fork from a version or checkpoint",
+            body: Some(obj(
+                json!({"from": {"type": ["integer", "string"]}, "id": {"type": ["string", "null"]}, "patch": any}),
+                &["from"],
+            )),
+            ok: &[(201, Some("Instance"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/instances/{id}/pause",
+            summary: "Pause",
+            body: Some(who.clone()),
+            ok: &[(200, Some("Instance"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/instances/{id}/resume",
+            summary: "Resume: apply queued events, then due timers",
+            body: Some(who.clone()),
+            ok: &[(200, Some("Instance"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/instances/{id}/cancel",
+            summary: "Cancel",
+            body: Some(who),
+            ok: &[(200, Some("Instance"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/instances/{id}/export",
+            summary: "Export (format=json|markdown|jsonl)",
+            body: None,
+            ok: &[(200, Some("Export"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/verify",
+            summary: "Replay history and compare (one instance, or all)",
+            body: Some(obj(json!({"id": {"type": ["string", "null"]}}), &[])),
+            ok: &[(200, Some("VerifyReport"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/approvals",
+            summary: "Approvals (pending by default)",
+            body: None,
+            ok: &[(200, Some("Approvals"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/approvals/{aid}/approve",
+            summary: "Approve",
+            body: Some(obj(
+                json!({"actor": {"type": "string"}, "reason": {"type": "string"}, "payload": any}),
+                &[],
+            )),
+            ok: &[(200, Some("Decided"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/approvals/{aid}/reject",
+            summary: "Reject (reason required)",
+            body: Some(obj(
+                json!({"actor": {"type": "string"}, "reason": {"type": "string"}, "payload": any}),
+                &["reason"],
+            )),
+            ok: &[(200, Some("Decided"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/tasks",
+            summary: "Tasks",
+            body: None,
+            ok: &[(200, Some("Tasks"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/tasks/claim",
+            summary: "Claim tasks (a long poll up to wait_ms)",
+            body: Some(obj(
+                json!({"queues": {"type": "array", "items": {"type": "string"}}, "worker": {"type": "string"}, "batch": {"type": "integer"}, "wait_ms": {"type": "integer"}, "lease_ms": {"type": ["integer", "null"]}}),
+                &["queues", "worker"],
+            )),
+            ok: &[(200, Some("ClaimedList"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/tasks/{id}/heartbeat",
+            summary: "Renew a lease",
+            body: Some(obj(
+                json!({"attempt": {"type": "integer"}, "lease_ms": {"type": ["integer", "null"]}}),
+                &["attempt"],
+            )),
+            ok: &[(200, Some("Heartbeat"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/tasks/{id}/complete",
+            summary: "Complete an attempt",
+            body: Some(obj(
+                json!({"attempt": {"type": "integer"}, "output": any, "tokens": {"type": ["integer", "null"]}, "cost": {"type": ["number", "null"]}}),
+                &["attempt"],
+            )),
+            ok: &[(200, Some("Task"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/tasks/{id}/fail",
+            summary: "Fail an attempt",
+            body: Some(obj(
+                json!({"attempt": {"type": "integer"}, "error": {"type": "string"}, "retryable": {"type": "boolean"}, "tokens": {"type": ["integer", "null"]}, "cost": {"type": ["number", "null"]}}),
+                &["attempt", "error"],
+            )),
+            ok: &[(200, Some("Failed"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/stats",
+            summary: "Statistics",
+            body: None,
+            ok: &[(200, Some("Stats"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/tick",
+            summary: "Fire due timers, reclaim leases, apply retention now",
+            body: Some(obj(
+                json!({"retain_finished_ms": {"type": ["integer", "null"]}, "max_history": {"type": ["integer", "null"]}}),
+                &[],
+            )),
+            ok: &[(200, Some("Ticked"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/backup",
+            summary: "Write an online backup on the server",
+            body: Some(obj(json!({"file": {"type": "string"}}), &["file"])),
+            ok: &[(200, Some("BackedUp"))],
+        },
+        Op {
+            method: "post",
+            path: "/v1/tokens",
+            summary: "Create a token (admin); the answer holds its secret",
+            body: Some(obj(
+                json!({"name": {"type": "string"}, "role": {"type": "string"}, "namespaces": {"type": "array", "items": {"type": "string"}}}),
+                &["role", "namespaces"],
+            )),
+            ok: &[(201, Some("NewToken"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/tokens",
+            summary: "Tokens (admin; never their secrets)",
+            body: None,
+            ok: &[(200, Some("TokenList"))],
+        },
+        Op {
+            method: "delete",
+            path: "/v1/tokens/{id}",
+            summary: "Revoke a token (admin)",
+            body: None,
+            ok: &[(204, None)],
+        },
+        Op {
+            method: "get",
+            path: "/v1/events",
+            summary: "Server-Sent Events of the commit-ordered log; Last-Event-ID resumes",
+            body: None,
+            ok: &[(200, None)],
+        },
+        Op {
+            method: "get",
+            path: "/healthz",
+            summary: "Health",
+            body: None,
+            ok: &[(200, Some("Health"))],
+        },
+        Op {
+            method: "get",
+            path: "/metrics",
+            summary: "Prometheus metrics (text)",
+            body: None,
+            ok: &[(200, None)],
+        },
+    ]
+}
+
+/// The whole document (built once).
+pub fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(build)
+}
+
+fn build() -> Value {
+    let mut g = SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas".into())
+        .into_generator();
+    let mut named = Map::new();
+    macro_rules! named {
+        ($($name:literal => $t:ty),* $(,)?) => {
+            $( named.insert($name.into(), g.subschema_for::<$t>().to_value()); )*
+        };
+    }
+    named!(
+        "Instance" => api::Instance, "Transition" => api::Transition, "Machine" => api::Machine,
+        "Applied" => api::Applied, "Sent" => api::Sent, "InstancePage" => api::InstancePage,
+        "Verified" => api::Verified, "Approval" => api::Approval, "Decided" => api::Decided,
+        "Checkpoint" => api::Checkpoint, "Timer" => api::Timer, "Export" => api::Export,
+        "Task" => api::Task, "Claimed" => api::Claimed, "Stats" => api::Stats, "Problem" => api::Problem,
+    );
+    let mut schemas: Map<String, Value> = g.take_definitions(true).into_iter().collect();
+    for (k, v) in named {
+        // Types schemars inlined (no $ref) are registered under their name here.
+        let referenced = format!("#/components/schemas/{k}");
+        if v.get("$ref").and_then(Value::as_str) != Some(referenced.as_str()) {
+            schemas.insert(k, v);
+        }
+    }
+    let list = |item: &str| json!({"type": "array", "items": r(item)});
+    let extra = [
+        ("MachineList", list("Machine")),
+        (
+            "MachineDetail",
+            json!({"allOf": [r("Machine")], "properties": {"definition": {"type": "object"}}, "required": ["definition"]}),
+        ),
+        (
+            "Strings",
+            json!({"type": "array", "items": {"type": "string"}}),
+        ),
+        ("History", list("Transition")),
+        ("Checkpoints", list("Checkpoint")),
+        ("Approvals", list("Approval")),
+        ("Tasks", list("Task")),
+        ("ClaimedList", list("Claimed")),
+        (
+            "VerifyReport",
+            obj(
+                json!({"ok": {"type": "boolean"}, "checked": {"type": "integer"}, "failed": {"type": "integer"}, "instances": list("Verified")}),
+                &["ok", "checked", "failed", "instances"],
+            ),
+        ),
+        (
+            "Heartbeat",
+            obj(
+                json!({"task": {"type": "string"}, "attempt": {"type": "integer"}, "lease_expires_at": {"type": ["string", "null"]}}),
+                &["task", "attempt"],
+            ),
+        ),
+        (
+            "Failed",
+            obj(
+                json!({"task": r("Task"), "retrying": {"type": "boolean"}}),
+                &["task", "retrying"],
+            ),
+        ),
+        (
+            "Ticked",
+            obj(
+                json!({"timers_fired": {"type": "integer"}, "instances_removed": {"type": "integer"}, "history_folded": {"type": "integer"}}),
+                &["timers_fired", "instances_removed", "history_folded"],
+            ),
+        ),
+        (
+            "BackedUp",
+            obj(
+                json!({"file": {"type": "string"}, "bytes": {"type": "integer"}}),
+                &["file", "bytes"],
+            ),
+        ),
+        (
+            "NewToken",
+            obj(
+                json!({"id": {"type": "string"}, "name": {"type": "string"}, "role": {"type": "string"}, "namespaces": {"type": "array", "items": {"type": "string"}}, "token": {"type": "string"}}),
+                &["id", "role", "namespaces", "token"],
+            ),
+        ),
+        (
+            "TokenList",
+            json!({"type": "array", "items": {"type": "object", "required": ["id", "role", "namespaces"], "not": {"required": ["token"]}}}),
+        ),
+        (
+            "Health",
+            obj(json!({"status": {"const": "ok"}}), &["status"]),
+        ),
+    ];
+    for (k, v) in extra {
+        schemas.insert(k.into(), v);
+    }
+    let mut paths = Map::new();
+    for op in ops() {
+        let mut responses = Map::new();
+        for (status, schema) in op.ok {
+            let mut resp = json!({"description": "success"});
+            if let Some(s) = schema {
+                resp["content"] = json!({"application/json": {"schema": r(s)}});
+            }
+            responses.insert(status.to_string(), resp);
+        }
+        responses.insert("default".into(), json!({"description": "a problem", "content": {"application/problem+json": {"schema": r("Problem")}}}));
+        let mut operation = json!({"summary": op.summary, "responses": responses});
+        if let Some(b) = op.body {
+            operation["requestBody"] = json!({"content": {"application/json": {"schema": b}}});
+        }
+        let params: Vec<Value> = op
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .chain(op.path.starts_with("/v1/").then(|| json!({"name": "namespace", "in": "query", "schema": {"type": "string", "default": "default"}})))
+            .collect();
+        operation["parameters"] = Value::Array(params);
+        paths
+            .entry(op.path.to_string())
+            .or_insert_with(|| json!({}))[op.method] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Cairn", "version": env!("CARGO_PKG_VERSION"), "description": "Durable statecharts for AI-agent workflows."},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    })
+}
