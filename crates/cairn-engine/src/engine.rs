@@ -16,6 +16,9 @@ use sha2::{Digest, Sha256};
 use crate::unit::{self, instance_env, snapshot};
 use crate::{Clock, Error};
 
+/// Events applied (and committed) by every engine of this process, for metrics.
+pub static TRANSITIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Engine settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -199,7 +202,9 @@ impl<S: Store> Engine<S> {
         let slot: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
         let inner = Arc::clone(&slot);
         let r = self.store.write(move |tx| {
-            f(tx).map_err(|e| {
+            let before = unit::APPLIED.with(|n| n.get());
+            let result = f(tx).map(|t| (t, unit::APPLIED.with(|n| n.get()) - before));
+            result.map_err(|e| {
                 let message = e.to_string();
                 if let Ok(mut s) = inner.lock() {
                     *s = Some(e);
@@ -208,7 +213,11 @@ impl<S: Store> Engine<S> {
             })
         });
         match r {
-            Ok(t) => Ok(t),
+            Ok((t, applied)) => {
+                // Counted once committed: a unit that rolled back applied nothing.
+                TRANSITIONS.fetch_add(applied, std::sync::atomic::Ordering::Relaxed);
+                Ok(t)
+            }
             Err(e) => match slot.lock().ok().and_then(|mut s| s.take()) {
                 Some(engine_error) => Err(engine_error),
                 None => Err(Error::Store(e)),

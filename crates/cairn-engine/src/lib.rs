@@ -18,7 +18,7 @@ pub mod wire;
 
 pub use auth::{Principal, Role};
 pub use clock::{Background, Clock, ManualClock, SystemClock};
-pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, Verified};
+pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, TRANSITIONS, Verified};
 pub use error::Error;
 pub use lifecycle::{
     DecideRequest, Decided, ForkFrom, Retention, Stats, TimerService, merge_patch,

@@ -164,6 +164,11 @@ pub fn fail_instance(
     finish_instance(tx, inst, now)
 }
 
+thread_local! {
+    /// Events applied by the unit running on this (writer) thread; see `Engine::write`.
+    pub(crate) static APPLIED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Applies one event to `inst` (which must be running) and writes everything it implies.
 pub fn apply_event(
     tx: &mut dyn Tx,
@@ -229,6 +234,7 @@ pub fn apply_event(
         now,
     )?;
     apply_effects(tx, inst, &outcome.effects, now)?;
+    APPLIED.with(|n| n.set(n.get() + 1));
     if inst.status.is_finished() {
         // Only what the machine can have needs cancelling; an instance that takes events
         // is running, so its inbox is empty.

@@ -9,7 +9,6 @@ mod metrics;
 pub mod openapi;
 mod routes;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,11 +62,27 @@ pub struct Ctx<S: Store> {
     pub streams: Arc<Semaphore>,
     /// The backend's backup, when it has one.
     pub backup: Option<BackupFn>,
+    /// The backend's own metrics (e.g. commit batch sizes), Prometheus text.
+    pub store_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl<S: Store> Ctx<S> {
     pub fn new(engine: Engine<S>, settings: Settings) -> Arc<Ctx<S>> {
         Ctx::with_backup(engine, settings, None)
+    }
+
+    /// A context with the backend's backup and metrics hooks.
+    pub fn with_hooks(
+        engine: Engine<S>,
+        settings: Settings,
+        backup: Option<BackupFn>,
+        store_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    ) -> Arc<Ctx<S>> {
+        let mut ctx = Ctx::with_backup(engine, settings, backup);
+        if let Some(c) = Arc::get_mut(&mut ctx) {
+            c.store_metrics = store_metrics;
+        }
+        ctx
     }
 
     pub fn with_backup(
@@ -81,6 +96,7 @@ impl<S: Store> Ctx<S> {
             settings,
             metrics: Arc::new(Metrics::default()),
             backup,
+            store_metrics: None,
         })
     }
 }
@@ -117,16 +133,88 @@ pub fn app<S: Store + Send + Sync>(ctx: Arc<Ctx<S>>) -> Router {
         .with_state(ctx)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Connection limits of [`serve_with`].
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections served at once; past it, new ones are closed at once.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may take to finish after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// [`serve_with`] the default [`Limits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_with(listener, app, shutdown, Limits::default()).await
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests finish (up to the grace period). Slow clients cannot pin the
+/// server: headers must arrive within the header timeout, open connections are capped,
+/// and handlers run under the request timeout.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: Limits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                    tracing::warn!("too many open connections; closing a new one");
+                    continue;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let watched = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = watched.await;
+                    drop(permit);
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the grace period; stopping anyway");
+    }
+    Ok(())
 }

@@ -115,7 +115,75 @@ where
     }
 }
 
+/// Counters of the writer: commits, units, and a histogram of units per commit.
+#[derive(Default)]
+pub struct WriteStats {
+    pub commits: std::sync::atomic::AtomicU64,
+    pub units: std::sync::atomic::AtomicU64,
+    pub failed_commits: std::sync::atomic::AtomicU64,
+    /// Commits with at most 1, 2, 4, ... 1024 units.
+    pub batch_le: [std::sync::atomic::AtomicU64; 11],
+}
+
+impl WriteStats {
+    fn record(&self, units: usize, ok: bool) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.units.fetch_add(units as u64, Ordering::Relaxed);
+        if !ok {
+            self.failed_commits.fetch_add(1, Ordering::Relaxed);
+        }
+        let bucket = (usize::BITS - units.max(1).saturating_sub(1).leading_zeros()) as usize;
+        self.batch_le[bucket.min(10)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text of these counters.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP cairn_store_commits_total Committed write transactions (group commits).\n# TYPE cairn_store_commits_total counter\ncairn_store_commits_total {}",
+            self.commits.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cairn_store_units_total Units of work (events) written.\n# TYPE cairn_store_units_total counter\ncairn_store_units_total {}",
+            self.units.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cairn_store_failed_commits_total Commits that failed.\n# TYPE cairn_store_failed_commits_total counter\ncairn_store_failed_commits_total {}",
+            self.failed_commits.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cairn_store_commit_batch_size Units per commit.\n# TYPE cairn_store_commit_batch_size histogram"
+        );
+        let mut cumulative = 0;
+        for (i, b) in self.batch_le.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "cairn_store_commit_batch_size_bucket{{le=\"{}\"}} {cumulative}",
+                1u64 << i
+            );
+        }
+        let _ = writeln!(
+            out,
+            "cairn_store_commit_batch_size_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "cairn_store_commit_batch_size_sum {}",
+            self.units.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "cairn_store_commit_batch_size_count {cumulative}");
+        out
+    }
+}
+
 struct Inner {
+    stats: Arc<WriteStats>,
     path: PathBuf,
     jobs: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
     readers: Mutex<Vec<Connection>>,
@@ -197,9 +265,11 @@ impl SqliteStore {
         }
         let (jobs_tx, jobs_rx) = mpsc::channel::<Box<dyn Job>>();
         let opts = options.clone();
+        let stats = Arc::new(WriteStats::default());
+        let writer_stats = Arc::clone(&stats);
         let writer_thread = std::thread::Builder::new()
             .name("cairn-sqlite-writer".into())
-            .spawn(move || write_loop(writer, jobs_rx, opts))
+            .spawn(move || write_loop(writer, jobs_rx, opts, writer_stats))
             .map_err(|e| Error::Database(format!("cannot start the writer thread: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let checkpoint_conn = Connection::open(&path).map_err(db_err)?;
@@ -211,6 +281,7 @@ impl SqliteStore {
             .map_err(|e| Error::Database(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
+                stats,
                 path,
                 jobs: Mutex::new(Some(jobs_tx)),
                 readers: Mutex::new(readers),
@@ -220,6 +291,11 @@ impl SqliteStore {
                 _lock: lock,
             }),
         })
+    }
+
+    /// The writer's counters, for metrics.
+    pub fn write_stats(&self) -> &WriteStats {
+        &self.inner.stats
     }
 
     /// The database file.
@@ -459,7 +535,12 @@ fn open_reader(path: &Path) -> Result<Connection, Error> {
     Ok(conn)
 }
 
-fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, opts: Options) {
+fn write_loop(
+    mut conn: Connection,
+    jobs: mpsc::Receiver<Box<dyn Job>>,
+    opts: Options,
+    stats: Arc<WriteStats>,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         if opts.group_commit {
@@ -471,6 +552,7 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Box<dyn Job>>, opts: Op
             }
         }
         let commit = run_batch(&mut conn, &mut batch);
+        stats.record(batch.len(), commit.is_ok());
         for job in batch {
             job.finish(commit.clone());
         }

@@ -84,7 +84,10 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
     };
     // Retention, when configured, runs every minute over every namespace.
     let _retention = retention(engine.clone(), &settings.retention);
-    let ctx = Ctx::with_backup(engine, server_settings, Some(backup));
+    let stats_store = engine.store().clone();
+    let store_metrics: Arc<dyn Fn() -> String + Send + Sync> =
+        Arc::new(move || stats_store.write_stats().render());
+    let ctx = Ctx::with_hooks(engine, server_settings, Some(backup), Some(store_metrics));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
