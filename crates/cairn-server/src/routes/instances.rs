@@ -328,40 +328,61 @@ struct Who {
     reason: String,
 }
 
+/// Pause, resume and cancel: the same request, a different engine operation.
+type LifecycleOp<S> = fn(
+    &cairn_engine::Engine<S>,
+    &str,
+    &str,
+    &str,
+    &str,
+) -> Result<cairn_store::InstanceRecord, cairn_engine::Error>;
+
+async fn lifecycle<S: Store + Send + Sync>(
+    ctx: Arc<Ctx<S>>,
+    ns: String,
+    id: String,
+    w: Who,
+    op: LifecycleOp<S>,
+) -> Result<Json<cairn_api::Instance>, ApiError> {
+    let engine = ctx.engine.clone();
+    let i = blocking(move || op(&engine, &ns, &id, &w.actor, &w.reason)).await?;
+    Ok(Json(wire::instance(&i)))
+}
+
 async fn pause<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     Query(ns): Query<Ns>,
     Path(id): Path<String>,
-    MaybeBody(b): MaybeBody<Who>,
+    MaybeBody(w): MaybeBody<Who>,
 ) -> Result<Json<cairn_api::Instance>, ApiError> {
-    let (engine, w) = (ctx.engine.clone(), b);
-    Ok(Json(wire::instance(
-        &blocking(move || engine.pause(&ns.namespace, &id, &w.actor, &w.reason)).await?,
-    )))
+    lifecycle(ctx, ns.namespace, id, w, |e, ns, id, a, r| {
+        e.pause(ns, id, a, r)
+    })
+    .await
 }
 
 async fn resume<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     Query(ns): Query<Ns>,
     Path(id): Path<String>,
-    MaybeBody(b): MaybeBody<Who>,
+    MaybeBody(w): MaybeBody<Who>,
 ) -> Result<Json<cairn_api::Instance>, ApiError> {
-    let (engine, w) = (ctx.engine.clone(), b);
-    Ok(Json(wire::instance(
-        &blocking(move || engine.resume(&ns.namespace, &id, &w.actor, &w.reason)).await?,
-    )))
+    lifecycle(ctx, ns.namespace, id, w, |e, ns, id, a, r| {
+        e.resume(ns, id, a, r)
+    })
+    .await
 }
 
 async fn cancel<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     Query(ns): Query<Ns>,
     Path(id): Path<String>,
-    MaybeBody(b): MaybeBody<Who>,
+    MaybeBody(w): MaybeBody<Who>,
 ) -> Result<Json<cairn_api::Instance>, ApiError> {
-    let (engine, w) = (ctx.engine.clone(), b);
-    Ok(Json(wire::instance(
-        &blocking(move || engine.cancel(&ns.namespace, &id, &w.actor, &w.reason)).await?,
-    )))
+    lifecycle(ctx, ns.namespace, id, w, |e, ns, id, a, r| {
+        e.cancel(ns, id, a, r)
+    })
+    .await
 }
 
 #[derive(Deserialize)]
