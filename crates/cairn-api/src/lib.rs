@@ -177,6 +177,43 @@ pub struct Export {
     pub checkpoints: Vec<Checkpoint>,
     pub approvals: Vec<Approval>,
     pub timers: Vec<Timer>,
+    /// The instance's tasks, each with its attempts.
+    #[serde(default)]
+    pub tasks: Vec<TaskWithAttempts>,
+    /// Token and cost figures workers reported, summed over every attempt.
+    #[serde(default)]
+    pub usage: Usage,
+}
+
+/// One attempt at a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `completed`, `failed`, `expired` or `cancelled`; `null` while running.
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub tokens: Option<i64>,
+    pub cost: Option<f64>,
+}
+
+/// A task and its attempts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TaskWithAttempts {
+    #[serde(flatten)]
+    pub task: Task,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Summed token and cost figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Usage {
+    pub attempts: u64,
+    pub tokens: i64,
+    pub cost: f64,
 }
 
 /// A task for a worker.

@@ -118,12 +118,40 @@ impl Machines {
     }
 }
 
+/// Wakes task claims waiting for work when a unit that enqueued tasks commits: async
+/// waiters through `notify`, threads through the condvar.
+#[derive(Default)]
+pub struct TasksReady {
+    pub notify: tokio::sync::Notify,
+    generation: Mutex<u64>,
+    cond: std::sync::Condvar,
+}
+
+impl TasksReady {
+    fn signal(&self) {
+        self.notify.notify_waiters();
+        if let Ok(mut g) = self.generation.lock() {
+            *g += 1;
+        }
+        self.cond.notify_all();
+    }
+
+    /// Blocks until tasks may have been enqueued, or `timeout`.
+    pub fn wait(&self, timeout: std::time::Duration) {
+        if let Ok(g) = self.generation.lock() {
+            let start = *g;
+            let _ = self.cond.wait_timeout_while(g, timeout, |g| *g == start);
+        }
+    }
+}
+
 /// The engine over a store.
 pub struct Engine<S: Store> {
     store: S,
     clock: Arc<dyn Clock>,
     config: Config,
     machines: Arc<Machines>,
+    tasks_ready: Arc<TasksReady>,
 }
 
 impl<S: Store> Clone for Engine<S> {
@@ -133,6 +161,7 @@ impl<S: Store> Clone for Engine<S> {
             clock: Arc::clone(&self.clock),
             config: self.config.clone(),
             machines: Arc::clone(&self.machines),
+            tasks_ready: Arc::clone(&self.tasks_ready),
         }
     }
 }
@@ -182,7 +211,13 @@ impl<S: Store> Engine<S> {
             clock,
             config,
             machines: Arc::new(Machines::default()),
+            tasks_ready: Arc::new(TasksReady::default()),
         }
+    }
+
+    /// Signalled when tasks are enqueued: a claim that found nothing waits on it.
+    pub fn tasks_ready(&self) -> &Arc<TasksReady> {
+        &self.tasks_ready
     }
 
     pub fn store(&self) -> &S {
@@ -203,7 +238,12 @@ impl<S: Store> Engine<S> {
         let inner = Arc::clone(&slot);
         let r = self.store.write(move |tx| {
             let before = unit::APPLIED.with(|n| n.get());
-            let result = f(tx).map(|t| (t, unit::APPLIED.with(|n| n.get()) - before));
+            let enqueued_before = unit::ENQUEUED.with(|n| n.get());
+            let result = f(tx).map(|t| {
+                let applied = unit::APPLIED.with(|n| n.get()) - before;
+                let enqueued = unit::ENQUEUED.with(|n| n.get()) - enqueued_before;
+                (t, (applied, enqueued))
+            });
             result.map_err(|e| {
                 let message = e.to_string();
                 if let Ok(mut s) = inner.lock() {
@@ -213,9 +253,12 @@ impl<S: Store> Engine<S> {
             })
         });
         match r {
-            Ok((t, applied)) => {
+            Ok((t, (applied, enqueued))) => {
                 // Counted once committed: a unit that rolled back applied nothing.
                 TRANSITIONS.fetch_add(applied, std::sync::atomic::Ordering::Relaxed);
+                if enqueued > 0 {
+                    self.tasks_ready.signal();
+                }
                 Ok(t)
             }
             Err(e) => match slot.lock().ok().and_then(|mut s| s.take()) {

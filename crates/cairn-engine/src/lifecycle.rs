@@ -724,6 +724,25 @@ impl<S: Store> Engine<S> {
     pub fn export(&self, ns: &str, id: &str) -> Result<cairn_api::Export, Error> {
         use crate::wire;
         let inst = self.get(ns, id)?;
+        let mut usage = cairn_api::Usage::default();
+        let mut tasks = Vec::new();
+        for t in self.store().tasks(ns, None, None, Some(id))? {
+            let attempts: Vec<cairn_api::Attempt> = self
+                .store()
+                .attempts(&t.id)?
+                .iter()
+                .map(wire::attempt)
+                .collect();
+            for a in &attempts {
+                usage.attempts += 1;
+                usage.tokens += a.tokens.unwrap_or(0);
+                usage.cost += a.cost.unwrap_or(0.0);
+            }
+            tasks.push(cairn_api::TaskWithAttempts {
+                task: wire::task(&t),
+                attempts,
+            });
+        }
         Ok(cairn_api::Export {
             instance: wire::instance(&inst),
             history: self.history(ns, id)?.iter().map(wire::transition).collect(),
@@ -745,6 +764,8 @@ impl<S: Store> Engine<S> {
                 .iter()
                 .map(wire::timer)
                 .collect(),
+            tasks,
+            usage,
         })
     }
 

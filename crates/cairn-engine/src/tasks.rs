@@ -200,6 +200,13 @@ impl<S: Store> Engine<S> {
         if worker.is_empty() || worker.len() > 200 {
             return Err(Error::Invalid("a worker name is 1-200 characters".into()));
         }
+        // Nothing to claim or reclaim: answer from a read, not two write units.
+        if !self
+            .store()
+            .task_work(queues, namespaces.as_deref(), self.now())?
+        {
+            return Ok(Vec::new());
+        }
         self.reclaim_expired()?;
         let (queues, worker) = (queues.to_vec(), worker.to_string());
         let now = self.now();
@@ -448,6 +455,10 @@ impl WorkerService {
                     .claim(&queues, &worker, 16, DEFAULT_LEASE)
                     .unwrap_or_default();
                 let found = !claimed.is_empty();
+                if !found {
+                    // Woken as soon as a unit that enqueues tasks commits.
+                    engine.tasks_ready().wait(poll);
+                }
                 for task in claimed {
                     let _ = match handler(&task) {
                         Ok(output) => engine

@@ -167,6 +167,8 @@ pub fn fail_instance(
 thread_local! {
     /// Events applied by the unit running on this (writer) thread; see `Engine::write`.
     pub(crate) static APPLIED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Tasks enqueued by the unit running on this thread: waiting claims wake on commit.
+    pub(crate) static ENQUEUED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Applies one event to `inst` (which must be running) and writes everything it implies.
@@ -336,6 +338,7 @@ pub fn apply_effects(
                     updated_at: now,
                 };
                 tx.insert_task(&t)?;
+                ENQUEUED.with(|n| n.set(n.get() + 1));
                 log(
                     tx,
                     inst,

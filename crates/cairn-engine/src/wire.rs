@@ -168,3 +168,17 @@ pub fn claimed(c: &crate::Claimed) -> cairn_api::Claimed {
         lease_expires_at: c.lease_expires_at,
     }
 }
+
+pub fn attempt(a: &cairn_store::AttemptRecord) -> cairn_api::Attempt {
+    cairn_api::Attempt {
+        attempt: a.attempt,
+        worker: a.worker.clone(),
+        started_at: a.started_at,
+        ended_at: a.ended_at,
+        outcome: a.outcome.clone(),
+        error: a.error.clone(),
+        duration_ms: a.ended_at.map(|e| (e - a.started_at).num_milliseconds()),
+        tokens: a.tokens,
+        cost: a.cost,
+    }
+}

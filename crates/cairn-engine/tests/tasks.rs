@@ -146,6 +146,17 @@ fn a_claimed_task_completes_once_and_its_output_reaches_the_instance() {
         ),
         (1, Some("completed"), Some(1200), Some(0.03))
     );
+    let export = w.e.export("default", "j").unwrap();
+    assert_eq!(
+        (
+            export.usage.attempts,
+            export.usage.tokens,
+            export.usage.cost
+        ),
+        (1, 1200, 0.03),
+        "summed per instance"
+    );
+    assert_eq!(export.tasks[0].attempts[0].worker, "w1");
     let h = w.e.history("default", "j").unwrap();
     let kinds: Vec<HistoryKind> = h.iter().map(|r| r.kind).collect();
     assert_eq!(

@@ -703,6 +703,17 @@ impl Reader for SqliteStore {
     ) -> Result<Vec<cairn_store::TaskRecord>, Error> {
         self.read(|c| tasks::tasks(c, ns, queue, status, id))
     }
+    fn task_work(
+        &self,
+        queues: &[String],
+        namespaces: Option<&[String]>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, Error> {
+        self.read(|c| {
+            Ok(!tasks::claimable(c, queues, namespaces, now, 1)?.is_empty()
+                || !tasks::expired(c, now, 1)?.is_empty())
+        })
+    }
     fn task(&self, id: &str) -> Result<Option<cairn_store::TaskRecord>, Error> {
         self.read(|c| tasks::task(c, id))
     }

@@ -269,6 +269,14 @@ pub trait Reader: Send + Sync {
     fn tokens(&self) -> Result<Vec<TokenRecord>, Error>;
     /// One task by id.
     fn task(&self, id: &str) -> Result<Option<TaskRecord>, Error>;
+    /// Whether a claim could find work now: a claimable task of these queues (and
+    /// namespaces), or an expired lease to reclaim. A cheap read before a write.
+    fn task_work(
+        &self,
+        queues: &[String],
+        namespaces: Option<&[String]>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, Error>;
     /// A task's attempts, in order.
     fn attempts(&self, task_id: &str) -> Result<Vec<AttemptRecord>, Error>;
     /// Counts for `stats`: instances per (machine, status), and history records.

@@ -111,7 +111,12 @@ async fn claim<S: Store + Send + Sync>(
     }
     let wait = Duration::from_millis(b.wait_ms).min(ctx.settings.max_claim_wait);
     let deadline = Instant::now() + wait;
+    let ready = Arc::clone(ctx.engine.tasks_ready());
     loop {
+        // Listen before trying, so a task enqueued in between still wakes us.
+        let notified = ready.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         let (engine, queues, worker, scope) = (
             ctx.engine.clone(),
             b.queues.clone(),
@@ -120,13 +125,12 @@ async fn claim<S: Store + Send + Sync>(
         );
         let claimed =
             blocking(move || engine.claim_in(&queues, scope, &worker, b.batch, lease)).await?;
-        if !claimed.is_empty() || Instant::now() >= deadline {
+        let now = Instant::now();
+        if !claimed.is_empty() || now >= deadline {
             return Ok(Json(claimed.iter().map(wire::claimed).collect()));
         }
-        tokio::time::sleep(
-            Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now())),
-        )
-        .await;
+        // Retried tasks come due by time, not by a commit: look again within a second.
+        let _ = tokio::time::timeout(Duration::from_secs(1).min(deadline - now), notified).await;
     }
 }
 

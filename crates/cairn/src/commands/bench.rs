@@ -35,6 +35,19 @@ states:
   done: { type: final }
 "#;
 
+const W1_TASKS: &str = r#"
+machine: w1-tasks
+description: five durable steps, each a task for a worker
+initial: s1
+states:
+  s1: { task: { queue: bench, action: step }, on: { task.done: s2 } }
+  s2: { task: { queue: bench, action: step }, on: { task.done: s3 } }
+  s3: { task: { queue: bench, action: step }, on: { task.done: s4 } }
+  s4: { task: { queue: bench, action: step }, on: { task.done: s5 } }
+  s5: { task: { queue: bench, action: step }, on: { task.done: done } }
+  done: { type: final }
+"#;
+
 const W2: &str = r#"
 machine: w2-approval
 description: one step, an approval gate, completion
@@ -49,7 +62,7 @@ states:
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The workload: W1-events or W2.
+    /// The workload: W1-events, W1-tasks or W2.
     workload: String,
     /// Workflows to run; 0 runs W1 until killed.
     #[arg(long, default_value_t = 2000)]
@@ -75,11 +88,48 @@ trait Driver: Send + Sync {
     fn send(&self, id: &str, event: &str, key: &str) -> Result<u64, String>;
     /// Approves the instance's pending approval; its status after.
     fn approve(&self, id: &str) -> Result<String, String>;
+    /// Claims up to `batch` tasks of queue `bench`: (task id, attempt, state).
+    fn claim(
+        &self,
+        worker: &str,
+        batch: usize,
+    ) -> Result<Vec<(String, u32, String, String)>, String>;
+    fn complete(&self, task: &str, attempt: u32) -> Result<(), String>;
+    /// Waits a little for work after an empty claim.
+    fn idle(&self);
 }
 
 struct InProc(Engine<SqliteStore>);
 
 impl Driver for InProc {
+    fn idle(&self) {
+        self.0.tasks_ready().wait(Duration::from_millis(50));
+    }
+    fn claim(
+        &self,
+        worker: &str,
+        batch: usize,
+    ) -> Result<Vec<(String, u32, String, String)>, String> {
+        self.0
+            .claim(&["bench".into()], worker, batch, Duration::from_secs(60))
+            .map(|c| {
+                c.into_iter()
+                    .map(|t| (t.id, t.attempt, t.state, t.instance))
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
+    }
+    fn complete(&self, task: &str, attempt: u32) -> Result<(), String> {
+        self.0
+            .complete(
+                task,
+                attempt,
+                json!({"ok": true}),
+                cairn_engine::Usage::default(),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
     fn start(&self, machine: &str, id: &str) -> Result<u64, String> {
         let req = StartRequest {
             machine: machine.into(),
@@ -132,6 +182,36 @@ impl Http {
 }
 
 impl Driver for Http {
+    /// The server's claim already waited (long poll).
+    fn idle(&self) {}
+    fn claim(
+        &self,
+        worker: &str,
+        batch: usize,
+    ) -> Result<Vec<(String, u32, String, String)>, String> {
+        let v = self.post("/v1/tasks/claim", json!({"queues": ["bench"], "worker": worker, "batch": batch, "wait_ms": 200, "lease_ms": 60000}))?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| {
+                        (
+                            t["id"].as_str().unwrap_or_default().to_string(),
+                            t["attempt"].as_u64().unwrap_or(0) as u32,
+                            t["state"].as_str().unwrap_or_default().to_string(),
+                            t["instance"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+    fn complete(&self, task: &str, attempt: u32) -> Result<(), String> {
+        self.post(
+            &format!("/v1/tasks/{task}/complete"),
+            json!({"attempt": attempt, "output": {"ok": true}}),
+        )
+        .map(|_| ())
+    }
     fn start(&self, machine: &str, id: &str) -> Result<u64, String> {
         let v = self.post(
             "/v1/instances?namespace=bench",
@@ -196,9 +276,9 @@ impl Drop for TempDir {
 }
 
 pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
-    if !matches!(a.workload.as_str(), "W1-events" | "W2") {
+    if !matches!(a.workload.as_str(), "W1-events" | "W1-tasks" | "W2") {
         return Err(Failure::usage(anyhow!(
-            "unknown workload `{}`; available: W1-events, W2",
+            "unknown workload `{}`; available: W1-events, W1-tasks, W2",
             a.workload
         )));
     }
@@ -228,7 +308,7 @@ pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
         Arc::new(cairn_engine::SystemClock),
         Config::default(),
     );
-    for def in [W1, W2] {
+    for def in [W1, W1_TASKS, W2] {
         engine
             .apply("bench", def, None, None)
             .map_err(crate::client::failure)?;
@@ -262,10 +342,10 @@ pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
             })
         }
     };
-    let line = if a.workload == "W2" {
-        w2(driver.as_ref(), &a)?
-    } else {
-        w1(driver, &a)?
+    let line = match a.workload.as_str() {
+        "W2" => w2(driver.as_ref(), &a)?,
+        "W1-tasks" => w1_tasks(driver, &a)?,
+        _ => w1(driver, &a)?,
     };
     let mut line = line;
     line["peer"] = json!("cairn");
@@ -339,6 +419,98 @@ fn w1(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Failure> {
         "seconds": round(seconds, 3),
         "workflows_per_s": round(n / seconds, 1),
         "step_commits_per_s": round(n * 6.0 / seconds, 1),
+        "p50_ms": round(percentile(&l, 0.50), 2),
+        "p99_ms": round(percentile(&l, 0.99), 2),
+    }))
+}
+
+/// W1-tasks: clients keep `concurrency` workflows in flight; worker threads claim tasks in
+/// batches and complete them; a workflow's latency runs from its start until its fifth
+/// task's completion commits (and with it, the instance's completion).
+fn w1_tasks(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Failure> {
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicBool;
+    let n = if a.n == 0 { 2000 } else { a.n };
+    let workers = 4usize;
+    let run_id = format!("t{}", std::process::id());
+    let started_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(n as usize)));
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let worker_threads: Vec<_> = (0..workers)
+        .map(|w| {
+            let (driver, started_at, latencies, in_flight, done, stop) = (
+                Arc::clone(&driver),
+                Arc::clone(&started_at),
+                Arc::clone(&latencies),
+                Arc::clone(&in_flight),
+                Arc::clone(&done),
+                Arc::clone(&stop),
+            );
+            std::thread::spawn(move || -> Result<(), String> {
+                let name = format!("bench-worker-{w}");
+                while !stop.load(Ordering::Relaxed) {
+                    let tasks = driver.claim(&name, 32)?;
+                    if tasks.is_empty() {
+                        driver.idle();
+                        continue;
+                    }
+                    for (task, attempt, state, instance) in tasks {
+                        driver.complete(&task, attempt)?;
+                        if state == "s5" {
+                            let t0 = started_at.lock().ok().and_then(|mut m| m.remove(&instance));
+                            if let (Some(t0), Ok(mut l)) = (t0, latencies.lock()) {
+                                l.push(t0.elapsed().as_secs_f64() * 1000.0);
+                            }
+                            in_flight.fetch_sub(1, Ordering::Relaxed);
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let mut next = 0u64;
+    while next < n {
+        if in_flight.load(Ordering::Relaxed) >= a.concurrency.max(1) as u64 {
+            std::thread::sleep(Duration::from_micros(100));
+            continue;
+        }
+        let id = format!("{run_id}-{next}");
+        started_at
+            .lock()
+            .map_err(|_| anyhow!("poisoned"))?
+            .insert(id.clone(), Instant::now());
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        driver.start("w1-tasks", &id).map_err(|e| anyhow!("{e}"))?;
+        next += 1;
+    }
+    while done.load(Ordering::Relaxed) < n {
+        std::thread::sleep(Duration::from_millis(1));
+        if worker_threads.iter().any(|t| t.is_finished()) {
+            break;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in worker_threads {
+        t.join()
+            .map_err(|_| anyhow!("a worker panicked"))?
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    let mut l = latencies.lock().map_err(|_| anyhow!("poisoned"))?.clone();
+    l.sort_by(|a, b| a.total_cmp(b));
+    let finished = l.len() as f64;
+    Ok(json!({
+        "n": l.len(),
+        "concurrency": a.concurrency,
+        "workers": workers,
+        "seconds": round(seconds, 3),
+        "workflows_per_s": round(finished / seconds, 1),
+        "step_commits_per_s": round(finished * 6.0 / seconds, 1),
         "p50_ms": round(percentile(&l, 0.50), 2),
         "p99_ms": round(percentile(&l, 0.99), 2),
     }))
