@@ -125,10 +125,19 @@ pub fn worker(g: &Global, c: &dyn Client, a: Worker) -> Result<(), Failure> {
         if a.max_tasks.is_some_and(|m| handled >= m) {
             return Ok(());
         }
-        let claimed = c.claim(&a.queue, &name, 1, lease)?;
+        let claimed = match c.claim(&a.queue, &name, 1, lease) {
+            Ok(c) => c,
+            // The server is unreachable (restarting, say): wait and try again.
+            Err(f) if f.code == 1 => {
+                eprintln!("worker: {:#}; retrying", f.error);
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            Err(f) => return Err(f),
+        };
         let Some(task) = claimed.into_iter().next() else {
             // Idle: keep timers and leases moving, then wait a little.
-            c.tick(&cairn_engine::Retention::default())?;
+            let _ = c.tick(&cairn_engine::Retention::default());
             if a.until_idle {
                 return Ok(());
             }
@@ -137,15 +146,34 @@ pub fn worker(g: &Global, c: &dyn Client, a: Worker) -> Result<(), Failure> {
         };
         handled += 1;
         let outcome = run_one(c, &a.command, &task, lease);
-        let line = match outcome {
-            Ok(output) => {
-                c.complete(&task.id, task.attempt, output, Usage::default())?;
+        let report = |c: &dyn Client| match &outcome {
+            Ok(output) => c.complete(&task.id, task.attempt, output.clone(), Usage::default()),
+            Err(error) => c.fail(&task.id, task.attempt, error, true, Usage::default()),
+        };
+        let mut reported = report(c);
+        // A report that did not reach the server is sent again; if the first one did land,
+        // the repeat is refused as stale and nothing is applied twice.
+        for _ in 0..120 {
+            match &reported {
+                Err(f) if f.code == 1 => {
+                    std::thread::sleep(Duration::from_millis(500));
+                    reported = report(c);
+                }
+                _ => break,
+            }
+        }
+        let line = match (&outcome, reported) {
+            (Ok(_), Ok(())) => {
                 json!({"task": task.id, "attempt": task.attempt, "action": task.action, "outcome": "completed"})
             }
-            Err(error) => {
-                c.fail(&task.id, task.attempt, &error, true, Usage::default())?;
+            (Err(error), Ok(())) => {
                 json!({"task": task.id, "attempt": task.attempt, "action": task.action, "outcome": "failed", "error": error})
             }
+            // Stale: reclaimed or cancelled meanwhile (or our first report landed).
+            (_, Err(f)) if f.code == 4 => {
+                json!({"task": task.id, "attempt": task.attempt, "action": task.action, "outcome": "stale", "error": format!("{:#}", f.error)})
+            }
+            (_, Err(f)) => return Err(f),
         };
         if g.json {
             println!("{line}");
@@ -210,11 +238,15 @@ fn run_one(
             Err(e) => return Err(format!("waiting for the command failed: {e}")),
         }
         if last_beat.elapsed() >= every {
-            if let Err(f) = c.heartbeat(&task.id, task.attempt, lease) {
+            match c.heartbeat(&task.id, task.attempt, lease) {
                 // The attempt is stale (reclaimed or cancelled): stop working on it.
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("abandoned: {:#}", f.error));
+                Err(f) if f.code != 1 => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("abandoned: {:#}", f.error));
+                }
+                // The server is unreachable for now: keep working, beat again later.
+                _ => {}
             }
             last_beat = Instant::now();
         }

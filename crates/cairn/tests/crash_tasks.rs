@@ -1,0 +1,207 @@
+//! Crash test of tasks: `cairn serve` is SIGKILLed again and again while `cairn worker`
+//! processes run a five-task workflow on many instances; it restarts on the same data and
+//! port each time. Afterwards every instance has finished, no task completion was applied
+//! twice (each step's `task.done` is in history exactly once), and `verify` passes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_engine::Config;
+use cairn_store::{HistoryKind, Reader, TaskStatus};
+use cairn_store_sqlite::Options;
+
+const MACHINE: &str = r#"
+machine: steps
+initial: s1
+states:
+  s1: { task: { queue: work, action: a, retry: { max_attempts: 50, initial: 100ms, max: 1s } }, on: { task.done: s2 } }
+  s2: { task: { queue: work, action: b, retry: { max_attempts: 50, initial: 100ms, max: 1s } }, on: { task.done: s3 } }
+  s3: { task: { queue: work, action: c, retry: { max_attempts: 50, initial: 100ms, max: 1s } }, on: { task.done: s4 } }
+  s4: { task: { queue: work, action: d, retry: { max_attempts: 50, initial: 100ms, max: 1s } }, on: { task.done: s5 } }
+  s5: { task: { queue: work, action: e, retry: { max_attempts: 50, initial: 100ms, max: 1s } }, on: { task.done: done } }
+  done: { type: final }
+"#;
+
+const INSTANCES: usize = 60;
+const KILLS: usize = 8;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(data: &Path, port: u16) -> Child {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.contains("listening") {
+            return child;
+        }
+        // The port may linger for a moment after a kill.
+        let _ = child.wait();
+        assert!(Instant::now() < deadline, "the server did not come back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn cli(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env("CAIRN_SERVER", url)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn killing_the_server_under_workers_applies_no_completion_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = serve(&data, port);
+    let file = tmp.path().join("steps.yaml");
+    std::fs::write(&file, MACHINE).unwrap();
+    assert!(
+        cli(&url, &["apply", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    for i in 0..INSTANCES {
+        let out = cli(&url, &["start", "steps", "--id", &format!("i{i}")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Two workers, each task taking a little while.
+    let workers: Vec<Child> = (0..2)
+        .map(|w| {
+            Command::new(env!("CARGO_BIN_EXE_cairn"))
+                .args([
+                    "worker",
+                    "--queue",
+                    "work",
+                    "--lease",
+                    "2s",
+                    "--name",
+                    &format!("w{w}"),
+                    "--",
+                    "sh",
+                    "-c",
+                    "cat >/dev/null; sleep 0.03; echo '{\"ok\": true}'",
+                ])
+                .env("CAIRN_SERVER", &url)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("crash_tasks seed {seed}");
+    for k in 0..KILLS {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(150 + (seed >> 33) % 400));
+        if k == KILLS - 1 {
+            // The last kill must still land under load, or the test proves little.
+            let out = cli(
+                &url,
+                &["--json", "ls", "--status", "running", "--limit", "1000"],
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            assert!(
+                v["instances"].as_array().is_some_and(|a| !a.is_empty()),
+                "all work finished before the last kill"
+            );
+        }
+        server.kill().unwrap();
+        server.wait().unwrap();
+        server = serve(&data, port);
+    }
+    // Let the workers finish everything.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = cli(
+            &url,
+            &["--json", "ls", "--status", "running", "--limit", "1000"],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v["instances"].as_array().is_some_and(|a| a.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instances still running: {}",
+            v["instances"].as_array().map_or(0, |a| a.len())
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for mut w in workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let engine = cairn_engine::open_sqlite(&data, Options::default(), Config::default()).unwrap();
+    let mut attempts_total = 0;
+    for i in 0..INSTANCES {
+        let id = format!("i{i}");
+        let inst = engine.get("default", &id).unwrap();
+        assert_eq!(
+            (inst.status.as_str(), inst.configuration.clone()),
+            ("completed", vec!["done".to_string()]),
+            "{id}"
+        );
+        let history = engine.history("default", &id).unwrap();
+        let done: Vec<_> = history
+            .iter()
+            .filter(|h| h.kind == HistoryKind::Event && h.event == "task.done")
+            .collect();
+        assert_eq!(done.len(), 5, "{id}: {} task.done applied", done.len());
+        assert_eq!(inst.version, 6, "{id}: start and five steps");
+        let tasks = engine.tasks("default", None, None, Some(&id)).unwrap();
+        assert_eq!(tasks.len(), 5, "{id}");
+        for t in tasks {
+            assert_eq!(t.status, TaskStatus::Completed, "{id} {}", t.action);
+            let attempts = engine.store().attempts(&t.id).unwrap();
+            assert_eq!(
+                attempts
+                    .iter()
+                    .filter(|a| a.outcome.as_deref() == Some("completed"))
+                    .count(),
+                1,
+                "{id} {}: {attempts:?}",
+                t.action
+            );
+            attempts_total += attempts.len();
+        }
+        let v = engine.verify("default", &id).unwrap();
+        assert!(v.ok, "{id}: {:?}", v.problem);
+    }
+    eprintln!(
+        "{INSTANCES} instances, {} task attempts over {KILLS} server kills",
+        attempts_total
+    );
+}
