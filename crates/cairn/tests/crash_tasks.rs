@@ -205,3 +205,67 @@ fn killing_the_server_under_workers_applies_no_completion_twice() {
         attempts_total
     );
 }
+
+/// `cairn bench W3`: the workload process is SIGKILLed after step 2 of 5 and restarted on
+/// the same data. No step that had completed runs again, at most the one in flight per
+/// workflow does, every workflow completes, and `verify` passes; the bench's own report
+/// is checked against the data it leaves.
+#[test]
+fn w3_kill_after_step_two_reexecutes_only_steps_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--data")
+        .arg(dir.path())
+        .args([
+            "bench",
+            "W3",
+            "--n",
+            "40",
+            "--concurrency",
+            "16",
+            "--step-ms",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["workload"], "W3");
+    assert_eq!(r["reexecuted_completed_steps"], 0, "{r}");
+    assert!(
+        r["steps_completed_before_kill"].as_u64().unwrap() >= 80,
+        "{r}"
+    );
+    assert!(r["steps_in_flight_at_kill"].as_u64().unwrap() > 0, "{r}");
+    assert!(
+        r["max_reexecuted_per_workflow"].as_u64().unwrap() <= 1,
+        "{r}"
+    );
+    assert_eq!(r["verify"], "ok", "{r}");
+    assert_eq!(r["instances"], 40);
+    assert_eq!(r["unfinished"], 0);
+
+    // The data agrees: every instance completed, each step's task completed once.
+    let store = cairn_store_sqlite::SqliteStore::open(dir.path(), Options::default()).unwrap();
+    let engine = cairn_engine::Engine::new(
+        store,
+        std::sync::Arc::new(cairn_engine::SystemClock),
+        Config::default(),
+    );
+    for (ns, id) in engine.instance_ids(Some("bench")).unwrap() {
+        assert_eq!(engine.get(&ns, &id).unwrap().status.as_str(), "completed");
+        let dones = engine
+            .history(&ns, &id)
+            .unwrap()
+            .iter()
+            .filter(|h| h.kind == HistoryKind::Event && h.event == "task.done")
+            .count();
+        assert_eq!(dones, 5, "{id}");
+        assert!(engine.verify(&ns, &id).unwrap().ok, "{id}");
+    }
+}

@@ -64,21 +64,41 @@ states:
 pub struct Args {
     /// The workload: W1-events, W1-tasks or W2.
     workload: String,
-    /// Workflows to run; 0 runs W1 until killed.
-    #[arg(long, default_value_t = 2000)]
-    n: u64,
+    /// Workflows to run (default 2000; W2 500; W3 200); 0 runs W1 until killed.
+    #[arg(long)]
+    n: Option<u64>,
     /// Workflows in flight at once (W2 runs at 1).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// `inproc` (an engine in this process) or `http` (the server's app, over HTTP).
     #[arg(long, default_value = "inproc")]
-    mode: String,
+    pub(crate) mode: String,
     /// Commit every transition alone (to measure what group commit gains).
     #[arg(long)]
     no_group_commit: bool,
     /// Print each acknowledged event as a JSON line.
     #[arg(long)]
     acks: bool,
+    /// W3: how long each step's work takes, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) step_ms: u64,
+    /// W3: which run of the workload process this is (internal).
+    #[arg(long, hide = true)]
+    pub(crate) w3_phase: Option<u8>,
+}
+
+impl Args {
+    /// Workflows to run: `--n`, else the workload's default.
+    pub(crate) fn n(&self) -> u64 {
+        self.n.unwrap_or(match self.workload.as_str() {
+            "W2" => 500,
+            "W3" => 200,
+            _ => 2000,
+        })
+    }
+    pub(crate) fn concurrency(&self) -> usize {
+        self.concurrency.max(1)
+    }
 }
 
 /// What a workload needs from Cairn: in-process or over HTTP.
@@ -253,7 +273,7 @@ impl Driver for Http {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -261,13 +281,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn round(x: f64, places: i32) -> f64 {
+pub(crate) fn round(x: f64, places: i32) -> f64 {
     let f = 10f64.powi(places);
     (x * f).round() / f
 }
 
 /// Removes a temporary data directory when the bench ends.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -276,9 +296,12 @@ impl Drop for TempDir {
 }
 
 pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
+    if a.workload == "W3" {
+        return super::w3::run(data, a);
+    }
     if !matches!(a.workload.as_str(), "W1-events" | "W1-tasks" | "W2") {
         return Err(Failure::usage(anyhow!(
-            "unknown workload `{}`; available: W1-events, W1-tasks, W2",
+            "unknown workload `{}`; available: W1-events, W1-tasks, W2, W3",
             a.workload
         )));
     }
@@ -365,7 +388,7 @@ fn w1(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Failure> {
         format!("r{:x}{:x}", t.as_secs(), t.subsec_nanos())
     };
     let next = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(a.n as usize)));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(a.n() as usize)));
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let started = Instant::now();
     let threads: Vec<_> = (0..a.concurrency.max(1))
@@ -377,7 +400,7 @@ fn w1(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Failure> {
                 Arc::clone(&out),
                 run_id.clone(),
             );
-            let (n, acks) = (a.n, a.acks);
+            let (n, acks) = (a.n(), a.acks);
             std::thread::spawn(move || -> Result<(), String> {
                 loop {
                     let w = next.fetch_add(1, Ordering::Relaxed);
@@ -430,7 +453,7 @@ fn w1(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Failure> {
 fn w1_tasks(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Failure> {
     use std::collections::HashMap;
     use std::sync::atomic::AtomicBool;
-    let n = if a.n == 0 { 2000 } else { a.n };
+    let n = if a.n() == 0 { 2000 } else { a.n() };
     let workers = 4usize;
     let run_id = format!("t{}", std::process::id());
     let started_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
@@ -517,7 +540,7 @@ fn w1_tasks(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Fail
 }
 
 fn w2(driver: &dyn Driver, a: &Args) -> Result<serde_json::Value, Failure> {
-    let n = if a.n == 0 { 500 } else { a.n };
+    let n = if a.n() == 0 { 500 } else { a.n() };
     let run_id = format!("w2-{}", std::process::id());
     let mut rounds = Vec::with_capacity(n as usize);
     let started = Instant::now();

@@ -8,6 +8,7 @@ pub mod serve;
 pub mod simulate;
 pub mod token;
 pub mod validate;
+pub mod w3;
 pub mod worker;
 
 use cairn_core::Machine;
