@@ -3,7 +3,8 @@
 //! port each time. Afterwards every instance has finished, no task completion was applied
 //! twice (each step's `task.done` is in history exactly once), and `verify` passes.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,22 +39,10 @@ fn free_port() -> u16 {
 fn serve(data: &Path, port: u16) -> Child {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        if line.contains("listening") {
+        if let Some((child, _)) = common::spawn_serve(data, &format!("127.0.0.1:{port}")) {
             return child;
         }
         // The port may linger for a moment after a kill.
-        let _ = child.wait();
         assert!(Instant::now() < deadline, "the server did not come back");
         std::thread::sleep(Duration::from_millis(100));
     }

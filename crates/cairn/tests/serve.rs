@@ -2,6 +2,8 @@
 //! the data directory (the embedded CLI is refused with a pointer to --server), and on
 //! SIGTERM finishes and exits cleanly with its data intact.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -27,25 +29,9 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 #[test]
 fn serve_answers_holds_the_directory_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let (mut child, url) =
+        common::spawn_serve(dir.path(), "127.0.0.1:0").expect("cairn serve started");
+    let addr = url.trim_start_matches("http://").to_string();
 
     let (status, body) = http(&addr, "GET", "/healthz", "");
     assert_eq!((status, body.contains("\"ok\"")), (200, true), "{body}");

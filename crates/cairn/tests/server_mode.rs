@@ -1,9 +1,10 @@
 //! Every CLI command against a running `cairn serve` through `--server`, with the same
 //! output shapes and exit codes as embedded mode, and a `cairn worker` claiming over HTTP.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use serde_json::{Value, json};
 
@@ -20,22 +21,7 @@ impl Drop for Server {
 }
 
 fn serve(data: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+    let (child, url) = common::spawn_serve(data, "127.0.0.1:0").expect("cairn serve started");
     Server { child, url }
 }
 
