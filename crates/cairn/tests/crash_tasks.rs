@@ -39,7 +39,7 @@ fn free_port() -> u16 {
 fn serve(data: &Path, port: u16) -> Child {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some((child, _)) = common::spawn_serve(data, &format!("127.0.0.1:{port}")) {
+        if let Some((child, _, _)) = common::spawn_serve(data, &format!("127.0.0.1:{port}"), &[]) {
             return child;
         }
         // The port may linger for a moment after a kill.

@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -29,8 +29,8 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 #[test]
 fn serve_answers_holds_the_directory_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) =
-        common::spawn_serve(dir.path(), "127.0.0.1:0").expect("cairn serve started");
+    let (mut child, url, _) =
+        common::spawn_serve(dir.path(), "127.0.0.1:0", &[]).expect("cairn serve started");
     let addr = url.trim_start_matches("http://").to_string();
 
     let (status, body) = http(&addr, "GET", "/healthz", "");
@@ -112,23 +112,9 @@ fn with_auth_on_the_cli_needs_a_token_created_beforehand() {
         .to_string();
     assert!(token.starts_with("cairn_") && token.len() > 40);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--auth", "on", "--data"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, url, line) = common::spawn_serve(dir.path(), "127.0.0.1:0", &["--auth", "on"])
+        .expect("cairn serve started");
     assert!(line.contains("auth on"), "{line}");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
     let cli = |args: &[&str], token: Option<&str>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
         c.args(args)

@@ -21,7 +21,8 @@ impl Drop for Server {
 }
 
 fn serve(data: &Path) -> Server {
-    let (child, url) = common::spawn_serve(data, "127.0.0.1:0").expect("cairn serve started");
+    let (child, url, _) =
+        common::spawn_serve(data, "127.0.0.1:0", &[]).expect("cairn serve started");
     Server { child, url }
 }
 
