@@ -137,7 +137,12 @@ pub fn worker(g: &Global, c: &dyn Client, a: Worker) -> Result<(), Failure> {
         };
         let Some(task) = claimed.into_iter().next() else {
             // Idle: keep timers and leases moving, then wait a little.
-            let _ = c.tick(&cairn_engine::Retention::default());
+            // An unreachable server is retried with the next claim; anything else stops us.
+            if let Err(f) = c.tick(&cairn_engine::Retention::default())
+                && f.code != 1
+            {
+                return Err(f);
+            }
             if a.until_idle {
                 return Ok(());
             }
