@@ -176,6 +176,8 @@ pub struct SpawnDef {
 /// Work for a worker, enqueued when the state is entered, cancelled when it is left.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TaskDef {
+    /// Empty for a task a built-in executor runs.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub queue: String,
     pub action: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,6 +188,44 @@ pub struct TaskDef {
     pub heartbeat: Option<Sp<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryDef>,
+    /// Run by the built-in `exec` executor instead of a worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecDef>,
+    /// Run by the built-in `http` executor instead of a worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpDef>,
+}
+
+/// A command run by the server (`task.exec`). The command is a literal, checked against
+/// the server's allowlist when the machine is applied and again when it runs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExecDef {
+    pub command: Sp<String>,
+    /// A list of strings (CEL when written as a string).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<ValueExpr>,
+    /// Variable name to value (each CEL when a string); `{{secret.NAME}}` is replaced by
+    /// the server's secret when the command runs.
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    pub env: IndexMap<String, ValueExpr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<ValueExpr>,
+    /// Bytes kept of stdout and of stderr each; the server's limit caps it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output: Option<u32>,
+}
+
+/// A request made by the server (`task.http`); `{{secret.NAME}}` in the URL, a header or
+/// the body is replaced by the server's secret when the request is made.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HttpDef {
+    pub method: String,
+    pub url: ValueExpr,
+    /// Header name to value (each CEL when a string).
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    pub headers: IndexMap<String, ValueExpr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<ValueExpr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -214,6 +254,9 @@ pub struct ApprovalDef {
     pub approvers: Vec<String>,
     pub quorum: u32,
 }
+
+/// The methods `task.http` may use.
+pub const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 
 const MACHINE_FIELDS: &[&str] = &[
     "machine",
@@ -733,7 +776,16 @@ impl Reader<'_> {
         let f = self.map(
             node,
             "`task`",
-            &["queue", "action", "input", "timeout", "heartbeat", "retry"],
+            &[
+                "queue",
+                "action",
+                "input",
+                "timeout",
+                "heartbeat",
+                "retry",
+                "exec",
+                "http",
+            ],
             st,
         )?;
         let mut t = TaskDef {
@@ -746,26 +798,191 @@ impl Reader<'_> {
             timeout: None,
             heartbeat: None,
             retry: None,
+            exec: None,
+            http: None,
         };
-        for (k, _, v) in f {
+        let mut queue_pos = None;
+        let mut input_pos = None;
+        for (k, p, v) in f {
             match k {
                 "queue" => {
                     if let Some(q) = self.string(v, "`task.queue`", st) {
+                        if q.starts_with(crate::machine::RESERVED_QUEUE_PREFIX) {
+                            self.err(
+                                K::InvalidName,
+                                v.pos,
+                                st,
+                                format!(
+                                    "queue `{q}` is reserved: queues starting with `{}` belong to the built-in executors (declare `exec` or `http` instead)",
+                                    crate::machine::RESERVED_QUEUE_PREFIX
+                                ),
+                            );
+                        }
                         t.queue = q;
+                        queue_pos = Some(p);
                     }
                 }
+                "exec" => t.exec = self.exec(v, st),
+                "http" => t.http = self.http(v, st),
                 "action" => {
                     if let Some(a) = self.string(v, "`task.action`", st) {
                         t.action = a;
                     }
                 }
-                "input" => t.input = Some(self.value_expr(v)),
+                "input" => {
+                    t.input = Some(self.value_expr(v));
+                    input_pos = Some(p);
+                }
                 "timeout" => t.timeout = self.sp_string(v, "`task.timeout`", st),
                 "heartbeat" => t.heartbeat = self.sp_string(v, "`task.heartbeat`", st),
                 _ => t.retry = self.retry(v, st),
             }
         }
+        let executor = match (&t.exec, &t.http) {
+            (Some(_), Some(_)) => {
+                self.err(
+                    K::InvalidValue,
+                    node.pos,
+                    st,
+                    "a task declares `exec` or `http`, not both",
+                );
+                None
+            }
+            (Some(_), None) => Some("exec"),
+            (None, Some(_)) => Some("http"),
+            (None, None) => None,
+        };
+        if executor.is_some() {
+            t.queue.clear();
+        }
+        if let (Some(kind), Some(p)) = (executor, queue_pos) {
+            self.err(
+                K::InvalidValue,
+                p,
+                st,
+                format!(
+                    "a task with `{kind}` is run by the built-in executor and takes no `queue`"
+                ),
+            );
+        }
+        if let (Some("http"), Some(p)) = (executor, input_pos) {
+            self.err(
+                K::InvalidValue,
+                p,
+                st,
+                "a task with `http` takes no `input`: the request is built from `http.body`",
+            );
+        }
         Some(t)
+    }
+
+    fn exec(&mut self, node: &Node, st: Option<&str>) -> Option<ExecDef> {
+        let f = self.map(
+            node,
+            "`task.exec`",
+            &["command", "args", "env", "cwd", "max_output"],
+            st,
+        )?;
+        let (mut command, mut args, mut env, mut cwd, mut max_output) =
+            (None, None, IndexMap::new(), None, None);
+        for (k, _, v) in f {
+            match k {
+                "command" => {
+                    command = self.sp_string(v, "`task.exec.command`", st);
+                    if command.as_ref().is_some_and(|c| c.value.trim().is_empty()) {
+                        self.err(K::InvalidValue, v.pos, st, "`task.exec.command` is empty");
+                    }
+                }
+                "args" => args = Some(self.value_expr(v)),
+                "env" => env = self.named_values(v, "`task.exec.env`", st),
+                "cwd" => cwd = Some(self.value_expr(v)),
+                _ => max_output = self.uint(v, "`task.exec.max_output`", st, 1),
+            }
+        }
+        let Some(command) = command else {
+            self.err(K::MissingField, node.pos, st, "`task.exec` needs `command`");
+            return None;
+        };
+        Some(ExecDef {
+            command,
+            args,
+            env,
+            cwd,
+            max_output,
+        })
+    }
+
+    fn http(&mut self, node: &Node, st: Option<&str>) -> Option<HttpDef> {
+        let f = self.map(
+            node,
+            "`task.http`",
+            &["method", "url", "headers", "body"],
+            st,
+        )?;
+        let (mut method, mut url, mut headers, mut body) = (None, None, IndexMap::new(), None);
+        for (k, _, v) in f {
+            match k {
+                "method" => {
+                    if let Some(m) = self.string(v, "`task.http.method`", st) {
+                        let upper = m.to_ascii_uppercase();
+                        if HTTP_METHODS.contains(&upper.as_str()) {
+                            method = Some(upper);
+                        } else {
+                            self.err(
+                                K::InvalidValue,
+                                v.pos,
+                                st,
+                                format!(
+                                    "unknown HTTP method `{m}`; expected one of: {}",
+                                    HTTP_METHODS.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
+                "url" => url = Some(self.value_expr(v)),
+                "headers" => headers = self.named_values(v, "`task.http.headers`", st),
+                _ => body = Some(self.value_expr(v)),
+            }
+        }
+        let Some(url) = url else {
+            self.err(K::MissingField, node.pos, st, "`task.http` needs `url`");
+            return None;
+        };
+        Some(HttpDef {
+            method: method.unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.into()),
+            url,
+            headers,
+            body,
+        })
+    }
+
+    /// A map of names to computed values (`env`, `headers`).
+    fn named_values(
+        &mut self,
+        node: &Node,
+        what: &str,
+        st: Option<&str>,
+    ) -> IndexMap<String, ValueExpr> {
+        let mut out = IndexMap::new();
+        if let Some(fields) = self.map(node, what, &[], st) {
+            for (k, p, v) in fields {
+                let valid = !k.is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !valid {
+                    self.err(
+                        K::InvalidName,
+                        p,
+                        st,
+                        format!("{what} name `{k}` must be letters, digits, `_` or `-`"),
+                    );
+                    continue;
+                }
+                out.insert(k.to_string(), self.value_expr(v));
+            }
+        }
+        out
     }
 
     fn retry(&mut self, node: &Node, st: Option<&str>) -> Option<RetryDef> {

@@ -82,6 +82,13 @@ pub struct Timer {
     pub delay: Duration,
 }
 
+/// Queues whose names start with this belong to the built-in executors.
+pub const RESERVED_QUEUE_PREFIX: &str = "cairn.";
+/// The queue of `task.exec` tasks.
+pub const EXEC_QUEUE: &str = "cairn.exec";
+/// The queue of `task.http` tasks.
+pub const HTTP_QUEUE: &str = "cairn.http";
+
 #[derive(Clone, Debug)]
 pub struct Task {
     pub queue: String,
@@ -90,6 +97,76 @@ pub struct Task {
     pub timeout: Option<Duration>,
     pub heartbeat: Option<Duration>,
     pub retry: RetryPolicy,
+    /// Set when a built-in executor runs the task: its input is the executor's request.
+    pub executor: Option<Executor>,
+    /// The secrets its executor's values name.
+    pub secrets: Vec<String>,
+}
+
+/// What a built-in executor does, with the values computed when the task is enqueued.
+#[derive(Clone, Debug)]
+pub enum Executor {
+    Exec {
+        command: String,
+        args: Option<ValueSrc>,
+        env: Vec<(String, ValueSrc)>,
+        cwd: Option<ValueSrc>,
+        max_output: Option<u32>,
+    },
+    Http {
+        method: String,
+        url: ValueSrc,
+        headers: Vec<(String, ValueSrc)>,
+        body: Option<ValueSrc>,
+    },
+}
+
+/// Where a machine uses a built-in executor, for the server's checks at apply time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutorUse {
+    /// The state's path.
+    pub state: String,
+    /// `exec` or `http`.
+    pub kind: &'static str,
+    /// The command, for `exec`.
+    pub command: Option<String>,
+    /// Secrets named by `{{secret.NAME}}` anywhere in the executor's values.
+    pub secrets: Vec<String>,
+}
+
+/// The names in `{{secret.NAME}}` placeholders of `text`, in order.
+pub fn secret_refs(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("{{secret.") {
+        rest = &rest[i + "{{secret.".len()..];
+        if let Some(end) = rest.find("}}") {
+            let name = &rest[..end];
+            if !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                out.push(name.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn value_secrets(v: &ValueExpr, out: &mut Vec<String>) {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) => out.extend(secret_refs(s)),
+            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            Value::Object(m) => m.values().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    match v {
+        ValueExpr::Expr(e) => out.extend(secret_refs(&e.value)),
+        ValueExpr::Literal(l) => walk(l, out),
+    }
 }
 
 /// How a failed task attempt is retried.
@@ -296,6 +373,26 @@ impl Machine {
     }
 
     /// The canonical JSON of the definition.
+    /// Every state whose task a built-in executor runs, with its command and secrets.
+    pub fn executor_uses(&self) -> Vec<ExecutorUse> {
+        self.states
+            .iter()
+            .filter_map(|st| {
+                let t = st.task.as_ref()?;
+                let (kind, command) = match t.executor.as_ref()? {
+                    Executor::Exec { command, .. } => ("exec", Some(command.clone())),
+                    Executor::Http { .. } => ("http", None),
+                };
+                Some(ExecutorUse {
+                    state: st.path.clone(),
+                    kind,
+                    command,
+                    secrets: t.secrets.clone(),
+                })
+            })
+            .collect()
+    }
+
     pub fn to_json(&self) -> Value {
         serde_json::to_value(&self.def).expect("definitions serialise")
     }
@@ -508,7 +605,30 @@ impl Builder {
             })
             .collect();
         let task = def.task.as_ref().map(|t| Task {
-            queue: t.queue.clone(),
+            queue: match (&t.exec, &t.http) {
+                (Some(_), _) => EXEC_QUEUE.to_string(),
+                (None, Some(_)) => HTTP_QUEUE.to_string(),
+                (None, None) => t.queue.clone(),
+            },
+            executor: self.executor(t, st),
+            secrets: {
+                let mut secrets = Vec::new();
+                if let Some(e) = &t.exec {
+                    e.env.values().for_each(|v| value_secrets(v, &mut secrets));
+                }
+                if let Some(h) = &t.http {
+                    value_secrets(&h.url, &mut secrets);
+                    h.headers
+                        .values()
+                        .for_each(|v| value_secrets(v, &mut secrets));
+                    if let Some(b) = &h.body {
+                        value_secrets(b, &mut secrets);
+                    }
+                }
+                secrets.sort();
+                secrets.dedup();
+                secrets
+            },
             action: t.action.clone(),
             input: t.input.as_ref().map(|v| self.value(v, st)),
             timeout: t
@@ -729,9 +849,14 @@ impl Builder {
     }
 
     fn value(&mut self, v: &ValueExpr, st: Option<&str>) -> ValueSrc {
+        self.value_as(v, st, "expression")
+    }
+
+    /// [`Builder::value`], naming the field in errors.
+    fn value_as(&mut self, v: &ValueExpr, st: Option<&str>, what: &str) -> ValueSrc {
         match v {
             ValueExpr::Literal(l) => ValueSrc::Literal(l.clone()),
-            ValueExpr::Expr(e) => match self.expr(e, st, "expression") {
+            ValueExpr::Expr(e) => match self.expr(e, st, what) {
                 Some(id) => ValueSrc::Expr(id),
                 None => ValueSrc::Literal(Value::Null),
             },
@@ -766,6 +891,48 @@ impl Builder {
                 value: self.value(v, st),
             })
             .collect()
+    }
+
+    fn executor(&mut self, t: &crate::definition::TaskDef, st: Option<&str>) -> Option<Executor> {
+        if let Some(e) = &t.exec {
+            return Some(Executor::Exec {
+                command: e.command.value.clone(),
+                args: e
+                    .args
+                    .as_ref()
+                    .map(|v| self.value_as(v, st, "`task.exec.args`")),
+                env: e
+                    .env
+                    .iter()
+                    .map(|(k, v)| {
+                        let src = self.value_as(v, st, &format!("`task.exec.env.{k}`"));
+                        (k.clone(), src)
+                    })
+                    .collect(),
+                cwd: e
+                    .cwd
+                    .as_ref()
+                    .map(|v| self.value_as(v, st, "`task.exec.cwd`")),
+                max_output: e.max_output,
+            });
+        }
+        let h = t.http.as_ref()?;
+        Some(Executor::Http {
+            method: h.method.clone(),
+            url: self.value_as(&h.url, st, "`task.http.url`"),
+            headers: h
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    let src = self.value_as(v, st, &format!("`task.http.headers.{k}`"));
+                    (k.clone(), src)
+                })
+                .collect(),
+            body: h
+                .body
+                .as_ref()
+                .map(|v| self.value_as(v, st, "`task.http.body`")),
+        })
     }
 
     fn spawn(&mut self, s: &crate::definition::SpawnDef, st: Option<&str>) -> Spawn {

@@ -21,8 +21,8 @@ use serde_json::{Map, Value, json};
 use crate::definition::FinalStatus;
 use crate::expr::Scope;
 use crate::machine::{
-    Action, Assign, Kind, MAX_MICROSTEPS, Machine, RetryPolicy, Spawn, StateId, TransitionId,
-    ValueSrc,
+    Action, Assign, Executor, Kind, MAX_MICROSTEPS, Machine, RetryPolicy, Spawn, StateId,
+    TransitionId, ValueSrc,
 };
 
 /// The lifecycle status of an instance.
@@ -956,6 +956,94 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// The request a built-in executor runs, computed from the context now: `exec`
+    /// `{command, args, env, cwd, max_output, stdin}`, `http` `{method, url, headers,
+    /// body}`. `{{secret.NAME}}` placeholders stay as written; the executor fills them.
+    fn executor_input(
+        &self,
+        ex: &Executor,
+        input: Option<&ValueSrc>,
+        event: &Value,
+    ) -> Result<Value, String> {
+        let text = |what: &str, v: Value| -> Result<String, String> {
+            match v {
+                Value::String(s) => Ok(s),
+                v @ (Value::Number(_) | Value::Bool(_)) => Ok(v.to_string()),
+                other => Err(format!(
+                    "{what} must yield a string, yielded {}",
+                    json_kind(&other)
+                )),
+            }
+        };
+        let named = |what: &str, pairs: &[(String, ValueSrc)]| -> Result<Value, String> {
+            let mut m = serde_json::Map::new();
+            for (k, v) in pairs {
+                let v = text(&format!("`{what}.{k}`"), self.eval(v, event)?)?;
+                m.insert(k.clone(), Value::String(v));
+            }
+            Ok(Value::Object(m))
+        };
+        Ok(match ex {
+            Executor::Exec {
+                command,
+                args,
+                env,
+                cwd,
+                max_output,
+            } => {
+                let args = match args {
+                    None => Vec::new(),
+                    Some(a) => match self.eval(a, event)? {
+                        Value::Array(items) => items
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, v)| text(&format!("`exec.args[{i}]`"), v).map(Value::String))
+                            .collect::<Result<_, _>>()?,
+                        other => {
+                            return Err(format!(
+                                "`exec.args` must yield a list of strings, yielded {}",
+                                json_kind(&other)
+                            ));
+                        }
+                    },
+                };
+                let cwd = match cwd {
+                    None => Value::Null,
+                    Some(c) => Value::String(text("`exec.cwd`", self.eval(c, event)?)?),
+                };
+                let stdin = match input {
+                    None => Value::Null,
+                    Some(i) => self.eval(i, event)?,
+                };
+                serde_json::json!({
+                    "command": command, "args": args, "env": named("exec.env", env)?,
+                    "cwd": cwd, "max_output": max_output, "stdin": stdin,
+                })
+            }
+            Executor::Http {
+                method,
+                url,
+                headers,
+                body,
+            } => {
+                let url = text("`http.url`", self.eval(url, event)?)?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "`http.url` must yield an http:// or https:// URL, yielded `{url}`"
+                    ));
+                }
+                let body = match body {
+                    None => Value::Null,
+                    Some(b) => self.eval(b, event)?,
+                };
+                serde_json::json!({
+                    "method": method, "url": url, "headers": named("http.headers", headers)?,
+                    "body": body,
+                })
+            }
+        })
+    }
+
     fn payload(&self, v: Option<&ValueSrc>, event: &Value) -> Result<Value, String> {
         v.map_or(Ok(empty_object()), |v| self.eval(v, event))
     }
@@ -1036,9 +1124,14 @@ impl<'a> Run<'a> {
                 });
             }
             if let Some(task) = &node.task {
-                let input = self
-                    .payload(task.input.as_ref(), &external)
-                    .map_err(|e| fail("task input", e))?;
+                let input = match &task.executor {
+                    None => self
+                        .payload(task.input.as_ref(), &external)
+                        .map_err(|e| fail("task input", e))?,
+                    Some(ex) => self
+                        .executor_input(ex, task.input.as_ref(), &external)
+                        .map_err(|e| fail("task", e))?,
+                };
                 out.push(Effect::EnqueueTask {
                     state: node.path.clone(),
                     queue: task.queue.clone(),

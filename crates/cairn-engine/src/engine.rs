@@ -24,12 +24,15 @@ pub static TRANSITIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomic
 pub struct Config {
     /// The largest event payload or start input, in bytes of JSON.
     pub max_payload_bytes: usize,
+    /// The built-in executors' policy (allowlist, secrets) and limits.
+    pub executors: crate::Executors,
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             max_payload_bytes: 1024 * 1024,
+            executors: crate::Executors::default(),
         }
     }
 }
@@ -297,8 +300,23 @@ impl<S: Store> Engine<S> {
         format: Option<Format>,
         file: Option<&str>,
     ) -> Result<Applied, Error> {
+        self.apply_as(ns, text, format, file, crate::Role::Admin)
+    }
+
+    /// [`Engine::apply`] on behalf of `role`: a machine whose tasks run commands
+    /// (`task.exec`) needs an admin and commands on the allowlist; every secret its
+    /// executors name must be configured.
+    pub fn apply_as(
+        &self,
+        ns: &str,
+        text: &str,
+        format: Option<Format>,
+        file: Option<&str>,
+        role: crate::Role,
+    ) -> Result<Applied, Error> {
         check_namespace(ns)?;
         let machine = Machine::load(text, format, file)?;
+        self.config.executors.check(&machine, role)?;
         let definition = machine.to_json();
         let canonical = definition.to_string();
         let digest = digest(&canonical);

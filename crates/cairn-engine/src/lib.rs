@@ -11,6 +11,7 @@ mod auth;
 mod clock;
 mod engine;
 mod error;
+mod executors;
 mod lifecycle;
 mod tasks;
 mod unit;
@@ -20,6 +21,7 @@ pub use auth::{Principal, Role};
 pub use clock::{Background, Clock, ManualClock, SystemClock};
 pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, TRANSITIONS, Verified};
 pub use error::Error;
+pub use executors::{Captured, ExecutorService, Executors, Finished, Secrets, run_process};
 pub use lifecycle::{
     DecideRequest, Decided, ForkFrom, Retention, Stats, TimerService, merge_patch,
 };

@@ -38,6 +38,9 @@ pub struct Claimed {
     pub attempt: u32,
     pub max_attempts: u32,
     pub lease_expires_at: DateTime<Utc>,
+    /// The per-attempt timeout the state declares.
+    #[serde(skip)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Token and cost figures a worker reports with an outcome.
@@ -194,6 +197,36 @@ impl<S: Store> Engine<S> {
         batch: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
+        if let Some(q) = queues
+            .iter()
+            .find(|q| q.starts_with(cairn_core::machine::RESERVED_QUEUE_PREFIX))
+        {
+            return Err(Error::Invalid(format!(
+                "queue `{q}` belongs to a built-in executor, which runs its tasks inside the server; workers cannot claim them"
+            )));
+        }
+        self.claim_any(queues, namespaces, worker, batch, lease)
+    }
+
+    /// Claims from any queue, the built-in executors' included.
+    pub(crate) fn claim_reserved(
+        &self,
+        queues: &[String],
+        worker: &str,
+        batch: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
+        self.claim_any(queues, None, worker, batch, lease)
+    }
+
+    fn claim_any(
+        &self,
+        queues: &[String],
+        namespaces: Option<Vec<String>>,
+        worker: &str,
+        batch: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, Error> {
         if queues.is_empty() {
             return Err(Error::Invalid("claim at least one queue".into()));
         }
@@ -246,6 +279,7 @@ impl<S: Store> Engine<S> {
                     attempt: t.attempt,
                     max_attempts: policy(&t).max_attempts,
                     lease_expires_at: expires,
+                    timeout_ms: t.timeout_ms,
                 });
             }
             Ok(out)
@@ -339,6 +373,21 @@ impl<S: Store> Engine<S> {
         retryable: bool,
         usage: Usage,
     ) -> Result<TaskOutcome, Error> {
+        self.fail_with(id, attempt, error, retryable, usage, Value::Null)
+    }
+
+    /// [`Engine::fail`] with `details` (an object) added to `task.failed`'s payload when
+    /// attempts run out, e.g. an `exec` task's exit code and output.
+    pub fn fail_with(
+        &self,
+        id: &str,
+        attempt: u32,
+        error: &str,
+        retryable: bool,
+        usage: Usage,
+        details: Value,
+    ) -> Result<TaskOutcome, Error> {
+        self.check_size("the failure details", &details)?;
         let (id, error) = (id.to_string(), error.to_string());
         let now = self.now();
         let machines = self.machine_cache();
@@ -346,8 +395,15 @@ impl<S: Store> Engine<S> {
             let mut t = Self::leased(tx, &id, attempt)?;
             let mut inst = tx.instance(&t.namespace, &t.instance_id)?;
             end_attempt(tx, inst.as_mut(), &t, "failed", Some(&error), &usage, now)?;
-            let retrying =
-                Self::after_failure(tx, &machines, &mut t, inst.as_mut(), &error, retryable, now)?;
+            let retrying = Self::after_failure(
+                tx,
+                &machines,
+                &mut t,
+                inst.as_mut(),
+                (&error, &details),
+                retryable,
+                now,
+            )?;
             Ok(TaskOutcome { task: t, retrying })
         })
     }
@@ -357,7 +413,7 @@ impl<S: Store> Engine<S> {
         machines: &Machines,
         t: &mut TaskRecord,
         inst: Option<&mut InstanceRecord>,
-        error: &str,
+        (error, details): (&str, &Value),
         retryable: bool,
         now: DateTime<Utc>,
     ) -> Result<bool, Error> {
@@ -375,9 +431,15 @@ impl<S: Store> Engine<S> {
         t.status = TaskStatus::Failed;
         tx.update_task(t)?;
         if let Some(inst) = inst {
+            let mut payload = json!({"error": error, "attempts": t.attempt, "retryable": retryable, "task": task_meta(t)});
+            if let (Value::Object(p), Value::Object(d)) = (&mut payload, details) {
+                for (k, v) in d {
+                    p.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
             let event = Event {
                 name: "task.failed".into(),
-                payload: json!({"error": error, "attempts": t.attempt, "retryable": retryable, "task": task_meta(t)}),
+                payload,
                 actor: String::new(),
                 reason: error.to_string(),
             };
@@ -406,7 +468,15 @@ impl<S: Store> Engine<S> {
                     &Usage::default(),
                     now,
                 )?;
-                Self::after_failure(tx, &machines, &mut t, inst.as_mut(), &error, true, now)?;
+                Self::after_failure(
+                    tx,
+                    &machines,
+                    &mut t,
+                    inst.as_mut(),
+                    (&error, &Value::Null),
+                    true,
+                    now,
+                )?;
             }
             Ok(n)
         })

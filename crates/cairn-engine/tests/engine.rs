@@ -35,6 +35,7 @@ fn engine() -> (Engine<SqliteStore>, tempfile::TempDir) {
         clock,
         Config {
             max_payload_bytes: 1000,
+            ..Config::default()
         },
     );
     e.apply("default", ORDER, None, Some("order.yaml")).unwrap();

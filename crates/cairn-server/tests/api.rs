@@ -44,6 +44,7 @@ fn api() -> Api {
         Arc::new(SystemClock),
         Config {
             max_payload_bytes: 4096,
+            ..Config::default()
         },
     );
     let settings = Settings {

@@ -29,6 +29,90 @@ pub struct Settings {
     pub max_payload: usize,
     pub http: Http,
     pub retention: Retention,
+    pub executors: Executors,
+    /// Secrets by name, for `{{secret.NAME}}` in `exec` and `http` tasks. Never shown by
+    /// `cairn config`.
+    pub secrets: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Executors {
+    pub exec: ExecExecutor,
+    pub http: HttpExecutor,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecExecutor {
+    /// Commands `task.exec` may run, exactly as definitions write them.
+    pub allow: Vec<String>,
+    /// Variables a command inherits from the server; the rest are cleared.
+    pub inherit_env: Vec<String>,
+    /// Bytes of stdout and of stderr kept when a task sets no `max_output`.
+    pub output: usize,
+    /// The most a task may ask to keep.
+    pub max_output: usize,
+    pub concurrency: usize,
+    /// The timeout of a task that declares none.
+    pub timeout: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpExecutor {
+    pub concurrency: usize,
+    /// The largest response body kept, in bytes.
+    pub max_response: usize,
+    /// The timeout of a task that declares none.
+    pub timeout: String,
+}
+
+impl Default for ExecExecutor {
+    fn default() -> ExecExecutor {
+        let d = cairn_engine::Executors::default();
+        ExecExecutor {
+            allow: d.exec_allow,
+            inherit_env: d.exec_inherit_env,
+            output: d.exec_output,
+            max_output: d.exec_max_output,
+            concurrency: d.exec_concurrency,
+            timeout: "10m".into(),
+        }
+    }
+}
+
+impl Default for HttpExecutor {
+    fn default() -> HttpExecutor {
+        let d = cairn_engine::Executors::default();
+        HttpExecutor {
+            concurrency: d.http_concurrency,
+            max_response: d.http_max_response,
+            timeout: "30s".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// The engine's configuration from these (validated) settings.
+    pub fn engine_config(&self) -> cairn_engine::Config {
+        let (e, h) = (&self.executors.exec, &self.executors.http);
+        cairn_engine::Config {
+            max_payload_bytes: self.max_payload,
+            executors: cairn_engine::Executors {
+                exec_allow: e.allow.clone(),
+                exec_inherit_env: e.inherit_env.clone(),
+                exec_output: e.output,
+                exec_max_output: e.max_output,
+                exec_concurrency: e.concurrency,
+                exec_timeout: duration(&e.timeout).unwrap_or(Duration::from_secs(600)),
+                http_concurrency: h.concurrency,
+                http_max_response: h.max_response,
+                http_timeout: duration(&h.timeout).unwrap_or(Duration::from_secs(30)),
+                secrets: cairn_engine::Secrets(self.secrets.clone()),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -60,6 +144,8 @@ impl Default for Settings {
             max_payload: 1024 * 1024,
             http: Http::default(),
             retention: Retention::default(),
+            executors: Executors::default(),
+            secrets: Default::default(),
         }
     }
 }
@@ -182,6 +268,8 @@ impl Loaded {
         for (key, v) in [
             ("http.request_timeout", &s.http.request_timeout),
             ("http.max_claim_wait", &s.http.max_claim_wait),
+            ("executors.exec.timeout", &s.executors.exec.timeout),
+            ("executors.http.timeout", &s.executors.http.timeout),
         ] {
             if duration(v).is_none() {
                 return Err(self.bad(key, v, "not a duration (e.g. 30s, 5m)"));
@@ -191,6 +279,11 @@ impl Loaded {
             ("http.max_body_bytes", s.http.max_body_bytes),
             ("http.max_page", s.http.max_page),
             ("http.max_streams", s.http.max_streams),
+            ("executors.exec.output", s.executors.exec.output),
+            ("executors.exec.max_output", s.executors.exec.max_output),
+            ("executors.exec.concurrency", s.executors.exec.concurrency),
+            ("executors.http.concurrency", s.executors.http.concurrency),
+            ("executors.http.max_response", s.executors.http.max_response),
         ] {
             if v == 0 {
                 return Err(self.bad(key, v, "must be at least 1"));
@@ -200,6 +293,28 @@ impl Loaded {
             && duration(v).is_none()
         {
             return Err(self.bad("retention.finished_after", v, "not a duration (e.g. 30d)"));
+        }
+        for c in &s.executors.exec.allow {
+            if c.trim().is_empty() {
+                return Err(self.bad(
+                    "executors.exec.allow",
+                    "\"\"",
+                    "a command must not be empty",
+                ));
+            }
+        }
+        for name in s.secrets.keys() {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(self.bad(
+                    &format!("secrets.{name}"),
+                    "(hidden)",
+                    "a secret's name is letters, digits, `_` or `-`",
+                ));
+            }
         }
         if s.retention.max_history == Some(0) {
             return Err(self.bad("retention.max_history", 0, "must be at least 1"));
@@ -222,6 +337,14 @@ impl Loaded {
                         };
                         walk(&key, v, out, l);
                     }
+                }
+                // Secrets are named, never shown.
+                other if prefix.starts_with("secrets.") => {
+                    let _ = other;
+                    out.insert(
+                        prefix.to_string(),
+                        json!({"value": "(hidden)", "source": l.source(prefix)}),
+                    );
                 }
                 other => {
                     out.insert(

@@ -188,7 +188,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
     cli.global.namespace = loaded.settings.namespace.clone();
     let g = &cli.global;
     let data = loaded.settings.data.clone();
-    let max_payload = loaded.settings.max_payload;
+    let engine_config = loaded.settings.engine_config();
     let client = || -> Result<Box<dyn client::Client>, Failure> {
         match &g.server {
             Some(url) => Ok(Box::new(client::http::Http::new(
@@ -199,7 +199,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
             None => Ok(Box::new(client::Local::open(
                 &data,
                 &g.namespace,
-                max_payload,
+                engine_config.clone(),
             )?)),
         }
     };

@@ -29,6 +29,7 @@ pub fn router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
 async fn apply<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     Query(ns): Query<Ns>,
+    axum::extract::Extension(who): axum::extract::Extension<cairn_engine::Principal>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
@@ -42,7 +43,9 @@ async fn apply<S: Store + Send + Sync>(
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::bad_request("the definition is not UTF-8 text"))?;
     let engine = ctx.engine.clone();
-    let applied = blocking(move || engine.apply(&ns.namespace, &text, Some(format), None)).await?;
+    let applied =
+        blocking(move || engine.apply_as(&ns.namespace, &text, Some(format), None, who.role))
+            .await?;
     let status = if applied.created {
         StatusCode::CREATED
     } else {

@@ -124,8 +124,7 @@ pub struct Local {
 }
 
 impl Local {
-    pub fn open(dir: &Path, namespace: &str, max_payload_bytes: usize) -> Result<Local, Failure> {
-        let config = Config { max_payload_bytes };
+    pub fn open(dir: &Path, namespace: &str, config: Config) -> Result<Local, Failure> {
         let engine = cairn_engine::open_sqlite(dir, Options::default(), config).map_err(failure)?;
         Ok(Local {
             engine,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use cairn_engine::{Config, TimerService};
+use cairn_engine::{ExecutorService, TimerService};
 use cairn_server::{Ctx, Settings};
 use cairn_store_sqlite::Options;
 
@@ -27,7 +27,6 @@ pub struct Args {
 
 pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> {
     let data: &Path = &settings.data;
-    let max_payload = settings.max_payload;
     // Validated when the settings were loaded.
     let addr: SocketAddr = settings
         .listen
@@ -41,15 +40,12 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
         .with_writer(std::io::stderr)
         .json()
         .try_init();
-    let engine = cairn_engine::open_sqlite(
-        data,
-        Options::default(),
-        Config {
-            max_payload_bytes: max_payload,
-        },
-    )
-    .map_err(crate::client::failure)?;
+    let engine = cairn_engine::open_sqlite(data, Options::default(), settings.engine_config())
+        .map_err(crate::client::failure)?;
     let _timers = TimerService::start(engine.clone(), Duration::from_millis(100));
+    // `exec` and `http` tasks run here; when serve stops, commands still running are killed
+    // and their attempts fail as retryable.
+    let _executors = ExecutorService::start(engine.clone());
     let store = engine.store().clone();
     let backup: cairn_server::BackupFn = Arc::new(move |file| store.backup(file));
     let auth = match settings.auth.as_deref() {
