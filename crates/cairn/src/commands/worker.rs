@@ -8,9 +8,8 @@
 //! command runs its lease is renewed by heartbeats. Between tasks the worker also fires
 //! due timers and reclaims expired leases.
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::anyhow;
 use cairn_engine::Usage;
@@ -201,67 +200,36 @@ fn run_one(
     task: &cairn_api::Claimed,
     lease: Duration,
 ) -> Result<Value, String> {
-    let mut child = Command::new(&command[0])
-        .args(&command[1..])
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
         .env("CAIRN_TASK_ID", &task.id)
         .env("CAIRN_TASK_ATTEMPT", task.attempt.to_string())
         .env("CAIRN_TASK_ACTION", &task.action)
         .env("CAIRN_TASK_STATE", &task.state)
         .env("CAIRN_INSTANCE", &task.instance)
-        .env("CAIRN_NAMESPACE", &task.namespace)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run `{}`: {e}", command[0]))?;
-    let input = task.input.to_string();
-    let mut stdin = child.stdin.take().expect("piped");
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = (&mut stdout)
-            .take(MAX_OUTPUT as u64 + 1)
-            .read_to_end(&mut buf);
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let every = lease / 3;
-    let mut last_beat = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(e) => return Err(format!("waiting for the command failed: {e}")),
-        }
-        if last_beat.elapsed() >= every {
-            match c.heartbeat(&task.id, task.attempt, lease) {
-                // The attempt is stale (reclaimed or cancelled): stop working on it.
-                Err(f) if f.code != 1 => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("abandoned: {:#}", f.error));
-                }
-                // The server is unreachable for now: keep working, beat again later.
-                _ => {}
-            }
-            last_beat = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        .env("CAIRN_NAMESPACE", &task.namespace);
+    let mut beat = || match c.heartbeat(&task.id, task.attempt, lease) {
+        // The attempt is stale (reclaimed or cancelled): stop working on it.
+        Err(f) if f.code != 1 => Err(format!("abandoned: {:#}", f.error)),
+        // The server is unreachable for now: keep working, beat again later.
+        _ => Ok(()),
     };
-    let _ = feeder.join();
-    let out = out_reader.join().unwrap_or_default();
-    let err = err_reader.join().unwrap_or_default();
+    let run = cairn_engine::run_process(
+        cmd,
+        task.input.to_string().into_bytes(),
+        MAX_OUTPUT + 1,
+        MAX_ERROR,
+        None,
+        lease / 3,
+        &mut beat,
+    )
+    .map_err(|e| format!("cannot run `{}`: {e}", command[0]))?;
+    if let Some(why) = run.abandoned {
+        return Err(why);
+    }
+    let status = run.status.expect("no timeout was set");
     if !status.success() {
-        let detail = tail(&err, MAX_ERROR);
+        let detail = tail(&run.stderr.bytes, MAX_ERROR);
         return Err(match (status.code(), detail.is_empty()) {
             (Some(code), true) => format!("exit status {code}"),
             (Some(code), false) => format!("exit status {code}: {detail}"),
@@ -275,11 +243,11 @@ fn run_one(
             ),
         });
     }
-    if out.len() > MAX_OUTPUT {
+    if run.stdout.bytes.len() > MAX_OUTPUT {
         return Err(format!(
             "the output is over the limit of {MAX_OUTPUT} bytes"
         ));
     }
-    let text = String::from_utf8_lossy(&out);
+    let text = String::from_utf8_lossy(&run.stdout.bytes);
     Ok(serde_json::from_str(text.trim()).unwrap_or_else(|_| json!({"stdout": text.trim()})))
 }
