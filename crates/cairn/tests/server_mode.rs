@@ -4,9 +4,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Child;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 struct Server {
     child: Child,
@@ -26,27 +26,7 @@ fn serve(data: &Path) -> Server {
     Server { child, url }
 }
 
-fn run(url: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .env("CAIRN_SERVER", url)
-        .env("CAIRN_DATA", "/nonexistent/never-opened")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
-fn ok(url: &str, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let (code, out, err) = run(url, &all);
-    assert_eq!(code, 0, "cairn {args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or(Value::String(out))
-}
+use common::{ok_at as ok, run_at as run};
 
 #[test]
 fn the_cli_works_against_a_server_with_the_same_exit_codes() {

@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use serde_json::Value;
+
 /// Starts `cairn serve --listen LISTEN [EXTRA...] --data DATA` and reads its first line.
 /// Returns the process, the URL it announced and that line, or `None` (after reaping it)
 /// if it did not come up listening, e.g. while a killed server's port lingers.
@@ -31,4 +33,31 @@ pub fn spawn_serve(data: &Path, listen: &str, extra: &[&str]) -> Option<(Child, 
             None
         }
     }
+}
+
+/// Runs `cairn ARGS` against the server at `url`, with a data directory that must never be
+/// opened: exit code, stdout, stderr.
+#[allow(dead_code)]
+pub fn run_at(url: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env("CAIRN_SERVER", url)
+        .env("CAIRN_DATA", "/nonexistent/never-opened")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// `cairn --json ARGS` against `url`, which must succeed: its output as JSON (or a string).
+#[allow(dead_code)]
+pub fn ok_at(url: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = run_at(url, &all);
+    assert_eq!(code, 0, "cairn {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or(Value::String(out))
 }
