@@ -895,6 +895,22 @@ impl Builder {
 
     fn executor(&mut self, t: &crate::definition::TaskDef, st: Option<&str>) -> Option<Executor> {
         if let Some(e) = &t.exec {
+            if let Some(args) = &e.args {
+                let mut named = Vec::new();
+                value_secrets(args, &mut named);
+                if let Some(name) = named.first() {
+                    let pos = match args {
+                        ValueExpr::Expr(x) => x.pos,
+                        ValueExpr::Literal(_) => e.command.pos,
+                    };
+                    self.diags.push(
+                        K::InvalidValue,
+                        pos,
+                        st,
+                        format!("`task.exec.args` names secret `{name}`: any local user can read a command's arguments; pass it in `env` instead"),
+                    );
+                }
+            }
             return Some(Executor::Exec {
                 command: e.command.value.clone(),
                 args: e

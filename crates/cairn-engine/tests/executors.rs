@@ -470,6 +470,10 @@ fn executor_definitions_are_checked_when_applied() {
             "task: { exec: { command: sh, env: { \"A B\": \"'x'\" } } }",
             "must be letters, digits",
         ),
+        (
+            "task: { exec: { command: sh, args: [\"-c\", \"echo {{secret.token}}\"] } }",
+            "`task.exec.args` names secret `token`",
+        ),
     ];
     for (task, want) in cases {
         let text = format!("machine: m\ninitial: a\nstates:\n  a: {{ {task} }}\n");
