@@ -16,6 +16,11 @@ use sha2::{Digest, Sha256};
 use crate::unit::{self, instance_env, snapshot};
 use crate::{Clock, Error};
 
+thread_local! {
+    /// Set while this thread drains the outbox, so the drain's own units do not recurse.
+    static DRAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Events applied (and committed) by every engine of this process, for metrics.
 pub static TRANSITIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -242,10 +247,12 @@ impl<S: Store> Engine<S> {
         let r = self.store.write(move |tx| {
             let before = unit::APPLIED.with(|n| n.get());
             let enqueued_before = unit::ENQUEUED.with(|n| n.get());
+            let outbox_before = crate::children::OUTBOX.with(|n| n.get());
             let result = f(tx).map(|t| {
                 let applied = unit::APPLIED.with(|n| n.get()) - before;
                 let enqueued = unit::ENQUEUED.with(|n| n.get()) - enqueued_before;
-                (t, (applied, enqueued))
+                let outbox = crate::children::OUTBOX.with(|n| n.get()) - outbox_before;
+                (t, (applied, enqueued, outbox))
             });
             result.map_err(|e| {
                 let message = e.to_string();
@@ -256,11 +263,18 @@ impl<S: Store> Engine<S> {
             })
         });
         match r {
-            Ok((t, (applied, enqueued))) => {
+            Ok((t, (applied, enqueued, outbox))) => {
                 // Counted once committed: a unit that rolled back applied nothing.
                 TRANSITIONS.fetch_add(applied, std::sync::atomic::Ordering::Relaxed);
                 if enqueued > 0 {
                     self.tasks_ready.signal();
+                }
+                // What the unit wrote for other instances is delivered now, by the caller
+                // (once: deliveries that write more are drained by the same loop). A crash
+                // before this leaves the entries for the next drain.
+                if outbox > 0 && !DRAINING.with(|d| d.replace(true)) {
+                    let _ = self.drain_outbox();
+                    DRAINING.with(|d| d.set(false));
                 }
                 Ok(t)
             }
@@ -454,15 +468,16 @@ impl<S: Store> Engine<S> {
             created_at: now,
         };
         let stored = inst.clone();
+        let machines = self.machine_cache();
         self.write(move |tx| {
             if tx.instance(&stored.namespace, &stored.id)?.is_some() {
                 return Err(Error::Exists(stored.id.clone()));
             }
             tx.insert_instance(&stored)?;
             tx.append_history(&history)?;
-            unit::apply_effects(tx, &stored, &outcome.effects, now)?;
+            unit::apply_effects(tx, &machines, &stored, &outcome.effects, now)?;
             if stored.status.is_finished() {
-                unit::finish_instance(tx, &stored, now)?;
+                unit::finish_instance(tx, &machines, &stored, now)?;
             }
             tx.append_log(&NewLogEntry {
                 namespace: stored.namespace.clone(),

@@ -8,6 +8,7 @@
 //! effects are already recorded with every transition.
 
 mod auth;
+mod children;
 mod clock;
 mod engine;
 mod error;

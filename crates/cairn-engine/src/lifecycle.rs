@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::Error;
+use crate::children::Cascade;
 use crate::engine::Engine;
 use crate::unit::{self, instance_env};
 
@@ -148,6 +149,7 @@ impl<S: Store> Engine<S> {
             reason.to_string(),
         );
         let now = self.now();
+        let machines = self.machine_cache();
         self.write(move |tx| {
             let mut inst = Self::load_instance(tx, &ns, &id)?;
             unit::check_running(&inst).map_err(|e| match e {
@@ -156,6 +158,7 @@ impl<S: Store> Engine<S> {
             })?;
             inst.status = Status::Paused;
             unit::record_lifecycle(tx, &mut inst, HistoryKind::Pause, &actor, &reason, now)?;
+            crate::children::cascade(tx, &machines, &inst, None, Cascade::Pause, now)?;
             Ok(inst)
         })
     }
@@ -188,39 +191,8 @@ impl<S: Store> Engine<S> {
                 }
                 return Err(Error::Conflict(format!("instance `{id}` is not paused")));
             }
-            inst.status = Status::Running;
-            unit::record_lifecycle(tx, &mut inst, HistoryKind::Resume, &actor, &reason, now)?;
-            for queued in tx.take_inbox(&ns, &id)? {
-                if inst.status.is_finished() {
-                    break;
-                }
-                let event = Event {
-                    name: queued.event.clone(),
-                    payload: queued.payload.clone(),
-                    actor: queued.actor.clone(),
-                    reason: queued.reason.clone(),
-                };
-                let key = queued.idempotency_key.clone().map(|k| {
-                    (
-                        k,
-                        crate::engine::fingerprint(&queued.event, &queued.payload),
-                    )
-                });
-                match unit::apply_event(tx, &machines, &mut inst, &event, key, now) {
-                    Ok(_) => {}
-                    // A queued event the machine refuses now is reported, not applied; the
-                    // refusal changed nothing.
-                    Err(Error::Refused(r)) => unit::log(
-                        tx,
-                        &inst,
-                        "queued_refused",
-                        json!({"event": queued.event, "reason": r.to_string()}),
-                        now,
-                    )?,
-                    Err(e) => return Err(e),
-                }
-            }
-            Self::fire_due_in_unit(tx, &machines, &mut inst, now)?;
+            crate::children::resume_in_unit(tx, &machines, &mut inst, &actor, &reason, now)?;
+            crate::children::cascade(tx, &machines, &inst, None, Cascade::Resume, now)?;
             Ok(inst)
         })
     }
@@ -240,6 +212,7 @@ impl<S: Store> Engine<S> {
             reason.to_string(),
         );
         let now = self.now();
+        let machines = self.machine_cache();
         self.write(move |tx| {
             let mut inst = Self::load_instance(tx, &ns, &id)?;
             if inst.status.is_finished() {
@@ -250,45 +223,10 @@ impl<S: Store> Engine<S> {
             }
             inst.status = Status::Cancelled;
             unit::record_lifecycle(tx, &mut inst, HistoryKind::Cancel, &actor, &reason, now)?;
-            unit::finish_instance(tx, &inst, now)?;
+            // Its children are cancelled with it; its parent hears `child.failed`.
+            unit::finish_instance(tx, &machines, &inst, now)?;
             Ok(inst)
         })
-    }
-
-    fn fire_due_in_unit(
-        tx: &mut dyn cairn_store::Tx,
-        machines: &crate::engine::Machines,
-        inst: &mut InstanceRecord,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<usize, Error> {
-        let mut fired = 0;
-        for t in tx.due_timers_of(&inst.namespace, &inst.id, now)? {
-            if inst.status != Status::Running {
-                break;
-            }
-            // An earlier firing in this loop may have left the timer's state.
-            if !tx.delete_timer(&inst.namespace, &inst.id, &t.event)? {
-                continue;
-            }
-            let event = Event {
-                name: t.event.clone(),
-                payload: json!({"due_at": t.due_at}),
-                actor: "timer".into(),
-                reason: String::new(),
-            };
-            match unit::apply_event(tx, machines, inst, &event, None, now) {
-                Ok(_) => fired += 1,
-                Err(Error::Refused(r)) => unit::log(
-                    tx,
-                    inst,
-                    "timer_refused",
-                    json!({"event": t.event, "reason": r.to_string()}),
-                    now,
-                )?,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(fired)
     }
 
     /// Fires every timer due now, each exactly once (a timer is deleted in the same unit of
@@ -325,7 +263,7 @@ impl<S: Store> Engine<S> {
                     if inst.status == Status::Paused {
                         return Ok(0);
                     }
-                    Self::fire_due_in_unit(tx, &machines, &mut inst, now)
+                    fire_due_in_unit(tx, &machines, &mut inst, now)
                 })?;
                 fired += n;
             }
@@ -610,6 +548,7 @@ impl<S: Store> Engine<S> {
         };
         inst.status = Status::Running;
         let source_id = id.to_string();
+        let machines = self.machine_cache();
         self.write(move |tx| {
             if tx.instance(&inst.namespace, &inst.id)?.is_some() {
                 return Err(Error::Exists(inst.id.clone()));
@@ -623,7 +562,7 @@ impl<S: Store> Engine<S> {
                 json!({"from": source_id, "at": base.payload["forked_from"]["from"]}),
                 now,
             )?;
-            unit::apply_effects(tx, &inst, &effects, now)?;
+            unit::apply_effects(tx, &machines, &inst, &effects, now)?;
             Ok(inst)
         })
     }
@@ -822,15 +761,57 @@ impl<S: Store> Engine<S> {
 pub struct TimerService(#[allow(dead_code)] crate::clock::Background);
 
 impl TimerService {
-    /// Starts firing `engine`'s due timers every `every`.
+    /// Starts firing `engine`'s due timers every `every`, and delivering outbox entries a
+    /// crash left behind.
     pub fn start<S: Store + Send + Sync>(engine: Engine<S>, every: Duration) -> TimerService {
         TimerService(crate::clock::Background::spawn(
             "cairn-timers",
             every,
             move || {
+                // Outbox entries left by a crash between a commit and its delivery.
+                if engine.store().outbox_waiting().unwrap_or(false) {
+                    let _ = engine.drain_outbox();
+                }
                 // Fired timers may set new ones due now: look again at once.
                 matches!(engine.fire_due_timers(), Ok(n) if n > 0)
             },
         ))
     }
+}
+
+/// Fires the instance's due timers inside the current unit.
+pub(crate) fn fire_due_in_unit(
+    tx: &mut dyn cairn_store::Tx,
+    machines: &crate::engine::Machines,
+    inst: &mut InstanceRecord,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<usize, Error> {
+    let mut fired = 0;
+    for t in tx.due_timers_of(&inst.namespace, &inst.id, now)? {
+        if inst.status != Status::Running {
+            break;
+        }
+        // An earlier firing in this loop may have left the timer's state.
+        if !tx.delete_timer(&inst.namespace, &inst.id, &t.event)? {
+            continue;
+        }
+        let event = Event {
+            name: t.event.clone(),
+            payload: json!({"due_at": t.due_at}),
+            actor: "timer".into(),
+            reason: String::new(),
+        };
+        match unit::apply_event(tx, machines, inst, &event, None, now) {
+            Ok(_) => fired += 1,
+            Err(Error::Refused(r)) => unit::log(
+                tx,
+                inst,
+                "timer_refused",
+                json!({"event": t.event, "reason": r.to_string()}),
+                now,
+            )?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(fired)
 }

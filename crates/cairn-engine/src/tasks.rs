@@ -166,6 +166,7 @@ pub(crate) fn deliver_system(
         Ok(_) => Ok(()),
         Err(Error::Refused(r)) => unit::fail_instance(
             tx,
+            machines,
             inst,
             &format!("`{}` could not be applied: {r}", event.name),
             now,

@@ -139,6 +139,7 @@ pub fn record_lifecycle(
 /// in `last_error`, so an operator sees it and can repair it (fork from a good version).
 pub fn fail_instance(
     tx: &mut dyn Tx,
+    machines: &Machines,
     inst: &mut InstanceRecord,
     error: &str,
     now: DateTime<Utc>,
@@ -161,7 +162,7 @@ pub fn fail_instance(
         json!({"status": inst.status, "error": error}),
         now,
     )?;
-    finish_instance(tx, inst, now)
+    finish_instance(tx, machines, inst, now)
 }
 
 thread_local! {
@@ -235,12 +236,12 @@ pub fn apply_event(
         json!({"event": history.event, "from": history.from_configuration, "to": history.to_configuration, "status": history.status}),
         now,
     )?;
-    apply_effects(tx, inst, &outcome.effects, now)?;
+    apply_effects(tx, machines, inst, &outcome.effects, now)?;
     APPLIED.with(|n| n.set(n.get() + 1));
     if inst.status.is_finished() {
         // Only what the machine can have needs cancelling; an instance that takes events
         // is running, so its inbox is empty.
-        finish_with(tx, inst, machine.declares, false, now)?;
+        finish_with(tx, machines, inst, machine.declares, false, true, now)?;
     }
     Ok(history)
 }
@@ -249,6 +250,7 @@ pub fn apply_event(
 /// sends are recorded in history and carried out by the issues that build them.
 pub fn apply_effects(
     tx: &mut dyn Tx,
+    machines: &Machines,
     inst: &InstanceRecord,
     effects: &[Effect],
     now: DateTime<Utc>,
@@ -348,10 +350,30 @@ pub fn apply_effects(
                 )?;
             }
             Effect::CancelTask { state } => cancel_tasks(tx, inst, Some(state), now)?,
-            Effect::Spawn { .. }
-            | Effect::CancelSpawn { .. }
-            | Effect::Send { .. }
-            | Effect::Emit { .. } => {}
+            Effect::Spawn {
+                state,
+                machine,
+                id,
+                input,
+            } => crate::children::spawn(
+                tx,
+                machines,
+                inst,
+                state.as_deref(),
+                machine,
+                id.as_deref(),
+                input,
+                now,
+            )?,
+            Effect::CancelSpawn { state } => crate::children::cascade(
+                tx,
+                machines,
+                inst,
+                Some(state),
+                crate::children::Cascade::Cancel,
+                now,
+            )?,
+            Effect::Send { .. } | Effect::Emit { .. } => {}
         }
     }
     Ok(())
@@ -419,29 +441,59 @@ fn cancel_tasks(
 
 /// An instance that ended (completed, failed, cancelled) keeps no timer, pending approval,
 /// open task or queued event.
+///
+/// Its children still running are cancelled, and a child tells its parent (`child.done`
+/// or `child.failed`, through the outbox).
 pub fn finish_instance(
     tx: &mut dyn Tx,
+    machines: &Machines,
     inst: &InstanceRecord,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let all = cairn_core::machine::Declares {
-        timers: true,
-        tasks: true,
-        approvals: true,
-        spawns: true,
-    };
-    finish_with(tx, inst, all, true, now)
+    finish_with(tx, machines, inst, ALL, true, true, now)
 }
+
+/// [`finish_instance`] for a child its parent cancelled: it does not report back.
+pub fn finish_quietly(
+    tx: &mut dyn Tx,
+    machines: &Machines,
+    inst: &InstanceRecord,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    finish_with(tx, machines, inst, ALL, true, false, now)
+}
+
+const ALL: cairn_core::machine::Declares = cairn_core::machine::Declares {
+    timers: true,
+    tasks: true,
+    approvals: true,
+    spawns: true,
+};
 
 /// [`finish_instance`], skipping what cannot exist: resources the machine never declares,
 /// and the inbox when the instance was not paused.
+#[allow(clippy::too_many_arguments)]
 pub fn finish_with(
     tx: &mut dyn Tx,
+    machines: &Machines,
     inst: &InstanceRecord,
     declares: cairn_core::machine::Declares,
     inbox: bool,
+    notify_parent: bool,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
+    // Children spawned by actions are not in `declares`; the lookup is one index probe.
+    crate::children::cascade(
+        tx,
+        machines,
+        inst,
+        None,
+        crate::children::Cascade::Cancel,
+        now,
+    )?;
+    if notify_parent && inst.parent.is_some() {
+        crate::children::notify_parent(tx, inst, now)?;
+    }
     if declares.timers {
         tx.delete_timers(&inst.namespace, &inst.id)?;
     }

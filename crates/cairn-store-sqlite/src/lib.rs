@@ -703,6 +703,13 @@ impl Reader for SqliteStore {
     ) -> Result<Vec<cairn_store::TaskRecord>, Error> {
         self.read(|c| tasks::tasks(c, ns, queue, status, id))
     }
+    fn outbox_waiting(&self) -> Result<bool, Error> {
+        self.read(|c| {
+            c.prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox)")
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, bool>(0)))
+                .map_err(db_err)
+        })
+    }
     fn task_work(
         &self,
         queues: &[String],

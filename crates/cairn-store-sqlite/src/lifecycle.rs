@@ -7,7 +7,7 @@ use cairn_store::{
 };
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::db_err;
 use crate::tx::{
@@ -15,9 +15,7 @@ use crate::tx::{
     parse_json, parse_ts, status, text, ts,
 };
 
-fn row(r: &Row<'_>, n: usize) -> rusqlite::Result<Vec<SqlValue>> {
-    (0..n).map(|i| r.get(i)).collect()
-}
+use crate::tx::row;
 
 const TIMER_COLS: &str = "namespace, instance_id, event, state, due_at, created_at";
 
@@ -397,6 +395,11 @@ pub fn delete_instance(c: &Connection, ns: &str, id: &str) -> Result<bool, Error
             existed = n > 0;
         }
     }
+    c.prepare_cached(
+        "DELETE FROM children WHERE namespace = ?1 AND (parent_id = ?2 OR child_id = ?2)",
+    )
+    .and_then(|mut s| s.execute(params![ns, id]))
+    .map_err(db_err)?;
     Ok(existed)
 }
 

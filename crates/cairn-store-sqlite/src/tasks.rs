@@ -3,16 +3,14 @@
 use cairn_store::{AttemptRecord, Error, TaskRecord, TaskStatus};
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, Row, params, params_from_iter};
+use rusqlite::{Connection, params, params_from_iter};
 
 use crate::db_err;
 use crate::tx::{conflict_if_duplicate, int, json, opt_text, parse_json, parse_ts, text, ts};
 
 const TASK_COLS: &str = "id, namespace, instance_id, state, queue, action, input, status, attempt, retry, timeout_ms, heartbeat_ms, available_at, lease_owner, lease_expires_at, output, error, created_at, updated_at";
 
-fn row(r: &Row<'_>, n: usize) -> rusqlite::Result<Vec<SqlValue>> {
-    (0..n).map(|i| r.get(i)).collect()
-}
+use crate::tx::row;
 
 fn opt_int(v: &SqlValue) -> Result<Option<i64>, Error> {
     match v {

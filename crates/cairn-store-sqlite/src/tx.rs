@@ -61,6 +61,11 @@ fn machine_row(r: &Row<'_>) -> rusqlite::Result<[SqlValue; 6]> {
     ])
 }
 
+/// The first `n` columns of a row.
+pub(crate) fn row(r: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<Vec<SqlValue>> {
+    (0..n).map(|i| r.get(i)).collect()
+}
+
 pub(crate) fn text(v: &SqlValue) -> Result<&str, Error> {
     match v {
         SqlValue::Text(s) => Ok(s),
@@ -178,6 +183,10 @@ pub fn instances(c: &Connection, f: &InstanceFilter) -> Result<Page<InstanceReco
     if let Some(m) = &f.machine {
         sql.push_str(" AND machine = ?");
         args.push(SqlValue::Text(m.clone()));
+    }
+    if let Some(p) = &f.parent {
+        sql.push_str(" AND parent = ?");
+        args.push(SqlValue::Text(p.clone()));
     }
     if let Some(s) = f.status {
         sql.push_str(" AND status = ?");
@@ -631,6 +640,79 @@ impl Tx for SqlTx<'_> {
     }
     fn put_attempt(&mut self, a: &cairn_store::AttemptRecord) -> Result<(), Error> {
         crate::tasks::put_attempt(self.conn, a)
+    }
+
+    fn insert_child(&mut self, c: &cairn_store::ChildRecord) -> Result<(), Error> {
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO children (namespace, parent_id, child_id, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .and_then(|mut s| s.execute(params![c.namespace, c.parent_id, c.child_id, c.state, ts(&c.created_at)]))
+            .map(|_| ())
+            .map_err(db_err)
+    }
+    fn children(&mut self, ns: &str, parent: &str) -> Result<Vec<cairn_store::ChildRecord>, Error> {
+        let mut s = self
+            .conn
+            .prepare_cached("SELECT child_id, state, created_at FROM children WHERE namespace = ?1 AND parent_id = ?2 ORDER BY created_at, child_id")
+            .map_err(db_err)?;
+        let rows = s
+            .query_map(params![ns, parent], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(db_err)?;
+        rows.map(|r| {
+            let (child_id, state, created) = r.map_err(db_err)?;
+            Ok(cairn_store::ChildRecord {
+                namespace: ns.to_string(),
+                parent_id: parent.to_string(),
+                child_id,
+                state,
+                created_at: parse_ts(&created)?,
+            })
+        })
+        .collect()
+    }
+
+    fn push_outbox(&mut self, e: &cairn_store::OutboxRecord) -> Result<i64, Error> {
+        self.conn
+            .prepare_cached("INSERT INTO outbox (namespace, instance_id, event, payload, actor, reason, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+            .and_then(|mut s| s.execute(params![e.namespace, e.instance_id, e.event, json(&e.payload), e.actor, e.reason, e.source, ts(&e.created_at)]))
+            .map_err(db_err)?;
+        Ok(self.conn.last_insert_rowid())
+    }
+    fn outbox(&mut self, limit: usize) -> Result<Vec<cairn_store::OutboxRecord>, Error> {
+        let mut s = self
+            .conn
+            .prepare_cached("SELECT seq, namespace, instance_id, event, payload, actor, reason, source, created_at FROM outbox ORDER BY seq LIMIT ?1")
+            .map_err(db_err)?;
+        let rows = s
+            .query_map(params![limit as i64], |r| row(r, 9))
+            .map_err(db_err)?;
+        rows.map(|r| {
+            let v = r.map_err(db_err)?;
+            Ok(cairn_store::OutboxRecord {
+                seq: int(&v[0])?,
+                namespace: text(&v[1])?.to_string(),
+                instance_id: text(&v[2])?.to_string(),
+                event: text(&v[3])?.to_string(),
+                payload: parse_json(text(&v[4])?, "outbox payload")?,
+                actor: text(&v[5])?.to_string(),
+                reason: text(&v[6])?.to_string(),
+                source: text(&v[7])?.to_string(),
+                created_at: parse_ts(text(&v[8])?)?,
+            })
+        })
+        .collect()
+    }
+    fn delete_outbox(&mut self, seq: i64) -> Result<bool, Error> {
+        self.conn
+            .prepare_cached("DELETE FROM outbox WHERE seq = ?1")
+            .and_then(|mut s| s.execute(params![seq]))
+            .map(|n| n > 0)
+            .map_err(db_err)
     }
 
     fn insert_token(&mut self, t: &cairn_store::TokenRecord) -> Result<(), Error> {

@@ -28,7 +28,8 @@ macro_rules! suite {
             timers_reset_fire_once_and_come_due_in_order, approvals_are_stored_and_decided,
             checkpoints_are_unique_by_name, the_inbox_keeps_order_and_empties_once,
             deleting_an_instance_removes_everything_of_it, history_can_be_compacted,
-            retention_and_counts);
+            retention_and_counts, children_are_linked_and_listed_by_parent,
+            the_outbox_keeps_order_until_delivered);
     };
     (@tests $open:expr; $($name:ident),*) => {
         $(
@@ -830,4 +831,109 @@ pub fn retention_and_counts<S: Store>(s: &S) {
         ]
     );
     assert_eq!(c.transitions, 2);
+}
+
+pub fn children_are_linked_and_listed_by_parent<S: Store>(s: &S) {
+    let parent = instance("default", "p", "m", Status::Running, &["a"], &[]);
+    let mut kids = Vec::new();
+    for (n, state) in [("c1", Some("a")), ("c2", None), ("c3", Some("a"))] {
+        let mut c = instance("default", n, "m", Status::Running, &["a"], &[]);
+        c.parent = Some("p".into());
+        kids.push((c, state));
+    }
+    s.write(move |tx| {
+        tx.insert_instance(&parent)?;
+        for (i, (c, state)) in kids.iter().enumerate() {
+            tx.insert_instance(c)?;
+            tx.insert_child(&cairn_store::ChildRecord {
+                namespace: "default".into(),
+                parent_id: "p".into(),
+                child_id: c.id.clone(),
+                state: state.map(str::to_string),
+                created_at: t0() + chrono::Duration::seconds(i as i64),
+            })?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let links = s.write(|tx| tx.children("default", "p")).unwrap();
+    assert_eq!(
+        links
+            .iter()
+            .map(|l| (l.child_id.as_str(), l.state.as_deref()))
+            .collect::<Vec<_>>(),
+        [("c1", Some("a")), ("c2", None), ("c3", Some("a"))]
+    );
+    assert!(
+        s.write(|tx| tx.children("default", "c1"))
+            .unwrap()
+            .is_empty()
+    );
+    let listed = s
+        .instances(&InstanceFilter {
+            parent: Some("p".into()),
+            ..filter("default")
+        })
+        .unwrap();
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect::<Vec<_>>(),
+        ["c1", "c2", "c3"]
+    );
+    // Deleting a child drops its link; deleting the parent drops the rest.
+    assert!(s.write(|tx| tx.delete_instance("default", "c2")).unwrap());
+    assert_eq!(s.write(|tx| tx.children("default", "p")).unwrap().len(), 2);
+    assert!(s.write(|tx| tx.delete_instance("default", "p")).unwrap());
+    assert!(
+        s.write(|tx| tx.children("default", "p"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub fn the_outbox_keeps_order_until_delivered<S: Store>(s: &S) {
+    assert!(!s.outbox_waiting().unwrap());
+    let seqs = s
+        .write(|tx| {
+            let mut seqs = Vec::new();
+            for n in ["e1", "e2", "e3"] {
+                seqs.push(tx.push_outbox(&cairn_store::OutboxRecord {
+                    seq: 0,
+                    namespace: "default".into(),
+                    instance_id: "p".into(),
+                    event: n.into(),
+                    payload: json!({"n": n}),
+                    actor: "instance:c".into(),
+                    reason: String::new(),
+                    source: "child:c".into(),
+                    created_at: t0(),
+                })?);
+            }
+            Ok(seqs)
+        })
+        .unwrap();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert!(s.outbox_waiting().unwrap());
+    // A unit that fails leaves its deliveries in place.
+    let first = seqs[0];
+    let failed: Result<(), cairn_store::Error> = s.write(move |tx| {
+        tx.delete_outbox(first)?;
+        Err(cairn_store::Error::Refused("rolled back".into()))
+    });
+    assert!(failed.is_err());
+    let all = s.write(|tx| tx.outbox(10)).unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        ["e1", "e2", "e3"]
+    );
+    assert_eq!(all[0].payload, json!({"n": "e1"}));
+    assert_eq!(all[0].source, "child:c");
+    for seq in seqs {
+        assert!(s.write(move |tx| tx.delete_outbox(seq)).unwrap());
+        assert!(!s.write(move |tx| tx.delete_outbox(seq)).unwrap());
+    }
+    assert!(!s.outbox_waiting().unwrap());
 }

@@ -13,9 +13,10 @@ mod record;
 
 pub use error::Error;
 pub use record::{
-    ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, Decision, HistoryKind,
-    HistoryRecord, IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord, LogEntry,
-    MachineRecord, NewLogEntry, Page, TaskRecord, TaskStatus, TimerRecord, TokenRecord,
+    ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, ChildRecord, Decision,
+    HistoryKind, HistoryRecord, IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord,
+    LogEntry, MachineRecord, NewLogEntry, OutboxRecord, Page, TaskRecord, TaskStatus, TimerRecord,
+    TokenRecord,
 };
 
 /// Writes inside one unit of work. Every method sees the unit's own earlier writes.
@@ -176,6 +177,21 @@ pub trait Tx {
     /// Inserts or replaces one attempt record.
     fn put_attempt(&mut self, attempt: &AttemptRecord) -> Result<(), Error>;
 
+    /// Records that `child_id` was spawned by `parent_id`.
+    fn insert_child(&mut self, child: &ChildRecord) -> Result<(), Error>;
+    /// The children an instance spawned, oldest first.
+    fn children(&mut self, namespace: &str, parent_id: &str) -> Result<Vec<ChildRecord>, Error>;
+
+    /// Appends to the outbox; `seq` is assigned.
+    ///
+    /// # Contract
+    /// Entries come back from [`Tx::outbox`] in the order they were pushed.
+    fn push_outbox(&mut self, entry: &OutboxRecord) -> Result<i64, Error>;
+    /// The oldest `limit` outbox entries.
+    fn outbox(&mut self, limit: usize) -> Result<Vec<OutboxRecord>, Error>;
+    /// Removes a delivered entry; whether it was there.
+    fn delete_outbox(&mut self, seq: i64) -> Result<bool, Error>;
+
     fn insert_token(&mut self, token: &TokenRecord) -> Result<(), Error>;
     /// Marks a token revoked; whether it existed.
     fn revoke_token(&mut self, id: &str, at: chrono::DateTime<chrono::Utc>) -> Result<bool, Error>;
@@ -279,6 +295,8 @@ pub trait Reader: Send + Sync {
     ) -> Result<bool, Error>;
     /// A task's attempts, in order.
     fn attempts(&self, task_id: &str) -> Result<Vec<AttemptRecord>, Error>;
+    /// Whether the outbox holds entries waiting for delivery.
+    fn outbox_waiting(&self) -> Result<bool, Error>;
     /// Counts for `stats`: instances per (machine, status), and history records.
     fn counts(&self, namespace: &str) -> Result<Counts, Error>;
     /// Log entries after `position`, in position order.

@@ -180,6 +180,8 @@ pub struct InstanceFilter {
     pub state: Option<String>,
     /// All of these labels must match.
     pub labels: Vec<(String, String)>,
+    /// Only the children of this instance.
+    pub parent: Option<String>,
     /// The cursor from a previous page.
     pub after: Option<String>,
     pub limit: usize,
@@ -394,4 +396,34 @@ pub struct TokenRecord {
     pub namespaces: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A child instance and the parent that spawned it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildRecord {
+    pub namespace: String,
+    pub parent_id: String,
+    pub child_id: String,
+    /// The parent's state that spawned it (leaving it cancels the child); `None` when an
+    /// action did.
+    pub state: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An event for an instance, written with the transition that caused it and delivered
+/// after commit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// Assigned by the store.
+    pub seq: i64,
+    pub namespace: String,
+    /// The receiver.
+    pub instance_id: String,
+    pub event: String,
+    pub payload: Value,
+    pub actor: String,
+    pub reason: String,
+    /// What wrote it (e.g. `child:ID`), for the log.
+    pub source: String,
+    pub created_at: DateTime<Utc>,
 }

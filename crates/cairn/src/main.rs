@@ -78,6 +78,8 @@ enum Command {
     Show(commands::instances::Show),
     /// List instances, filtered.
     Ls(commands::instances::Ls),
+    /// An instance and the children it spawned, with their statuses, as a tree.
+    Tree(commands::instances::Show),
     /// Show an instance's history.
     History(commands::instances::Show),
     /// List the events an instance accepts now.
@@ -228,6 +230,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         Command::Send(a) => i::send(g, &*client()?, a),
         Command::Show(a) => i::show(g, &*client()?, a),
         Command::Ls(a) => i::ls(g, &*client()?, a),
+        Command::Tree(a) => i::tree(g, &*client()?, a),
         Command::History(a) => i::history(g, &*client()?, a),
         Command::Accepts(a) => i::accepts(g, &*client()?, a),
         Command::Verify(a) => i::verify(g, &*client()?, a),

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,25 +27,7 @@ states:
 const INSTANCES: usize = 60;
 const KILLS: usize = 8;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn serve(data: &Path, port: u16) -> Child {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some((child, _, _)) = common::spawn_serve(data, &format!("127.0.0.1:{port}"), &[]) {
-            return child;
-        }
-        // The port may linger for a moment after a kill.
-        assert!(Instant::now() < deadline, "the server did not come back");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::{free_port, serve_on as serve};
 
 fn cli(url: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_cairn"))

@@ -76,6 +76,8 @@ struct ListQuery {
     machine: Option<String>,
     status: Option<String>,
     state: Option<String>,
+    /// Only the children of this instance.
+    parent: Option<String>,
     /// `key=value`; repeat the parameter for several.
     #[serde(default)]
     label: Vec<String>,
@@ -117,6 +119,7 @@ async fn list<S: Store + Send + Sync>(
         status,
         state: q.state,
         labels,
+        parent: q.parent,
         after: q.after,
         limit,
     };

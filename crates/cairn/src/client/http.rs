@@ -224,6 +224,9 @@ impl Client for Http {
         for (k, v) in f.labels {
             q.push(("label", format!("{k}={v}")));
         }
+        if let Some(p) = f.parent {
+            q.push(("parent", p));
+        }
         if let Some(a) = f.after {
             q.push(("after", a));
         }

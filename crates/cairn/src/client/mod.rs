@@ -221,6 +221,7 @@ impl Client for Local {
 
     fn tick(&self, retention: &Retention) -> Result<(usize, u64, u64), Failure> {
         self.engine.reclaim_expired().map_err(failure)?;
+        self.engine.drain_outbox().map_err(failure)?;
         let fired = self.engine.fire_due_timers().map_err(failure)?;
         let (removed, folded) = self
             .engine

@@ -224,6 +224,9 @@ pub struct Ls {
     /// Only instances with this label KEY=VALUE; repeatable (all must match).
     #[arg(long)]
     label: Vec<String>,
+    /// Only the children this instance spawned.
+    #[arg(long)]
+    parent: Option<String>,
     /// At most this many instances.
     #[arg(long, default_value_t = 100)]
     limit: usize,
@@ -247,6 +250,7 @@ pub fn ls(g: &Global, c: &dyn Client, a: Ls) -> Result<(), Failure> {
         status,
         state: a.state,
         labels: parse_labels(&a.label)?,
+        parent: a.parent,
         after: a.after,
         limit: a.limit.clamp(1, 10_000),
     };
@@ -269,6 +273,86 @@ pub fn ls(g: &Global, c: &dyn Client, a: Ls) -> Result<(), Failure> {
         if let Some(n) = &page.next {
             println!("more: --after {n}");
         }
+    }
+    Ok(())
+}
+
+/// One instance of a tree, with its children.
+#[derive(Serialize)]
+struct Node {
+    id: String,
+    machine: String,
+    machine_version: u32,
+    status: String,
+    configuration: Vec<String>,
+    children: Vec<Node>,
+}
+
+/// The children of `id`, every page, oldest first.
+fn children_of(c: &dyn Client, id: &str) -> Result<Vec<Instance>, Failure> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = c.list(InstanceFilter {
+            parent: Some(id.to_string()),
+            after: after.clone(),
+            limit: 1000,
+            ..Default::default()
+        })?;
+        out.extend(page.instances);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return Ok(out),
+        }
+    }
+}
+
+fn node(c: &dyn Client, i: Instance, depth: usize) -> Result<Node, Failure> {
+    // Children nest at most 16 deep; the bound also guards against a cycle in the data.
+    let children = if depth < 32 {
+        children_of(c, &i.id)?
+            .into_iter()
+            .map(|k| node(c, k, depth + 1))
+            .collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(Node {
+        id: i.id,
+        machine: i.machine,
+        machine_version: i.machine_version,
+        status: i.status.to_string(),
+        configuration: i.configuration,
+        children,
+    })
+}
+
+fn print_node(n: &Node, prefix: &str, last: bool, root: bool) {
+    let (branch, more) = match (root, last) {
+        (true, _) => ("", ""),
+        (false, true) => ("└─ ", "   "),
+        (false, false) => ("├─ ", "│  "),
+    };
+    println!(
+        "{prefix}{branch}{}  {}@{}  {}  [{}]",
+        n.id,
+        n.machine,
+        n.machine_version,
+        n.status,
+        n.configuration.join(", ")
+    );
+    let inner = format!("{prefix}{more}");
+    for (k, child) in n.children.iter().enumerate() {
+        print_node(child, &inner, k + 1 == n.children.len(), false);
+    }
+}
+
+pub fn tree(g: &Global, c: &dyn Client, a: Show) -> Result<(), Failure> {
+    let root = node(c, c.get(&a.id)?, 0)?;
+    if g.json {
+        print_json(&root);
+    } else {
+        print_node(&root, "", true, true);
     }
     Ok(())
 }

@@ -61,3 +61,29 @@ pub fn ok_at(url: &str, args: &[&str]) -> Value {
     assert_eq!(code, 0, "cairn {args:?}: {err}");
     serde_json::from_str(&out).unwrap_or(Value::String(out))
 }
+
+/// A free port on 127.0.0.1.
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `cairn serve` on 127.0.0.1:`port`, retried while a killed server's port lingers.
+#[allow(dead_code)]
+pub fn serve_on(data: &Path, port: u16) -> Child {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some((child, _, _)) = spawn_serve(data, &format!("127.0.0.1:{port}"), &[]) {
+            return child;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not come back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

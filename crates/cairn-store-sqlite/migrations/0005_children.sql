@@ -1,0 +1,28 @@
+-- Child instances: which instance spawned which, and from which of its states (NULL when
+-- an action spawned it), so leaving that state cancels its children and pause, resume
+-- and cancel cascade down the tree.
+CREATE TABLE children (
+    namespace   TEXT NOT NULL,
+    parent_id   TEXT NOT NULL,
+    child_id    TEXT NOT NULL,
+    state       TEXT,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (namespace, parent_id, child_id)
+) WITHOUT ROWID;
+
+CREATE INDEX instances_parent ON instances (namespace, parent, seq) WHERE parent IS NOT NULL;
+
+-- The transactional outbox: events for other instances written with the transition that
+-- caused them (a child finishing tells its parent), delivered after commit and deleted in
+-- the unit that applies them, so each is applied once.
+CREATE TABLE outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace   TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);

@@ -1,0 +1,203 @@
+//! Child instances through the CLI: `ls --parent` and `tree` in embedded mode; and a
+//! `cairn serve` SIGKILLed while children finish and report to their parents. Afterwards
+//! every parent has heard from its child exactly once, no child is left running without
+//! its parent, the outbox is empty, and `verify` passes for all.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cairn_store::Reader;
+use serde_json::Value;
+
+const STEP: &str = r#"
+machine: step
+initial: working
+states:
+  working: { on: { finish: { target: done, assign: { result: "event.payload.value" } } } }
+  done: { type: final }
+"#;
+
+const PARENT: &str = r#"
+machine: parent
+initial: running
+states:
+  running:
+    spawn: { machine: step, id: "instance.id + '.child'" }
+    on: { child.done: { target: finished, assign: { got: "event.payload.output.result" } } }
+  finished: { type: final }
+"#;
+
+fn embedded(data: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env("CAIRN_DATA", data)
+        .env_remove("CAIRN_SERVER")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn ok(data: &Path, args: &[&str]) -> Value {
+    let (code, out, err) = embedded(data, args);
+    assert_eq!(code, 0, "cairn {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or(Value::String(out))
+}
+
+fn apply_both(dir: &Path, run: impl Fn(&[&str])) {
+    for (name, text) in [("step.yaml", STEP), ("parent.yaml", PARENT)] {
+        let f = dir.join(name);
+        std::fs::write(&f, text).unwrap();
+        run(&["apply", f.to_str().unwrap()]);
+    }
+}
+
+#[test]
+fn tree_and_ls_parent_show_the_children() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    apply_both(tmp.path(), |a| {
+        ok(&data, a);
+    });
+    ok(&data, &["start", "parent", "--id", "p"]);
+    let kids = ok(&data, &["--json", "ls", "--parent", "p"]);
+    assert_eq!(kids["instances"][0]["id"], "p.child");
+    let t = ok(&data, &["--json", "tree", "p"]);
+    assert_eq!(t["status"], "running");
+    assert_eq!(t["children"][0]["id"], "p.child");
+    assert_eq!(t["children"][0]["status"], "running");
+    ok(
+        &data,
+        &["send", "p.child", "finish", "--payload", r#"{"value": 7}"#],
+    );
+    // The child's outcome reached the parent before the command returned.
+    let p = ok(&data, &["--json", "show", "p"]);
+    assert_eq!(p["status"], "completed", "{p}");
+    assert_eq!(p["context"]["got"], 7);
+    let (_, text, _) = embedded(&data, &["tree", "p"]);
+    assert!(
+        text.starts_with("p  parent@1  completed  [finished]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("└─ p.child  step@1  completed  [done]"),
+        "{text}"
+    );
+    let (code, _, err) = embedded(&data, &["tree", "nope"]);
+    assert_eq!(code, 3, "{err}");
+}
+
+#[test]
+fn killing_the_server_while_children_report_loses_and_repeats_nothing() {
+    const PARENTS: usize = 40;
+    const KILLS: usize = 4;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = common::serve_on(&data, port);
+    apply_both(tmp.path(), |a| {
+        common::ok_at(&url, a);
+    });
+    for i in 0..PARENTS {
+        common::ok_at(&url, &["start", "parent", "--id", &format!("p{i}")]);
+    }
+    // A driver finishes the children one by one while the server is killed under it.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let driver = {
+        let url = url.clone();
+        let progress = std::sync::Arc::clone(&progress);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let (mut i, mut refused) = (0, 0);
+            while i < PARENTS {
+                assert!(Instant::now() < deadline, "the driver is stuck at p{i}");
+                let child = format!("p{i}.child");
+                let payload = format!(r#"{{"value": {i}}}"#);
+                let (code, _, _) = common::run_at(
+                    &url,
+                    &[
+                        "send",
+                        &child,
+                        "finish",
+                        "--payload",
+                        &payload,
+                        "--key",
+                        "finish",
+                    ],
+                );
+                match code {
+                    // Applied, or applied before and repeated with the same key.
+                    0 => {
+                        i += 1;
+                        progress.store(i, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    // The server is down: the same send again, same key.
+                    _ => {
+                        refused += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+            refused
+        })
+    };
+    // Kill at points spread over the driver's progress, so every kill lands under load.
+    for k in 1..=KILLS {
+        let at = k * PARENTS / (KILLS + 1);
+        while progress.load(std::sync::atomic::Ordering::Relaxed) < at {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        server.kill().unwrap();
+        server.wait().unwrap();
+        server = common::serve_on(&data, port);
+    }
+    let refused = driver.join().unwrap();
+    assert!(refused > 0, "no kill landed while the driver was sending");
+    // Entries a kill left in the outbox are delivered by the restarted server.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = common::ok_at(&url, &["ls", "--status", "running", "--limit", "1000"]);
+        if running["instances"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running: {running}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let engine = cairn_engine::open_sqlite(
+        &data,
+        cairn_store_sqlite::Options::default(),
+        cairn_engine::Config::default(),
+    )
+    .unwrap();
+    assert!(!engine.store().outbox_waiting().unwrap());
+    for i in 0..PARENTS {
+        let (p, c) = (format!("p{i}"), format!("p{i}.child"));
+        let parent = engine.get("default", &p).unwrap();
+        assert_eq!(parent.status.as_str(), "completed", "{p}");
+        assert_eq!(parent.context["got"], i, "{p}");
+        let child = engine.get("default", &c).unwrap();
+        assert_eq!(child.status.as_str(), "completed", "{c}");
+        assert_eq!(child.parent.as_deref(), Some(p.as_str()));
+        let heard = engine
+            .history("default", &p)
+            .unwrap()
+            .iter()
+            .filter(|h| h.event == "child.done")
+            .count();
+        assert_eq!(heard, 1, "{p} heard from its child {heard} times");
+        for id in [&p, &c] {
+            let v = engine.verify("default", id).unwrap();
+            assert!(v.ok, "{id}: {:?}", v.problem);
+        }
+    }
+}
