@@ -278,3 +278,55 @@ pub struct Problem {
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
 }
+
+/// A trigger: when an instance of `machine` enters `on_state` (or a descendant of it) or
+/// ends with `on_status`, and `when` holds, start an instance or send an event.
+/// Expressions are CEL over `context`, `event`, `instance` and `now` of the source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    pub name: String,
+    /// The source machine.
+    pub machine: String,
+    /// Fires when the source enters this state (dotted path) or one of its descendants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_state: Option<String>,
+    /// Fires when the source ends `completed`, `failed` or `cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_status: Option<String>,
+    /// CEL condition; fires always when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<TriggerStart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<TriggerSend>,
+    /// Set by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// Start an instance of `machine`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerStart {
+    pub machine: String,
+    /// CEL: the start input (an object); `{}` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// CEL: the new instance's id; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// Send `event` to the instance whose id `to` yields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerSend {
+    /// CEL: the receiving instance's id.
+    pub to: String,
+    pub event: String,
+    /// CEL: the payload; `{}` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}

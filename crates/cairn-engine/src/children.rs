@@ -67,75 +67,22 @@ pub(crate) fn spawn(
     if depth_of(tx, parent)? >= MAX_DEPTH {
         return Err(refuse(format!("children nest at most {MAX_DEPTH} deep")));
     }
-    let record = tx
-        .machine(&parent.namespace, machine, None)?
-        .ok_or_else(|| {
-            refuse(format!(
-                "no machine `{machine}` in namespace `{}`",
-                parent.namespace
-            ))
-        })?;
-    let compiled = machines.load(&record)?;
     let id = match id {
-        Some(id) => {
-            crate::engine::check_id(id).map_err(|e| refuse(e.to_string()))?;
-            id.to_string()
-        }
+        Some(id) => id.to_string(),
         None => uuid::Uuid::now_v7().to_string(),
     };
-    if tx.instance(&parent.namespace, &id)?.is_some() {
-        return Err(refuse(format!("instance `{id}` already exists")));
-    }
-    let mut child = InstanceRecord {
-        namespace: parent.namespace.clone(),
-        id: id.clone(),
-        machine: record.name.clone(),
-        machine_version: record.version,
-        status: Status::Running,
-        configuration: Vec::new(),
-        context: Value::Null,
-        version: 1,
-        history_seq: 1,
-        labels: Default::default(),
-        parent: Some(parent.id.clone()),
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-    };
-    let env = Env {
+    let child = start_in_unit(
+        tx,
+        machines,
+        &parent.namespace,
+        machine,
+        &id,
+        input,
+        Some(parent),
+        &format!("instance:{}", parent.id),
         now,
-        instance: unit::instance_env(&child),
-        records: json!({}),
-    };
-    let outcome = cairn_core::start(&compiled, input, &env).map_err(|r| refuse(r.to_string()))?;
-    child.configuration = outcome.snapshot.configuration.clone();
-    child.context = outcome.snapshot.context.clone();
-    child.status = outcome.snapshot.status;
-    tx.insert_instance(&child)?;
-    tx.append_history(&HistoryRecord {
-        namespace: child.namespace.clone(),
-        instance_id: id.clone(),
-        seq: 1,
-        kind: HistoryKind::Start,
-        version: 1,
-        event: String::new(),
-        payload: if input.is_null() {
-            json!({})
-        } else {
-            input.clone()
-        },
-        actor: format!("instance:{}", parent.id),
-        reason: String::new(),
-        from_configuration: Vec::new(),
-        to_configuration: child.configuration.clone(),
-        context: child.context.clone(),
-        status: child.status,
-        idempotency_key: None,
-        microsteps: serde_json::to_value(&outcome.microsteps).unwrap_or_default(),
-        effects: serde_json::to_value(&outcome.effects).unwrap_or_default(),
-        time_in_states_ms: None,
-        created_at: now,
-    })?;
+        &refuse,
+    )?;
     tx.insert_child(&ChildRecord {
         namespace: parent.namespace.clone(),
         parent_id: parent.id.clone(),
@@ -145,23 +92,108 @@ pub(crate) fn spawn(
     })?;
     unit::log(
         tx,
-        &child,
-        "started",
-        json!({"machine": child.machine, "configuration": child.configuration, "status": child.status, "parent": parent.id}),
-        now,
-    )?;
-    unit::log(
-        tx,
         parent,
         "child_spawned",
         json!({"child": id, "machine": child.machine, "state": state}),
         now,
-    )?;
-    unit::apply_effects(tx, machines, &child, &outcome.effects, now)?;
-    if child.status.is_finished() {
-        unit::finish_instance(tx, machines, &child, now)?;
+    )
+}
+
+/// Starts an instance of the latest version of `machine` inside the current unit (a
+/// child, or a trigger's start): row, start record, log, effects, triggers. `refuse` turns
+/// a problem with the request into the caller's error.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_in_unit(
+    tx: &mut dyn Tx,
+    machines: &Machines,
+    ns: &str,
+    machine: &str,
+    id: &str,
+    input: &Value,
+    parent: Option<&InstanceRecord>,
+    actor: &str,
+    now: DateTime<Utc>,
+    refuse: &dyn Fn(String) -> Error,
+) -> Result<InstanceRecord, Error> {
+    let record = tx
+        .machine(ns, machine, None)?
+        .ok_or_else(|| refuse(format!("no machine `{machine}` in namespace `{ns}`")))?;
+    let compiled = machines.load(&record)?;
+    crate::engine::check_id(id).map_err(|e| refuse(e.to_string()))?;
+    if tx.instance(ns, id)?.is_some() {
+        return Err(refuse(format!("instance `{id}` already exists")));
     }
-    Ok(())
+    let mut inst = InstanceRecord {
+        namespace: ns.to_string(),
+        id: id.to_string(),
+        machine: record.name.clone(),
+        machine_version: record.version,
+        status: Status::Running,
+        configuration: Vec::new(),
+        context: Value::Null,
+        version: 1,
+        history_seq: 1,
+        labels: Default::default(),
+        parent: parent.map(|p| p.id.clone()),
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let env = Env {
+        now,
+        instance: unit::instance_env(&inst),
+        records: json!({}),
+    };
+    let outcome = cairn_core::start(&compiled, input, &env).map_err(|r| refuse(r.to_string()))?;
+    inst.configuration = outcome.snapshot.configuration.clone();
+    inst.context = outcome.snapshot.context.clone();
+    inst.status = outcome.snapshot.status;
+    tx.insert_instance(&inst)?;
+    tx.append_history(&HistoryRecord {
+        namespace: ns.to_string(),
+        instance_id: id.to_string(),
+        seq: 1,
+        kind: HistoryKind::Start,
+        version: 1,
+        event: String::new(),
+        payload: if input.is_null() {
+            json!({})
+        } else {
+            input.clone()
+        },
+        actor: actor.to_string(),
+        reason: String::new(),
+        from_configuration: Vec::new(),
+        to_configuration: inst.configuration.clone(),
+        context: inst.context.clone(),
+        status: inst.status,
+        idempotency_key: None,
+        microsteps: serde_json::to_value(&outcome.microsteps).unwrap_or_default(),
+        effects: serde_json::to_value(&outcome.effects).unwrap_or_default(),
+        time_in_states_ms: None,
+        created_at: now,
+    })?;
+    unit::log(
+        tx,
+        &inst,
+        "started",
+        json!({"machine": inst.machine, "configuration": inst.configuration, "status": inst.status, "parent": inst.parent}),
+        now,
+    )?;
+    unit::apply_effects(tx, machines, &inst, &outcome.effects, now)?;
+    crate::triggers::fire(
+        tx,
+        machines,
+        &inst,
+        &outcome.microsteps,
+        None,
+        &unit::start_event(input),
+        now,
+    )?;
+    if inst.status.is_finished() {
+        unit::finish_instance(tx, machines, &inst, now)?;
+    }
+    Ok(inst)
 }
 
 /// What a cascade does to each descendant.
@@ -304,6 +336,8 @@ pub(crate) fn notify_parent(
     };
     tx.push_outbox(&OutboxRecord {
         seq: 0,
+        kind: "system".into(),
+        hops: crate::triggers::HOPS.with(|h| h.get()),
         namespace: child.namespace.clone(),
         instance_id: parent.clone(),
         event: event.to_string(),
@@ -326,9 +360,43 @@ fn deliver(
     e: &OutboxRecord,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
+    // What this delivery sets off (the receiver's own triggers) counts one hop more.
+    crate::triggers::HOPS.with(|h| h.set(e.hops));
+    let r = deliver_entry(tx, machines, e, now);
+    crate::triggers::HOPS.with(|h| h.set(0));
+    r
+}
+
+fn deliver_entry(
+    tx: &mut dyn Tx,
+    machines: &Machines,
+    e: &OutboxRecord,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    if e.kind == "start" {
+        // Deduplicated on arrival: an instance with this id exists already.
+        if tx.instance(&e.namespace, &e.instance_id)?.is_some() {
+            return Ok(());
+        }
+        let refuse = |m: String| Error::Invalid(format!("{}: {m}", e.source));
+        start_in_unit(
+            tx,
+            machines,
+            &e.namespace,
+            &e.event,
+            &e.instance_id,
+            &e.payload,
+            None,
+            &e.actor,
+            now,
+            &refuse,
+        )?;
+        return Ok(());
+    }
     let Some(mut inst) = tx.instance(&e.namespace, &e.instance_id)? else {
         return Ok(());
     };
+
     let event = Event {
         name: e.event.clone(),
         payload: e.payload.clone(),
@@ -349,6 +417,14 @@ fn deliver(
     }
     match unit::apply_event(tx, machines, &mut inst, &event, None, now) {
         Ok(_) => Ok(()),
+        // An ordinary event a trigger sent is refused like a client's: nothing changes.
+        Err(Error::Refused(r)) if e.kind != "system" => unit::log(
+            tx,
+            &inst,
+            "outbox_refused",
+            json!({"event": e.event, "source": e.source, "reason": r.to_string()}),
+            now,
+        ),
         Err(Error::Refused(Rejection::NotAccepted { .. })) => unit::log(
             tx,
             &inst,

@@ -99,14 +99,18 @@ pub struct Verified {
 
 type MachineKey = (String, String, u32);
 
-/// Compiled machines by namespace, name and version; versions are immutable, so a
-/// compiled machine never goes stale.
+/// What units compile once and share: machines by namespace, name and version (versions
+/// are immutable, so a compiled machine never goes stale) and each namespace's triggers
+/// (reloaded after a change).
 #[derive(Default)]
-pub(crate) struct Machines(Mutex<HashMap<MachineKey, Arc<Machine>>>);
+pub(crate) struct Machines {
+    compiled: Mutex<HashMap<MachineKey, Arc<Machine>>>,
+    pub(crate) triggers: crate::triggers::Cache,
+}
 
 impl Machines {
     pub(crate) fn get(&self, key: &MachineKey) -> Option<Arc<Machine>> {
-        self.0.lock().ok()?.get(key).cloned()
+        self.compiled.lock().ok()?.get(key).cloned()
     }
 
     pub(crate) fn load(&self, record: &MachineRecord) -> Result<Arc<Machine>, Error> {
@@ -119,7 +123,7 @@ impl Machines {
             return Ok(m);
         }
         let m = Arc::new(Machine::from_json(&record.definition)?);
-        if let Ok(mut map) = self.0.lock() {
+        if let Ok(mut map) = self.compiled.lock() {
             map.insert(key, Arc::clone(&m));
         }
         Ok(m)
@@ -198,7 +202,7 @@ pub(crate) fn check_id(id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_namespace(ns: &str) -> Result<(), Error> {
+pub(crate) fn check_namespace(ns: &str) -> Result<(), Error> {
     if ns.is_empty()
         || ns.len() > 100
         || !ns
@@ -468,6 +472,7 @@ impl<S: Store> Engine<S> {
             created_at: now,
         };
         let stored = inst.clone();
+        let start_input = history.payload.clone();
         let machines = self.machine_cache();
         self.write(move |tx| {
             if tx.instance(&stored.namespace, &stored.id)?.is_some() {
@@ -476,6 +481,15 @@ impl<S: Store> Engine<S> {
             tx.insert_instance(&stored)?;
             tx.append_history(&history)?;
             unit::apply_effects(tx, &machines, &stored, &outcome.effects, now)?;
+            crate::triggers::fire(
+                tx,
+                &machines,
+                &stored,
+                &outcome.microsteps,
+                None,
+                &unit::start_event(&start_input),
+                now,
+            )?;
             if stored.status.is_finished() {
                 unit::finish_instance(tx, &machines, &stored, now)?;
             }

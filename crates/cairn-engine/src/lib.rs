@@ -15,6 +15,7 @@ mod error;
 mod executors;
 mod lifecycle;
 mod tasks;
+mod triggers;
 mod unit;
 pub mod wire;
 
@@ -29,6 +30,7 @@ pub use lifecycle::{
 pub use tasks::{
     Claimed, DEFAULT_LEASE, Handler, TaskError, TaskOutcome, Usage, WorkerService, backoff,
 };
+pub use triggers::MAX_HOPS as MAX_TRIGGER_HOPS;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -237,6 +237,15 @@ pub fn apply_event(
         now,
     )?;
     apply_effects(tx, machines, inst, &outcome.effects, now)?;
+    crate::triggers::fire(
+        tx,
+        machines,
+        inst,
+        &outcome.microsteps,
+        None,
+        &json!({"name": event.name, "payload": event.payload, "actor": event.actor, "reason": event.reason}),
+        now,
+    )?;
     APPLIED.with(|n| n.set(n.get() + 1));
     if inst.status.is_finished() {
         // Only what the machine can have needs cancelling; an instance that takes events
@@ -494,6 +503,15 @@ pub fn finish_with(
     if notify_parent && inst.parent.is_some() {
         crate::children::notify_parent(tx, inst, now)?;
     }
+    crate::triggers::fire(
+        tx,
+        machines,
+        inst,
+        &[],
+        Some(inst.status),
+        &start_event(&Value::Null),
+        now,
+    )?;
     if declares.timers {
         tx.delete_timers(&inst.namespace, &inst.id)?;
     }
@@ -555,4 +573,9 @@ pub fn check_running(inst: &InstanceRecord) -> Result<(), Error> {
         return Err(Error::Paused(inst.id.clone()));
     }
     Ok(())
+}
+
+/// The `event` expressions see for a start: no name, the input as payload.
+pub fn start_event(input: &Value) -> Value {
+    json!({"name": "", "payload": if input.is_null() { json!({}) } else { input.clone() }, "actor": "", "reason": ""})
 }

@@ -306,6 +306,27 @@ fn ops() -> Vec<Op> {
             ok: &[(204, None)],
         },
         Op {
+            method: "post",
+            path: "/v1/triggers",
+            summary: "Add a trigger: when an instance of a machine enters a state or ends with a status and a condition holds, start an instance or send an event",
+            body: Some(r("Trigger")),
+            ok: &[(201, Some("Trigger"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/triggers",
+            summary: "The namespace's triggers",
+            body: None,
+            ok: &[(200, Some("Triggers"))],
+        },
+        Op {
+            method: "delete",
+            path: "/v1/triggers/{name}",
+            summary: "Remove a trigger",
+            body: None,
+            ok: &[(204, None)],
+        },
+        Op {
             method: "get",
             path: "/v1/events",
             summary: "Server-Sent Events of the commit-ordered log; Last-Event-ID resumes",
@@ -351,6 +372,7 @@ fn build() -> Value {
         "Verified" => api::Verified, "Approval" => api::Approval, "Decided" => api::Decided,
         "Checkpoint" => api::Checkpoint, "Timer" => api::Timer, "Export" => api::Export,
         "Task" => api::Task, "Claimed" => api::Claimed, "Stats" => api::Stats, "Problem" => api::Problem,
+        "Trigger" => api::Trigger,
     );
     let mut schemas: Map<String, Value> = g.take_definitions(true).into_iter().collect();
     for (k, v) in named {
@@ -375,6 +397,7 @@ fn build() -> Value {
         ("Checkpoints", list("Checkpoint")),
         ("Approvals", list("Approval")),
         ("Tasks", list("Task")),
+        ("Triggers", list("Trigger")),
         ("ClaimedList", list("Claimed")),
         (
             "VerifyReport",

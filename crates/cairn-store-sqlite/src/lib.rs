@@ -703,6 +703,9 @@ impl Reader for SqliteStore {
     ) -> Result<Vec<cairn_store::TaskRecord>, Error> {
         self.read(|c| tasks::tasks(c, ns, queue, status, id))
     }
+    fn triggers(&self, ns: &str) -> Result<Vec<cairn_store::TriggerRecord>, Error> {
+        self.read(|c| tx::triggers(c, ns))
+    }
     fn outbox_waiting(&self) -> Result<bool, Error> {
         self.read(|c| {
             c.prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox)")

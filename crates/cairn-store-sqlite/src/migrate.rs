@@ -12,7 +12,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_lifecycle.sql"),
     include_str!("../migrations/0003_tasks.sql"),
     include_str!("../migrations/0004_tokens.sql"),
-    include_str!("../migrations/0005_children.sql"),
+    include_str!("../migrations/0005_orchestration.sql"),
 ];
 
 /// The schema version of a database.

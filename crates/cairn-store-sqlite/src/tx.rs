@@ -678,18 +678,18 @@ impl Tx for SqlTx<'_> {
 
     fn push_outbox(&mut self, e: &cairn_store::OutboxRecord) -> Result<i64, Error> {
         self.conn
-            .prepare_cached("INSERT INTO outbox (namespace, instance_id, event, payload, actor, reason, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
-            .and_then(|mut s| s.execute(params![e.namespace, e.instance_id, e.event, json(&e.payload), e.actor, e.reason, e.source, ts(&e.created_at)]))
+            .prepare_cached("INSERT INTO outbox (kind, hops, namespace, instance_id, event, payload, actor, reason, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+            .and_then(|mut s| s.execute(params![e.kind, e.hops, e.namespace, e.instance_id, e.event, json(&e.payload), e.actor, e.reason, e.source, ts(&e.created_at)]))
             .map_err(db_err)?;
         Ok(self.conn.last_insert_rowid())
     }
     fn outbox(&mut self, limit: usize) -> Result<Vec<cairn_store::OutboxRecord>, Error> {
         let mut s = self
             .conn
-            .prepare_cached("SELECT seq, namespace, instance_id, event, payload, actor, reason, source, created_at FROM outbox ORDER BY seq LIMIT ?1")
+            .prepare_cached("SELECT seq, namespace, instance_id, event, payload, actor, reason, source, created_at, kind, hops FROM outbox ORDER BY seq LIMIT ?1")
             .map_err(db_err)?;
         let rows = s
-            .query_map(params![limit as i64], |r| row(r, 9))
+            .query_map(params![limit as i64], |r| row(r, 11))
             .map_err(db_err)?;
         rows.map(|r| {
             let v = r.map_err(db_err)?;
@@ -703,6 +703,8 @@ impl Tx for SqlTx<'_> {
                 reason: text(&v[6])?.to_string(),
                 source: text(&v[7])?.to_string(),
                 created_at: parse_ts(text(&v[8])?)?,
+                kind: text(&v[9])?.to_string(),
+                hops: int(&v[10])? as u32,
             })
         })
         .collect()
@@ -713,6 +715,24 @@ impl Tx for SqlTx<'_> {
             .and_then(|mut s| s.execute(params![seq]))
             .map(|n| n > 0)
             .map_err(db_err)
+    }
+
+    fn insert_trigger(&mut self, t: &cairn_store::TriggerRecord) -> Result<(), Error> {
+        let r = self
+            .conn
+            .prepare_cached("INSERT INTO triggers (namespace, name, machine, definition, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .and_then(|mut s| s.execute(params![t.namespace, t.name, t.machine, json(&t.definition), ts(&t.created_at)]));
+        conflict_if_duplicate(r, || format!("trigger `{}` exists", t.name))
+    }
+    fn delete_trigger(&mut self, ns: &str, name: &str) -> Result<bool, Error> {
+        self.conn
+            .prepare_cached("DELETE FROM triggers WHERE namespace = ?1 AND name = ?2")
+            .and_then(|mut s| s.execute(params![ns, name]))
+            .map(|n| n > 0)
+            .map_err(db_err)
+    }
+    fn triggers(&mut self, ns: &str) -> Result<Vec<cairn_store::TriggerRecord>, Error> {
+        triggers(self.conn, ns)
     }
 
     fn insert_token(&mut self, t: &cairn_store::TokenRecord) -> Result<(), Error> {
@@ -729,4 +749,22 @@ impl Tx for SqlTx<'_> {
             .map_err(db_err)?;
         Ok(self.conn.last_insert_rowid())
     }
+}
+
+pub(crate) fn triggers(c: &Connection, ns: &str) -> Result<Vec<cairn_store::TriggerRecord>, Error> {
+    let mut s = c
+        .prepare_cached("SELECT name, machine, definition, created_at FROM triggers WHERE namespace = ?1 ORDER BY name")
+        .map_err(db_err)?;
+    let rows = s.query_map(params![ns], |r| row(r, 4)).map_err(db_err)?;
+    rows.map(|r| {
+        let v = r.map_err(db_err)?;
+        Ok(cairn_store::TriggerRecord {
+            namespace: ns.to_string(),
+            name: text(&v[0])?.to_string(),
+            machine: text(&v[1])?.to_string(),
+            definition: parse_json(text(&v[2])?, "trigger definition")?,
+            created_at: parse_ts(text(&v[3])?)?,
+        })
+    })
+    .collect()
 }

@@ -29,7 +29,7 @@ macro_rules! suite {
             checkpoints_are_unique_by_name, the_inbox_keeps_order_and_empties_once,
             deleting_an_instance_removes_everything_of_it, history_can_be_compacted,
             retention_and_counts, children_are_linked_and_listed_by_parent,
-            the_outbox_keeps_order_until_delivered);
+            the_outbox_keeps_order_until_delivered, triggers_are_unique_by_name);
     };
     (@tests $open:expr; $($name:ident),*) => {
         $(
@@ -902,6 +902,8 @@ pub fn the_outbox_keeps_order_until_delivered<S: Store>(s: &S) {
             for n in ["e1", "e2", "e3"] {
                 seqs.push(tx.push_outbox(&cairn_store::OutboxRecord {
                     seq: 0,
+                    kind: "system".into(),
+                    hops: 2,
                     namespace: "default".into(),
                     instance_id: "p".into(),
                     event: n.into(),
@@ -931,9 +933,45 @@ pub fn the_outbox_keeps_order_until_delivered<S: Store>(s: &S) {
     );
     assert_eq!(all[0].payload, json!({"n": "e1"}));
     assert_eq!(all[0].source, "child:c");
+    assert_eq!((all[0].kind.as_str(), all[0].hops), ("system", 2));
     for seq in seqs {
         assert!(s.write(move |tx| tx.delete_outbox(seq)).unwrap());
         assert!(!s.write(move |tx| tx.delete_outbox(seq)).unwrap());
     }
     assert!(!s.outbox_waiting().unwrap());
+}
+
+pub fn triggers_are_unique_by_name<S: Store>(s: &S) {
+    let t = |ns: &str, name: &str| cairn_store::TriggerRecord {
+        namespace: ns.into(),
+        name: name.into(),
+        machine: "a".into(),
+        definition: json!({"name": name, "machine": "a"}),
+        created_at: t0(),
+    };
+    let (b, a, other) = (t("default", "b"), t("default", "a"), t("other", "a"));
+    s.write(move |tx| {
+        tx.insert_trigger(&b)?;
+        tx.insert_trigger(&a)?;
+        tx.insert_trigger(&other)
+    })
+    .unwrap();
+    let again = t("default", "a");
+    let e = s.write(move |tx| tx.insert_trigger(&again)).unwrap_err();
+    assert!(matches!(e, cairn_store::Error::Conflict(_)), "{e}");
+    let names: Vec<String> = s
+        .triggers("default")
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(
+        s.write(|tx| tx.triggers("default")).unwrap()[0].definition,
+        json!({"name": "a", "machine": "a"})
+    );
+    assert!(s.write(|tx| tx.delete_trigger("default", "a")).unwrap());
+    assert!(!s.write(|tx| tx.delete_trigger("default", "a")).unwrap());
+    assert_eq!(s.triggers("default").unwrap().len(), 1);
+    assert_eq!(s.triggers("other").unwrap().len(), 1);
 }

@@ -16,7 +16,7 @@ pub use record::{
     ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, ChildRecord, Decision,
     HistoryKind, HistoryRecord, IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord,
     LogEntry, MachineRecord, NewLogEntry, OutboxRecord, Page, TaskRecord, TaskStatus, TimerRecord,
-    TokenRecord,
+    TokenRecord, TriggerRecord,
 };
 
 /// Writes inside one unit of work. Every method sees the unit's own earlier writes.
@@ -192,6 +192,13 @@ pub trait Tx {
     /// Removes a delivered entry; whether it was there.
     fn delete_outbox(&mut self, seq: i64) -> Result<bool, Error>;
 
+    /// Stores a trigger; a name in use in the namespace is a conflict.
+    fn insert_trigger(&mut self, trigger: &TriggerRecord) -> Result<(), Error>;
+    /// Removes a trigger; whether it existed.
+    fn delete_trigger(&mut self, namespace: &str, name: &str) -> Result<bool, Error>;
+    /// The namespace's triggers, by name.
+    fn triggers(&mut self, namespace: &str) -> Result<Vec<TriggerRecord>, Error>;
+
     fn insert_token(&mut self, token: &TokenRecord) -> Result<(), Error>;
     /// Marks a token revoked; whether it existed.
     fn revoke_token(&mut self, id: &str, at: chrono::DateTime<chrono::Utc>) -> Result<bool, Error>;
@@ -295,6 +302,8 @@ pub trait Reader: Send + Sync {
     ) -> Result<bool, Error>;
     /// A task's attempts, in order.
     fn attempts(&self, task_id: &str) -> Result<Vec<AttemptRecord>, Error>;
+    /// The namespace's triggers, by name.
+    fn triggers(&self, namespace: &str) -> Result<Vec<TriggerRecord>, Error>;
     /// Whether the outbox holds entries waiting for delivery.
     fn outbox_waiting(&self) -> Result<bool, Error>;
     /// Counts for `stats`: instances per (machine, status), and history records.

@@ -416,6 +416,12 @@ pub struct ChildRecord {
 pub struct OutboxRecord {
     /// Assigned by the store.
     pub seq: i64,
+    /// `system` (an engine event such as `child.done`), `event` (an ordinary event a
+    /// trigger sends) or `start` (start `instance_id` of machine `event` with `payload` as
+    /// input).
+    pub kind: String,
+    /// How many triggers led to this entry, to bound loops.
+    pub hops: u32,
     pub namespace: String,
     /// The receiver.
     pub instance_id: String,
@@ -425,5 +431,16 @@ pub struct OutboxRecord {
     pub reason: String,
     /// What wrote it (e.g. `child:ID`), for the log.
     pub source: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A trigger's stored definition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRecord {
+    pub namespace: String,
+    pub name: String,
+    /// The source machine.
+    pub machine: String,
+    pub definition: Value,
     pub created_at: DateTime<Utc>,
 }

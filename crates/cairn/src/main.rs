@@ -121,6 +121,9 @@ enum Command {
     /// Manage API tokens for `cairn serve`.
     #[command(subcommand)]
     Token(commands::token::Token),
+    /// Triggers: start an instance or send an event when another enters a state or ends.
+    #[command(subcommand)]
+    Trigger(commands::trigger::Trigger),
     /// Serve the HTTP API on the data directory (the timer service runs with it).
     Serve(commands::serve::Args),
     /// Show every setting with its value and where it came from.
@@ -230,6 +233,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         Command::Send(a) => i::send(g, &*client()?, a),
         Command::Show(a) => i::show(g, &*client()?, a),
         Command::Ls(a) => i::ls(g, &*client()?, a),
+        Command::Trigger(t) => commands::trigger::run(g, &*client()?, t),
         Command::Tree(a) => i::tree(g, &*client()?, a),
         Command::History(a) => i::history(g, &*client()?, a),
         Command::Accepts(a) => i::accepts(g, &*client()?, a),

@@ -1,7 +1,8 @@
-//! Child instances through the CLI: `ls --parent` and `tree` in embedded mode; and a
-//! `cairn serve` SIGKILLed while children finish and report to their parents. Afterwards
-//! every parent has heard from its child exactly once, no child is left running without
-//! its parent, the outbox is empty, and `verify` passes for all.
+//! Child instances and triggers through the CLI: `ls --parent`, `tree` and `trigger
+//! add|ls|rm` in embedded mode; and a `cairn serve` SIGKILLed while children finish,
+//! report to their parents and set off a trigger. Afterwards every parent has heard from
+//! its child exactly once, every trigger fired exactly once, no child is left running
+//! without its parent, the outbox is empty, and `verify` passes for all.
 
 mod common;
 
@@ -94,6 +95,86 @@ fn tree_and_ls_parent_show_the_children() {
 }
 
 #[test]
+fn triggers_are_managed_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    apply_both(tmp.path(), |a| {
+        ok(&data, a);
+    });
+    let added = ok(
+        &data,
+        &[
+            "--json",
+            "trigger",
+            "add",
+            "after",
+            "--machine",
+            "parent",
+            "--on-status",
+            "completed",
+            "--start",
+            "step",
+            "--input",
+            "{'source': instance.id}",
+            "--id",
+            "instance.id + '.after'",
+        ],
+    );
+    assert_eq!(added["start"]["machine"], "step");
+    let (code, _, err) = embedded(
+        &data,
+        &[
+            "trigger",
+            "add",
+            "bad",
+            "--machine",
+            "parent",
+            "--on-status",
+            "done",
+            "--start",
+            "step",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`on_status` `done`"), "{err}");
+    let (code, _, err) = embedded(
+        &data,
+        &[
+            "trigger",
+            "add",
+            "after",
+            "--machine",
+            "parent",
+            "--on-state",
+            "running",
+            "--start",
+            "step",
+        ],
+    );
+    assert_eq!(code, 4, "a second trigger of the same name: {err}");
+    let (_, text, _) = embedded(&data, &["trigger", "ls"]);
+    assert!(
+        text.contains("after  when parent ends completed: start step"),
+        "{text}"
+    );
+
+    ok(&data, &["start", "parent", "--id", "p"]);
+    ok(
+        &data,
+        &["send", "p.child", "finish", "--payload", r#"{"value": 1}"#],
+    );
+    let after = ok(&data, &["--json", "show", "p.after"]);
+    assert_eq!(after["context"]["source"], "p");
+    ok(&data, &["trigger", "rm", "after"]);
+    let (code, _, _) = embedded(&data, &["trigger", "rm", "after"]);
+    assert_eq!(code, 3);
+    assert_eq!(
+        ok(&data, &["--json", "trigger", "ls"]),
+        serde_json::json!([])
+    );
+}
+
+#[test]
 fn killing_the_server_while_children_report_loses_and_repeats_nothing() {
     const PARENTS: usize = 40;
     const KILLS: usize = 4;
@@ -105,6 +186,24 @@ fn killing_the_server_while_children_report_loses_and_repeats_nothing() {
     apply_both(tmp.path(), |a| {
         common::ok_at(&url, a);
     });
+    // Each parent that completes starts one `step` through a trigger, with a fresh id:
+    // a trigger that fired twice would leave two.
+    common::ok_at(
+        &url,
+        &[
+            "trigger",
+            "add",
+            "after",
+            "--machine",
+            "parent",
+            "--on-status",
+            "completed",
+            "--start",
+            "step",
+            "--input",
+            "{'source': instance.id}",
+        ],
+    );
     for i in 0..PARENTS {
         common::ok_at(&url, &["start", "parent", "--id", &format!("p{i}")]);
     }
@@ -163,11 +262,31 @@ fn killing_the_server_while_children_report_loses_and_repeats_nothing() {
     // Entries a kill left in the outbox are delivered by the restarted server.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let running = common::ok_at(&url, &["ls", "--status", "running", "--limit", "1000"]);
-        if running["instances"].as_array().is_some_and(Vec::is_empty) {
+        let running = common::ok_at(
+            &url,
+            &[
+                "ls",
+                "--machine",
+                "parent",
+                "--status",
+                "running",
+                "--limit",
+                "1000",
+            ],
+        );
+        let steps = common::ok_at(&url, &["ls", "--machine", "step", "--limit", "1000"]);
+        let triggered = steps["instances"].as_array().map_or(0, |a| {
+            a.iter()
+                .filter(|i| i["context"]["source"].is_string())
+                .count()
+        });
+        if running["instances"].as_array().is_some_and(Vec::is_empty) && triggered >= PARENTS {
             break;
         }
-        assert!(Instant::now() < deadline, "still running: {running}");
+        assert!(
+            Instant::now() < deadline,
+            "still running: {running}; {triggered} started by the trigger"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     server.kill().unwrap();
@@ -180,6 +299,22 @@ fn killing_the_server_while_children_report_loses_and_repeats_nothing() {
     )
     .unwrap();
     assert!(!engine.store().outbox_waiting().unwrap());
+    let mut started_by_trigger = std::collections::HashMap::new();
+    let steps = engine
+        .list(&cairn_store::InstanceFilter {
+            namespace: "default".into(),
+            machine: Some("step".into()),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .unwrap();
+    for s in &steps.items {
+        if let Some(src) = s.context["source"].as_str() {
+            *started_by_trigger.entry(src.to_string()).or_insert(0) += 1;
+            let v = engine.verify("default", &s.id).unwrap();
+            assert!(v.ok, "{}: {:?}", s.id, v.problem);
+        }
+    }
     for i in 0..PARENTS {
         let (p, c) = (format!("p{i}"), format!("p{i}.child"));
         let parent = engine.get("default", &p).unwrap();
@@ -195,6 +330,12 @@ fn killing_the_server_while_children_report_loses_and_repeats_nothing() {
             .filter(|h| h.event == "child.done")
             .count();
         assert_eq!(heard, 1, "{p} heard from its child {heard} times");
+        assert_eq!(
+            started_by_trigger.get(&p).copied(),
+            Some(1),
+            "{p}: the trigger fired {:?} times",
+            started_by_trigger.get(&p)
+        );
         for id in [&p, &c] {
             let v = engine.verify("default", id).unwrap();
             assert!(v.ok, "{id}: {:?}", v.problem);

@@ -6,6 +6,7 @@ pub mod machines;
 pub mod ops;
 pub mod stream;
 pub mod tasks;
+pub mod triggers;
 
 use serde::Deserialize;
 

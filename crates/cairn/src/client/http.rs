@@ -404,6 +404,20 @@ impl Client for Http {
         self.send("DELETE", &url, None).map(|_| ())
     }
 
+    fn add_trigger(&self, t: cairn_api::Trigger) -> Result<cairn_api::Trigger, Failure> {
+        let body = serde_json::to_value(&t).map_err(|e| Failure::from(anyhow!("{e}")))?;
+        self.json("POST", "/v1/triggers", &[], Some(body))
+    }
+
+    fn triggers(&self) -> Result<Vec<cairn_api::Trigger>, Failure> {
+        self.json("GET", "/v1/triggers", &[], None)
+    }
+
+    fn remove_trigger(&self, name: &str) -> Result<(), Failure> {
+        let url = self.url(&format!("/v1/triggers/{}", enc(name)), &[]);
+        self.send("DELETE", &url, None).map(|_| ())
+    }
+
     fn finished_before(&self, age: chrono::Duration) -> Result<Vec<String>, Failure> {
         let cutoff = chrono::Utc::now() - age;
         let mut out = Vec::new();

@@ -76,6 +76,9 @@ pub trait Client {
     ) -> Result<Vec<Approval>, Failure>;
     fn decide(&self, id: &str, req: DecideRequest) -> Result<Decided, Failure>;
     fn delete(&self, id: &str) -> Result<(), Failure>;
+    fn add_trigger(&self, t: cairn_api::Trigger) -> Result<cairn_api::Trigger, Failure>;
+    fn triggers(&self) -> Result<Vec<cairn_api::Trigger>, Failure>;
+    fn remove_trigger(&self, name: &str) -> Result<(), Failure>;
     fn finished_before(&self, age: chrono::Duration) -> Result<Vec<String>, Failure>;
     fn export(&self, id: &str) -> Result<Export, Failure>;
     fn stats(&self) -> Result<Stats, Failure>;
@@ -303,6 +306,18 @@ impl Client for Local {
 
     fn delete(&self, id: &str) -> Result<(), Failure> {
         self.engine.delete(self.ns(), id).map_err(failure)
+    }
+
+    fn add_trigger(&self, t: cairn_api::Trigger) -> Result<cairn_api::Trigger, Failure> {
+        self.engine.add_trigger(self.ns(), t).map_err(failure)
+    }
+
+    fn triggers(&self) -> Result<Vec<cairn_api::Trigger>, Failure> {
+        self.engine.triggers(self.ns()).map_err(failure)
+    }
+
+    fn remove_trigger(&self, name: &str) -> Result<(), Failure> {
+        self.engine.remove_trigger(self.ns(), name).map_err(failure)
     }
 
     fn finished_before(&self, age: chrono::Duration) -> Result<Vec<String>, Failure> {

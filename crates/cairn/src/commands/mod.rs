@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod serve;
 pub mod simulate;
 pub mod token;
+pub mod trigger;
 pub mod validate;
 pub mod w3;
 pub mod worker;

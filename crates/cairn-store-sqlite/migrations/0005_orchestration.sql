@@ -12,11 +12,13 @@ CREATE TABLE children (
 
 CREATE INDEX instances_parent ON instances (namespace, parent, seq) WHERE parent IS NOT NULL;
 
--- The transactional outbox: events for other instances written with the transition that
+-- The transactional outbox: events for other instances and instances to start written with the transition that
 -- caused them (a child finishing tells its parent), delivered after commit and deleted in
 -- the unit that applies them, so each is applied once.
 CREATE TABLE outbox (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL,
+    hops        INTEGER NOT NULL,
     namespace   TEXT NOT NULL,
     instance_id TEXT NOT NULL,
     event       TEXT NOT NULL,
@@ -26,3 +28,13 @@ CREATE TABLE outbox (
     source      TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
+
+-- Triggers between machines: the definition as JSON, keyed by name per namespace.
+CREATE TABLE triggers (
+    namespace   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    machine     TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (namespace, name)
+) WITHOUT ROWID;
