@@ -330,3 +330,32 @@ pub struct TriggerSend {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
 }
+
+/// A cron schedule that starts instances of `machine`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub name: String,
+    /// Five fields (minute hour day-of-month month day-of-week), or six with seconds
+    /// first; `@hourly`, `@daily` and the like.
+    pub cron: String,
+    /// An IANA time zone (`Europe/Paris`); `UTC` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    pub machine: String,
+    /// The start input of every instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// `once` (default): ticks missed while the server was down run once when it is back;
+    /// `skip`: they do not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<String>,
+    /// Set by the server: the next tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<DateTime<Utc>>,
+    /// Set by the server: the last tick that started an instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+}

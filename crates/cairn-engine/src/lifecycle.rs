@@ -761,8 +761,8 @@ impl<S: Store> Engine<S> {
 pub struct TimerService(#[allow(dead_code)] crate::clock::Background);
 
 impl TimerService {
-    /// Starts firing `engine`'s due timers every `every`, and delivering outbox entries a
-    /// crash left behind.
+    /// Starts firing `engine`'s due timers and schedules every `every`, and delivering
+    /// outbox entries a crash left behind.
     pub fn start<S: Store + Send + Sync>(engine: Engine<S>, every: Duration) -> TimerService {
         TimerService(crate::clock::Background::spawn(
             "cairn-timers",
@@ -772,6 +772,8 @@ impl TimerService {
                 if engine.store().outbox_waiting().unwrap_or(false) {
                     let _ = engine.drain_outbox();
                 }
+                // Due schedules start their instances (through the outbox, drained at once).
+                let _ = engine.fire_due_schedules();
                 // Fired timers may set new ones due now: look again at once.
                 matches!(engine.fire_due_timers(), Ok(n) if n > 0)
             },

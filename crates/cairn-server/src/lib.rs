@@ -111,6 +111,7 @@ pub fn app<S: Store + Send + Sync>(ctx: Arc<Ctx<S>>) -> Router {
         .merge(routes::approvals::router())
         .merge(routes::tasks::router())
         .merge(routes::triggers::router())
+        .merge(routes::schedules::router())
         .merge(routes::ops::router())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::GATEWAY_TIMEOUT,

@@ -267,7 +267,7 @@ fn ops() -> Vec<Op> {
         Op {
             method: "post",
             path: "/v1/tick",
-            summary: "Fire due timers, reclaim leases, apply retention now",
+            summary: "Fire due timers and schedules, reclaim leases, deliver the outbox, apply retention now",
             body: Some(obj(
                 json!({"retain_finished_ms": {"type": ["integer", "null"]}, "max_history": {"type": ["integer", "null"]}}),
                 &[],
@@ -327,6 +327,27 @@ fn ops() -> Vec<Op> {
             ok: &[(204, None)],
         },
         Op {
+            method: "post",
+            path: "/v1/schedules",
+            summary: "Add a cron schedule that starts instances of a machine",
+            body: Some(r("Schedule")),
+            ok: &[(201, Some("Schedule"))],
+        },
+        Op {
+            method: "get",
+            path: "/v1/schedules",
+            summary: "The namespace's schedules, with their next and last ticks",
+            body: None,
+            ok: &[(200, Some("Schedules"))],
+        },
+        Op {
+            method: "delete",
+            path: "/v1/schedules/{name}",
+            summary: "Remove a schedule",
+            body: None,
+            ok: &[(204, None)],
+        },
+        Op {
             method: "get",
             path: "/v1/events",
             summary: "Server-Sent Events of the commit-ordered log; Last-Event-ID resumes",
@@ -372,7 +393,7 @@ fn build() -> Value {
         "Verified" => api::Verified, "Approval" => api::Approval, "Decided" => api::Decided,
         "Checkpoint" => api::Checkpoint, "Timer" => api::Timer, "Export" => api::Export,
         "Task" => api::Task, "Claimed" => api::Claimed, "Stats" => api::Stats, "Problem" => api::Problem,
-        "Trigger" => api::Trigger,
+        "Trigger" => api::Trigger, "Schedule" => api::Schedule,
     );
     let mut schemas: Map<String, Value> = g.take_definitions(true).into_iter().collect();
     for (k, v) in named {
@@ -398,6 +419,7 @@ fn build() -> Value {
         ("Approvals", list("Approval")),
         ("Tasks", list("Task")),
         ("Triggers", list("Trigger")),
+        ("Schedules", list("Schedule")),
         ("ClaimedList", list("Claimed")),
         (
             "VerifyReport",

@@ -38,3 +38,17 @@ CREATE TABLE triggers (
     created_at  TEXT NOT NULL,
     PRIMARY KEY (namespace, name)
 ) WITHOUT ROWID;
+
+-- Cron schedules: the definition as JSON, and the next tick, which moves in the same unit
+-- that starts the tick's instance.
+CREATE TABLE schedules (
+    namespace   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    next_at     TEXT NOT NULL,
+    last_at     TEXT,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (namespace, name)
+) WITHOUT ROWID;
+
+CREATE INDEX schedules_due ON schedules (next_at);

@@ -706,6 +706,17 @@ impl Reader for SqliteStore {
     fn triggers(&self, ns: &str) -> Result<Vec<cairn_store::TriggerRecord>, Error> {
         self.read(|c| tx::triggers(c, ns))
     }
+    fn schedules(&self, ns: &str) -> Result<Vec<cairn_store::ScheduleRecord>, Error> {
+        self.read(|c| tx::schedules_where(c, "namespace = ?1 ORDER BY name", rusqlite::params![ns]))
+    }
+    fn schedules_due(&self, now: chrono::DateTime<chrono::Utc>) -> Result<bool, Error> {
+        self.read(|c| {
+            Ok(
+                !tx::schedules_where(c, "next_at <= ?1 LIMIT 1", rusqlite::params![tx::ts(&now)])?
+                    .is_empty(),
+            )
+        })
+    }
     fn outbox_waiting(&self) -> Result<bool, Error> {
         self.read(|c| {
             c.prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox)")

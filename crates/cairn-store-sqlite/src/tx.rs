@@ -735,6 +735,39 @@ impl Tx for SqlTx<'_> {
         triggers(self.conn, ns)
     }
 
+    fn insert_schedule(&mut self, r: &cairn_store::ScheduleRecord) -> Result<(), Error> {
+        let res = self
+            .conn
+            .prepare_cached("INSERT INTO schedules (namespace, name, definition, next_at, last_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .and_then(|mut s| s.execute(params![r.namespace, r.name, json(&r.definition), ts(&r.next_at), r.last_at.as_ref().map(ts), ts(&r.created_at)]));
+        conflict_if_duplicate(res, || format!("schedule `{}` exists", r.name))
+    }
+    fn delete_schedule(&mut self, ns: &str, name: &str) -> Result<bool, Error> {
+        self.conn
+            .prepare_cached("DELETE FROM schedules WHERE namespace = ?1 AND name = ?2")
+            .and_then(|mut s| s.execute(params![ns, name]))
+            .map(|n| n > 0)
+            .map_err(db_err)
+    }
+    fn due_schedules(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<cairn_store::ScheduleRecord>, Error> {
+        schedules_where(
+            self.conn,
+            "next_at <= ?1 ORDER BY next_at LIMIT ?2",
+            params![ts(&now), limit as i64],
+        )
+    }
+    fn update_schedule(&mut self, r: &cairn_store::ScheduleRecord) -> Result<(), Error> {
+        self.conn
+            .prepare_cached("UPDATE schedules SET next_at = ?3, last_at = ?4 WHERE namespace = ?1 AND name = ?2")
+            .and_then(|mut s| s.execute(params![r.namespace, r.name, ts(&r.next_at), r.last_at.as_ref().map(ts)]))
+            .map(|_| ())
+            .map_err(db_err)
+    }
+
     fn insert_token(&mut self, t: &cairn_store::TokenRecord) -> Result<(), Error> {
         crate::tasks::insert_token(self.conn, t)
     }
@@ -764,6 +797,34 @@ pub(crate) fn triggers(c: &Connection, ns: &str) -> Result<Vec<cairn_store::Trig
             machine: text(&v[1])?.to_string(),
             definition: parse_json(text(&v[2])?, "trigger definition")?,
             created_at: parse_ts(text(&v[3])?)?,
+        })
+    })
+    .collect()
+}
+
+pub(crate) fn schedules_where(
+    c: &Connection,
+    cond: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<cairn_store::ScheduleRecord>, Error> {
+    let mut s = c
+        .prepare_cached(&format!(
+            "SELECT namespace, name, definition, next_at, last_at, created_at FROM schedules WHERE {cond}"
+        ))
+        .map_err(db_err)?;
+    let rows = s.query_map(args, |r| row(r, 6)).map_err(db_err)?;
+    rows.map(|r| {
+        let v = r.map_err(db_err)?;
+        Ok(cairn_store::ScheduleRecord {
+            namespace: text(&v[0])?.to_string(),
+            name: text(&v[1])?.to_string(),
+            definition: parse_json(text(&v[2])?, "schedule definition")?,
+            next_at: parse_ts(text(&v[3])?)?,
+            last_at: match &v[4] {
+                SqlValue::Null => None,
+                other => Some(parse_ts(text(other)?)?),
+            },
+            created_at: parse_ts(text(&v[5])?)?,
         })
     })
     .collect()

@@ -29,7 +29,8 @@ macro_rules! suite {
             checkpoints_are_unique_by_name, the_inbox_keeps_order_and_empties_once,
             deleting_an_instance_removes_everything_of_it, history_can_be_compacted,
             retention_and_counts, children_are_linked_and_listed_by_parent,
-            the_outbox_keeps_order_until_delivered, triggers_are_unique_by_name);
+            the_outbox_keeps_order_until_delivered, triggers_are_unique_by_name,
+            schedules_come_due_in_order);
     };
     (@tests $open:expr; $($name:ident),*) => {
         $(
@@ -974,4 +975,56 @@ pub fn triggers_are_unique_by_name<S: Store>(s: &S) {
     assert!(!s.write(|tx| tx.delete_trigger("default", "a")).unwrap());
     assert_eq!(s.triggers("default").unwrap().len(), 1);
     assert_eq!(s.triggers("other").unwrap().len(), 1);
+}
+
+pub fn schedules_come_due_in_order<S: Store>(s: &S) {
+    let sched = |name: &str, next: i64| cairn_store::ScheduleRecord {
+        namespace: "default".into(),
+        name: name.into(),
+        definition: json!({"name": name}),
+        next_at: t0() + chrono::Duration::seconds(next),
+        last_at: None,
+        created_at: t0(),
+    };
+    let (late, early, later) = (sched("late", 20), sched("early", 10), sched("later", 30));
+    s.write(move |tx| {
+        tx.insert_schedule(&late)?;
+        tx.insert_schedule(&early)?;
+        tx.insert_schedule(&later)
+    })
+    .unwrap();
+    let dup = sched("early", 5);
+    assert!(matches!(
+        s.write(move |tx| tx.insert_schedule(&dup)).unwrap_err(),
+        cairn_store::Error::Conflict(_)
+    ));
+    assert!(
+        !s.schedules_due(t0() + chrono::Duration::seconds(9))
+            .unwrap()
+    );
+    assert!(
+        s.schedules_due(t0() + chrono::Duration::seconds(10))
+            .unwrap()
+    );
+    let due = s
+        .write(|tx| tx.due_schedules(t0() + chrono::Duration::seconds(25), 10))
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["early", "late"]
+    );
+    let mut moved = due[0].clone();
+    moved.next_at = t0() + chrono::Duration::seconds(100);
+    moved.last_at = Some(t0() + chrono::Duration::seconds(10));
+    let m = moved.clone();
+    s.write(move |tx| tx.update_schedule(&m)).unwrap();
+    let listed = s.schedules("default").unwrap();
+    assert_eq!(
+        listed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["early", "late", "later"]
+    );
+    assert_eq!(listed[0], moved);
+    assert!(s.write(|tx| tx.delete_schedule("default", "late")).unwrap());
+    assert!(!s.write(|tx| tx.delete_schedule("default", "late")).unwrap());
+    assert_eq!(s.schedules("default").unwrap().len(), 2);
 }

@@ -15,8 +15,8 @@ pub use error::Error;
 pub use record::{
     ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, ChildRecord, Decision,
     HistoryKind, HistoryRecord, IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord,
-    LogEntry, MachineRecord, NewLogEntry, OutboxRecord, Page, TaskRecord, TaskStatus, TimerRecord,
-    TokenRecord, TriggerRecord,
+    LogEntry, MachineRecord, NewLogEntry, OutboxRecord, Page, ScheduleRecord, TaskRecord,
+    TaskStatus, TimerRecord, TokenRecord, TriggerRecord,
 };
 
 /// Writes inside one unit of work. Every method sees the unit's own earlier writes.
@@ -199,6 +199,22 @@ pub trait Tx {
     /// The namespace's triggers, by name.
     fn triggers(&mut self, namespace: &str) -> Result<Vec<TriggerRecord>, Error>;
 
+    /// Stores a schedule; a name in use in the namespace is a conflict.
+    fn insert_schedule(&mut self, schedule: &ScheduleRecord) -> Result<(), Error>;
+    /// Removes a schedule; whether it existed.
+    fn delete_schedule(&mut self, namespace: &str, name: &str) -> Result<bool, Error>;
+    /// Schedules whose next tick is at or before `now`, earliest first.
+    fn due_schedules(
+        &mut self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRecord>, Error>;
+    /// Moves a schedule's next tick (and its last, when it started an instance).
+    ///
+    /// # Contract
+    /// Done in the unit that starts the tick's instance, so a tick runs once.
+    fn update_schedule(&mut self, schedule: &ScheduleRecord) -> Result<(), Error>;
+
     fn insert_token(&mut self, token: &TokenRecord) -> Result<(), Error>;
     /// Marks a token revoked; whether it existed.
     fn revoke_token(&mut self, id: &str, at: chrono::DateTime<chrono::Utc>) -> Result<bool, Error>;
@@ -304,6 +320,10 @@ pub trait Reader: Send + Sync {
     fn attempts(&self, task_id: &str) -> Result<Vec<AttemptRecord>, Error>;
     /// The namespace's triggers, by name.
     fn triggers(&self, namespace: &str) -> Result<Vec<TriggerRecord>, Error>;
+    /// The namespace's schedules, by name.
+    fn schedules(&self, namespace: &str) -> Result<Vec<ScheduleRecord>, Error>;
+    /// Whether a schedule's next tick is at or before `now`.
+    fn schedules_due(&self, now: chrono::DateTime<chrono::Utc>) -> Result<bool, Error>;
     /// Whether the outbox holds entries waiting for delivery.
     fn outbox_waiting(&self) -> Result<bool, Error>;
     /// Counts for `stats`: instances per (machine, status), and history records.

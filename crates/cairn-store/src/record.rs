@@ -444,3 +444,14 @@ pub struct TriggerRecord {
     pub definition: Value,
     pub created_at: DateTime<Utc>,
 }
+
+/// A cron schedule and its next tick.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    pub namespace: String,
+    pub name: String,
+    pub definition: Value,
+    pub next_at: DateTime<Utc>,
+    pub last_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}

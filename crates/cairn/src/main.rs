@@ -124,6 +124,9 @@ enum Command {
     /// Triggers: start an instance or send an event when another enters a state or ends.
     #[command(subcommand)]
     Trigger(commands::trigger::Trigger),
+    /// Cron schedules that start instances.
+    #[command(subcommand)]
+    Schedule(commands::schedule::Schedule),
     /// Serve the HTTP API on the data directory (the timer service runs with it).
     Serve(commands::serve::Args),
     /// Show every setting with its value and where it came from.
@@ -234,6 +237,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         Command::Show(a) => i::show(g, &*client()?, a),
         Command::Ls(a) => i::ls(g, &*client()?, a),
         Command::Trigger(t) => commands::trigger::run(g, &*client()?, t),
+        Command::Schedule(s) => commands::schedule::run(g, &*client()?, s),
         Command::Tree(a) => i::tree(g, &*client()?, a),
         Command::History(a) => i::history(g, &*client()?, a),
         Command::Accepts(a) => i::accepts(g, &*client()?, a),

@@ -1,8 +1,9 @@
-//! Child instances and triggers through the CLI: `ls --parent`, `tree` and `trigger
-//! add|ls|rm` in embedded mode; and a `cairn serve` SIGKILLed while children finish,
-//! report to their parents and set off a trigger. Afterwards every parent has heard from
-//! its child exactly once, every trigger fired exactly once, no child is left running
-//! without its parent, the outbox is empty, and `verify` passes for all.
+//! Child instances, triggers and schedules through the CLI: `ls --parent`, `tree`,
+//! `trigger add|ls|rm` and `schedule add|ls|rm` in embedded mode; and a `cairn serve`
+//! SIGKILLed while children finish, report to their parents and set off a trigger, and a
+//! schedule ticks. Afterwards every parent has heard from its child exactly once, every
+//! trigger fired exactly once, no tick ran twice, no child is left running without its
+//! parent, the outbox is empty, and `verify` passes for all.
 
 mod common;
 
@@ -175,6 +176,67 @@ fn triggers_are_managed_from_the_cli() {
 }
 
 #[test]
+fn schedules_are_managed_from_the_cli_and_ticked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    apply_both(tmp.path(), |a| {
+        ok(&data, a);
+    });
+    let added = ok(
+        &data,
+        &[
+            "--json",
+            "schedule",
+            "add",
+            "every-second",
+            "--cron",
+            "* * * * * *",
+            "--machine",
+            "step",
+            "--input",
+            r#"{"scheduled": true}"#,
+        ],
+    );
+    assert!(added["next_at"].is_string(), "{added}");
+    let (code, _, err) = embedded(
+        &data,
+        &[
+            "schedule",
+            "add",
+            "bad",
+            "--cron",
+            "* * *",
+            "--machine",
+            "step",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`cron` `* * *`"), "{err}");
+    std::thread::sleep(Duration::from_millis(1100));
+    ok(&data, &["tick"]);
+    let steps = ok(&data, &["--json", "ls", "--machine", "step"]);
+    let started = steps["instances"].as_array().unwrap();
+    assert_eq!(started.len(), 1, "{steps}");
+    assert!(
+        started[0]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("every-second-")
+    );
+    assert_eq!(started[0]["context"]["scheduled"], true);
+    let (_, text, _) = embedded(&data, &["schedule", "ls"]);
+    assert!(
+        text.contains("every-second  * * * * * * (UTC)  start step"),
+        "{text}"
+    );
+    ok(&data, &["schedule", "rm", "every-second"]);
+    assert_eq!(
+        ok(&data, &["--json", "schedule", "ls"]),
+        serde_json::json!([])
+    );
+}
+
+#[test]
 fn killing_the_server_while_children_report_loses_and_repeats_nothing() {
     const PARENTS: usize = 40;
     const KILLS: usize = 4;
@@ -202,6 +264,23 @@ fn killing_the_server_while_children_report_loses_and_repeats_nothing() {
             "step",
             "--input",
             "{'source': instance.id}",
+        ],
+    );
+    // A schedule ticking every second through the kills: one instance per tick at most,
+    // and one (not several) for the ticks missed while the server was down.
+    let began = Instant::now();
+    common::ok_at(
+        &url,
+        &[
+            "schedule",
+            "add",
+            "every-second",
+            "--cron",
+            "* * * * * *",
+            "--machine",
+            "step",
+            "--input",
+            r#"{"scheduled": true}"#,
         ],
     );
     for i in 0..PARENTS {
@@ -275,22 +354,27 @@ fn killing_the_server_while_children_report_loses_and_repeats_nothing() {
             ],
         );
         let steps = common::ok_at(&url, &["ls", "--machine", "step", "--limit", "1000"]);
-        let triggered = steps["instances"].as_array().map_or(0, |a| {
-            a.iter()
-                .filter(|i| i["context"]["source"].is_string())
-                .count()
-        });
-        if running["instances"].as_array().is_some_and(Vec::is_empty) && triggered >= PARENTS {
+        let count = |key: &str| {
+            steps["instances"].as_array().map_or(0, |a| {
+                a.iter().filter(|i| !i["context"][key].is_null()).count()
+            })
+        };
+        let (triggered, scheduled) = (count("source"), count("scheduled"));
+        if running["instances"].as_array().is_some_and(Vec::is_empty)
+            && triggered >= PARENTS
+            && scheduled >= 2
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "still running: {running}; {triggered} started by the trigger"
+            "still running: {running}; {triggered} started by the trigger, {scheduled} by the schedule"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     server.kill().unwrap();
     server.wait().unwrap();
+    let elapsed = began.elapsed();
 
     let engine = cairn_engine::open_sqlite(
         &data,
@@ -308,6 +392,21 @@ fn killing_the_server_while_children_report_loses_and_repeats_nothing() {
             ..Default::default()
         })
         .unwrap();
+    let scheduled: Vec<_> = steps
+        .items
+        .iter()
+        .filter(|s| s.context["scheduled"] == true)
+        .collect();
+    assert!(!scheduled.is_empty(), "the schedule never ticked");
+    assert!(
+        scheduled.len() as u64 <= elapsed.as_secs() + 2,
+        "{} scheduled starts in {elapsed:?}: a tick ran more than once",
+        scheduled.len()
+    );
+    for s in &scheduled {
+        let v = engine.verify("default", &s.id).unwrap();
+        assert!(v.ok, "{}: {:?}", s.id, v.problem);
+    }
     for s in &steps.items {
         if let Some(src) = s.context["source"].as_str() {
             *started_by_trigger.entry(src.to_string()).or_insert(0) += 1;

@@ -4,6 +4,7 @@ pub mod approvals;
 pub mod instances;
 pub mod machines;
 pub mod ops;
+pub mod schedules;
 pub mod stream;
 pub mod tasks;
 pub mod triggers;

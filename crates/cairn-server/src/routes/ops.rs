@@ -107,6 +107,7 @@ async fn tick<S: Store + Send + Sync>(
     let engine = ctx.engine.clone();
     let (fired, removed, folded) = blocking(move || {
         engine.reclaim_expired()?;
+        engine.fire_due_schedules()?;
         engine.drain_outbox()?;
         let fired = engine.fire_due_timers()?;
         let policy = cairn_engine::Retention {

@@ -418,6 +418,20 @@ impl Client for Http {
         self.send("DELETE", &url, None).map(|_| ())
     }
 
+    fn add_schedule(&self, s: cairn_api::Schedule) -> Result<cairn_api::Schedule, Failure> {
+        let body = serde_json::to_value(&s).map_err(|e| Failure::from(anyhow!("{e}")))?;
+        self.json("POST", "/v1/schedules", &[], Some(body))
+    }
+
+    fn schedules(&self) -> Result<Vec<cairn_api::Schedule>, Failure> {
+        self.json("GET", "/v1/schedules", &[], None)
+    }
+
+    fn remove_schedule(&self, name: &str) -> Result<(), Failure> {
+        let url = self.url(&format!("/v1/schedules/{}", enc(name)), &[]);
+        self.send("DELETE", &url, None).map(|_| ())
+    }
+
     fn finished_before(&self, age: chrono::Duration) -> Result<Vec<String>, Failure> {
         let cutoff = chrono::Utc::now() - age;
         let mut out = Vec::new();

@@ -79,6 +79,9 @@ pub trait Client {
     fn add_trigger(&self, t: cairn_api::Trigger) -> Result<cairn_api::Trigger, Failure>;
     fn triggers(&self) -> Result<Vec<cairn_api::Trigger>, Failure>;
     fn remove_trigger(&self, name: &str) -> Result<(), Failure>;
+    fn add_schedule(&self, s: cairn_api::Schedule) -> Result<cairn_api::Schedule, Failure>;
+    fn schedules(&self) -> Result<Vec<cairn_api::Schedule>, Failure>;
+    fn remove_schedule(&self, name: &str) -> Result<(), Failure>;
     fn finished_before(&self, age: chrono::Duration) -> Result<Vec<String>, Failure>;
     fn export(&self, id: &str) -> Result<Export, Failure>;
     fn stats(&self) -> Result<Stats, Failure>;
@@ -224,6 +227,7 @@ impl Client for Local {
 
     fn tick(&self, retention: &Retention) -> Result<(usize, u64, u64), Failure> {
         self.engine.reclaim_expired().map_err(failure)?;
+        self.engine.fire_due_schedules().map_err(failure)?;
         self.engine.drain_outbox().map_err(failure)?;
         let fired = self.engine.fire_due_timers().map_err(failure)?;
         let (removed, folded) = self
@@ -318,6 +322,20 @@ impl Client for Local {
 
     fn remove_trigger(&self, name: &str) -> Result<(), Failure> {
         self.engine.remove_trigger(self.ns(), name).map_err(failure)
+    }
+
+    fn add_schedule(&self, s: cairn_api::Schedule) -> Result<cairn_api::Schedule, Failure> {
+        self.engine.add_schedule(self.ns(), s).map_err(failure)
+    }
+
+    fn schedules(&self) -> Result<Vec<cairn_api::Schedule>, Failure> {
+        self.engine.schedules(self.ns()).map_err(failure)
+    }
+
+    fn remove_schedule(&self, name: &str) -> Result<(), Failure> {
+        self.engine
+            .remove_schedule(self.ns(), name)
+            .map_err(failure)
     }
 
     fn finished_before(&self, age: chrono::Duration) -> Result<Vec<String>, Failure> {

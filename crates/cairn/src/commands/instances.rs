@@ -20,7 +20,7 @@ fn print_json(v: &impl Serialize) {
     );
 }
 
-fn parse_json_arg(flag: &str, s: &str) -> Result<Value, Failure> {
+pub(crate) fn parse_json_arg(flag: &str, s: &str) -> Result<Value, Failure> {
     serde_json::from_str(s).map_err(|e| Failure::usage(anyhow!("`{flag}` is not valid JSON: {e}")))
 }
 
