@@ -185,6 +185,18 @@ fn parent(dir: &Path, a: &Args) -> Result<(), Failure> {
             }
         }
     }
+    // Kill with a step in flight, as the workload means: on a loaded machine the other
+    // workflows' next steps may not have begun yet when the last one finishes step 2.
+    let deadline = Instant::now() + stall_limit(a);
+    while first.starts.keys().all(|k| first.done.contains(k)) && Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => {
+                first.take(&line, t0);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
     // `Child::kill` is SIGKILL on Unix.
     child
         .kill()
