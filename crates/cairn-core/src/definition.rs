@@ -113,6 +113,8 @@ pub struct StateDef {
     pub approval: Option<ApprovalDef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spawn: Option<SpawnDef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map: Option<MapDef>,
     /// Positions of the keys that make a final state illegal, for diagnostics.
     #[serde(skip)]
     pub(crate) key_pos: IndexMap<&'static str, Pos>,
@@ -245,6 +247,39 @@ pub struct RetryDef {
     pub jitter: f64,
 }
 
+/// One child instance per item of a list, started when the state is entered (at most
+/// `concurrency` at once, each after the items it `depends_on`); the state completes
+/// (`on_done`) when every child has finished.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MapDef {
+    pub machine: String,
+    /// CEL: the list of items.
+    pub items: Expr,
+    /// The child's input (CEL with `item` and `index`); `{"item": item}` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<ValueExpr>,
+    /// CEL: the item's key (a string); its index when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Expr>,
+    /// CEL: the keys of the items this one waits for (a DAG).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Expr>,
+    /// At most this many children at once; no limit when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    pub on_failure: MapFailure,
+}
+
+/// What a map state does when a child fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MapFailure {
+    /// Cancel the rest; `child.failed` reaches the instance.
+    FailFast,
+    /// Go on; items depending on the failed one are skipped; `on_done` reports failures.
+    Continue,
+}
+
 /// A human approval requested when the state is entered.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ApprovalDef {
@@ -283,6 +318,7 @@ const STATE_FIELDS: &[&str] = &[
     "task",
     "approval",
     "spawn",
+    "map",
 ];
 const TRANSITION_FIELDS: &[&str] = &["target", "guard", "assign", "actions", "description"];
 
@@ -570,6 +606,7 @@ impl Reader<'_> {
                 "task" => def.task = self.task(value, st),
                 "approval" => def.approval = self.approval(value, st),
                 "spawn" => def.spawn = self.spawn(value, st),
+                "map" => def.map = self.map_def(value, st),
                 _ => unreachable!("field list checked"),
             }
             let key: &'static str = STATE_FIELDS
@@ -770,6 +807,66 @@ impl Reader<'_> {
             return None;
         };
         Some(SpawnDef { machine, input, id })
+    }
+
+    fn map_def(&mut self, node: &Node, st: Option<&str>) -> Option<MapDef> {
+        let f = self.map(
+            node,
+            "`map`",
+            &[
+                "machine",
+                "items",
+                "input",
+                "key",
+                "depends_on",
+                "concurrency",
+                "on_failure",
+            ],
+            st,
+        )?;
+        let (mut machine, mut items, mut input, mut key, mut deps, mut conc, mut on_failure) =
+            (None, None, None, None, None, None, MapFailure::FailFast);
+        for (k, _, v) in f {
+            match k {
+                "machine" => machine = self.string(v, "`map.machine`", st),
+                "items" => items = self.sp_string(v, "`map.items`", st),
+                "input" => input = Some(self.value_expr(v)),
+                "key" => key = self.sp_string(v, "`map.key`", st),
+                "depends_on" => deps = self.sp_string(v, "`map.depends_on`", st),
+                "concurrency" => conc = self.uint(v, "`map.concurrency`", st, 1),
+                _ => match self.string(v, "`map.on_failure`", st).as_deref() {
+                    Some("fail_fast") => on_failure = MapFailure::FailFast,
+                    Some("continue") => on_failure = MapFailure::Continue,
+                    Some(other) => self.err(
+                        K::InvalidValue,
+                        v.pos,
+                        st,
+                        format!(
+                            "unknown `map.on_failure` `{other}`; expected fail_fast or continue"
+                        ),
+                    ),
+                    None => {}
+                },
+            }
+        }
+        let (Some(machine), Some(items)) = (machine, items) else {
+            self.err(
+                K::MissingField,
+                node.pos,
+                st,
+                "`map` needs `machine` and `items`",
+            );
+            return None;
+        };
+        Some(MapDef {
+            machine,
+            items,
+            input,
+            key,
+            depends_on: deps,
+            concurrency: conc,
+            on_failure,
+        })
     }
 
     fn task(&mut self, node: &Node, st: Option<&str>) -> Option<TaskDef> {

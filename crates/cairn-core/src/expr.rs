@@ -64,6 +64,15 @@ pub struct Compiled {
 
 /// Compiles `source` and checks every free identifier is one of [`VARIABLES`].
 pub fn compile(env: &Env, source: &str) -> Result<Compiled, CompileError> {
+    compile_with(env, source, &[])
+}
+
+/// [`compile`], with `extra` variables allowed too (a map state's `item` and `index`).
+pub fn compile_with(
+    env: &Env,
+    source: &str,
+    extra: &[&'static str],
+) -> Result<Compiled, CompileError> {
     let program = env.compile(source).map_err(|e| {
         CompileError::Parse(
             e.errors
@@ -73,7 +82,7 @@ pub fn compile(env: &Env, source: &str) -> Result<Compiled, CompileError> {
                 .join("; "),
         )
     })?;
-    let mut bound = Vec::new();
+    let mut bound: Vec<&str> = extra.to_vec();
     check_idents(program.expression(), &mut bound)?;
     Ok(Compiled {
         source: source.to_string(),

@@ -179,6 +179,18 @@ pub struct RetryPolicy {
     pub jitter: f64,
 }
 
+/// A compiled `map`: `input`, `key` and `depends_on` see `item` and `index` too.
+#[derive(Clone, Debug)]
+pub struct MapSpec {
+    pub machine: String,
+    pub items: ExprId,
+    pub input: Option<ValueSrc>,
+    pub key: Option<ExprId>,
+    pub depends_on: Option<ExprId>,
+    pub concurrency: Option<u32>,
+    pub fail_fast: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Approval {
     pub prompt: Option<String>,
@@ -211,6 +223,7 @@ pub struct StateNode {
     pub task: Option<Task>,
     pub approval: Option<Approval>,
     pub spawn: Option<Spawn>,
+    pub map: Option<MapSpec>,
     pub pos: Pos,
 }
 
@@ -333,7 +346,10 @@ impl Machine {
             timers: b.states.iter().any(|s| !s.timers.is_empty()),
             tasks: b.states.iter().any(|s| s.task.is_some()),
             approvals: b.states.iter().any(|s| s.approval.is_some()),
-            spawns: b.states.iter().any(|s| s.spawn.is_some()),
+            spawns: b
+                .states
+                .iter()
+                .any(|s| s.spawn.is_some() || s.map.is_some()),
         };
         let mut m = Machine {
             declares,
@@ -468,6 +484,7 @@ impl Builder {
             task: None,
             approval: None,
             spawn: None,
+            map: None,
             pos: def.pos,
         };
         self.states.push(root);
@@ -549,7 +566,7 @@ impl Builder {
         }
         if kind == Kind::Final {
             for key in [
-                "on", "always", "after", "on_done", "task", "approval", "spawn", "initial",
+                "on", "always", "after", "on_done", "task", "approval", "spawn", "map", "initial",
             ] {
                 if let Some(pos) = def.key_pos.get(key) {
                     self.diags.push(
@@ -568,7 +585,19 @@ impl Builder {
                 "`status` belongs to final states only",
             );
         }
+        if let (Some(_), Some(pos)) = (&def.map, def.key_pos.get("map"))
+            && (kind != Kind::Atomic || def.spawn.is_some() || def.task.is_some())
+        {
+            self.diags.push(
+                K::InvalidValue,
+                *pos,
+                st,
+                "`map` belongs to an atomic state without `spawn` or `task`: its children are the map's",
+            );
+        }
+        // A map state completes when its children have finished.
         if kind == Kind::Atomic
+            && def.map.is_none()
             && let Some(pos) = def.key_pos.get("on_done")
         {
             self.diags.push(
@@ -663,6 +692,7 @@ impl Builder {
             },
         });
         let spawn = def.spawn.as_ref().map(|s| self.spawn(s, st));
+        let map = def.map.as_ref().and_then(|m| self.map_spec(m, st));
         self.states.push(StateNode {
             path: path.clone(),
             name: name.to_string(),
@@ -686,6 +716,7 @@ impl Builder {
                 quorum: a.quorum,
             }),
             spawn,
+            map,
             pos: def.pos,
         });
         let children: Vec<StateId> = def
@@ -831,7 +862,18 @@ impl Builder {
         st: Option<&str>,
         what: &str,
     ) -> Option<ExprId> {
-        match expr::compile(&self.env, &e.value) {
+        self.expr_with(e, st, what, &[])
+    }
+
+    /// [`Builder::expr`], with `extra` variables allowed.
+    fn expr_with(
+        &mut self,
+        e: &crate::definition::Expr,
+        st: Option<&str>,
+        what: &str,
+        extra: &[&'static str],
+    ) -> Option<ExprId> {
+        match expr::compile_with(&self.env, &e.value, extra) {
             Ok(c) => {
                 self.exprs.push(c);
                 Some(self.exprs.len() - 1)
@@ -948,6 +990,35 @@ impl Builder {
                 .body
                 .as_ref()
                 .map(|v| self.value_as(v, st, "`task.http.body`")),
+        })
+    }
+
+    fn map_spec(&mut self, m: &crate::definition::MapDef, st: Option<&str>) -> Option<MapSpec> {
+        const ITEM: &[&str] = &["item", "index"];
+        let input = match &m.input {
+            None => None,
+            Some(ValueExpr::Literal(l)) => Some(ValueSrc::Literal(l.clone())),
+            Some(ValueExpr::Expr(e)) => Some(ValueSrc::Expr(self.expr_with(
+                e,
+                st,
+                "`map.input`",
+                ITEM,
+            )?)),
+        };
+        Some(MapSpec {
+            machine: m.machine.clone(),
+            items: self.expr(&m.items, st, "`map.items`")?,
+            input,
+            key: match &m.key {
+                Some(k) => Some(self.expr_with(k, st, "`map.key`", ITEM)?),
+                None => None,
+            },
+            depends_on: match &m.depends_on {
+                Some(d) => Some(self.expr_with(d, st, "`map.depends_on`", ITEM)?),
+                None => None,
+            },
+            concurrency: m.concurrency,
+            fail_fast: m.on_failure == crate::definition::MapFailure::FailFast,
         })
     }
 

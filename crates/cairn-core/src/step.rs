@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use crate::definition::FinalStatus;
 use crate::expr::Scope;
 use crate::machine::{
-    Action, Assign, Executor, Kind, MAX_MICROSTEPS, Machine, RetryPolicy, Spawn, StateId,
+    Action, Assign, Executor, Kind, MAX_MICROSTEPS, Machine, MapSpec, RetryPolicy, Spawn, StateId,
     TransitionId, ValueSrc,
 };
 
@@ -147,6 +147,15 @@ pub fn is_reserved_event(name: &str) -> bool {
             .any(|p| name.starts_with(p))
 }
 
+/// One item of a map state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MapItem {
+    pub key: String,
+    pub input: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+}
+
 /// A decision for the engine to carry out after the step is committed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -191,6 +200,15 @@ pub enum Effect {
     },
     CancelSpawn {
         state: String,
+    },
+    /// Start a map state's children (the engine starts them as their dependencies and the
+    /// concurrency allow). Leaving the state is a `CancelSpawn`.
+    StartMap {
+        state: String,
+        machine: String,
+        items: Vec<MapItem>,
+        concurrency: Option<u32>,
+        fail_fast: bool,
     },
     Send {
         to: String,
@@ -1044,6 +1062,127 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// The children a map state starts: one item per element of `items`, with its key,
+    /// input and dependencies. Keys are unique, dependencies name keys, and there is no
+    /// cycle, or the state cannot be entered.
+    fn map_effect(&self, mp: &MapSpec, path: &str, event: &Value) -> Result<Effect, String> {
+        let items = match self.eval(&ValueSrc::Expr(mp.items), event)? {
+            Value::Array(a) => a,
+            other => {
+                return Err(format!(
+                    "`map.items` must yield a list, yielded {}",
+                    json_kind(&other)
+                ));
+            }
+        };
+        let mut out: Vec<MapItem> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let index = json!(i);
+            let eval = |e: crate::machine::ExprId, what: &str| -> Result<Value, String> {
+                let mut scope = self.scope(event);
+                scope.set_json("item", item);
+                scope.set_json("index", &index);
+                scope.eval(self.m.expr(e)).map_err(|err| {
+                    format!(
+                        "`{what}` `{}` for item {i}: {}",
+                        self.m.expr(e).source,
+                        err.0
+                    )
+                })
+            };
+            let key = match mp.key {
+                None => i.to_string(),
+                Some(k) => match eval(k, "map.key")? {
+                    Value::String(s) if !s.is_empty() => s,
+                    Value::Number(n) => n.to_string(),
+                    other => {
+                        return Err(format!(
+                            "`map.key` must yield a non-empty string for item {i}, yielded {other}"
+                        ));
+                    }
+                },
+            };
+            if out.iter().any(|o| o.key == key) {
+                return Err(format!("two items have the key `{key}`"));
+            }
+            let input = match &mp.input {
+                None => json!({ "item": item }),
+                Some(ValueSrc::Literal(l)) => l.clone(),
+                Some(ValueSrc::Expr(e)) => eval(*e, "map.input")?,
+            };
+            let depends_on = match mp.depends_on {
+                None => Vec::new(),
+                Some(d) => match eval(d, "map.depends_on")? {
+                    Value::Null => Vec::new(),
+                    Value::Array(a) => a
+                        .into_iter()
+                        .map(|v| match v {
+                            Value::String(s) => Ok(s),
+                            Value::Number(n) => Ok(n.to_string()),
+                            other => Err(format!(
+                                "`map.depends_on` of item {i} holds {other}, not a key"
+                            )),
+                        })
+                        .collect::<Result<_, _>>()?,
+                    other => {
+                        return Err(format!(
+                            "`map.depends_on` must yield a list of keys for item {i}, yielded {}",
+                            json_kind(&other)
+                        ));
+                    }
+                },
+            };
+            out.push(MapItem {
+                key,
+                input,
+                depends_on,
+            });
+        }
+        for it in &out {
+            if let Some(d) = it
+                .depends_on
+                .iter()
+                .find(|d| !out.iter().any(|o| &o.key == *d))
+            {
+                return Err(format!(
+                    "item `{}` depends on `{d}`, which is not an item",
+                    it.key
+                ));
+            }
+        }
+        // Kahn's algorithm: what cannot be ordered is on a cycle.
+        let mut done: Vec<bool> = vec![false; out.len()];
+        loop {
+            let ready: Vec<usize> = (0..out.len())
+                .filter(|&i| {
+                    !done[i]
+                        && out[i].depends_on.iter().all(|d| {
+                            out.iter()
+                                .position(|o| &o.key == d)
+                                .is_some_and(|j| done[j])
+                        })
+                })
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            ready.into_iter().for_each(|i| done[i] = true);
+        }
+        if let Some(i) = done.iter().position(|d| !d) {
+            return Err(format!(
+                "item `{}` is on a cycle of `depends_on`",
+                out[i].key
+            ));
+        }
+        Ok(Effect::StartMap {
+            state: path.to_string(),
+            machine: mp.machine.clone(),
+            items: out,
+            concurrency: mp.concurrency,
+            fail_fast: mp.fail_fast,
+        })
+    }
+
     fn payload(&self, v: Option<&ValueSrc>, event: &Value) -> Result<Value, String> {
         v.map_or(Ok(empty_object()), |v| self.eval(v, event))
     }
@@ -1099,7 +1238,7 @@ impl<'a> Run<'a> {
                     state: node.path.clone(),
                 });
             }
-            if node.spawn.is_some() {
+            if node.spawn.is_some() || node.map.is_some() {
                 out.push(Effect::CancelSpawn {
                     state: node.path.clone(),
                 });
@@ -1154,6 +1293,12 @@ impl<'a> Run<'a> {
                 out.push(
                     self.spawn_effect(sp, Some(node.path.clone()), &external)
                         .map_err(|e| fail("spawn", e))?,
+                );
+            }
+            if let Some(mp) = &node.map {
+                out.push(
+                    self.map_effect(mp, &node.path, &external)
+                        .map_err(|e| fail("map", e))?,
                 );
             }
         }

@@ -46,7 +46,7 @@ fn unknown_and_missing_fields() {
     yaml(
         "machine: x\ninitial: a\nstates:\n  a:\n    tagret: b\n    on: { go: { target: a, gaurd: 'true' } }\n",
         expect![[r#"
-            m.yaml:5:5: error[unknown-field]: in state `a`: unknown field `tagret` in a state; expected one of: id, type, description, initial, states, on, always, after, on_done, entry, exit, status, task, approval, spawn
+            m.yaml:5:5: error[unknown-field]: in state `a`: unknown field `tagret` in a state; expected one of: id, type, description, initial, states, on, always, after, on_done, entry, exit, status, task, approval, spawn, map
             m.yaml:6:28: error[unknown-field]: in state `a`: unknown field `gaurd` in a transition; expected one of: target, guard, assign, actions, description"#]],
     );
     yaml(

@@ -305,7 +305,7 @@ pub(crate) fn resume_in_unit(
         }
     }
     crate::lifecycle::fire_due_in_unit(tx, machines, inst, now)?;
-    Ok(())
+    crate::maps::resume(tx, machines, inst, now)
 }
 
 /// A finished child tells its parent, through the outbox.
@@ -411,6 +411,13 @@ fn deliver_entry(
             json!({"event": e.event, "source": e.source, "status": inst.status}),
             now,
         );
+    }
+    // A map state's child: its item moves on (and the map reports when it is done).
+    if e.kind == "system"
+        && e.event.starts_with("child.")
+        && crate::maps::child_finished(tx, machines, &mut inst, &event, now)?
+    {
+        return Ok(());
     }
     if inst.status == Status::Paused {
         return unit::queue_event(tx, &inst, &event, None, now);

@@ -14,6 +14,7 @@ mod engine;
 mod error;
 mod executors;
 mod lifecycle;
+mod maps;
 mod schedules;
 mod tasks;
 mod triggers;

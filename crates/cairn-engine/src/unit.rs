@@ -374,12 +374,32 @@ pub fn apply_effects(
                 input,
                 now,
             )?,
-            Effect::CancelSpawn { state } => crate::children::cascade(
+            Effect::CancelSpawn { state } => {
+                crate::maps::forget(tx, inst, Some(state))?;
+                crate::children::cascade(
+                    tx,
+                    machines,
+                    inst,
+                    Some(state),
+                    crate::children::Cascade::Cancel,
+                    now,
+                )?
+            }
+            Effect::StartMap {
+                state,
+                machine,
+                items,
+                concurrency,
+                fail_fast,
+            } => crate::maps::start(
                 tx,
                 machines,
                 inst,
-                Some(state),
-                crate::children::Cascade::Cancel,
+                state,
+                machine,
+                items,
+                *concurrency,
+                *fail_fast,
                 now,
             )?,
             Effect::Send { .. } | Effect::Emit { .. } => {}
@@ -491,6 +511,9 @@ pub fn finish_with(
     notify_parent: bool,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
+    if declares.spawns {
+        crate::maps::forget(tx, inst, None)?;
+    }
     // Children spawned by actions are not in `declares`; the lookup is one index probe.
     crate::children::cascade(
         tx,

@@ -52,3 +52,12 @@ CREATE TABLE schedules (
 ) WITHOUT ROWID;
 
 CREATE INDEX schedules_due ON schedules (next_at);
+
+-- Map states in progress: each item's key, input, dependencies, status and child.
+CREATE TABLE maps (
+    namespace   TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    progress    TEXT NOT NULL,
+    PRIMARY KEY (namespace, instance_id, state)
+) WITHOUT ROWID;

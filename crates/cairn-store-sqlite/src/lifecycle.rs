@@ -379,6 +379,7 @@ pub fn delete_instance(c: &Connection, ns: &str, id: &str) -> Result<bool, Error
         "approvals",
         "checkpoints",
         "inbox",
+        "maps",
     ] {
         let col = if table == "instances" {
             "id"

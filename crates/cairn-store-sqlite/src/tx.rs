@@ -717,6 +717,58 @@ impl Tx for SqlTx<'_> {
             .map_err(db_err)
     }
 
+    fn put_map(
+        &mut self,
+        ns: &str,
+        id: &str,
+        state: &str,
+        progress: &serde_json::Value,
+    ) -> Result<(), Error> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO maps (namespace, instance_id, state, progress) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut s| s.execute(params![ns, id, state, json(progress)]))
+            .map(|_| ())
+            .map_err(db_err)
+    }
+    fn map_progress(
+        &mut self,
+        ns: &str,
+        id: &str,
+        state: &str,
+    ) -> Result<Option<serde_json::Value>, Error> {
+        let text: Option<String> = self
+            .conn
+            .prepare_cached("SELECT progress FROM maps WHERE namespace = ?1 AND instance_id = ?2 AND state = ?3")
+            .and_then(|mut s| s.query_row(params![ns, id, state], |r| r.get(0)).optional())
+            .map_err(db_err)?;
+        text.map(|t| parse_json(&t, "map progress")).transpose()
+    }
+    fn maps_of(&mut self, ns: &str, id: &str) -> Result<Vec<(String, serde_json::Value)>, Error> {
+        let mut s = self
+            .conn
+            .prepare_cached("SELECT state, progress FROM maps WHERE namespace = ?1 AND instance_id = ?2 ORDER BY state")
+            .map_err(db_err)?;
+        let rows = s
+            .query_map(params![ns, id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(db_err)?;
+        rows.map(|r| {
+            let (state, t) = r.map_err(db_err)?;
+            Ok((state, parse_json(&t, "map progress")?))
+        })
+        .collect()
+    }
+    fn delete_map(&mut self, ns: &str, id: &str, state: &str) -> Result<bool, Error> {
+        self.conn
+            .prepare_cached(
+                "DELETE FROM maps WHERE namespace = ?1 AND instance_id = ?2 AND state = ?3",
+            )
+            .and_then(|mut s| s.execute(params![ns, id, state]))
+            .map(|n| n > 0)
+            .map_err(db_err)
+    }
+
     fn insert_trigger(&mut self, t: &cairn_store::TriggerRecord) -> Result<(), Error> {
         let r = self
             .conn

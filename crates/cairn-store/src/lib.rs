@@ -192,6 +192,35 @@ pub trait Tx {
     /// Removes a delivered entry; whether it was there.
     fn delete_outbox(&mut self, seq: i64) -> Result<bool, Error>;
 
+    /// Inserts or replaces the progress of an instance's map state.
+    fn put_map(
+        &mut self,
+        namespace: &str,
+        instance_id: &str,
+        state: &str,
+        progress: &serde_json::Value,
+    ) -> Result<(), Error>;
+    /// The progress of a map state, if it is running.
+    fn map_progress(
+        &mut self,
+        namespace: &str,
+        instance_id: &str,
+        state: &str,
+    ) -> Result<Option<serde_json::Value>, Error>;
+    /// The instance's map states in progress, by state path.
+    fn maps_of(
+        &mut self,
+        namespace: &str,
+        instance_id: &str,
+    ) -> Result<Vec<(String, serde_json::Value)>, Error>;
+    /// Forgets a map state; whether it was there.
+    fn delete_map(
+        &mut self,
+        namespace: &str,
+        instance_id: &str,
+        state: &str,
+    ) -> Result<bool, Error>;
+
     /// Stores a trigger; a name in use in the namespace is a conflict.
     fn insert_trigger(&mut self, trigger: &TriggerRecord) -> Result<(), Error>;
     /// Removes a trigger; whether it existed.
