@@ -87,3 +87,31 @@ pub fn serve_on(data: &Path, port: u16) -> Child {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Runs `cairn ARGS` in embedded mode on the data directory `data`: exit code, stdout,
+/// stderr.
+#[allow(dead_code)]
+pub fn run_in(data: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env("CAIRN_DATA", data)
+        .env_remove("CAIRN_SERVER")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// `cairn --json ARGS` in embedded mode, which must succeed: its output as JSON (or a
+/// string).
+#[allow(dead_code)]
+pub fn ok_in(data: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = run_in(data, &all);
+    assert_eq!(code, 0, "cairn {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or(Value::String(out))
+}
