@@ -3,12 +3,10 @@
 //! children, pause/resume/cancel cascading through the tree, a refused spawn writing
 //! nothing, and every instance passing `verify`.
 
-use std::sync::Arc;
-
 use cairn_core::Status;
-use cairn_engine::{Config, Engine, Error, ManualClock, SendRequest, StartRequest};
+use cairn_engine::{Engine, Error};
 use cairn_store::{HistoryKind, InstanceFilter, Reader};
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
 
 const STEP: &str = r#"
@@ -59,61 +57,20 @@ states:
   done: { type: final }
 "#;
 
-struct W {
-    e: Engine<SqliteStore>,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-fn world() -> W {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(
-        chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-    ));
-    let e = Engine::new(
-        SqliteStore::open(dir.path(), Options::default()).unwrap(),
-        clock,
-        Config::default(),
-    );
-    for m in [STEP, PARENT, MID, TOP] {
-        e.apply("default", m, None, None).unwrap();
-    }
-    W { e, _dir: dir }
+use common::{send, verified};
+
+fn world() -> common::World {
+    common::world(&[STEP, PARENT, MID, TOP])
 }
 
 fn start(e: &Engine<SqliteStore>, machine: &str, id: &str) -> Result<(), Error> {
-    e.start(
-        "default",
-        StartRequest {
-            machine: machine.into(),
-            id: Some(id.into()),
-            ..Default::default()
-        },
-    )
-    .map(|_| ())
-}
-
-fn send(e: &Engine<SqliteStore>, id: &str, event: &str, payload: Value) {
-    e.send(
-        "default",
-        id,
-        SendRequest {
-            event: event.into(),
-            payload,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    common::start(e, machine, id, Value::Null)
 }
 
 fn get(e: &Engine<SqliteStore>, id: &str) -> cairn_store::InstanceRecord {
     e.get("default", id).unwrap()
-}
-
-fn verified(e: &Engine<SqliteStore>, ids: &[&str]) {
-    for id in ids {
-        let v = e.verify("default", id).unwrap();
-        assert!(v.ok, "{id}: {:?}", v.problem);
-    }
 }
 
 #[test]

@@ -3,11 +3,9 @@
 //! collect-and-continue failure policies, an empty list, leaving the state, and items that
 //! cannot be ordered.
 
-use std::sync::Arc;
-
 use cairn_core::Status;
-use cairn_engine::{Config, Engine, ManualClock, SendRequest, StartRequest};
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_engine::Engine;
+use cairn_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
 
 const PHASE: &str = r#"
@@ -43,29 +41,18 @@ states:
   aborted: { type: final, status: cancelled }
 "#;
 
-fn world() -> (Engine<SqliteStore>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(
-        chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-    ));
-    let e = Engine::new(
-        SqliteStore::open(dir.path(), Options::default()).unwrap(),
-        clock,
-        Config::default(),
+mod common;
+
+use common::{send, verified};
+
+fn world() -> common::World {
+    let w = common::world(&[PHASE, RUN]);
+    let run2 = RUN.replace("machine: run", "machine: run2").replace(
+        "concurrency: 2",
+        "concurrency: 2\n      on_failure: continue",
     );
-    e.apply("default", PHASE, None, None).unwrap();
-    e.apply("default", RUN, None, None).unwrap();
-    e.apply(
-        "default",
-        &RUN.replace("machine: run", "machine: run2").replace(
-            "concurrency: 2",
-            "concurrency: 2\n      on_failure: continue",
-        ),
-        None,
-        None,
-    )
-    .unwrap();
-    (e, dir)
+    w.e.apply("default", &run2, None, None).unwrap();
+    w
 }
 
 fn start(
@@ -74,61 +61,33 @@ fn start(
     id: &str,
     phases: Value,
 ) -> Result<(), cairn_engine::Error> {
-    e.start(
-        "default",
-        StartRequest {
-            machine: machine.into(),
-            id: Some(id.into()),
-            input: json!({ "phases": phases }),
-            ..Default::default()
-        },
-    )
-    .map(|_| ())
-}
-
-fn send(e: &Engine<SqliteStore>, id: &str, event: &str, payload: Value) {
-    e.send(
-        "default",
-        id,
-        SendRequest {
-            event: event.into(),
-            payload,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    common::start(e, machine, id, json!({ "phases": phases }))
 }
 
 fn status(e: &Engine<SqliteStore>, id: &str) -> Option<Status> {
     e.get("default", id).ok().map(|i| i.status)
 }
 
-fn verified(e: &Engine<SqliteStore>, ids: &[&str]) {
-    for id in ids {
-        let v = e.verify("default", id).unwrap();
-        assert!(v.ok, "{id}: {:?}", v.problem);
-    }
-}
-
 #[test]
 fn items_run_in_dependency_order_within_the_concurrency_and_the_state_completes() {
-    let (e, _d) = world();
+    let w = world();
+    let e = &w.e;
     let phases = json!([
         {"name": "a"}, {"name": "b"}, {"name": "c", "after": ["a", "b"]}, {"name": "d", "after": ["c"]}
     ]);
-    start(&e, "run", "r", phases).unwrap();
-    assert_eq!(status(&e, "r.a"), Some(Status::Running));
-    assert_eq!(status(&e, "r.b"), Some(Status::Running));
-    assert_eq!(status(&e, "r.c"), None, "c waits for a and b");
+    start(e, "run", "r", phases).unwrap();
+    assert_eq!(status(e, "r.a"), Some(Status::Running));
+    assert_eq!(status(e, "r.b"), Some(Status::Running));
+    assert_eq!(status(e, "r.c"), None, "c waits for a and b");
     assert_eq!(e.get("default", "r.a").unwrap().context["n"], 0);
 
-    send(&e, "r.a", "finish", json!({"value": "A"}));
-    assert_eq!(status(&e, "r.c"), None, "c still waits for b");
-    send(&e, "r.b", "finish", json!({"value": "B"}));
-    assert_eq!(status(&e, "r.c"), Some(Status::Running));
-    assert_eq!(status(&e, "r.d"), None);
-    send(&e, "r.c", "finish", json!({"value": "C"}));
-    send(&e, "r.d", "finish", json!({"value": "D"}));
+    send(e, "r.a", "finish", json!({"value": "A"}));
+    assert_eq!(status(e, "r.c"), None, "c still waits for b");
+    send(e, "r.b", "finish", json!({"value": "B"}));
+    assert_eq!(status(e, "r.c"), Some(Status::Running));
+    assert_eq!(status(e, "r.d"), None);
+    send(e, "r.c", "finish", json!({"value": "C"}));
+    send(e, "r.d", "finish", json!({"value": "D"}));
 
     let r = e.get("default", "r").unwrap();
     assert_eq!(r.status, Status::Completed, "{:?}", r.context);
@@ -143,34 +102,35 @@ fn items_run_in_dependency_order_within_the_concurrency_and_the_state_completes(
         .collect();
     assert_eq!(keys, ["a", "b", "c", "d"]);
     assert_eq!(summary["results"][2]["output"]["result"], "C");
-    verified(&e, &["r", "r.a", "r.b", "r.c", "r.d"]);
+    verified(e, &["r", "r.a", "r.b", "r.c", "r.d"]);
 }
 
 #[test]
 fn fail_fast_cancels_the_rest_and_continue_skips_the_dependents() {
-    let (e, _d) = world();
+    let w = world();
+    let e = &w.e;
     let phases = json!([{"name": "a"}, {"name": "b"}, {"name": "c", "after": ["a"]}]);
-    start(&e, "run", "ff", phases.clone()).unwrap();
-    send(&e, "ff.a", "crash", json!({}));
+    start(e, "run", "ff", phases.clone()).unwrap();
+    send(e, "ff.a", "crash", json!({}));
     let r = e.get("default", "ff").unwrap();
     assert_eq!(r.status, Status::Failed);
     assert_eq!(r.context["failed_key"], "a");
-    assert_eq!(status(&e, "ff.b"), Some(Status::Cancelled));
-    assert_eq!(status(&e, "ff.c"), None, "never started");
+    assert_eq!(status(e, "ff.b"), Some(Status::Cancelled));
+    assert_eq!(status(e, "ff.c"), None, "never started");
 
-    start(&e, "run2", "go", phases).unwrap();
-    send(&e, "go.a", "crash", json!({}));
+    start(e, "run2", "go", phases).unwrap();
+    send(e, "go.a", "crash", json!({}));
     assert_eq!(
-        status(&e, "go"),
+        status(e, "go"),
         Some(Status::Running),
         "collect and continue"
     );
     assert_eq!(
-        status(&e, "go.c"),
+        status(e, "go.c"),
         None,
         "c depends on the failed a: skipped"
     );
-    send(&e, "go.b", "finish", json!({"value": 1}));
+    send(e, "go.b", "finish", json!({"value": 1}));
     let r = e.get("default", "go").unwrap();
     assert_eq!(r.status, Status::Completed);
     let s = &r.context["summary"];
@@ -182,35 +142,37 @@ fn fail_fast_cancels_the_rest_and_continue_skips_the_dependents() {
         ),
         (Some(1), Some(1), Some(1))
     );
-    verified(&e, &["ff", "ff.a", "ff.b", "go", "go.a", "go.b"]);
+    verified(e, &["ff", "ff.a", "ff.b", "go", "go.a", "go.b"]);
 }
 
 #[test]
 fn an_empty_list_completes_and_leaving_the_state_cancels_the_children() {
-    let (e, _d) = world();
-    start(&e, "run", "empty", json!([])).unwrap();
+    let w = world();
+    let e = &w.e;
+    start(e, "run", "empty", json!([])).unwrap();
     let r = e.get("default", "empty").unwrap();
     assert_eq!(r.status, Status::Completed);
     assert_eq!(r.context["summary"]["completed"], 0);
 
     start(
-        &e,
+        e,
         "run",
         "ab",
         json!([{"name": "a"}, {"name": "b"}, {"name": "c"}]),
     )
     .unwrap();
-    send(&e, "ab", "abort", json!({}));
-    assert_eq!(status(&e, "ab"), Some(Status::Cancelled));
-    assert_eq!(status(&e, "ab.a"), Some(Status::Cancelled));
-    assert_eq!(status(&e, "ab.b"), Some(Status::Cancelled));
-    assert_eq!(status(&e, "ab.c"), None);
-    verified(&e, &["empty", "ab", "ab.a", "ab.b"]);
+    send(e, "ab", "abort", json!({}));
+    assert_eq!(status(e, "ab"), Some(Status::Cancelled));
+    assert_eq!(status(e, "ab.a"), Some(Status::Cancelled));
+    assert_eq!(status(e, "ab.b"), Some(Status::Cancelled));
+    assert_eq!(status(e, "ab.c"), None);
+    verified(e, &["empty", "ab", "ab.a", "ab.b"]);
 }
 
 #[test]
 fn items_that_cannot_be_ordered_refuse_the_state() {
-    let (e, _d) = world();
+    let w = world();
+    let e = &w.e;
     let cases = [
         (
             json!([{"name": "a", "after": ["b"]}, {"name": "b", "after": ["a"]}]),
@@ -228,7 +190,7 @@ fn items_that_cannot_be_ordered_refuse_the_state() {
     ];
     for (i, (phases, want)) in cases.into_iter().enumerate() {
         let id = format!("bad{i}");
-        let err = start(&e, "run", &id, phases).unwrap_err();
+        let err = start(e, "run", &id, phases).unwrap_err();
         assert!(err.to_string().contains(want), "{want}: {err}");
         assert!(e.get("default", &id).is_err(), "nothing written");
     }
@@ -236,28 +198,30 @@ fn items_that_cannot_be_ordered_refuse_the_state() {
 
 #[test]
 fn a_paused_run_holds_its_next_items_until_resumed() {
-    let (e, _d) = world();
+    let w = world();
+    let e = &w.e;
     let phases = json!([{"name": "a"}, {"name": "b", "after": ["a"]}]);
-    start(&e, "run", "p", phases).unwrap();
+    start(e, "run", "p", phases).unwrap();
     e.pause("default", "p", "ops", "").unwrap();
-    assert_eq!(status(&e, "p.a"), Some(Status::Paused));
+    assert_eq!(status(e, "p.a"), Some(Status::Paused));
     // The paused child's event waits; the run is resumed with it.
-    send(&e, "p.a", "finish", json!({"value": 1}));
+    send(e, "p.a", "finish", json!({"value": 1}));
     e.resume("default", "p", "ops", "").unwrap();
-    assert_eq!(status(&e, "p.a"), Some(Status::Completed));
+    assert_eq!(status(e, "p.a"), Some(Status::Completed));
     assert_eq!(
-        status(&e, "p.b"),
+        status(e, "p.b"),
         Some(Status::Running),
         "b started after the resume"
     );
-    send(&e, "p.b", "finish", json!({"value": 2}));
-    assert_eq!(status(&e, "p"), Some(Status::Completed));
-    verified(&e, &["p", "p.a", "p.b"]);
+    send(e, "p.b", "finish", json!({"value": 2}));
+    assert_eq!(status(e, "p"), Some(Status::Completed));
+    verified(e, &["p", "p.a", "p.b"]);
 }
 
 #[test]
 fn map_definitions_are_checked_when_applied() {
-    let (e, _d) = world();
+    let w = world();
+    let e = &w.e;
     let cases = [
         (
             "map: { machine: phase }",

@@ -2,11 +2,9 @@
 //! due tick starting one instance, many missed ticks starting one (or none with `skip`),
 //! time zones, and the checks made when a schedule is added.
 
-use std::sync::Arc;
-
 use cairn_api::Schedule;
-use cairn_engine::{Config, Engine, Error, ManualClock};
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_engine::{Engine, Error};
+use cairn_store_sqlite::SqliteStore;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
@@ -18,20 +16,7 @@ states:
   finished: { type: final }
 "#;
 
-fn world() -> (Engine<SqliteStore>, Arc<ManualClock>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    // 2023-11-14T22:13:20Z
-    let clock = Arc::new(ManualClock::new(
-        DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-    ));
-    let e = Engine::new(
-        SqliteStore::open(dir.path(), Options::default()).unwrap(),
-        clock.clone(),
-        Config::default(),
-    );
-    e.apply("default", JOB, None, None).unwrap();
-    (e, clock, dir)
-}
+mod common;
 
 fn every_five(name: &str) -> Schedule {
     Schedule {
@@ -70,7 +55,8 @@ fn jobs(e: &Engine<SqliteStore>) -> Vec<String> {
 
 #[test]
 fn a_due_tick_starts_one_instance_and_missed_ticks_start_one() {
-    let (e, clock, _d) = world();
+    let w = common::world(&[JOB]);
+    let (e, clock) = (&w.e, &w.clock);
     let s = e.add_schedule("default", every_five("nightly")).unwrap();
     assert_eq!(s.next_at, Some(at("2023-11-14T22:15:00Z")));
     assert_eq!(e.fire_due_schedules().unwrap(), 0);
@@ -78,7 +64,7 @@ fn a_due_tick_starts_one_instance_and_missed_ticks_start_one() {
     clock.advance(Duration::seconds(101)); // 22:15:01
     assert_eq!(e.fire_due_schedules().unwrap(), 1);
     assert_eq!(e.fire_due_schedules().unwrap(), 0, "a tick runs once");
-    assert_eq!(jobs(&e), ["nightly-20231114T221500Z"]);
+    assert_eq!(jobs(e), ["nightly-20231114T221500Z"]);
     let i = e.get("default", "nightly-20231114T221500Z").unwrap();
     assert_eq!(i.context["from"], "cron");
     assert_eq!(
@@ -91,7 +77,7 @@ fn a_due_tick_starts_one_instance_and_missed_ticks_start_one() {
     assert_eq!(e.fire_due_schedules().unwrap(), 1);
     assert_eq!(e.fire_due_schedules().unwrap(), 0);
     assert_eq!(
-        jobs(&e),
+        jobs(e),
         ["nightly-20231114T221500Z", "nightly-20231114T231500Z"]
     );
     let listed = &e.schedules("default").unwrap()[0];
@@ -104,11 +90,11 @@ fn a_due_tick_starts_one_instance_and_missed_ticks_start_one() {
     e.add_schedule("default", skip).unwrap();
     clock.advance(Duration::hours(2));
     e.fire_due_schedules().unwrap();
-    assert!(jobs(&e).iter().all(|j| !j.starts_with("skipper")));
+    assert!(jobs(e).iter().all(|j| !j.starts_with("skipper")));
     clock.advance(Duration::minutes(5));
     e.fire_due_schedules().unwrap();
     assert_eq!(
-        jobs(&e).iter().filter(|j| j.starts_with("skipper")).count(),
+        jobs(e).iter().filter(|j| j.starts_with("skipper")).count(),
         1
     );
 
@@ -121,7 +107,8 @@ fn a_due_tick_starts_one_instance_and_missed_ticks_start_one() {
 
 #[test]
 fn time_zones_place_the_ticks() {
-    let (e, _clock, _d) = world();
+    let w = common::world(&[JOB]);
+    let e = &w.e;
     let mut s = every_five("paris");
     s.cron = "0 9 * * *".into();
     s.timezone = Some("Europe/Paris".into());
@@ -138,7 +125,8 @@ fn time_zones_place_the_ticks() {
 
 #[test]
 fn schedules_are_checked_when_added() {
-    let (e, _clock, _d) = world();
+    let w = common::world(&[JOB]);
+    let e = &w.e;
     type Change = fn(&mut Schedule);
     let cases: [(Change, &str); 5] = [
         (|s| s.cron = "61 * * * *".into(), "`cron` `61 * * * *`"),

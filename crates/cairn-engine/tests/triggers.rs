@@ -3,13 +3,11 @@
 //! failing expression that leaves the source alone, checks when a trigger is added, and
 //! removal.
 
-use std::sync::Arc;
-
 use cairn_api::{Trigger, TriggerSend, TriggerStart};
 use cairn_core::Status;
-use cairn_engine::{Config, Engine, Error, ManualClock, SendRequest, StartRequest};
+use cairn_engine::{Engine, Error};
 use cairn_store::Reader;
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
 
 const A: &str = r#"
@@ -35,45 +33,16 @@ states:
   s: { on: { again: s } }
 "#;
 
-fn world() -> (Engine<SqliteStore>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(
-        chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-    ));
-    let e = Engine::new(
-        SqliteStore::open(dir.path(), Options::default()).unwrap(),
-        clock,
-        Config::default(),
-    );
-    for m in [A, B, LOOP] {
-        e.apply("default", m, None, None).unwrap();
-    }
-    (e, dir)
+mod common;
+
+use common::send;
+
+fn world() -> common::World {
+    common::world(&[A, B, LOOP])
 }
 
 fn start(e: &Engine<SqliteStore>, machine: &str, id: &str) {
-    e.start(
-        "default",
-        StartRequest {
-            machine: machine.into(),
-            id: Some(id.into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-}
-
-fn send(e: &Engine<SqliteStore>, id: &str, event: &str, payload: Value) {
-    e.send(
-        "default",
-        id,
-        SendRequest {
-            event: event.into(),
-            payload,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    common::start(e, machine, id, Value::Null).unwrap();
 }
 
 fn a_to_b() -> Trigger {
@@ -105,12 +74,13 @@ fn log_kinds(e: &Engine<SqliteStore>, id: &str) -> Vec<String> {
 
 #[test]
 fn a_completed_instance_starts_another_when_its_condition_holds() {
-    let (e, _d) = world();
+    let w = world();
+    let e = &w.e;
     let added = e.add_trigger("default", a_to_b()).unwrap();
     assert!(added.created_at.is_some());
-    start(&e, "a", "a1");
+    start(e, "a", "a1");
     send(
-        &e,
+        e,
         "a1",
         "finish",
         json!({"success": true, "artifacts": ["x.txt", "y.txt"]}),
@@ -121,12 +91,12 @@ fn a_completed_instance_starts_another_when_its_condition_holds() {
     assert_eq!(b.status, Status::Running);
     let first = &e.history("default", "a1-b").unwrap()[0];
     assert_eq!(first.actor, "trigger:a-to-b");
-    assert!(log_kinds(&e, "a1").contains(&"trigger_fired".to_string()));
+    assert!(log_kinds(e, "a1").contains(&"trigger_fired".to_string()));
 
     // The condition does not hold: nothing starts.
-    start(&e, "a", "a2");
+    start(e, "a", "a2");
     send(
-        &e,
+        e,
         "a2",
         "finish",
         json!({"success": false, "artifacts": []}),
@@ -140,7 +110,8 @@ fn a_completed_instance_starts_another_when_its_condition_holds() {
 
 #[test]
 fn entering_a_state_sends_an_event_and_refusals_stay_downstream() {
-    let (e, _d) = world();
+    let w = world();
+    let e = &w.e;
     e.add_trigger(
         "default",
         Trigger {
@@ -159,36 +130,37 @@ fn entering_a_state_sends_an_event_and_refusals_stay_downstream() {
         },
     )
     .unwrap();
-    start(&e, "b", "target");
-    start(&e, "a", "src");
-    send(&e, "src", "finish", json!({"target": "target"}));
+    start(e, "b", "target");
+    start(e, "a", "src");
+    send(e, "src", "finish", json!({"target": "target"}));
     let b = e.get("default", "target").unwrap();
     assert_eq!(b.status, Status::Completed);
     assert_eq!(b.context["by"], "trigger:poke-b");
     assert_eq!(b.context["note"], "from src");
 
     // A finished receiver: dropped.
-    start(&e, "a", "src1");
-    send(&e, "src1", "finish", json!({"target": "target"}));
+    start(e, "a", "src1");
+    send(e, "src1", "finish", json!({"target": "target"}));
     assert_eq!(e.get("default", "target").unwrap().version, 2);
-    assert!(log_kinds(&e, "target").contains(&"outbox_dropped".to_string()));
+    assert!(log_kinds(e, "target").contains(&"outbox_dropped".to_string()));
     // A receiver that cannot take it: it stays as it is, and so does the source.
-    start(&e, "a", "deaf");
-    start(&e, "a", "src2");
-    send(&e, "src2", "finish", json!({"target": "deaf"}));
+    start(e, "a", "deaf");
+    start(e, "a", "src2");
+    send(e, "src2", "finish", json!({"target": "deaf"}));
     assert_eq!(e.get("default", "src2").unwrap().status, Status::Completed);
     assert_eq!(e.get("default", "deaf").unwrap().version, 1);
-    assert!(log_kinds(&e, "deaf").contains(&"outbox_refused".to_string()));
+    assert!(log_kinds(e, "deaf").contains(&"outbox_refused".to_string()));
     // No such receiver: dropped.
-    start(&e, "a", "src3");
-    send(&e, "src3", "finish", json!({"target": "nobody"}));
+    start(e, "a", "src3");
+    send(e, "src3", "finish", json!({"target": "nobody"}));
     assert_eq!(e.get("default", "src3").unwrap().status, Status::Completed);
     assert!(!e.store().outbox_waiting().unwrap());
 }
 
 #[test]
 fn a_loop_of_triggers_stops_at_its_bound_and_failures_leave_the_source_alone() {
-    let (e, _d) = world();
+    let w = world();
+    let e = &w.e;
     e.add_trigger(
         "default",
         Trigger {
@@ -207,11 +179,11 @@ fn a_loop_of_triggers_stops_at_its_bound_and_failures_leave_the_source_alone() {
         },
     )
     .unwrap();
-    start(&e, "looper", "l");
+    start(e, "looper", "l");
     let l = e.get("default", "l").unwrap();
     // The start and 16 hops of the loop, then it stopped.
     assert_eq!(l.version, 1 + cairn_engine::MAX_TRIGGER_HOPS as u64);
-    assert!(log_kinds(&e, "l").contains(&"trigger_loop_stopped".to_string()));
+    assert!(log_kinds(e, "l").contains(&"trigger_loop_stopped".to_string()));
     assert!(e.verify("default", "l").unwrap().ok);
 
     let mut broken = a_to_b();
@@ -219,15 +191,15 @@ fn a_loop_of_triggers_stops_at_its_bound_and_failures_leave_the_source_alone() {
     broken.when = Some("context.nope.deeper".into());
     e.add_trigger("default", broken).unwrap();
     e.remove_trigger("default", "a-to-b").unwrap_err();
-    start(&e, "a", "x");
+    start(e, "a", "x");
     send(
-        &e,
+        e,
         "x",
         "finish",
         json!({"success": true, "artifacts": ["f"]}),
     );
     assert_eq!(e.get("default", "x").unwrap().status, Status::Completed);
-    assert!(log_kinds(&e, "x").contains(&"trigger_failed".to_string()));
+    assert!(log_kinds(e, "x").contains(&"trigger_failed".to_string()));
     e.remove_trigger("default", "broken").unwrap();
     assert!(
         e.triggers("default")
@@ -239,7 +211,8 @@ fn a_loop_of_triggers_stops_at_its_bound_and_failures_leave_the_source_alone() {
 
 #[test]
 fn triggers_are_checked_when_added() {
-    let (e, _d) = world();
+    let w = world();
+    let e = &w.e;
     type Change = Box<dyn Fn(&mut Trigger)>;
     let cases: Vec<(Change, &str)> = vec![
         (

@@ -110,8 +110,8 @@ pub fn app<S: Store + Send + Sync>(ctx: Arc<Ctx<S>>) -> Router {
         .merge(routes::instances::router())
         .merge(routes::approvals::router())
         .merge(routes::tasks::router())
-        .merge(routes::triggers::router())
-        .merge(routes::schedules::router())
+        .merge(routes::named::triggers())
+        .merge(routes::named::schedules())
         .merge(routes::ops::router())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::GATEWAY_TIMEOUT,

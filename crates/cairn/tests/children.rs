@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cairn_store::Reader;
@@ -32,19 +31,7 @@ states:
   finished: { type: final }
 "#;
 
-fn embedded(data: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .env("CAIRN_DATA", data)
-        .env_remove("CAIRN_SERVER")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+use common::run_in as embedded;
 
 fn ok(data: &Path, args: &[&str]) -> Value {
     let (code, out, err) = embedded(data, args);
@@ -372,6 +359,14 @@ fn killing_the_server_while_children_report_loses_and_repeats_nothing() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The definitions over HTTP.
+    assert_eq!(common::ok_at(&url, &["trigger", "ls"])[0]["name"], "after");
+    assert_eq!(common::run_at(&url, &["trigger", "rm", "nope"]).0, 3);
+    common::ok_at(&url, &["schedule", "rm", "every-second"]);
+    assert_eq!(
+        common::ok_at(&url, &["schedule", "ls"]),
+        serde_json::json!([])
+    );
     server.kill().unwrap();
     server.wait().unwrap();
     let elapsed = began.elapsed();

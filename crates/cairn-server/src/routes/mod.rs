@@ -3,11 +3,10 @@
 pub mod approvals;
 pub mod instances;
 pub mod machines;
+pub mod named;
 pub mod ops;
-pub mod schedules;
 pub mod stream;
 pub mod tasks;
-pub mod triggers;
 
 use serde::Deserialize;
 
