@@ -35,20 +35,32 @@ pub fn spawn_serve(data: &Path, listen: &str, extra: &[&str]) -> Option<(Child, 
     }
 }
 
-/// Runs `cairn ARGS` against the server at `url`, with a data directory that must never be
-/// opened: exit code, stdout, stderr.
-#[allow(dead_code)]
-pub fn run_at(url: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .env("CAIRN_SERVER", url)
-        .env("CAIRN_DATA", "/nonexistent/never-opened")
-        .output()
-        .unwrap();
+/// Runs `cairn ARGS` with these environment variables set (and `CAIRN_SERVER` unset
+/// unless given): exit code, stdout, stderr.
+fn cairn(env: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(args).env_remove("CAIRN_SERVER");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Runs `cairn ARGS` against the server at `url`, with a data directory that must never be
+/// opened: exit code, stdout, stderr.
+#[allow(dead_code)]
+pub fn run_at(url: &str, args: &[&str]) -> (i32, String, String) {
+    cairn(
+        &[
+            ("CAIRN_SERVER", url.as_ref()),
+            ("CAIRN_DATA", "/nonexistent/never-opened".as_ref()),
+        ],
+        args,
     )
 }
 
@@ -92,17 +104,7 @@ pub fn serve_on(data: &Path, port: u16) -> Child {
 /// stderr.
 #[allow(dead_code)]
 pub fn run_in(data: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .env("CAIRN_DATA", data)
-        .env_remove("CAIRN_SERVER")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    cairn(&[("CAIRN_DATA", data.as_os_str())], args)
 }
 
 /// `cairn --json ARGS` in embedded mode, which must succeed: its output as JSON (or a
