@@ -280,7 +280,7 @@ pub struct Problem {
 }
 
 /// A trigger: when an instance of `machine` enters `on_state` (or a descendant of it) or
-/// ends with `on_status`, and `when` holds, start an instance or send an event.
+/// reaches `on_status`, and `when` holds, start an instance or send an event.
 /// Expressions are CEL over `context`, `event`, `instance` and `now` of the source.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -291,7 +291,8 @@ pub struct Trigger {
     /// Fires when the source enters this state (dotted path) or one of its descendants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_state: Option<String>,
-    /// Fires when the source ends `completed`, `failed` or `cancelled`.
+    /// Fires when the source reaches this status: `running` (started or resumed),
+    /// `paused`, `completed`, `failed` or `cancelled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_status: Option<String>,
     /// CEL condition; fires always when absent.

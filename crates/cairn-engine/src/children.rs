@@ -186,7 +186,7 @@ pub(crate) fn start_in_unit(
         machines,
         &inst,
         &outcome.microsteps,
-        None,
+        (inst.status == Status::Running).then_some(Status::Running),
         &unit::start_event(input),
         now,
     )?;

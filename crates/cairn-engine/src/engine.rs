@@ -486,7 +486,7 @@ impl<S: Store> Engine<S> {
                 &machines,
                 &stored,
                 &outcome.microsteps,
-                None,
+                (stored.status == Status::Running).then_some(Status::Running),
                 &unit::start_event(&start_input),
                 now,
             )?;

@@ -159,6 +159,15 @@ impl<S: Store> Engine<S> {
             inst.status = Status::Paused;
             unit::record_lifecycle(tx, &mut inst, HistoryKind::Pause, &actor, &reason, now)?;
             crate::children::cascade(tx, &machines, &inst, None, Cascade::Pause, now)?;
+            crate::triggers::fire(
+                tx,
+                &machines,
+                &inst,
+                &[],
+                Some(Status::Paused),
+                &unit::start_event(&Value::Null),
+                now,
+            )?;
             Ok(inst)
         })
     }
@@ -193,6 +202,17 @@ impl<S: Store> Engine<S> {
             }
             crate::children::resume_in_unit(tx, &machines, &mut inst, &actor, &reason, now)?;
             crate::children::cascade(tx, &machines, &inst, None, Cascade::Resume, now)?;
+            if inst.status == Status::Running {
+                crate::triggers::fire(
+                    tx,
+                    &machines,
+                    &inst,
+                    &[],
+                    Some(Status::Running),
+                    &unit::start_event(&Value::Null),
+                    now,
+                )?;
+            }
             Ok(inst)
         })
     }

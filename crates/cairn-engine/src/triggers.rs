@@ -1,5 +1,5 @@
 //! Triggers between machines: when an instance of machine A enters a state (or one of its
-//! descendants) or ends with a status, and a CEL condition on it holds, start an instance
+//! descendants) or reaches a status, and a CEL condition on it holds, start an instance
 //! of B or send an event to an instance.
 //!
 //! A trigger fires inside the source's unit of work, but only writes an outbox entry: the
@@ -104,10 +104,10 @@ fn compile(def: Trigger) -> Result<Armed, Error> {
         (Some(s), None) if s.is_empty() => return Err(bad("`on_state` is empty".into())),
         (Some(_), None) => None,
         (None, Some(s)) => match Status::parse(s) {
-            Some(st @ (Status::Completed | Status::Failed | Status::Cancelled)) => Some(st),
-            _ => {
+            Some(st) => Some(st),
+            None => {
                 return Err(bad(format!(
-                    "`on_status` `{s}`: expected completed, failed or cancelled"
+                    "`on_status` `{s}`: expected running, paused, completed, failed or cancelled"
                 )));
             }
         },

@@ -57,12 +57,30 @@ states:
   done: { type: final }
 "#;
 
+/// A child holding a task, a timer and an approval at once.
+const BUSY: &str = r#"
+machine: busy
+initial: w
+states:
+  w:
+    task: { queue: q }
+    approval: { prompt: "ok?" }
+    after: { 1h: w }
+"#;
+
+const HOLDER: &str = r#"
+machine: holder
+initial: h
+states:
+  h: { spawn: { machine: busy, id: "instance.id + '.busy'" } }
+"#;
+
 mod common;
 
 use common::{send, verified};
 
 fn world() -> common::World {
-    common::world(&[STEP, PARENT, MID, TOP])
+    common::world(&[STEP, PARENT, MID, TOP, BUSY, HOLDER])
 }
 
 fn start(e: &Engine<SqliteStore>, machine: &str, id: &str) -> Result<(), Error> {
@@ -193,4 +211,26 @@ fn a_spawn_that_cannot_happen_refuses_the_parents_event() {
     let e = start(&w.e, "parent", "x").unwrap_err();
     assert!(e.to_string().contains("`x.child` already exists"), "{e}");
     assert!(w.e.get("default", "x").is_err());
+}
+
+#[test]
+fn a_cancelled_parent_cancels_its_childs_tasks_timers_and_approvals() {
+    let w = world();
+    start(&w.e, "holder", "h").unwrap();
+    let tasks = |id: &str| w.e.tasks("default", None, None, Some(id)).unwrap();
+    assert_eq!(tasks("h.busy")[0].status, cairn_store::TaskStatus::Pending);
+    assert_eq!(w.e.store().timers("default", "h.busy").unwrap().len(), 1);
+    w.e.cancel("default", "h", "ops", "").unwrap();
+    assert_eq!(get(&w.e, "h.busy").status, Status::Cancelled);
+    assert_eq!(
+        tasks("h.busy")[0].status,
+        cairn_store::TaskStatus::Cancelled
+    );
+    assert!(w.e.store().timers("default", "h.busy").unwrap().is_empty());
+    let approvals =
+        w.e.store()
+            .approvals("default", None, Some("h.busy"))
+            .unwrap();
+    assert_eq!(approvals[0].status, cairn_store::ApprovalStatus::Cancelled);
+    verified(&w.e, &["h", "h.busy"]);
 }

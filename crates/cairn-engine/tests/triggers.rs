@@ -210,6 +210,49 @@ fn a_loop_of_triggers_stops_at_its_bound_and_failures_leave_the_source_alone() {
 }
 
 #[test]
+fn reaching_paused_or_running_fires_too() {
+    let w = world();
+    let e = &w.e;
+    for (name, status) in [("on-pause", "paused"), ("on-running", "running")] {
+        e.add_trigger(
+            "default",
+            Trigger {
+                name: name.into(),
+                machine: "b".into(),
+                on_state: None,
+                on_status: Some(status.into()),
+                when: None,
+                start: Some(TriggerStart {
+                    machine: "a".into(),
+                    input: Some("{'why': instance.id}".into()),
+                    id: None,
+                }),
+                send: None,
+                created_at: None,
+            },
+        )
+        .unwrap();
+    }
+    let started = |e: &Engine<SqliteStore>| {
+        e.list(&cairn_store::InstanceFilter {
+            namespace: "default".into(),
+            machine: Some("a".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap()
+        .items
+        .len()
+    };
+    start(e, "b", "bb");
+    assert_eq!(started(e), 1, "started: `running` reached");
+    e.pause("default", "bb", "ops", "").unwrap();
+    assert_eq!(started(e), 2, "paused");
+    e.resume("default", "bb", "ops", "").unwrap();
+    assert_eq!(started(e), 3, "resumed: `running` reached again");
+}
+
+#[test]
 fn triggers_are_checked_when_added() {
     let w = world();
     let e = &w.e;
@@ -220,8 +263,8 @@ fn triggers_are_checked_when_added() {
             "exactly one of `on_state` and `on_status`",
         ),
         (
-            Box::new(|t| t.on_status = Some("paused".into())),
-            "`on_status` `paused`",
+            Box::new(|t| t.on_status = Some("done".into())),
+            "`on_status` `done`",
         ),
         (Box::new(|t| t.when = Some("context.".into())), "`when`"),
         (

@@ -121,7 +121,7 @@ enum Command {
     /// Manage API tokens for `cairn serve`.
     #[command(subcommand)]
     Token(commands::token::Token),
-    /// Triggers: start an instance or send an event when another enters a state or ends.
+    /// Triggers: start an instance or send an event when another enters a state or reaches a status.
     #[command(subcommand)]
     Trigger(commands::trigger::Trigger),
     /// Cron schedules that start instances.

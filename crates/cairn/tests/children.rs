@@ -142,7 +142,7 @@ fn triggers_are_managed_from_the_cli() {
     assert_eq!(code, 4, "a second trigger of the same name: {err}");
     let (_, text, _) = embedded(&data, &["trigger", "ls"]);
     assert!(
-        text.contains("after  when parent ends completed: start step"),
+        text.contains("after  when parent reaches completed: start step"),
         "{text}"
     );
 

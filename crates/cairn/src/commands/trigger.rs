@@ -1,5 +1,5 @@
 //! `cairn trigger add|ls|rm`: rules that start an instance or send an event when an
-//! instance of a machine enters a state or ends with a status (see docs/triggers.md).
+//! instance of a machine enters a state or reaches a status (see docs/triggers.md).
 
 use anyhow::anyhow;
 use cairn_api::{Trigger as Def, TriggerSend, TriggerStart};
@@ -31,7 +31,8 @@ pub struct Add {
         required_unless_present = "on_status"
     )]
     on_state: Option<String>,
-    /// Fire when the source ends: completed, failed or cancelled.
+    /// Fire when the source reaches a status: running (started or resumed), paused,
+    /// completed, failed or cancelled.
     #[arg(long)]
     on_status: Option<String>,
     /// CEL condition over the source's `context`, `event`, `instance`, `now`.
@@ -104,7 +105,7 @@ pub fn run(g: &Global, c: &dyn Client, t: Trigger) -> Result<(), Failure> {
                 for t in list {
                     let on = match (&t.on_state, &t.on_status) {
                         (Some(s), _) => format!("enters {s}"),
-                        (_, Some(s)) => format!("ends {s}"),
+                        (_, Some(s)) => format!("reaches {s}"),
                         _ => String::new(),
                     };
                     let then = match (&t.start, &t.send) {
