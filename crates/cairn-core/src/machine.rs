@@ -262,7 +262,8 @@ pub struct Machine {
     pub declares: Declares,
 }
 
-/// Which state-bound resources a machine declares anywhere.
+/// Which resources a machine declares anywhere (`spawns`: children, from a state, a map or
+/// an action).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Declares {
     pub timers: bool,
@@ -346,10 +347,17 @@ impl Machine {
             timers: b.states.iter().any(|s| !s.timers.is_empty()),
             tasks: b.states.iter().any(|s| s.task.is_some()),
             approvals: b.states.iter().any(|s| s.approval.is_some()),
-            spawns: b
-                .states
+            spawns: b.states.iter().any(|s| {
+                s.spawn.is_some()
+                    || s.map.is_some()
+                    || s.entry
+                        .iter()
+                        .chain(&s.exit)
+                        .any(|a| matches!(a, Action::Spawn(_)))
+            }) || b
+                .transitions
                 .iter()
-                .any(|s| s.spawn.is_some() || s.map.is_some()),
+                .any(|t| t.actions.iter().any(|a| matches!(a, Action::Spawn(_)))),
         };
         let mut m = Machine {
             declares,

@@ -187,7 +187,7 @@ pub(crate) fn start_in_unit(
         &inst,
         &outcome.microsteps,
         (inst.status == Status::Running).then_some(Status::Running),
-        &unit::start_event(input),
+        || unit::start_event(input),
         now,
     )?;
     if inst.status.is_finished() {

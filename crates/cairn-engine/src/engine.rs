@@ -487,7 +487,7 @@ impl<S: Store> Engine<S> {
                 &stored,
                 &outcome.microsteps,
                 (stored.status == Status::Running).then_some(Status::Running),
-                &unit::start_event(&start_input),
+                || unit::start_event(&start_input),
                 now,
             )?;
             if stored.status.is_finished() {

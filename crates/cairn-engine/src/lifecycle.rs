@@ -165,7 +165,7 @@ impl<S: Store> Engine<S> {
                 &inst,
                 &[],
                 Some(Status::Paused),
-                &unit::start_event(&Value::Null),
+                || unit::start_event(&Value::Null),
                 now,
             )?;
             Ok(inst)
@@ -209,7 +209,7 @@ impl<S: Store> Engine<S> {
                     &inst,
                     &[],
                     Some(Status::Running),
-                    &unit::start_event(&Value::Null),
+                    || unit::start_event(&Value::Null),
                     now,
                 )?;
             }

@@ -172,13 +172,14 @@ pub(crate) fn fire(
     inst: &InstanceRecord,
     microsteps: &[Microstep],
     ended: Option<Status>,
-    event: &Value,
+    event: impl FnOnce() -> Value,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
     let all = machines.triggers.of(tx, &inst.namespace)?;
-    if all.is_empty() {
+    if !all.iter().any(|t| t.def.machine == inst.machine) {
         return Ok(());
     }
+    let event = &event();
     let entered: Vec<&str> = microsteps
         .iter()
         .flat_map(|m| m.entered.iter().map(String::as_str))

@@ -243,7 +243,7 @@ pub fn apply_event(
         inst,
         &outcome.microsteps,
         None,
-        &json!({"name": event.name, "payload": event.payload, "actor": event.actor, "reason": event.reason}),
+        || json!({"name": event.name, "payload": event.payload, "actor": event.actor, "reason": event.reason}),
         now,
     )?;
     APPLIED.with(|n| n.set(n.get() + 1));
@@ -513,16 +513,15 @@ pub fn finish_with(
 ) -> Result<(), Error> {
     if declares.spawns {
         crate::maps::forget(tx, inst, None)?;
+        crate::children::cascade(
+            tx,
+            machines,
+            inst,
+            None,
+            crate::children::Cascade::Cancel,
+            now,
+        )?;
     }
-    // Children spawned by actions are not in `declares`; the lookup is one index probe.
-    crate::children::cascade(
-        tx,
-        machines,
-        inst,
-        None,
-        crate::children::Cascade::Cancel,
-        now,
-    )?;
     if notify_parent && inst.parent.is_some() {
         crate::children::notify_parent(tx, inst, now)?;
     }
@@ -532,7 +531,7 @@ pub fn finish_with(
         inst,
         &[],
         Some(inst.status),
-        &start_event(&Value::Null),
+        || start_event(&Value::Null),
         now,
     )?;
     if declares.timers {
