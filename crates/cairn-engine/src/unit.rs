@@ -255,8 +255,8 @@ pub fn apply_event(
     Ok(history)
 }
 
-/// Carries a step's effects into the unit: timers and approvals now; tasks, children and
-/// sends are recorded in history and carried out by the issues that build them.
+/// Carries a step's effects into the unit: timers, approvals, tasks, children and maps
+/// here; sends to other instances through the outbox; emits on the event stream.
 pub fn apply_effects(
     tx: &mut dyn Tx,
     machines: &Machines,
@@ -402,7 +402,53 @@ pub fn apply_effects(
                 *fail_fast,
                 now,
             )?,
-            Effect::Send { .. } | Effect::Emit { .. } => {}
+            // To another instance, after commit, through the outbox; like a trigger's send
+            // it counts a hop, so instances that send to each other in a loop stop.
+            Effect::Send { to, event, payload } => {
+                let hops = crate::triggers::HOPS.with(|h| h.get()) + 1;
+                if cairn_core::is_reserved_event(event) {
+                    log(
+                        tx,
+                        inst,
+                        "send_refused",
+                        json!({"to": to, "event": event, "reason": "reserved: the engine delivers it"}),
+                        now,
+                    )?;
+                    continue;
+                }
+                if hops > crate::triggers::MAX_HOPS {
+                    log(
+                        tx,
+                        inst,
+                        "send_loop_stopped",
+                        json!({"to": to, "event": event, "hops": hops}),
+                        now,
+                    )?;
+                    continue;
+                }
+                tx.push_outbox(&cairn_store::OutboxRecord {
+                    seq: 0,
+                    kind: "event".into(),
+                    hops,
+                    namespace: inst.namespace.clone(),
+                    instance_id: to.clone(),
+                    event: event.clone(),
+                    payload: payload.clone(),
+                    actor: format!("instance:{}", inst.id),
+                    reason: String::new(),
+                    source: format!("send:{}", inst.id),
+                    created_at: now,
+                })?;
+                crate::children::OUTBOX.with(|n| n.set(n.get() + 1));
+            }
+            // On the instance's event stream.
+            Effect::Emit { event, payload } => log(
+                tx,
+                inst,
+                "emitted",
+                json!({"event": event, "payload": payload}),
+                now,
+            )?,
         }
     }
     Ok(())

@@ -310,3 +310,33 @@ fn triggers_are_checked_when_added() {
         Err(Error::NotFound(_))
     ));
 }
+
+#[test]
+fn an_action_sends_to_another_instance_after_commit() {
+    let sender = r#"
+machine: sender
+initial: s
+states:
+  s:
+    on:
+      go:
+        target: sent
+        actions: [ { send: { event: poke, to: "context.to", payload: "{'note': 'hi'}" } },
+                   { emit: { event: progress, payload: "{'pct': 50}" } } ]
+  sent: { type: final }
+"#;
+    let w = world();
+    let e = &w.e;
+    e.apply("default", sender, None, None).unwrap();
+    start(e, "b", "rx");
+    common::start(e, "sender", "tx", serde_json::json!({"to": "rx"})).unwrap();
+    send(e, "tx", "go", json!({}));
+    let rx = e.get("default", "rx").unwrap();
+    assert_eq!(rx.status, Status::Completed);
+    assert_eq!(rx.context["by"], "instance:tx");
+    assert_eq!(rx.context["note"], "hi");
+    assert!(log_kinds(e, "tx").contains(&"emitted".to_string()));
+    for id in ["tx", "rx"] {
+        assert!(e.verify("default", id).unwrap().ok, "{id}");
+    }
+}
