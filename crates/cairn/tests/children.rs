@@ -359,6 +359,10 @@ fn killing_the_server_while_children_report_loses_and_repeats_nothing() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The tree over HTTP.
+    let tree = common::ok_at(&url, &["tree", "p0"]);
+    assert_eq!(tree["children"][0]["id"], "p0.child", "{tree}");
+    assert_eq!(tree["children"][0]["status"], "completed");
     // The definitions over HTTP.
     assert_eq!(common::ok_at(&url, &["trigger", "ls"])[0]["name"], "after");
     assert_eq!(common::run_at(&url, &["trigger", "rm", "nope"]).0, 3);
