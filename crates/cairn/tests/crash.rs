@@ -4,6 +4,8 @@
 //! that, every acknowledged event must be in the history exactly once, no transition may
 //! be half-written, and `verify` must pass for every instance.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -56,6 +58,7 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
+            .map(common::Killed)
             .expect("cairn starts");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<String>();

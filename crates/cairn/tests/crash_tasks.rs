@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_engine::Config;
@@ -60,7 +60,7 @@ fn killing_the_server_under_workers_applies_no_completion_twice() {
         );
     }
     // Two workers, each task taking a little while.
-    let workers: Vec<Child> = (0..2)
+    let workers: Vec<common::Killed> = (0..2)
         .map(|w| {
             Command::new(env!("CARGO_BIN_EXE_cairn"))
                 .args([
@@ -80,6 +80,7 @@ fn killing_the_server_under_workers_applies_no_completion_twice() {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
+                .map(common::Killed)
                 .unwrap()
         })
         .collect();
@@ -127,10 +128,7 @@ fn killing_the_server_under_workers_applies_no_completion_twice() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    for mut w in workers {
-        let _ = w.kill();
-        let _ = w.wait();
-    }
+    drop(workers);
     server.kill().unwrap();
     server.wait().unwrap();
 

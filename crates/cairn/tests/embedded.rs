@@ -1,6 +1,8 @@
 //! The embedded CLI on a data directory: apply, machines, start, send, show, ls, history,
 //! accepts, verify, with `--json`, exit codes, and the one-writer lock.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -257,6 +259,7 @@ fn the_cli_refuses_a_data_directory_another_process_writes() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
+        .map(common::Killed)
         .unwrap();
     // Wait for its first acknowledgement: by then it holds the lock.
     let mut out = std::io::BufReader::new(holder.stdout.take().unwrap());

@@ -4,6 +4,8 @@
 //! stage, workers run with `cairn worker`, and a worker SIGKILLed in the middle of a task:
 //! the run continues exactly where it stood. "List resumable" is `ls --status running`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -108,6 +110,7 @@ fn seed_001_coding_agent_story_survives_sigkill_and_resumes_where_it_stood() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(common::Killed)
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !marker.exists() {
@@ -215,6 +218,7 @@ fn seed_001_coding_agent_story_survives_sigkill_and_resumes_where_it_stood() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
+            .map(common::Killed)
             .unwrap()
     };
     let mut idle = spawn_idle();

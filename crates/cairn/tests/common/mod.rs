@@ -84,13 +84,38 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A process the test started, killed when the test ends, also when it panics, so no
+/// server or worker outlives a failed test.
+#[allow(dead_code)]
+pub struct Killed(pub Child);
+
+impl std::ops::Deref for Killed {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Killed {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `cairn serve` on 127.0.0.1:`port`, retried while a killed server's port lingers.
 #[allow(dead_code)]
-pub fn serve_on(data: &Path, port: u16) -> Child {
+pub fn serve_on(data: &Path, port: u16) -> Killed {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         if let Some((child, _, _)) = spawn_serve(data, &format!("127.0.0.1:{port}"), &[]) {
-            return child;
+            return Killed(child);
         }
         assert!(
             std::time::Instant::now() < deadline,
