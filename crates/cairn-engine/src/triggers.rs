@@ -304,22 +304,21 @@ impl<S: Store> Engine<S> {
             created_at: now,
         };
         let machines = self.machine_cache();
-        let ns2 = ns.to_string();
-        self.write(move |tx| {
+        let (ns2, name) = (ns.to_string(), def.name.clone());
+        let written = self.write(move |tx| {
             tx.insert_trigger(&record).map_err(|e| match e {
-                cairn_store::Error::Conflict(m) => Error::Exists(m),
+                cairn_store::Error::Conflict(_) => {
+                    Error::Conflict(format!("trigger `{name}` exists; remove it first"))
+                }
                 other => Error::Store(other),
             })?;
+            // Later units of the same commit see the trigger too.
             machines.triggers.forget(&ns2);
             Ok(())
-        })
-        .map_err(|e| match e {
-            Error::Exists(_) => {
-                Error::Conflict(format!("trigger `{}` exists; remove it first", def.name))
-            }
-            other => other,
-        })?;
+        });
+        // Committed or rolled back, the cache reloads from what the store holds.
         self.machine_cache().triggers.forget(ns);
+        written?;
         Ok(def)
     }
 
@@ -341,8 +340,9 @@ impl<S: Store> Engine<S> {
             let existed = tx.delete_trigger(&ns2, &name2)?;
             machines.triggers.forget(&ns2);
             Ok(existed)
-        })?;
+        });
         self.machine_cache().triggers.forget(ns);
+        let existed = existed?;
         if !existed {
             return Err(Error::NotFound(format!(
                 "no trigger `{name}` in namespace `{ns}`"
