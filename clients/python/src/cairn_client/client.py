@@ -1,0 +1,404 @@
+"""The synchronous client. :class:`cairn_client.AsyncClient` has the same methods,
+awaitable."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
+
+import httpx
+
+from . import _calls as c
+from . import errors
+from ._calls import Call, Definition, T
+from ._models import (
+    JSON,
+    Applied,
+    Approval,
+    Checkpoint,
+    Claimed,
+    Decided,
+    Failed,
+    Instance,
+    InstancePage,
+    LogEvent,
+    Machine,
+    Sent,
+    Task,
+    Transition,
+    VerifyReport,
+)
+from ._shared import (
+    SseDecoder,
+    backoff,
+    problem,
+    read,
+    request_args,
+    resume_headers,
+    retriable,
+    settings,
+    stream_params,
+)
+
+
+class Client:
+    """A Cairn server, over HTTP.
+
+    ``url`` defaults to ``CAIRN_SERVER`` (else ``http://127.0.0.1:7878``) and ``token`` to
+    ``CAIRN_TOKEN``. Every call is in ``namespace``. Reads, keyed sends and other calls
+    that are safe to repeat are retried ``retries`` times when the connection fails or
+    the server is busy; anything else raises :class:`~cairn_client.errors.TransportError`
+    at once. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        *,
+        token: Optional[str] = None,
+        namespace: str = "default",
+        timeout: float = 60.0,
+        retries: int = 3,
+        http: Optional[httpx.Client] = None,
+    ) -> None:
+        self.url, headers = settings(url, token)
+        self.namespace = namespace
+        self.retries = retries
+        self._own = http is None
+        self._http = http or httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        if not self._own:
+            self._http.headers.update(headers)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._own:
+            self._http.close()
+
+    def call(self, call: Call[T], *, timeout: Optional[float] = None) -> T:
+        """Carries out one :class:`Call` (the methods below are all made of this)."""
+        attempt = 0
+        while True:
+            try:
+                args = request_args(call, self.namespace)
+                if timeout is not None:
+                    args["timeout"] = timeout
+                try:
+                    response = self._http.request(**args)
+                except httpx.TransportError as e:
+                    raise errors.TransportError(f"{call.method} {call.path}: {e}") from e
+                return read(call, response)
+            except errors.CairnError as e:
+                if not (call.safe and attempt < self.retries and retriable(e)):
+                    raise
+            time.sleep(backoff(attempt))
+            attempt += 1
+
+    # Machines
+
+    def apply(self, definition: Definition, *, format: Optional[str] = None) -> Applied:
+        """Applies a definition: a mapping, YAML/TOML/JSON text, or a file path."""
+        return self.call(c.apply(definition, format))
+
+    def machines(self) -> List[Machine]:
+        return self.call(c.machines())
+
+    def machine(self, name: str, version: Optional[int] = None) -> Machine:
+        """The latest version (or ``version``), with its definition."""
+        return self.call(c.machine(name, version))
+
+    def diagram(self, name: str, *, format: str = "mermaid", instance: Optional[str] = None) -> str:
+        return self.call(c.diagram(name, format, instance))
+
+    # Instances
+
+    def start(
+        self,
+        machine: str,
+        input: JSON = None,
+        *,
+        id: Optional[str] = None,
+        version: Optional[int] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        actor: Optional[str] = None,
+    ) -> Instance:
+        return self.call(c.start(machine, input, id, version, labels, actor))
+
+    def send(
+        self,
+        id: str,
+        event: str,
+        payload: JSON = None,
+        *,
+        key: Optional[str] = None,
+        expected_version: Optional[int] = None,
+        actor: Optional[str] = None,
+        reason: Optional[str] = None,
+    ) -> Sent:
+        """Sends an event. With ``key`` the event is applied at most once, however often
+        it is sent (``Sent.replayed`` tells a repeat), so it is retried on failures too."""
+        return self.call(c.send(id, event, payload, key, expected_version, actor, reason))
+
+    def get(self, id: str) -> Instance:
+        return self.call(c.get(id))
+
+    def instances(
+        self,
+        *,
+        machine: Optional[str] = None,
+        status: Optional[str] = None,
+        state: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        parent: Optional[str] = None,
+        limit: Optional[int] = None,
+        after: Optional[str] = None,
+    ) -> InstancePage:
+        """One page; pass ``page.next`` as ``after`` for the next (or use
+        :meth:`iter_instances`)."""
+        return self.call(c.instances(machine, status, state, labels, parent, limit, after))
+
+    def iter_instances(
+        self,
+        *,
+        machine: Optional[str] = None,
+        status: Optional[str] = None,
+        state: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        parent: Optional[str] = None,
+        page_size: int = 100,
+    ) -> Iterator[Instance]:
+        """Every matching instance, page after page."""
+        after: Optional[str] = None
+        while True:
+            page = self.instances(
+                machine=machine,
+                status=status,
+                state=state,
+                labels=labels,
+                parent=parent,
+                limit=page_size,
+                after=after,
+            )
+            yield from page.instances
+            if page.next is None:
+                return
+            after = page.next
+
+    def delete(self, id: str) -> None:
+        self.call(c.delete(id))
+
+    def accepts(self, id: str) -> List[str]:
+        """The events the instance accepts now."""
+        return self.call(c.accepts(id))
+
+    def history(self, id: str) -> List[Transition]:
+        return self.call(c.history(id))
+
+    def checkpoints(self, id: str) -> List[Checkpoint]:
+        return self.call(c.checkpoints(id))
+
+    def checkpoint(self, id: str, name: str) -> Checkpoint:
+        return self.call(c.checkpoint(id, name))
+
+    def fork(
+        self,
+        id: str,
+        from_: Union[int, str],
+        *,
+        new_id: Optional[str] = None,
+        patch: JSON = None,
+    ) -> Instance:
+        """A new instance from a version number or a checkpoint name of ``id``, its
+        context merged with ``patch``."""
+        return self.call(c.fork(id, from_, new_id, patch))
+
+    def pause(self, id: str, *, actor: Optional[str] = None, reason: Optional[str] = None) -> Instance:
+        return self.call(c.lifecycle(id, "pause", actor, reason))
+
+    def resume(self, id: str, *, actor: Optional[str] = None, reason: Optional[str] = None) -> Instance:
+        return self.call(c.lifecycle(id, "resume", actor, reason))
+
+    def cancel(self, id: str, *, actor: Optional[str] = None, reason: Optional[str] = None) -> Instance:
+        return self.call(c.lifecycle(id, "cancel", actor, reason))
+
+    def export(self, id: str, *, format: str = "json") -> Any:
+        """Everything about an instance: a dict for ``json``, text for ``markdown`` and
+        ``jsonl``."""
+        return self.call(c.export(id, format))
+
+    def verify(self, id: Optional[str] = None) -> VerifyReport:
+        """Replays history and compares it with the stored state (one instance, or all)."""
+        return self.call(c.verify(id))
+
+    def wait(
+        self,
+        id: str,
+        until: Callable[[Instance], bool] = lambda i: i.finished,
+        *,
+        timeout: float = 60.0,
+        interval: float = 0.05,
+    ) -> Instance:
+        """Polls until ``until(instance)`` holds (by default: finished); raises
+        ``TimeoutError`` naming the last state seen."""
+        deadline = time.monotonic() + timeout
+        delay = interval
+        while True:
+            inst = self.get(id)
+            if until(inst):
+                return inst
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"instance {id} still {inst.status} in {inst.configuration} after {timeout}s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    # Approvals
+
+    def approvals(self, *, status: Optional[str] = None, instance: Optional[str] = None) -> List[Approval]:
+        """Approvals; pending ones unless ``status`` says otherwise."""
+        return self.call(c.approvals(status, instance))
+
+    def approve(
+        self,
+        approval: str,
+        *,
+        actor: Optional[str] = None,
+        reason: Optional[str] = None,
+        payload: JSON = None,
+    ) -> Decided:
+        return self.call(c.decide(approval, True, actor, reason, payload))
+
+    def reject(
+        self,
+        approval: str,
+        *,
+        reason: str,
+        actor: Optional[str] = None,
+        payload: JSON = None,
+    ) -> Decided:
+        return self.call(c.decide(approval, False, actor, reason, payload))
+
+    # Tasks
+
+    def tasks(
+        self, *, queue: Optional[str] = None, status: Optional[str] = None, instance: Optional[str] = None
+    ) -> List[Task]:
+        return self.call(c.tasks(queue, status, instance))
+
+    def claim(
+        self,
+        queues: List[str],
+        *,
+        worker: str,
+        batch: int = 1,
+        wait: float = 0.0,
+        lease: Optional[float] = None,
+    ) -> List[Claimed]:
+        """Claims up to ``batch`` tasks, waiting up to ``wait`` seconds for one."""
+        lease_ms = None if lease is None else int(lease * 1000)
+        return self.call(c.claim(queues, worker, batch, int(wait * 1000), lease_ms), timeout=wait + 30)
+
+    def heartbeat(self, id: str, attempt: int, *, lease: Optional[float] = None) -> Dict[str, Any]:
+        return self.call(c.heartbeat(id, attempt, None if lease is None else int(lease * 1000)))
+
+    def complete(
+        self,
+        id: str,
+        attempt: int,
+        output: JSON = None,
+        *,
+        tokens: Optional[int] = None,
+        cost: Optional[float] = None,
+    ) -> Task:
+        return self.call(c.complete(id, attempt, output, tokens, cost))
+
+    def fail(
+        self,
+        id: str,
+        attempt: int,
+        error: str,
+        *,
+        retryable: bool = True,
+        tokens: Optional[int] = None,
+        cost: Optional[float] = None,
+    ) -> Failed:
+        return self.call(c.fail(id, attempt, error, retryable, tokens, cost))
+
+    # Triggers, schedules, operations
+
+    def add_trigger(self, trigger: Mapping[str, Any]) -> Dict[str, Any]:
+        return self.call(c.add_named("triggers", trigger))
+
+    def triggers(self) -> List[Dict[str, Any]]:
+        return self.call(c.list_named("triggers"))
+
+    def remove_trigger(self, name: str) -> None:
+        self.call(c.remove_named("triggers", name))
+
+    def add_schedule(self, schedule: Mapping[str, Any]) -> Dict[str, Any]:
+        return self.call(c.add_named("schedules", schedule))
+
+    def schedules(self) -> List[Dict[str, Any]]:
+        return self.call(c.list_named("schedules"))
+
+    def remove_schedule(self, name: str) -> None:
+        self.call(c.remove_named("schedules", name))
+
+    def stats(self) -> Dict[str, Any]:
+        return self.call(c.stats())
+
+    def tick(self) -> Dict[str, Any]:
+        """Fires due timers and schedules, reclaims expired leases, delivers the outbox."""
+        return self.call(c.tick())
+
+    def health(self) -> Dict[str, Any]:
+        return self.call(c.health())
+
+    # The event stream
+
+    def events(
+        self,
+        *,
+        after: Optional[int] = None,
+        machine: Optional[str] = None,
+        instance: Optional[str] = None,
+        reconnect: bool = True,
+        max_delay: float = 5.0,
+    ) -> Iterator[LogEvent]:
+        """Every log entry after position ``after`` (from the beginning when None), in
+        commit order, forever. A dropped connection or a restarted server is resumed
+        from the last entry delivered (``Last-Event-ID``), so nothing is missed or
+        repeated; with ``reconnect=False`` the failure is raised instead."""
+        last = after
+        failures = 0
+        while True:
+            try:
+                with self._http.stream(
+                    "GET",
+                    "/v1/events",
+                    params=stream_params(self.namespace, machine, instance),
+                    headers=resume_headers(last),
+                    timeout=httpx.Timeout(10.0, read=60.0),
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise problem(response)
+                    failures = 0
+                    for ev in SseDecoder().events(response.iter_lines()):
+                        last = ev.position
+                        yield ev
+            except httpx.TransportError as e:
+                if not reconnect:
+                    raise errors.TransportError(f"event stream: {e}") from e
+            except errors.ApiError as e:
+                if not (reconnect and retriable(e)):
+                    raise
+            if not reconnect:
+                raise errors.TransportError("event stream: the server closed it")
+            time.sleep(min(max_delay, backoff(failures)))
+            failures += 1
