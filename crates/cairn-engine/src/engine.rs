@@ -140,7 +140,8 @@ pub struct TasksReady {
 }
 
 impl TasksReady {
-    fn signal(&self) {
+    /// Wakes every waiting claim (also used when another node announces commits).
+    pub fn signal(&self) {
         self.notify.notify_waiters();
         if let Ok(mut g) = self.generation.lock() {
             *g += 1;

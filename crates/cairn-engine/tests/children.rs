@@ -6,7 +6,7 @@
 use cairn_core::Status;
 use cairn_engine::{Engine, Error};
 use cairn_store::{HistoryKind, InstanceFilter, Reader};
-use cairn_store_sqlite::SqliteStore;
+use cairn_store_any::AnyStore;
 use serde_json::{Value, json};
 
 const STEP: &str = r#"
@@ -83,11 +83,11 @@ fn world() -> common::World {
     common::world(&[STEP, PARENT, MID, TOP, BUSY, HOLDER])
 }
 
-fn start(e: &Engine<SqliteStore>, machine: &str, id: &str) -> Result<(), Error> {
+fn start(e: &Engine<AnyStore>, machine: &str, id: &str) -> Result<(), Error> {
     common::start(e, machine, id, Value::Null)
 }
 
-fn get(e: &Engine<SqliteStore>, id: &str) -> cairn_store::InstanceRecord {
+fn get(e: &Engine<AnyStore>, id: &str) -> cairn_store::InstanceRecord {
     e.get("default", id).unwrap()
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use cairn_core::{Rejection, Status};
 use cairn_engine::{Config, Engine, Error, ManualClock, SendRequest, StartRequest};
 use cairn_store::InstanceFilter;
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_any::AnyStore;
+use cairn_store_any::testing::Backend;
 use serde_json::json;
 
 const ORDER: &str = r#"
@@ -24,9 +25,9 @@ states:
   closed: { type: final }
 "#;
 
-fn engine() -> (Engine<SqliteStore>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), Options::default()).unwrap();
+fn engine() -> (Engine<AnyStore>, Backend) {
+    let dir = Backend::new();
+    let store = dir.open();
     let clock = Arc::new(ManualClock::new(
         chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
     ));
@@ -42,7 +43,7 @@ fn engine() -> (Engine<SqliteStore>, tempfile::TempDir) {
     (e, dir)
 }
 
-fn start(e: &Engine<SqliteStore>, id: &str) {
+fn start(e: &Engine<AnyStore>, id: &str) {
     e.start(
         "default",
         StartRequest {
@@ -363,12 +364,7 @@ fn verify_detects_a_tampered_instance_and_history() {
     e.send("default", "o", send("add", json!({"qty": 3})))
         .unwrap();
     assert!(e.verify("default", "o").unwrap().ok);
-    let conn = rusqlite::Connection::open(dir.path().join("cairn.db")).unwrap();
-    conn.execute(
-        "UPDATE instances SET context = '{\"n\": 99}' WHERE id = 'o'",
-        [],
-    )
-    .unwrap();
+    dir.sql("UPDATE instances SET context = '{\"n\": 99}' WHERE id = 'o'");
     let v = e.verify("default", "o").unwrap();
     assert!(!v.ok);
     assert!(
@@ -376,11 +372,7 @@ fn verify_detects_a_tampered_instance_and_history() {
             .unwrap()
             .contains("differs from its replayed history")
     );
-    conn.execute(
-        "UPDATE history SET payload = '{\"qty\": 4}' WHERE instance_id = 'o' AND version = 2",
-        [],
-    )
-    .unwrap();
+    dir.sql("UPDATE history SET payload = '{\"qty\": 4}' WHERE instance_id = 'o' AND version = 2");
     let v = e.verify("default", "o").unwrap();
     let problem = v.problem.unwrap();
     assert!(
@@ -394,11 +386,17 @@ fn verify_detects_a_tampered_instance_and_history() {
 }
 
 #[test]
-fn everything_survives_reopening_the_data_directory() {
-    let dir = tempfile::tempdir().unwrap();
+fn everything_survives_reopening_the_store() {
+    let dir = Backend::new();
+    let open = || {
+        Engine::new(
+            dir.open(),
+            Arc::new(cairn_engine::SystemClock),
+            Config::default(),
+        )
+    };
     {
-        let e =
-            cairn_engine::open_sqlite(dir.path(), Options::default(), Config::default()).unwrap();
+        let e = open();
         e.apply("default", ORDER, None, None).unwrap();
         e.start(
             "default",
@@ -412,7 +410,7 @@ fn everything_survives_reopening_the_data_directory() {
         e.send("default", "o", send("add", json!({"qty": 7})))
             .unwrap();
     }
-    let e = cairn_engine::open_sqlite(dir.path(), Options::default(), Config::default()).unwrap();
+    let e = open();
     let o = e.get("default", "o").unwrap();
     assert_eq!((o.version, o.context["n"].clone()), (2, json!(7)));
     assert!(e.verify("default", "o").unwrap().ok);

@@ -15,23 +15,24 @@ use cairn_engine::{
     Config, Engine, Error, ExecutorService, Executors, Role, Secrets, StartRequest, SystemClock,
 };
 use cairn_store::Reader;
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_any::AnyStore;
+use cairn_store_any::testing::Backend;
 use serde_json::{Value, json};
 
 const SECRET: &str = "s3cr3t-7c1d";
 
 struct W {
-    e: Engine<SqliteStore>,
+    e: Engine<AnyStore>,
     _svc: ExecutorService,
-    _dir: tempfile::TempDir,
+    _dir: Backend,
 }
 
 fn world(allow: &[&str]) -> W {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Backend::new();
     let mut secrets = BTreeMap::new();
     secrets.insert("token".to_string(), SECRET.to_string());
     let e = Engine::new(
-        SqliteStore::open(dir.path(), Options::default()).unwrap(),
+        dir.open(),
         Arc::new(SystemClock),
         Config {
             executors: Executors {
@@ -75,7 +76,7 @@ states:
     )
 }
 
-fn start(e: &Engine<SqliteStore>, id: &str, context: Value) {
+fn start(e: &Engine<AnyStore>, id: &str, context: Value) {
     e.start(
         "default",
         StartRequest {
@@ -88,7 +89,7 @@ fn start(e: &Engine<SqliteStore>, id: &str, context: Value) {
     .unwrap();
 }
 
-fn finished(e: &Engine<SqliteStore>, id: &str) -> cairn_store::InstanceRecord {
+fn finished(e: &Engine<AnyStore>, id: &str) -> cairn_store::InstanceRecord {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let i = e.get("default", id).unwrap();
@@ -103,7 +104,7 @@ fn finished(e: &Engine<SqliteStore>, id: &str) -> cairn_store::InstanceRecord {
 }
 
 /// Nothing durable about the instance holds the secret's value.
-fn no_secret_stored(e: &Engine<SqliteStore>, id: &str) {
+fn no_secret_stored(e: &Engine<AnyStore>, id: &str) {
     let export = serde_json::to_string(&e.export("default", id).unwrap()).unwrap();
     assert!(
         !export.contains(SECRET),

@@ -10,7 +10,8 @@ use cairn_engine::{
     StartRequest,
 };
 use cairn_store::{ApprovalStatus, Reader};
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_any::AnyStore;
+use cairn_store_any::testing::Backend;
 use chrono::Duration;
 use serde_json::json;
 
@@ -36,13 +37,13 @@ states:
 "#;
 
 struct World {
-    engine: Engine<SqliteStore>,
+    engine: Engine<AnyStore>,
     clock: Arc<ManualClock>,
-    dir: tempfile::TempDir,
+    dir: Backend,
 }
 
 fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Backend::new();
     let clock = Arc::new(ManualClock::new(
         chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
     ));
@@ -53,12 +54,12 @@ fn world() -> World {
     World { engine, clock, dir }
 }
 
-fn open(dir: &tempfile::TempDir, clock: &Arc<ManualClock>) -> Engine<SqliteStore> {
-    let store = SqliteStore::open(dir.path(), Options::default()).unwrap();
+fn open(dir: &Backend, clock: &Arc<ManualClock>) -> Engine<AnyStore> {
+    let store = dir.open();
     Engine::new(store, clock.clone(), Config::default())
 }
 
-fn start(e: &Engine<SqliteStore>, id: &str) {
+fn start(e: &Engine<AnyStore>, id: &str) {
     e.start(
         "default",
         StartRequest {
@@ -70,7 +71,7 @@ fn start(e: &Engine<SqliteStore>, id: &str) {
     .unwrap();
 }
 
-fn send(e: &Engine<SqliteStore>, id: &str, event: &str) -> Result<cairn_engine::Sent, Error> {
+fn send(e: &Engine<AnyStore>, id: &str, event: &str) -> Result<cairn_engine::Sent, Error> {
     e.send(
         "default",
         id,
@@ -82,7 +83,7 @@ fn send(e: &Engine<SqliteStore>, id: &str, event: &str) -> Result<cairn_engine::
     )
 }
 
-fn verified(e: &Engine<SqliteStore>, id: &str) {
+fn verified(e: &Engine<AnyStore>, id: &str) {
     let v = e.verify("default", id).unwrap();
     assert!(v.ok, "{id}: {:?}", v.problem);
 }

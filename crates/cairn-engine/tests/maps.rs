@@ -5,7 +5,7 @@
 
 use cairn_core::Status;
 use cairn_engine::Engine;
-use cairn_store_sqlite::SqliteStore;
+use cairn_store_any::AnyStore;
 use serde_json::{Value, json};
 
 const PHASE: &str = r#"
@@ -56,7 +56,7 @@ fn world() -> common::World {
 }
 
 fn start(
-    e: &Engine<SqliteStore>,
+    e: &Engine<AnyStore>,
     machine: &str,
     id: &str,
     phases: Value,
@@ -64,7 +64,7 @@ fn start(
     common::start(e, machine, id, json!({ "phases": phases }))
 }
 
-fn status(e: &Engine<SqliteStore>, id: &str) -> Option<Status> {
+fn status(e: &Engine<AnyStore>, id: &str) -> Option<Status> {
     e.get("default", id).ok().map(|i| i.status)
 }
 

@@ -4,7 +4,7 @@
 
 use cairn_api::Schedule;
 use cairn_engine::{Engine, Error};
-use cairn_store_sqlite::SqliteStore;
+use cairn_store_any::AnyStore;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
@@ -36,7 +36,7 @@ fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
 
-fn jobs(e: &Engine<SqliteStore>) -> Vec<String> {
+fn jobs(e: &Engine<AnyStore>) -> Vec<String> {
     let mut ids: Vec<String> = e
         .list(&cairn_store::InstanceFilter {
             namespace: "default".into(),

@@ -11,7 +11,8 @@ use cairn_engine::{
     Config, Engine, Error, ManualClock, SendRequest, StartRequest, TaskError, Usage, WorkerService,
 };
 use cairn_store::{HistoryKind, Reader, TaskStatus};
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_any::AnyStore;
+use cairn_store_any::testing::Backend;
 use chrono::Duration;
 use serde_json::json;
 
@@ -33,21 +34,17 @@ states:
 "#;
 
 struct W {
-    e: Engine<SqliteStore>,
+    e: Engine<AnyStore>,
     clock: Arc<ManualClock>,
-    _dir: tempfile::TempDir,
+    _dir: Backend,
 }
 
 fn world() -> W {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Backend::new();
     let clock = Arc::new(ManualClock::new(
         chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
     ));
-    let e = Engine::new(
-        SqliteStore::open(dir.path(), Options::default()).unwrap(),
-        clock.clone(),
-        Config::default(),
-    );
+    let e = Engine::new(dir.open(), clock.clone(), Config::default());
     e.apply("default", JOB, None, Some("job.yaml")).unwrap();
     W {
         e,
@@ -56,7 +53,7 @@ fn world() -> W {
     }
 }
 
-fn start(e: &Engine<SqliteStore>, id: &str) {
+fn start(e: &Engine<AnyStore>, id: &str) {
     e.start(
         "default",
         StartRequest {
@@ -72,7 +69,7 @@ fn q() -> Vec<String> {
     vec!["q".to_string()]
 }
 
-fn verified(e: &Engine<SqliteStore>, id: &str) {
+fn verified(e: &Engine<AnyStore>, id: &str) {
     let v = e.verify("default", id).unwrap();
     assert!(v.ok, "{id}: {:?}", v.problem);
 }

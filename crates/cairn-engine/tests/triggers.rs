@@ -7,7 +7,7 @@ use cairn_api::{Trigger, TriggerSend, TriggerStart};
 use cairn_core::Status;
 use cairn_engine::{Engine, Error};
 use cairn_store::Reader;
-use cairn_store_sqlite::SqliteStore;
+use cairn_store_any::AnyStore;
 use serde_json::{Value, json};
 
 const A: &str = r#"
@@ -41,7 +41,7 @@ fn world() -> common::World {
     common::world(&[A, B, LOOP])
 }
 
-fn start(e: &Engine<SqliteStore>, machine: &str, id: &str) {
+fn start(e: &Engine<AnyStore>, machine: &str, id: &str) {
     common::start(e, machine, id, Value::Null).unwrap();
 }
 
@@ -62,7 +62,8 @@ fn a_to_b() -> Trigger {
     }
 }
 
-fn log_kinds(e: &Engine<SqliteStore>, id: &str) -> Vec<String> {
+fn log_kinds(e: &Engine<AnyStore>, id: &str) -> Vec<String> {
+    e.store().settle_log();
     e.store()
         .log(0, 10_000)
         .unwrap()
@@ -233,7 +234,7 @@ fn reaching_paused_or_running_fires_too() {
         )
         .unwrap();
     }
-    let started = |e: &Engine<SqliteStore>| {
+    let started = |e: &Engine<AnyStore>| {
         e.list(&cairn_store::InstanceFilter {
             namespace: "default".into(),
             machine: Some("a".into()),

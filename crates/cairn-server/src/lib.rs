@@ -64,6 +64,9 @@ pub struct Ctx<S: Store> {
     pub backup: Option<BackupFn>,
     /// The backend's own metrics (e.g. commit batch sizes), Prometheus text.
     pub store_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Woken when the log has moved on another node (PostgreSQL's LISTEN/NOTIFY), so
+    /// event streams read at once rather than at their next poll.
+    pub log_moved: Arc<tokio::sync::Notify>,
 }
 
 impl<S: Store> Ctx<S> {
@@ -97,6 +100,7 @@ impl<S: Store> Ctx<S> {
             metrics: Arc::new(Metrics::default()),
             backup,
             store_metrics: None,
+            log_moved: Arc::new(tokio::sync::Notify::new()),
         })
     }
 }

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use cairn_engine::{Config, Engine, SystemClock};
 use cairn_server::{Ctx, Settings, app};
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_any::testing::Backend;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -34,13 +34,13 @@ states:
 
 struct Api {
     app: axum::Router,
-    _dir: tempfile::TempDir,
+    _dir: Backend,
 }
 
 fn api() -> Api {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Backend::new();
     let engine = Engine::new(
-        SqliteStore::open(dir.path(), Options::default()).unwrap(),
+        dir.open(),
         Arc::new(SystemClock),
         Config {
             max_payload_bytes: 4096,

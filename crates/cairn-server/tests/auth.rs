@@ -9,7 +9,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use cairn_engine::{Config, Engine, Role, SendRequest, StartRequest, SystemClock};
 use cairn_server::{Ctx, Settings, app};
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_any::AnyStore;
+use cairn_store_any::testing::Backend;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -26,22 +27,24 @@ states:
 
 struct World {
     app: axum::Router,
-    engine: Engine<SqliteStore>,
+    engine: Engine<AnyStore>,
     admin_a: String,
     viewer_a: String,
     worker_a: String,
     b_approval: String,
     b_task: String,
-    _dir: tempfile::TempDir,
+    _dir: Backend,
+}
+
+/// Engine calls made straight from a test body: the store may block (PostgreSQL's driver
+/// runs its own runtime), which an async task must not do in place.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }
 
 fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::new(
-        SqliteStore::open(dir.path(), Options::default()).unwrap(),
-        Arc::new(SystemClock),
-        Config::default(),
-    );
+    let dir = Backend::new();
+    let engine = Engine::new(dir.open(), Arc::new(SystemClock), Config::default());
     for ns in ["a", "b"] {
         engine.apply(ns, FLOW, None, None).unwrap();
         for id in ["i1", "i2"] {
@@ -284,7 +287,7 @@ fn routes(
     ]
 }
 
-fn snapshot(e: &Engine<SqliteStore>) -> Vec<(String, u64, u64, String)> {
+fn snapshot(e: &Engine<AnyStore>) -> Vec<(String, u64, u64, String)> {
     ["i1", "i2", "i3"]
         .iter()
         .map(|id| {
@@ -299,16 +302,17 @@ fn snapshot(e: &Engine<SqliteStore>) -> Vec<(String, u64, u64, String)> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_for_one_namespace_can_neither_read_nor_change_another() {
-    let w = world();
+    let w = blocking(world);
     // The task of b must be leased for heartbeat/complete/fail to mean anything.
-    let claimed = w
-        .engine
-        .claim(&["q".into()], "b-worker", 1, Duration::from_secs(60))
-        .unwrap();
+    let claimed = blocking(|| {
+        w.engine
+            .claim(&["q".into()], "b-worker", 1, Duration::from_secs(60))
+            .unwrap()
+    });
     assert_eq!(claimed.len(), 1);
-    let before = snapshot(&w.engine);
+    let before = blocking(|| snapshot(&w.engine));
     for (method, uri, body, _) in routes("b", &w.b_approval, &w.b_task) {
         let (s, p) = call(&w, Some(&w.admin_a), method, &uri, body.clone()).await;
         let expected = if uri.starts_with("/v1/tasks/") && !uri.starts_with("/v1/tasks?") {
@@ -324,9 +328,13 @@ async fn a_token_for_one_namespace_can_neither_read_nor_change_another() {
             "{method} {uri} without a token"
         );
     }
-    assert_eq!(snapshot(&w.engine), before, "namespace b changed");
     assert_eq!(
-        w.engine.tasks("b", None, None, Some("i3")).unwrap()[0].attempt,
+        blocking(|| snapshot(&w.engine)),
+        before,
+        "namespace b changed"
+    );
+    assert_eq!(
+        blocking(|| w.engine.tasks("b", None, None, Some("i3")).unwrap()[0].attempt),
         1
     );
     let (s, _) = call(
@@ -342,15 +350,15 @@ async fn a_token_for_one_namespace_can_neither_read_nor_change_another() {
     assert_eq!(s, StatusCode::OK, "health is open");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_reads_but_cannot_write_and_roles_rank() {
-    let w = world();
-    let a_approval = w.engine.approvals("a", None, Some("i2")).unwrap()[0]
+    let w = blocking(world);
+    let a_approval = blocking(|| w.engine.approvals("a", None, Some("i2")).unwrap())[0]
         .id
         .clone();
     let before: Vec<u64> = ["i1", "i2"]
         .iter()
-        .map(|id| w.engine.get("a", id).unwrap().version)
+        .map(|id| blocking(|| w.engine.get("a", id).unwrap().version))
         .collect();
     for (method, uri, body, writes) in routes("a", &a_approval, "no-task") {
         let (s, p) = call(&w, Some(&w.viewer_a), method, &uri, body).await;
@@ -363,7 +371,7 @@ async fn a_viewer_reads_but_cannot_write_and_roles_rank() {
     }
     let after: Vec<u64> = ["i1", "i2"]
         .iter()
-        .map(|id| w.engine.get("a", id).unwrap().version)
+        .map(|id| blocking(|| w.engine.get("a", id).unwrap().version))
         .collect();
     assert_eq!(before, after);
     // A worker claims, but cannot start instances; an admin of `a` can.
@@ -387,9 +395,9 @@ async fn a_viewer_reads_but_cannot_write_and_roles_rank() {
     assert_eq!(s, StatusCode::CREATED);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_and_streams_stay_within_the_tokens_namespaces() {
-    let w = world();
+    let w = blocking(world);
     // Only b has a claimable task: a's worker gets nothing.
     let (s, claimed) = call(
         &w,
@@ -401,7 +409,7 @@ async fn claims_and_streams_stay_within_the_tokens_namespaces() {
     .await;
     assert_eq!((s, claimed), (StatusCode::OK, json!([])));
     assert_eq!(
-        w.engine.tasks("b", None, None, Some("i3")).unwrap()[0].attempt,
+        blocking(|| w.engine.tasks("b", None, None, Some("i3")).unwrap()[0].attempt),
         0,
         "b's task untouched"
     );

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, header};
 use cairn_engine::{Config, Engine, SystemClock};
 use cairn_server::{Ctx, Settings, app};
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_any::testing::Backend;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -51,7 +51,7 @@ struct T {
     app: axum::Router,
     doc: Value,
     checked: usize,
-    _dir: tempfile::TempDir,
+    _dir: Backend,
 }
 
 impl T {
@@ -115,12 +115,8 @@ impl T {
 
 #[tokio::test]
 async fn real_responses_match_the_openapi_document() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::new(
-        SqliteStore::open(dir.path(), Options::default()).unwrap(),
-        Arc::new(SystemClock),
-        Config::default(),
-    );
+    let dir = Backend::new();
+    let engine = Engine::new(dir.open(), Arc::new(SystemClock), Config::default());
     let backup = dir.path().join("b.db");
     let store = engine.store().clone();
     let ctx = Ctx::with_backup(

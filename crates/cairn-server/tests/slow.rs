@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cairn_engine::{Config, Engine, SystemClock};
 use cairn_server::{Ctx, Limits, Settings, app, serve_with};
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_any::testing::Backend;
 
 fn get(addr: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -26,12 +26,8 @@ fn get(addr: &str, path: &str) -> String {
 
 #[test]
 fn slow_headers_are_cut_off_and_others_still_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::new(
-        SqliteStore::open(dir.path(), Options::default()).unwrap(),
-        Arc::new(SystemClock),
-        Config::default(),
-    );
+    let dir = Backend::new();
+    let engine = Engine::new(dir.open(), Arc::new(SystemClock), Config::default());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use cairn_core::Status;
 use cairn_store::{
     ApprovalRecord, ApprovalStatus, CheckpointRecord, Decision, Error, HistoryKind, HistoryRecord,
-    IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord, MachineRecord, NewLogEntry,
-    Reader, Store, TimerRecord,
+    IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord, LogEntry, MachineRecord,
+    NewLogEntry, Reader, Store, TimerRecord,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -274,6 +274,20 @@ pub fn committed_writes_are_visible_to_readers<S: Store>(s: &S) {
     assert_eq!(s.instance("other", "v").unwrap(), None);
 }
 
+/// The log after `after` once at least `want` entries show. A backend may hold entries
+/// back behind units still running anywhere in the database (PostgreSQL does, to keep
+/// positions in commit order), so a read straight after a commit can see fewer.
+pub fn log_settled<S: Reader>(s: &S, after: i64, limit: usize, want: usize) -> Vec<LogEntry> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let got = s.log(after, limit).unwrap();
+        if got.len() >= want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 pub fn log_positions_follow_commit_order<S: Store>(s: &S) {
     let mut positions = Vec::new();
     for v in 1..=20u64 {
@@ -283,7 +297,7 @@ pub fn log_positions_follow_commit_order<S: Store>(s: &S) {
         );
     }
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
-    let all = s.log(0, 100).unwrap();
+    let all = log_settled(s, 0, 100, 20);
     assert_eq!(
         all.iter().map(|e| e.position).collect::<Vec<_>>(),
         positions

@@ -252,7 +252,9 @@ pub trait Tx {
     ///
     /// # Contract
     /// Positions increase in commit order: once a reader has seen position `p`, no entry
-    /// with a position below `p` commits later.
+    /// with a position below `p` commits later. An entry may become visible to
+    /// [`Reader::log`] only some time after its unit committed (PostgreSQL shows it once
+    /// every older unit has ended), never out of order.
     fn append_log(&mut self, entry: &NewLogEntry) -> Result<i64, Error>;
 }
 

@@ -20,6 +20,9 @@ use crate::Failure;
 pub struct Settings {
     /// The data directory of the embedded store.
     pub data: PathBuf,
+    /// A PostgreSQL database (`postgres://user@host:port/db`) instead of the data
+    /// directory: several `cairn serve` nodes can share it.
+    pub database: Option<String>,
     pub namespace: String,
     /// `cairn serve`'s address.
     pub listen: String,
@@ -138,6 +141,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             data: PathBuf::from("./cairn-data"),
+            database: None,
             namespace: "default".into(),
             listen: "127.0.0.1:7878".into(),
             auth: None,
@@ -173,6 +177,8 @@ pub struct Loaded {
 pub struct Flags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -259,6 +265,15 @@ impl Loaded {
         {
             return Err(self.bad("auth", a, "expected on or off"));
         }
+        if let Some(db) = &s.database
+            && !cairn_store_any::is_postgres_url(db)
+        {
+            return Err(self.bad(
+                "database",
+                cairn_store_any::redact(db),
+                "expected a PostgreSQL URL: postgres://USER@HOST:PORT/DATABASE",
+            ));
+        }
         if s.namespace.is_empty() {
             return Err(self.bad("namespace", &s.namespace, "must not be empty"));
         }
@@ -337,6 +352,13 @@ impl Loaded {
                         };
                         walk(&key, v, out, l);
                     }
+                }
+                // A database URL is shown without its password.
+                Value::String(url) if prefix == "database" => {
+                    out.insert(
+                        prefix.to_string(),
+                        json!({"value": cairn_store_any::redact(url), "source": l.source(prefix)}),
+                    );
                 }
                 // Secrets are named, never shown.
                 other if prefix.starts_with("secrets.") => {

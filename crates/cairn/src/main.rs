@@ -6,6 +6,7 @@
 mod client;
 mod commands;
 mod config;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,10 @@ pub struct Global {
     /// for `bench`, a temporary directory].
     #[arg(long, global = true)]
     pub data: Option<PathBuf>,
+    /// A PostgreSQL database instead of the data directory, `postgres://USER@HOST:PORT/DB`
+    /// [setting `database`].
+    #[arg(long, global = true)]
+    pub database: Option<String>,
     /// The namespace to work in [setting `namespace`; default `default`].
     #[arg(long = "namespace", global = true)]
     pub namespace_flag: Option<String>,
@@ -187,6 +192,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
     };
     let flags = config::Flags {
         data: cli.global.data.clone(),
+        database: cli.global.database.clone(),
         namespace: cli.global.namespace_flag.clone(),
         max_payload: cli.global.max_payload,
         listen,
@@ -205,7 +211,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
                 &g.namespace,
             )?)),
             None => Ok(Box::new(client::Local::open(
-                &data,
+                &loaded.settings,
                 &g.namespace,
                 engine_config.clone(),
             )?)),
@@ -271,7 +277,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
             l::restore(g, &data, a)
         }
         Command::Stats => l::stats(g, &*client()?),
-        Command::Token(t) => commands::token::run(g, &data, t),
+        Command::Token(t) => commands::token::run(g, &loaded.settings, t),
         Command::Tasks(a) => commands::worker::tasks(g, &*client()?, a),
         Command::Worker(a) => commands::worker::worker(g, &*client()?, a),
     }

@@ -6,33 +6,30 @@
 use std::sync::Arc;
 
 use cairn_engine::{Config, Engine, Error, ManualClock, SendRequest, StartRequest};
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_any::AnyStore;
+use cairn_store_any::testing::Backend;
 use serde_json::Value;
 
 pub struct World {
-    pub e: Engine<SqliteStore>,
+    pub e: Engine<AnyStore>,
     pub clock: Arc<ManualClock>,
-    pub dir: tempfile::TempDir,
+    pub dir: Backend,
 }
 
 /// An engine at 2023-11-14T22:13:20Z with `machines` applied in namespace `default`.
 pub fn world(machines: &[&str]) -> World {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Backend::new();
     let clock = Arc::new(ManualClock::new(
         chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
     ));
-    let e = Engine::new(
-        SqliteStore::open(dir.path(), Options::default()).unwrap(),
-        clock.clone(),
-        Config::default(),
-    );
+    let e = Engine::new(dir.open(), clock.clone(), Config::default());
     for m in machines {
         e.apply("default", m, None, None).unwrap();
     }
     World { e, clock, dir }
 }
 
-pub fn start(e: &Engine<SqliteStore>, machine: &str, id: &str, input: Value) -> Result<(), Error> {
+pub fn start(e: &Engine<AnyStore>, machine: &str, id: &str, input: Value) -> Result<(), Error> {
     e.start(
         "default",
         StartRequest {
@@ -45,7 +42,7 @@ pub fn start(e: &Engine<SqliteStore>, machine: &str, id: &str, input: Value) -> 
     .map(|_| ())
 }
 
-pub fn send(e: &Engine<SqliteStore>, id: &str, event: &str, payload: Value) {
+pub fn send(e: &Engine<AnyStore>, id: &str, event: &str, payload: Value) {
     e.send(
         "default",
         id,
@@ -58,7 +55,7 @@ pub fn send(e: &Engine<SqliteStore>, id: &str, event: &str, payload: Value) {
     .unwrap();
 }
 
-pub fn verified(e: &Engine<SqliteStore>, ids: &[&str]) {
+pub fn verified(e: &Engine<AnyStore>, ids: &[&str]) {
     for id in ids {
         let v = e.verify("default", id).unwrap();
         assert!(v.ok, "{id}: {:?}", v.problem);

@@ -168,7 +168,8 @@ async fn healthz<S: Store + Send + Sync>(
 async fn metrics<S: Store + Send + Sync>(State(ctx): State<Arc<Ctx<S>>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        ctx.metrics.render(),
+        // The server's counters, then the store's (commits, units, batch sizes).
+        ctx.metrics.render() + &ctx.store_metrics.as_ref().map_or_else(String::new, |f| f()),
     )
 }
 

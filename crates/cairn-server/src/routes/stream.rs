@@ -99,7 +99,9 @@ async fn events<S: Store + Send + Sync>(
                     }
                 };
                 if entries.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Polled, and woken early when another node's commits are announced.
+                    let moved = ctx.log_moved.notified();
+                    let _ = tokio::time::timeout(Duration::from_millis(100), moved).await;
                     continue;
                 }
                 for e in entries {

@@ -17,10 +17,11 @@ use cairn_engine::{
     wire,
 };
 use cairn_store::InstanceFilter;
-use cairn_store_sqlite::{Options, SqliteStore};
 use serde_json::Value;
 
 use crate::Failure;
+use crate::config::Settings;
+use crate::store::AnyStore;
 
 /// Maps engine errors to exit codes: 2 malformed, 3 not found, 4 refused, 1 other.
 pub fn failure(e: Error) -> Failure {
@@ -123,15 +124,16 @@ pub trait Client {
     ) -> Result<(), Failure>;
 }
 
-/// An engine in this process, on a data directory (which it locks).
+/// An engine in this process, on a data directory (which it locks) or a PostgreSQL
+/// database.
 pub struct Local {
-    engine: Engine<SqliteStore>,
+    engine: Engine<AnyStore>,
     namespace: String,
 }
 
 impl Local {
-    pub fn open(dir: &Path, namespace: &str, config: Config) -> Result<Local, Failure> {
-        let engine = cairn_engine::open_sqlite(dir, Options::default(), config).map_err(failure)?;
+    pub fn open(settings: &Settings, namespace: &str, config: Config) -> Result<Local, Failure> {
+        let engine = crate::store::engine(settings, config).map_err(failure)?;
         Ok(Local {
             engine,
             namespace: namespace.to_string(),

@@ -3,14 +3,12 @@
 //! and their commits, then exits.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use cairn_engine::{ExecutorService, TimerService};
 use cairn_server::{Ctx, Settings};
-use cairn_store_sqlite::Options;
 
 use crate::Failure;
 
@@ -26,7 +24,6 @@ pub struct Args {
 }
 
 pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> {
-    let data: &Path = &settings.data;
     // Validated when the settings were loaded.
     let addr: SocketAddr = settings
         .listen
@@ -40,14 +37,27 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
         .with_writer(std::io::stderr)
         .json()
         .try_init();
-    let engine = cairn_engine::open_sqlite(data, Options::default(), settings.engine_config())
-        .map_err(crate::client::failure)?;
+    let engine =
+        crate::store::engine(settings, settings.engine_config()).map_err(crate::client::failure)?;
+    let _clock = engine.store().postgres().map(|pg| {
+        // The database clock is measured again now and then: a node's clock drifts.
+        let pg = pg.clone();
+        cairn_engine::Background::spawn("cairn-clock", Duration::from_secs(30), move || {
+            if let Err(e) = pg.sync_clock() {
+                tracing::warn!(error = %e, "measuring the database clock failed");
+            }
+            false
+        })
+    });
     let _timers = TimerService::start(engine.clone(), Duration::from_millis(100));
     // `exec` and `http` tasks run here; when serve stops, commands still running are killed
     // and their attempts fail as retryable.
     let _executors = ExecutorService::start(engine.clone());
+    // PostgreSQL has its own backup tools; `/v1/backup` answers "not supported" there.
     let store = engine.store().clone();
-    let backup: cairn_server::BackupFn = Arc::new(move |file| store.backup(file));
+    let backup: Option<cairn_server::BackupFn> = store.postgres().is_none().then(|| {
+        Arc::new(move |file: &std::path::Path| store.backup(file)) as cairn_server::BackupFn
+    });
     let auth = match settings.auth.as_deref() {
         Some("on") => true,
         Some("off") => false,
@@ -81,9 +91,11 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
     // Retention, when configured, runs every minute over every namespace.
     let _retention = retention(engine.clone(), &settings.retention);
     let stats_store = engine.store().clone();
+    let label = stats_store.label();
     let store_metrics: Arc<dyn Fn() -> String + Send + Sync> =
-        Arc::new(move || stats_store.write_stats().render());
-    let ctx = Ctx::with_hooks(engine, server_settings, Some(backup), Some(store_metrics));
+        Arc::new(move || stats_store.metrics());
+    let ctx = Ctx::with_hooks(engine, server_settings, backup, Some(store_metrics));
+    let _notify = notifications(&ctx);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,10 +107,10 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
         let bound = listener.local_addr().context("reading the bound address")?;
         println!(
             "cairn listening on http://{bound} (data {}, auth {})",
-            data.display(),
+            label,
             if auth { "on" } else { "off" }
         );
-        tracing::info!(%bound, data = %data.display(), "listening");
+        tracing::info!(%bound, data = %label, "listening");
         cairn_server::serve(listener, cairn_server::app(Arc::clone(&ctx)), shutdown())
             .await
             .context("serving")?;
@@ -122,8 +134,57 @@ async fn shutdown() {
     }
 }
 
+/// On PostgreSQL, nodes tell each other that the log moved: this node sends one
+/// `NOTIFY` per 20 ms at most when it has committed since the last (never one per unit,
+/// which would serialise commits), and listens for the others', waking its event streams
+/// and its waiting task claims.
+fn notifications(
+    ctx: &Arc<Ctx<crate::store::AnyStore>>,
+) -> Option<(cairn_engine::Background, std::thread::JoinHandle<()>)> {
+    let pg = ctx.engine.store().postgres()?.clone();
+    let sender = pg.clone();
+    let mut last = 0;
+    let notify =
+        cairn_engine::Background::spawn("cairn-notify", Duration::from_millis(20), move || {
+            let commits = sender.commits();
+            if commits != last {
+                last = commits;
+                if let Err(e) = sender.notify_log() {
+                    tracing::warn!(error = %e, "NOTIFY failed");
+                }
+            }
+            false
+        });
+    let (moved, engine) = (Arc::clone(&ctx.log_moved), ctx.engine.clone());
+    let listen = std::thread::Builder::new()
+        .name("cairn-listen".into())
+        .spawn(move || {
+            loop {
+                match pg.listen() {
+                    Ok(mut l) => loop {
+                        match l.wait(Duration::from_secs(1)) {
+                            Ok(0) => {}
+                            Ok(_) => {
+                                moved.notify_waiters();
+                                engine.tasks_ready().signal();
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => tracing::warn!(error = %e, "LISTEN failed; retrying"),
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+        .ok()?;
+    Some((notify, listen))
+}
+
 fn retention(
-    engine: cairn_engine::Engine<cairn_store_sqlite::SqliteStore>,
+    engine: cairn_engine::Engine<crate::store::AnyStore>,
     r: &crate::config::Retention,
 ) -> Option<cairn_engine::Background> {
     if r.finished_after.is_none() && r.max_history.is_none() {

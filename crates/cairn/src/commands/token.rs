@@ -27,7 +27,7 @@ pub enum Token {
     Revoke { id: String },
 }
 
-pub fn run(g: &Global, data: &std::path::Path, mut t: Token) -> Result<(), Failure> {
+pub fn run(g: &Global, settings: &crate::config::Settings, mut t: Token) -> Result<(), Failure> {
     if let Token::Create { namespaces, .. } = &mut t
         && namespaces.is_empty()
     {
@@ -54,12 +54,8 @@ pub fn run(g: &Global, data: &std::path::Path, mut t: Token) -> Result<(), Failu
             }
         }
         None => {
-            let engine = cairn_engine::open_sqlite(
-                data,
-                cairn_store_sqlite::Options::default(),
-                cairn_engine::Config::default(),
-            )
-            .map_err(crate::client::failure)?;
+            let engine = crate::store::engine(settings, cairn_engine::Config::default())
+                .map_err(crate::client::failure)?;
             match t {
                 Token::Create { role, namespaces, name } => {
                     let role = cairn_engine::Role::parse(&role)

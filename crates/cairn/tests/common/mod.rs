@@ -112,9 +112,15 @@ impl Drop for Killed {
 /// `cairn serve` on 127.0.0.1:`port`, retried while a killed server's port lingers.
 #[allow(dead_code)]
 pub fn serve_on(data: &Path, port: u16) -> Killed {
+    serve_with(data, port, &[])
+}
+
+/// [`serve_on`] with more arguments.
+#[allow(dead_code)]
+pub fn serve_with(data: &Path, port: u16, extra: &[&str]) -> Killed {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        if let Some((child, _, _)) = spawn_serve(data, &format!("127.0.0.1:{port}"), &[]) {
+        if let Some((child, _, _)) = spawn_serve(data, &format!("127.0.0.1:{port}"), extra) {
             return Killed(child);
         }
         assert!(

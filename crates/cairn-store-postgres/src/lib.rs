@@ -1,0 +1,591 @@
+//! The PostgreSQL backend of `cairn-store`: several stateless `cairn serve` nodes on one
+//! database.
+//!
+//! - **Units of work** are PostgreSQL transactions (READ COMMITTED) on pooled
+//!   connections. A unit that reads an instance through [`Tx::instance`] takes its row
+//!   lock (`FOR UPDATE`) for the rest of the unit, so the units of one instance are
+//!   serialised across nodes, and `update_instance` still checks the version.
+//! - **Claims** skip what another node holds: tasks and expired leases (`FOR UPDATE OF
+//!   task, instance SKIP LOCKED`), due schedules (`SKIP LOCKED`), outbox entries (an
+//!   advisory lock per receiver keeps one receiver's entries in order). Timers fire once
+//!   because the firing unit deletes the timer under the instance's lock.
+//! - **The log** is commit-ordered: a position is the writing transaction's id shifted
+//!   left 20 bits plus the entry's index in it, and readers only see positions below the
+//!   oldest running transaction (see `migrations/0001_initial.sql`).
+//! - **Time** comes from the database's clock ([`PgStore::now`]), so nodes with skewed
+//!   clocks agree on when timers, leases and schedules are due.
+//! - **Notifications**: [`PgStore::notify_log`] and [`PgStore::listen`] carry "the log
+//!   moved" between nodes on one channel, batched (one NOTIFY per interval, never one per
+//!   unit, which would serialise commits).
+//! - Migrations are embedded and run under an advisory lock, so nodes starting together
+//!   do not race.
+//!
+//! Holds no statechart logic. Driver errors become `store::Error` in [`db_err`] only.
+
+mod sql;
+pub mod testing;
+mod tx;
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use cairn_store::{
+    ApprovalRecord, ApprovalStatus, CheckpointRecord, Counts, Error, HistoryRecord, InboxRecord,
+    InstanceFilter, InstanceRecord, LogEntry, MachineRecord, Page, Reader, Store, TimerRecord, Tx,
+};
+use chrono::{DateTime, Utc};
+use postgres::error::SqlState;
+use postgres::{Client, NoTls};
+
+use crate::sql::{Db, Stmts};
+
+/// The embedded migrations, in order: (version, name, SQL).
+pub const MIGRATIONS: &[(u32, &str, &str)] =
+    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+
+/// The advisory lock key migrations run under.
+const MIGRATION_LOCK: i64 = 0x0063_6169_726e_0001;
+
+/// Maps a driver error to `store::Error`: the one place this happens.
+pub(crate) fn db_err(e: postgres::Error) -> Error {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => Error::Conflict(e.to_string()),
+        Some(c)
+            if *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::LOCK_NOT_AVAILABLE =>
+        {
+            Error::Locked(format!(
+                "the database gave way to a concurrent unit ({}); retry",
+                e.as_db_error().map_or("", |d| d.message())
+            ))
+        }
+        Some(_) => Error::Database(e.as_db_error().map_or_else(
+            || e.to_string(),
+            |d| format!("{}: {}", d.code().code(), d.message()),
+        )),
+        None if e.is_closed() => Error::Database(format!("the database connection closed: {e}")),
+        None => Error::Database(e.to_string()),
+    }
+}
+
+/// How the store runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Connections kept at most (units and reads share them).
+    pub max_connections: usize,
+    /// How long a unit or read waits for a free connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One pooled connection and its prepared statements.
+pub(crate) struct Conn {
+    client: Client,
+    stmts: Stmts,
+}
+
+struct Pool {
+    config: postgres::Config,
+    idle: Mutex<(Vec<Conn>, usize)>,
+    freed: Condvar,
+    options: Options,
+}
+
+impl Pool {
+    fn connect(&self) -> Result<Conn, Error> {
+        let client = self.config.connect(NoTls).map_err(db_err)?;
+        Ok(Conn {
+            client,
+            stmts: Stmts::new(),
+        })
+    }
+
+    fn get(&self) -> Result<Conn, Error> {
+        let deadline = std::time::Instant::now() + self.options.acquire_timeout;
+        let mut g = self.idle.lock().map_err(|_| Error::Closed)?;
+        loop {
+            if let Some(c) = g.0.pop() {
+                if !c.client.is_closed() {
+                    return Ok(c);
+                }
+                g.1 -= 1;
+                continue;
+            }
+            if g.1 < self.options.max_connections {
+                g.1 += 1;
+                drop(g);
+                return self.connect().inspect_err(|_| {
+                    if let Ok(mut g) = self.idle.lock() {
+                        g.1 -= 1;
+                    }
+                    self.freed.notify_one();
+                });
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Locked(format!(
+                    "all {} database connections stayed busy for {:?}",
+                    self.options.max_connections, self.options.acquire_timeout
+                )));
+            }
+            g = self
+                .freed
+                .wait_timeout(g, deadline - now)
+                .map_err(|_| Error::Closed)?
+                .0;
+        }
+    }
+
+    /// Returns a connection; a broken one is dropped (and its slot freed).
+    fn put(&self, c: Conn) {
+        if let Ok(mut g) = self.idle.lock() {
+            if c.client.is_closed() {
+                g.1 -= 1;
+            } else {
+                g.0.push(c);
+            }
+        }
+        self.freed.notify_one();
+    }
+}
+
+impl Drop for Pool {
+    /// Closes the connections on a thread of their own: closing blocks, and the last
+    /// clone of a store may be dropped on a thread that drives an async runtime.
+    fn drop(&mut self) {
+        let idle = self
+            .idle
+            .get_mut()
+            .map(|g| std::mem::take(&mut g.0))
+            .unwrap_or_default();
+        if !idle.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("cairn-pg-close".into())
+                .spawn(move || drop(idle));
+        }
+    }
+}
+
+struct Inner {
+    pool: Pool,
+    /// The database clock minus this node's, in microseconds, measured at open and
+    /// refreshed by [`PgStore::sync_clock`].
+    skew_us: AtomicI64,
+    commits: AtomicU64,
+    units: AtomicU64,
+    failed_commits: AtomicU64,
+    label: String,
+}
+
+/// A store on a PostgreSQL database. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("database", &self.inner.label)
+            .finish()
+    }
+}
+
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/database`), runs the migrations this
+    /// version has not yet applied, and measures the database clock.
+    pub fn open(url: &str, options: Options) -> Result<PgStore, Error> {
+        let mut config = postgres::Config::from_str(url)
+            .map_err(|e| Error::Database(format!("bad PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.application_name("cairn");
+        let label = redact(url);
+        let store = PgStore {
+            inner: Arc::new(Inner {
+                pool: Pool {
+                    config,
+                    idle: Mutex::new((Vec::new(), 0)),
+                    freed: Condvar::new(),
+                    options,
+                },
+                skew_us: AtomicI64::new(0),
+                commits: AtomicU64::new(0),
+                units: AtomicU64::new(0),
+                failed_commits: AtomicU64::new(0),
+                label,
+            }),
+        };
+        store.migrate()?;
+        store.sync_clock()?;
+        Ok(store)
+    }
+
+    /// The database, its password hidden.
+    pub fn label(&self) -> String {
+        self.inner.label.clone()
+    }
+
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T, Error>) -> Result<T, Error> {
+        let mut c = self.inner.pool.get()?;
+        let r = f(&mut c);
+        self.inner.pool.put(c);
+        r
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&mut Db<'_, Client>) -> Result<T, Error>) -> Result<T, Error> {
+        self.with_conn(|c| {
+            let mut db = Db {
+                c: &mut c.client,
+                stmts: &mut c.stmts,
+            };
+            f(&mut db)
+        })
+    }
+
+    fn migrate(&self) -> Result<(), Error> {
+        self.with_conn(|c| {
+            let mut tx = c.client.transaction().map_err(db_err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .map_err(db_err)?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS cairn_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .map_err(db_err)?;
+            let applied: Vec<i32> = tx
+                .query("SELECT version FROM cairn_migrations ORDER BY version", &[])
+                .map_err(db_err)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if let Some(&newest) = applied.last()
+                && newest as usize > MIGRATIONS.len()
+            {
+                return Err(Error::Corrupt(format!(
+                    "the database has schema version {newest}, newer than this cairn knows ({}); upgrade cairn",
+                    MIGRATIONS.len()
+                )));
+            }
+            for (version, name, sql) in MIGRATIONS {
+                if applied.contains(&(*version as i32)) {
+                    continue;
+                }
+                tx.batch_execute(sql).map_err(db_err)?;
+                tx.execute(
+                    "INSERT INTO cairn_migrations (version, name) VALUES ($1, $2)",
+                    &[&(*version as i32), name],
+                )
+                .map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)
+        })
+    }
+
+    /// The schema version of the database.
+    pub fn schema_version(&self) -> Result<u32, Error> {
+        self.read(|db| {
+            Ok(db
+                .opt(
+                    "SELECT COALESCE(MAX(version), 0) AS v FROM cairn_migrations",
+                    &[],
+                )?
+                .map_or(0, |r| r.get::<_, i32>("v") as u32))
+        })
+    }
+
+    /// Measures the database clock against this node's (half the round trip is taken as
+    /// the transit time) and remembers the difference for [`PgStore::now`].
+    pub fn sync_clock(&self) -> Result<(), Error> {
+        self.read(|db| {
+            let sent = Utc::now();
+            let row = db
+                .opt("SELECT clock_timestamp() AS t", &[])?
+                .ok_or_else(|| Error::Database("no clock".into()))?;
+            let back = Utc::now();
+            let theirs: DateTime<Utc> = row.get("t");
+            let mid = sent + (back - sent) / 2;
+            let skew = (theirs - mid).num_microseconds().unwrap_or(0);
+            self.inner.skew_us.store(skew, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    /// Now, by the database's clock (this node's clock plus the measured difference).
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::microseconds(self.inner.skew_us.load(Ordering::Relaxed))
+    }
+
+    /// The measured difference between the database clock and this node's.
+    pub fn clock_skew(&self) -> chrono::Duration {
+        chrono::Duration::microseconds(self.inner.skew_us.load(Ordering::Relaxed))
+    }
+
+    /// Waits (up to `timeout`) until every transaction running now has ended, so that
+    /// [`Reader::log`] shows every entry committed before this call; whether it did.
+    pub fn settle_log(&self, timeout: Duration) -> Result<bool, Error> {
+        let deadline = std::time::Instant::now() + timeout;
+        let xmax: i64 = self.read(|db| {
+            Ok(db
+                .opt(
+                    "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS x",
+                    &[],
+                )?
+                .map_or(0, |r| r.get("x")))
+        })?;
+        loop {
+            let xmin: i64 = self.read(|db| {
+                Ok(db
+                    .opt(
+                        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS x",
+                        &[],
+                    )?
+                    .map_or(0, |r| r.get("x")))
+            })?;
+            if xmin >= xmax {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Tells every node listening that the log moved (one `NOTIFY`, outside any unit).
+    pub fn notify_log(&self) -> Result<(), Error> {
+        self.read(|db| db.exec("NOTIFY cairn_log", &[]).map(|_| ()))
+    }
+
+    /// A dedicated connection listening for [`PgStore::notify_log`]; see [`Listener`].
+    pub fn listen(&self) -> Result<Listener, Error> {
+        let mut client = self.inner.pool.config.connect(NoTls).map_err(db_err)?;
+        client.batch_execute("LISTEN cairn_log").map_err(db_err)?;
+        Ok(Listener { client })
+    }
+
+    /// Units committed by this node so far.
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text of the store's counters.
+    pub fn render_metrics(&self) -> String {
+        let i = &self.inner;
+        let (idle, open) = i
+            .pool
+            .idle
+            .lock()
+            .map(|g| (g.0.len(), g.1))
+            .unwrap_or((0, 0));
+        format!(
+            "# TYPE cairn_store_commits_total counter\ncairn_store_commits_total {}\n\
+             # TYPE cairn_store_units_total counter\ncairn_store_units_total {}\n\
+             # TYPE cairn_store_failed_commits_total counter\ncairn_store_failed_commits_total {}\n\
+             # TYPE cairn_store_connections gauge\ncairn_store_connections{{state=\"open\"}} {open}\ncairn_store_connections{{state=\"idle\"}} {idle}\n",
+            i.commits.load(Ordering::Relaxed),
+            i.units.load(Ordering::Relaxed),
+            i.failed_commits.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A connection that waits for "the log moved" notifications.
+pub struct Listener {
+    client: Client,
+}
+
+impl Listener {
+    /// Waits up to `timeout` for notifications; how many arrived (0 on timeout).
+    pub fn wait(&mut self, timeout: Duration) -> Result<usize, Error> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut n = 0;
+        let mut it = self.client.notifications();
+        if it.timeout_iter(timeout).next().map_err(db_err)?.is_some() {
+            n += 1;
+            // And whatever else has arrived meanwhile, without waiting.
+            let mut more = it.iter();
+            while more.next().map_err(db_err)?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// `url` with its password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Store for PgStore {
+    fn write<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static,
+    {
+        let inner = &self.inner;
+        self.with_conn(|c| {
+            let t = c.client.transaction().map_err(db_err)?;
+            let mut tx = tx::PgTx::new(t, &mut c.stmts);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut tx)))
+                .unwrap_or_else(|_| Err(Error::Database("a unit of work panicked".into())));
+            inner.units.fetch_add(1, Ordering::Relaxed);
+            match r {
+                Ok(v) => {
+                    let committed = tx.commit();
+                    inner.commits.fetch_add(1, Ordering::Relaxed);
+                    if committed.is_err() {
+                        inner.failed_commits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    committed.map(|()| v)
+                }
+                Err(e) => {
+                    tx.rollback();
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+impl Reader for PgStore {
+    fn machine(
+        &self,
+        ns: &str,
+        name: &str,
+        v: Option<u32>,
+    ) -> Result<Option<MachineRecord>, Error> {
+        self.read(|db| sql::machine(db, ns, name, v))
+    }
+    fn machines(&self, ns: &str) -> Result<Vec<MachineRecord>, Error> {
+        self.read(|db| sql::machines(db, ns))
+    }
+    fn instance(&self, ns: &str, id: &str) -> Result<Option<InstanceRecord>, Error> {
+        self.read(|db| sql::instance(db, ns, id, false))
+    }
+    fn instances(&self, f: &InstanceFilter) -> Result<Page<InstanceRecord>, Error> {
+        self.read(|db| sql::instances(db, f))
+    }
+    fn instance_ids(&self, ns: Option<&str>) -> Result<Vec<(String, String)>, Error> {
+        self.read(|db| sql::instance_ids(db, ns))
+    }
+    fn history(
+        &self,
+        ns: &str,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, Error> {
+        self.read(|db| sql::history(db, ns, id, after, limit))
+    }
+    fn transition(&self, ns: &str, id: &str, version: u64) -> Result<Option<HistoryRecord>, Error> {
+        self.read(|db| sql::transition(db, ns, id, version))
+    }
+    fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<TimerRecord>, Error> {
+        self.read(|db| sql::due_timers(db, now, limit))
+    }
+    fn timers(&self, ns: &str, id: &str) -> Result<Vec<TimerRecord>, Error> {
+        self.read(|db| sql::timers(db, ns, id))
+    }
+    fn approvals(
+        &self,
+        ns: &str,
+        st: Option<ApprovalStatus>,
+        id: Option<&str>,
+    ) -> Result<Vec<ApprovalRecord>, Error> {
+        self.read(|db| sql::approvals(db, ns, st, id))
+    }
+    fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
+        self.read(|db| sql::approval(db, id))
+    }
+    fn checkpoints(&self, ns: &str, id: &str) -> Result<Vec<CheckpointRecord>, Error> {
+        self.read(|db| sql::checkpoints(db, ns, id, None))
+    }
+    fn inbox(&self, ns: &str, id: &str) -> Result<Vec<InboxRecord>, Error> {
+        self.read(|db| sql::inbox(db, ns, id))
+    }
+    fn finished_before(
+        &self,
+        ns: &str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, Error> {
+        self.read(|db| sql::finished_before(db, ns, before, limit))
+    }
+    fn tasks(
+        &self,
+        ns: &str,
+        queue: Option<&str>,
+        st: Option<cairn_store::TaskStatus>,
+        id: Option<&str>,
+    ) -> Result<Vec<cairn_store::TaskRecord>, Error> {
+        self.read(|db| sql::tasks(db, ns, queue, st, id))
+    }
+    fn token_by_hash(&self, hash: &str) -> Result<Option<cairn_store::TokenRecord>, Error> {
+        self.read(|db| sql::token_by_hash(db, hash))
+    }
+    fn tokens(&self) -> Result<Vec<cairn_store::TokenRecord>, Error> {
+        self.read(sql::tokens)
+    }
+    fn task(&self, id: &str) -> Result<Option<cairn_store::TaskRecord>, Error> {
+        self.read(|db| sql::task(db, id))
+    }
+    fn task_work(
+        &self,
+        queues: &[String],
+        ns: Option<&[String]>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        self.read(|db| {
+            Ok(!sql::claimable(db, queues, ns, now, 1, false)?.is_empty()
+                || !sql::expired(db, now, 1, false)?.is_empty())
+        })
+    }
+    fn attempts(&self, task_id: &str) -> Result<Vec<cairn_store::AttemptRecord>, Error> {
+        self.read(|db| sql::attempts(db, task_id))
+    }
+    fn triggers(&self, ns: &str) -> Result<Vec<cairn_store::TriggerRecord>, Error> {
+        self.read(|db| sql::triggers(db, ns))
+    }
+    fn schedules(&self, ns: &str) -> Result<Vec<cairn_store::ScheduleRecord>, Error> {
+        self.read(|db| sql::schedules(db, ns))
+    }
+    fn schedules_due(&self, now: DateTime<Utc>) -> Result<bool, Error> {
+        self.read(|db| Ok(!sql::due_schedules(db, now, 1, false)?.is_empty()))
+    }
+    fn outbox_waiting(&self) -> Result<bool, Error> {
+        self.read(sql::outbox_waiting)
+    }
+    fn counts(&self, ns: &str) -> Result<Counts, Error> {
+        self.read(|db| sql::counts(db, ns))
+    }
+    fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error> {
+        self.read(|db| sql::log(db, after, limit))
+    }
+}
