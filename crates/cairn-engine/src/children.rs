@@ -462,10 +462,17 @@ impl<S: Store> Engine<S> {
         loop {
             let now = self.now();
             let m = std::sync::Arc::clone(&machines);
+            // The entry a failing delivery was about, so that exactly that one is dropped
+            // (with several nodes draining, the oldest entry may be another's by then).
+            let failing = std::sync::Arc::new(std::sync::Mutex::new(None));
+            let seen = std::sync::Arc::clone(&failing);
             let r = self.write(move |tx| {
                 let Some(e) = tx.outbox(1)?.pop() else {
                     return Ok(None);
                 };
+                if let Ok(mut s) = seen.lock() {
+                    *s = Some(e.clone());
+                }
                 tx.delete_outbox(e.seq)?;
                 deliver(tx, &m, &e, now)?;
                 Ok(Some(e.seq))
@@ -476,9 +483,11 @@ impl<S: Store> Engine<S> {
                 Err(Error::Store(e)) => return Err(Error::Store(e)),
                 Err(other) => {
                     let why = other.to_string();
+                    let Some(e) = failing.lock().ok().and_then(|mut s| s.take()) else {
+                        return Err(other);
+                    };
                     self.write(move |tx| {
-                        if let Some(e) = tx.outbox(1)?.pop() {
-                            tx.delete_outbox(e.seq)?;
+                        if tx.delete_outbox(e.seq)? {
                             tx.append_log(&cairn_store::NewLogEntry {
                                 namespace: e.namespace.clone(),
                                 instance_id: e.instance_id.clone(),
