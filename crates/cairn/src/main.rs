@@ -138,6 +138,8 @@ enum Command {
     Config,
     /// Run a benchmark workload of BENCHMARKS.md and print its JSON line.
     Bench(commands::bench::Args),
+    /// Copy a SQLite data directory into an empty PostgreSQL database, and verify the copy.
+    MigrateStore(commands::migrate::Args),
 }
 
 /// An error with the exit code it maps to.
@@ -176,13 +178,19 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         Command::Validate(a) => return commands::validate::run(a, cli.global.json),
         Command::Simulate(a) => return commands::simulate::run(a),
         Command::Diagram(a) => return commands::diagram::run(a, cli.global.json),
+        Command::MigrateStore(a) => return commands::migrate::run(cli.global.json, a),
         Command::Bench(a) => {
             let data = cli
                 .global
                 .data
                 .clone()
                 .or_else(|| std::env::var_os("CAIRN_DATA").map(PathBuf::from));
-            return commands::bench::run(data, a);
+            let database = cli
+                .global
+                .database
+                .clone()
+                .or_else(|| std::env::var("CAIRN_DATABASE").ok());
+            return commands::bench::run(data, database, a);
         }
         _ => {}
     }
@@ -218,7 +226,11 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         }
     };
     match cli.command {
-        Command::Validate(_) | Command::Simulate(_) | Command::Diagram(_) | Command::Bench(_) => {
+        Command::Validate(_)
+        | Command::Simulate(_)
+        | Command::Diagram(_)
+        | Command::Bench(_)
+        | Command::MigrateStore(_) => {
             unreachable!("handled above")
         }
         Command::Config => {

@@ -418,3 +418,59 @@ fn three_nodes_one_database_a_node_killed_and_restarted() {
     assert_eq!(v["failed"], 0);
     drop(nodes);
 }
+
+/// `cairn bench W5` runs end to end (tiny, for function, not for figures) and says what
+/// it needs when it has no database.
+#[test]
+fn bench_w5_reports_scaling_over_nodes() {
+    let db = TestDb::create().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "bench",
+            "W5",
+            "--n",
+            "40",
+            "--concurrency",
+            "8",
+            "--database",
+            &db.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = line["runs"].as_array().unwrap();
+    assert_eq!(
+        runs.iter()
+            .map(|r| (
+                r["nodes"].as_u64().unwrap(),
+                r["backend"].as_str().unwrap().to_string()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            (1, "postgres".into()),
+            (2, "postgres".into()),
+            (3, "postgres".into()),
+            (1, "sqlite".into())
+        ]
+    );
+    for r in runs {
+        assert_eq!(r["n"], 40, "{r}");
+        assert!(r["workflows_per_s"].as_f64().unwrap() > 0.0);
+    }
+    assert!(line["scaling"]["3"].as_f64().unwrap() > 0.0);
+    assert!(line["postgres_vs_sqlite_1_node"].as_f64().unwrap() > 0.0);
+    assert!(!line["database"].as_str().unwrap().is_empty());
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["bench", "W5"])
+        .env_remove("CAIRN_DATABASE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--database"));
+}

@@ -35,7 +35,7 @@ states:
   done: { type: final }
 "#;
 
-const W1_TASKS: &str = r#"
+pub(crate) const W1_TASKS: &str = r#"
 machine: w1-tasks
 description: five durable steps, each a task for a worker
 initial: s1
@@ -62,7 +62,7 @@ states:
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The workload: W1-events, W1-tasks or W2.
+    /// The workload: W1-events, W1-tasks, W2, W3 or W5 (needs `--database`).
     workload: String,
     /// Workflows to run (default 2000; W2 500; W3 200); 0 runs W1 until killed.
     #[arg(long)]
@@ -102,7 +102,7 @@ impl Args {
 }
 
 /// What a workload needs from Cairn: in-process or over HTTP.
-trait Driver: Send + Sync {
+pub(crate) trait Driver: Send + Sync {
     fn start(&self, machine: &str, id: &str) -> Result<u64, String>;
     /// Sends an event; the instance's version after it.
     fn send(&self, id: &str, event: &str, key: &str) -> Result<u64, String>;
@@ -180,12 +180,24 @@ impl Driver for InProc {
     }
 }
 
-struct Http {
+pub(crate) struct Http {
     base: String,
     agent: ureq::Agent,
 }
 
 impl Http {
+    /// A client of the server at `base`, on a connection of its own.
+    pub(crate) fn new(base: &str) -> Http {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Http {
+            base: base.to_string(),
+            agent,
+        }
+    }
+
     fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, String> {
         let mut resp = self
             .agent
@@ -295,13 +307,16 @@ impl Drop for TempDir {
     }
 }
 
-pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
+pub fn run(data: Option<PathBuf>, database: Option<String>, a: Args) -> Result<(), Failure> {
     if a.workload == "W3" {
         return super::w3::run(data, a);
     }
+    if a.workload == "W5" {
+        return super::w5::run(database, &a);
+    }
     if !matches!(a.workload.as_str(), "W1-events" | "W1-tasks" | "W2") {
         return Err(Failure::usage(anyhow!(
-            "unknown workload `{}`; available: W1-events, W1-tasks, W2, W3",
+            "unknown workload `{}`; available: W1-events, W1-tasks, W2, W3, W5",
             a.workload
         )));
     }
@@ -355,19 +370,12 @@ pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
                 std::future::pending(),
             ));
             _runtime = Some(rt);
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .into();
-            Arc::new(Http {
-                base: format!("http://{addr}"),
-                agent,
-            })
+            Arc::new(Http::new(&format!("http://{addr}")))
         }
     };
     let line = match a.workload.as_str() {
         "W2" => w2(driver.as_ref(), &a)?,
-        "W1-tasks" => w1_tasks(driver, &a)?,
+        "W1-tasks" => w1_tasks(driver, &a, 4)?,
         _ => w1(driver, &a)?,
     };
     let mut line = line;
@@ -450,12 +458,21 @@ fn w1(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Failure> {
 /// W1-tasks: clients keep `concurrency` workflows in flight; worker threads claim tasks in
 /// batches and complete them; a workflow's latency runs from its start until its fifth
 /// task's completion commits (and with it, the instance's completion).
-fn w1_tasks(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Failure> {
+pub(crate) fn w1_tasks(
+    driver: Arc<dyn Driver>,
+    a: &Args,
+    workers: usize,
+) -> Result<serde_json::Value, Failure> {
     use std::collections::HashMap;
     use std::sync::atomic::AtomicBool;
     let n = if a.n() == 0 { 2000 } else { a.n() };
-    let workers = 4usize;
-    let run_id = format!("t{}", std::process::id());
+    // Unique per run: W5 runs several times on one database.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let run_id = format!(
+        "t{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    );
     let started_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(n as usize)));
     let in_flight = Arc::new(AtomicU64::new(0));

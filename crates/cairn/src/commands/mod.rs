@@ -4,6 +4,7 @@ pub mod bench;
 pub mod diagram;
 pub mod instances;
 pub mod lifecycle;
+pub mod migrate;
 pub mod schedule;
 pub mod serve;
 pub mod simulate;
@@ -11,6 +12,7 @@ pub mod token;
 pub mod trigger;
 pub mod validate;
 pub mod w3;
+pub mod w5;
 pub mod worker;
 
 use cairn_core::Machine;

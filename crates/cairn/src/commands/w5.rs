@@ -1,0 +1,158 @@
+//! `cairn bench W5`: W1-tasks over HTTP against one PostgreSQL database with 1, 2 and 3
+//! `cairn serve` nodes (child processes of this one), clients and workers spread over the
+//! nodes; then the same with one node on SQLite, for the single-node comparison. One JSON
+//! line: each run's figures, the throughput ratio of 2 and 3 nodes to 1, and single-node
+//! PostgreSQL against single-node SQLite.
+
+use std::io::BufRead as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use serde_json::{Value, json};
+
+use super::bench::{Args, Driver, Http, TempDir, W1_TASKS, round, w1_tasks};
+use crate::Failure;
+
+/// A node, killed when the run ends.
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cairn serve` with `store` arguments on a free port; its URL.
+fn node(store: &[String]) -> Result<(Node, String), Failure> {
+    let exe = std::env::current_exe().map_err(|e| anyhow!("{e}"))?;
+    let mut child = Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(store)
+        .env("CAIRN_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow!("starting a node: {e}"))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    let node = Node(child);
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .ok_or_else(|| anyhow!("a node did not start: {line}"))?
+        .to_string();
+    Ok((node, url))
+}
+
+/// Calls spread over nodes: a workflow's start and events go to the node its id hashes
+/// to, a worker claims from the node its number picks, a completion goes to the node
+/// the task id hashes to.
+struct Spread(Vec<Http>);
+
+impl Spread {
+    fn by(&self, key: &str) -> &Http {
+        let h = key
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        &self.0[(h % self.0.len() as u64) as usize]
+    }
+}
+
+impl Driver for Spread {
+    fn idle(&self) {}
+    fn claim(
+        &self,
+        worker: &str,
+        batch: usize,
+    ) -> Result<Vec<(String, u32, String, String)>, String> {
+        let n: usize = worker
+            .rsplit('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        self.0[n % self.0.len()].claim(worker, batch)
+    }
+    fn complete(&self, task: &str, attempt: u32) -> Result<(), String> {
+        self.by(task).complete(task, attempt)
+    }
+    fn start(&self, machine: &str, id: &str) -> Result<u64, String> {
+        self.by(id).start(machine, id)
+    }
+    fn send(&self, id: &str, event: &str, key: &str) -> Result<u64, String> {
+        self.by(id).send(id, event, key)
+    }
+    fn approve(&self, id: &str) -> Result<String, String> {
+        self.by(id).approve(id)
+    }
+}
+
+fn apply(url: &str) -> Result<(), Failure> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(format!("{url}/v1/machines?namespace=bench"))
+        .header("Content-Type", "application/yaml")
+        .send(W1_TASKS)
+        .map_err(|e| anyhow!("applying the machine: {e}"))?;
+    if r.status().as_u16() >= 400 {
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        return Err(anyhow!("applying the machine: {body}").into());
+    }
+    Ok(())
+}
+
+/// One W1-tasks run against `nodes` nodes started with `store` arguments.
+fn run_on(store: &[String], nodes: usize, a: &Args) -> Result<Value, Failure> {
+    let mut running = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..nodes {
+        let (n, url) = node(store)?;
+        running.push(n);
+        urls.push(url);
+    }
+    apply(&urls[0])?;
+    let driver: Arc<dyn Driver> = Arc::new(Spread(urls.iter().map(|u| Http::new(u)).collect()));
+    let mut line = w1_tasks(driver, a, 4 * nodes)?;
+    line["nodes"] = json!(nodes);
+    drop(running);
+    Ok(line)
+}
+
+pub fn run(database: Option<String>, a: &Args) -> Result<(), Failure> {
+    let url = database.ok_or_else(|| {
+        Failure::usage(anyhow!(
+            "W5 runs on PostgreSQL: give `--database postgres://USER@HOST:PORT/DB` (an empty database the bench may fill)"
+        ))
+    })?;
+    let pg = vec!["--database".to_string(), url.clone()];
+    let mut runs = Vec::new();
+    for nodes in 1..=3 {
+        let mut r = run_on(&pg, nodes, a)?;
+        r["backend"] = json!("postgres");
+        runs.push(r);
+    }
+    let dir = std::env::temp_dir().join(format!("cairn-w5-{}", std::process::id()));
+    let _tmp = TempDir(dir.clone());
+    let sqlite = vec!["--data".to_string(), dir.display().to_string()];
+    let mut s = run_on(&sqlite, 1, a)?;
+    s["backend"] = json!("sqlite");
+    let wf = |r: &Value| r["workflows_per_s"].as_f64().unwrap_or(0.0);
+    let one = wf(&runs[0]).max(f64::MIN_POSITIVE);
+    let line = json!({
+        "peer": "cairn",
+        "workload": "W5",
+        "database": cairn_store_any::redact(&url),
+        "concurrency": a.concurrency(),
+        "runs": [runs[0], runs[1], runs[2], s],
+        "scaling": {"2": round(wf(&runs[1]) / one, 2), "3": round(wf(&runs[2]) / one, 2)},
+        "postgres_vs_sqlite_1_node": round(one / wf(&s).max(f64::MIN_POSITIVE), 2),
+    });
+    println!("{line}");
+    Ok(())
+}
