@@ -272,9 +272,15 @@ impl<S: Store> Engine<S> {
                 let machines = self.machine_cache();
                 let (ns, id) = (t.namespace.clone(), t.instance_id.clone());
                 let n = self.write(move |tx| {
-                    let Some(mut inst) = tx.instance(&ns, &id)? else {
-                        tx.delete_timers(&ns, &id)?;
-                        return Ok(0);
+                    // Another node firing or changing this instance now is left to it; the
+                    // timer, if still due, is seen on the next round.
+                    let mut inst = match tx.claim_instance(&ns, &id)? {
+                        cairn_store::Claim::Got(i) => *i,
+                        cairn_store::Claim::Busy => return Ok(0),
+                        cairn_store::Claim::Missing => {
+                            tx.delete_timers(&ns, &id)?;
+                            return Ok(0);
+                        }
                     };
                     if inst.status.is_finished() {
                         tx.delete_timers(&ns, &id)?;

@@ -187,6 +187,21 @@ pub fn instance<C: GenericClient>(
         .transpose()
 }
 
+/// The instance locked for this unit, or None when it is missing or another unit holds it.
+pub fn claim_instance<C: GenericClient>(
+    db: &mut Db<C>,
+    ns: &str,
+    id: &str,
+) -> Result<Option<InstanceRecord>, Error> {
+    db.opt(
+        &format!("SELECT {INSTANCE_COLS} FROM instances WHERE namespace = $1 AND id = $2 FOR UPDATE SKIP LOCKED"),
+        &[&ns, &id],
+    )?
+    .as_ref()
+    .map(instance_row)
+    .transpose()
+}
+
 pub fn insert_instance<C: GenericClient>(db: &mut Db<C>, i: &InstanceRecord) -> Result<(), Error> {
     let r = db.exec(
         "INSERT INTO instances (namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at, history_seq) \

@@ -64,6 +64,16 @@ impl Tx for PgTx<'_> {
     fn instance(&mut self, ns: &str, id: &str) -> Result<Option<InstanceRecord>, Error> {
         sql::instance(&mut self.db(), ns, id, true)
     }
+    fn claim_instance(&mut self, ns: &str, id: &str) -> Result<cairn_store::Claim, Error> {
+        use cairn_store::Claim;
+        if let Some(i) = sql::claim_instance(&mut self.db(), ns, id)? {
+            return Ok(Claim::Got(Box::new(i)));
+        }
+        Ok(match sql::instance(&mut self.db(), ns, id, false)? {
+            Some(_) => Claim::Busy,
+            None => Claim::Missing,
+        })
+    }
     fn insert_instance(&mut self, i: &InstanceRecord) -> Result<(), Error> {
         sql::insert_instance(&mut self.db(), i)
     }

@@ -230,3 +230,43 @@ fn a_throwaway_server_starts_from_the_installed_binaries() {
     s.write(|tx| tx.append_log(&entry("x", 1))).unwrap();
     assert_eq!(cairn_store_tests::log_settled(&s, 0, 10, 1).len(), 1);
 }
+
+/// Work any node may do (firing timers) skips an instance another unit holds, instead of
+/// waiting for it.
+#[test]
+fn claiming_an_instance_skips_one_held_elsewhere() {
+    use cairn_store::Claim;
+    let (s, _db) = open();
+    let inst = cairn_store_tests::instance(
+        "default",
+        "i",
+        "m",
+        cairn_core::Status::Running,
+        &["a"],
+        &[],
+    );
+    s.write(move |tx| tx.insert_instance(&inst)).unwrap();
+    let holding = Arc::new(Barrier::new(2));
+    let release = Arc::new(Barrier::new(2));
+    let (h, r) = (Arc::clone(&holding), Arc::clone(&release));
+    let s1 = s.clone();
+    let holder = std::thread::spawn(move || {
+        s1.write(move |tx| {
+            tx.instance("default", "i")?;
+            h.wait();
+            r.wait();
+            Ok(())
+        })
+        .unwrap()
+    });
+    holding.wait();
+    let busy = s.write(|tx| tx.claim_instance("default", "i")).unwrap();
+    let missing = s.write(|tx| tx.claim_instance("default", "nope")).unwrap();
+    release.wait();
+    holder.join().unwrap();
+    assert_eq!(busy, Claim::Busy);
+    assert_eq!(missing, Claim::Missing);
+    assert!(
+        matches!(s.write(|tx| tx.claim_instance("default", "i")).unwrap(), Claim::Got(i) if i.id == "i")
+    );
+}

@@ -19,6 +19,17 @@ pub use record::{
     TaskStatus, TimerRecord, TokenRecord, TriggerRecord,
 };
 
+/// The answer to [`Tx::claim_instance`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Claim {
+    /// Locked for this unit.
+    Got(Box<InstanceRecord>),
+    /// Another unit holds it now.
+    Busy,
+    /// No such instance.
+    Missing,
+}
+
 /// Writes inside one unit of work. Every method sees the unit's own earlier writes.
 ///
 /// # Contract
@@ -37,6 +48,15 @@ pub trait Tx {
     fn insert_machine(&mut self, record: &MachineRecord) -> Result<(), Error>;
 
     fn instance(&mut self, namespace: &str, id: &str) -> Result<Option<InstanceRecord>, Error>;
+    /// The instance for work that any node may do (firing its due timers): like
+    /// [`Tx::instance`], but where several nodes write, one that another unit holds right
+    /// now is skipped ([`Claim::Busy`], PostgreSQL's `SKIP LOCKED`) rather than waited for.
+    fn claim_instance(&mut self, namespace: &str, id: &str) -> Result<Claim, Error> {
+        Ok(match self.instance(namespace, id)? {
+            Some(i) => Claim::Got(Box::new(i)),
+            None => Claim::Missing,
+        })
+    }
     fn insert_instance(&mut self, record: &InstanceRecord) -> Result<(), Error>;
     /// Replaces the instance row.
     ///
