@@ -67,7 +67,16 @@ pub(crate) fn db_err(e: postgres::Error) -> Error {
             |d| format!("{}: {}", d.code().code(), d.message()),
         )),
         None if e.is_closed() => Error::Database(format!("the database connection closed: {e}")),
-        None => Error::Database(e.to_string()),
+        None => {
+            // The driver's message ("error connecting to server") hides its cause.
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            Error::Database(text)
+        }
     }
 }
 
@@ -233,8 +242,12 @@ impl PgStore {
                 label,
             }),
         };
-        store.migrate()?;
-        store.sync_clock()?;
+        let at = |e: Error| match e {
+            Error::Database(m) => Error::Database(format!("PostgreSQL at {}: {m}", store.inner.label)),
+            other => other,
+        };
+        store.migrate().map_err(at)?;
+        store.sync_clock().map_err(at)?;
         Ok(store)
     }
 

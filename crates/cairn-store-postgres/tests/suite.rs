@@ -212,7 +212,10 @@ fn notifications_reach_another_connection() {
 #[test]
 fn bad_urls_and_unreachable_servers_are_clear_errors() {
     match PgStore::open("postgres://nobody@127.0.0.1:1/none", Options::default()) {
-        Err(Error::Database(m)) => assert!(!m.is_empty()),
+        Err(Error::Database(m)) => {
+            assert!(m.contains("postgres://nobody@127.0.0.1:1/none"), "{m}");
+            assert!(m.contains("refused"), "the cause is named: {m}");
+        }
         other => panic!("{other:?}"),
     }
     assert!(matches!(
