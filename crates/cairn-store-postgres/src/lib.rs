@@ -243,7 +243,9 @@ impl PgStore {
             }),
         };
         let at = |e: Error| match e {
-            Error::Database(m) => Error::Database(format!("PostgreSQL at {}: {m}", store.inner.label)),
+            Error::Database(m) => {
+                Error::Database(format!("PostgreSQL at {}: {m}", store.inner.label))
+            }
             other => other,
         };
         store.migrate().map_err(at)?;

@@ -203,11 +203,14 @@ pub fn load(config: Option<&Path>, flags: Flags) -> Result<Loaded, Failure> {
     let figment = Figment::from(Serialized::defaults(Settings::default()))
         .merge(Toml::file(&base))
         .merge(Toml::file(&local))
-        .merge(
-            Env::prefixed("CAIRN_")
-                .split("__")
-                .ignore(&["server", "token", "log", "config"]),
-        )
+        .merge(Env::prefixed("CAIRN_").split("__").ignore(&[
+            "server",
+            "token",
+            "log",
+            "config",
+            "test_backend",
+            "test_postgres_url",
+        ]))
         .merge(Serialized::globals(flags));
     let settings: Settings = figment
         .extract()

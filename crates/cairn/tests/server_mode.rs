@@ -1,5 +1,6 @@
 //! Every CLI command against a running `cairn serve` through `--server`, with the same
 //! output shapes and exit codes as embedded mode, and a `cairn worker` claiming over HTTP.
+//! On PostgreSQL too, with `CAIRN_TEST_BACKEND=postgres` (`scripts/test` runs both).
 
 mod common;
 
@@ -11,6 +12,7 @@ use serde_json::json;
 struct Server {
     child: Child,
     url: String,
+    _store: cairn_store_any::testing::Backend,
 }
 
 impl Drop for Server {
@@ -21,9 +23,19 @@ impl Drop for Server {
 }
 
 fn serve(data: &Path) -> Server {
+    let store = cairn_store_any::testing::Backend::new();
+    let extra: Vec<String> = match store.database() {
+        Some(url) => vec!["--database".into(), url.into()],
+        None => Vec::new(),
+    };
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let (child, url, _) =
-        common::spawn_serve(data, "127.0.0.1:0", &[]).expect("cairn serve started");
-    Server { child, url }
+        common::spawn_serve(data, "127.0.0.1:0", &extra).expect("cairn serve started");
+    Server {
+        child,
+        url,
+        _store: store,
+    }
 }
 
 use common::{ok_at as ok, run_at as run};
@@ -119,12 +131,19 @@ fn the_cli_works_against_a_server_with_the_same_exit_codes() {
     assert_eq!(ok(u, &["verify"])["ok"], true);
     assert_eq!(ok(u, &["tick"])["timers_fired"], 0);
     let backup = tmp.path().join("b.db");
-    assert!(
-        ok(u, &["backup", backup.to_str().unwrap()])["bytes"]
-            .as_u64()
-            .unwrap()
-            > 0
-    );
+    if cairn_store_any::testing::on_postgres() {
+        // PostgreSQL is backed up with its own tools: the server says so.
+        let (code, _, err) = run(u, &["backup", backup.to_str().unwrap()]);
+        assert_eq!(code, 1);
+        assert!(err.contains("no online backup"), "{err}");
+    } else {
+        assert!(
+            ok(u, &["backup", backup.to_str().unwrap()])["bytes"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+    }
     ok(u, &["rm", "ca2"]);
 
     // The same exit codes as embedded mode.
