@@ -31,6 +31,9 @@ pub struct Config {
     pub max_payload_bytes: usize,
     /// The built-in executors' policy (allowlist, secrets) and limits.
     pub executors: crate::Executors,
+    /// Other processes write to the same store (several nodes on PostgreSQL): what this
+    /// engine caches of records that change (triggers) is reloaded at least every second.
+    pub shared_store: bool,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
         Config {
             max_payload_bytes: 1024 * 1024,
             executors: crate::Executors::default(),
+            shared_store: false,
         }
     }
 }
@@ -102,7 +106,6 @@ type MachineKey = (String, String, u32);
 /// What units compile once and share: machines by namespace, name and version (versions
 /// are immutable, so a compiled machine never goes stale) and each namespace's triggers
 /// (reloaded after a change).
-#[derive(Default)]
 pub(crate) struct Machines {
     compiled: Mutex<HashMap<MachineKey, Arc<Machine>>>,
     pub(crate) triggers: crate::triggers::Cache,
@@ -222,9 +225,16 @@ impl<S: Store> Engine<S> {
         Engine {
             store,
             clock,
-            config,
-            machines: Arc::new(Machines::default()),
+            machines: Arc::new(Machines {
+                compiled: Mutex::default(),
+                triggers: crate::triggers::Cache::new(
+                    config
+                        .shared_store
+                        .then_some(std::time::Duration::from_secs(1)),
+                ),
+            }),
             tasks_ready: Arc::new(TasksReady::default()),
+            config,
         }
     }
 

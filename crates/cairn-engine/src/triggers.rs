@@ -42,13 +42,31 @@ pub(crate) struct Armed {
     payload: Option<Compiled>,
 }
 
-/// Each namespace's compiled triggers, loaded on first use and after a change.
-#[derive(Default)]
-pub(crate) struct Cache(Mutex<HashMap<String, Arc<Vec<Armed>>>>);
+/// Each namespace's compiled triggers, loaded on first use and after a change made here;
+/// with a `ttl` (other nodes may change them too), also once they are that old.
+/// A namespace's triggers and when they were loaded.
+type Loaded = (std::time::Instant, Arc<Vec<Armed>>);
+
+pub(crate) struct Cache {
+    loaded: Mutex<HashMap<String, Loaded>>,
+    ttl: Option<std::time::Duration>,
+}
 
 impl Cache {
+    pub(crate) fn new(ttl: Option<std::time::Duration>) -> Cache {
+        Cache {
+            loaded: Mutex::default(),
+            ttl,
+        }
+    }
+
     fn of(&self, tx: &mut dyn Tx, ns: &str) -> Result<Arc<Vec<Armed>>, Error> {
-        if let Some(list) = self.0.lock().ok().and_then(|m| m.get(ns).cloned()) {
+        let fresh = |at: &std::time::Instant| self.ttl.is_none_or(|t| at.elapsed() < t);
+        if let Some(list) = self.loaded.lock().ok().and_then(|m| {
+            m.get(ns)
+                .filter(|(at, _)| fresh(at))
+                .map(|(_, l)| Arc::clone(l))
+        }) {
             return Ok(list);
         }
         let list: Vec<Armed> = tx
@@ -58,14 +76,17 @@ impl Cache {
             .filter_map(|t| compile(t).ok())
             .collect();
         let list = Arc::new(list);
-        if let Ok(mut m) = self.0.lock() {
-            m.insert(ns.to_string(), Arc::clone(&list));
+        if let Ok(mut m) = self.loaded.lock() {
+            m.insert(
+                ns.to_string(),
+                (std::time::Instant::now(), Arc::clone(&list)),
+            );
         }
         Ok(list)
     }
 
     fn forget(&self, ns: &str) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.loaded.lock() {
             m.remove(ns);
         }
     }

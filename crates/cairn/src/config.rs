@@ -114,6 +114,7 @@ impl Settings {
                 http_timeout: duration(&h.timeout).unwrap_or(Duration::from_secs(30)),
                 secrets: cairn_engine::Secrets(self.secrets.clone()),
             },
+            shared_store: self.database.is_some(),
         }
     }
 }

@@ -30,5 +30,10 @@ pub fn engine(
         Some(pg) => Arc::new(DbClock(pg.clone())),
         None => Arc::new(cairn_engine::SystemClock),
     };
+    let config = cairn_engine::Config {
+        // Other nodes may share a PostgreSQL database.
+        shared_store: store.postgres().is_some(),
+        ..config
+    };
     Ok(Engine::new(store, clock, config))
 }

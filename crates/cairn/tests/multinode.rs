@@ -2,7 +2,8 @@
 //! over them, while node 2 is SIGKILLed and restarted again and again. Afterwards:
 //! every acknowledged event applied exactly once, the dead node's leased `exec` tasks
 //! reclaimed by the others after their lease, no timer and no schedule tick fired
-//! twice, `verify` passing for every instance.
+//! twice, a trigger added on one node firing on all of them, the event stream read across
+//! nodes delivering the whole log in order, `verify` passing for every instance.
 
 mod common;
 
@@ -198,6 +199,27 @@ fn three_nodes_one_database_a_node_killed_and_restarted() {
         assert_eq!(s, 201, "{v}");
     }
 
+    // A trigger added through node 1 once every node has its triggers cached: the other
+    // nodes pick it up (their caches are reloaded every second) and it fires for every
+    // job, whichever node completes it, exactly once.
+    std::thread::sleep(Duration::from_millis(300));
+    ok_at(
+        &url(0),
+        &[
+            "trigger",
+            "add",
+            "followup",
+            "--machine",
+            "job",
+            "--on-status",
+            "completed",
+            "--start",
+            "tick",
+            "--id",
+            "'after-' + instance.id",
+        ],
+    );
+
     // Clients bump instances through every node, retrying each keyed event (on the next
     // node) until it is acknowledged or the instance has finished.
     let attempted: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Arc::default();
@@ -279,6 +301,24 @@ fn three_nodes_one_database_a_node_killed_and_restarted() {
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
+    }
+    // Every job's follow-up started once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let after = ok_at(&url(1), &["ls", "--machine", "tick", "--limit", "1000"])["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["id"].as_str().unwrap().starts_with("after-"))
+            .count();
+        if after == n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{after} of {n} follow-ups started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
     // The schedule stops, so the log comes to rest.
     ok_at(&url(0), &["schedule", "rm", "every-second"]);
