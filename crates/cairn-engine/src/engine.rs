@@ -140,11 +140,53 @@ pub struct TasksReady {
     pub notify: tokio::sync::Notify,
     generation: Mutex<u64>,
     cond: std::sync::Condvar,
+    /// Units of this process that enqueued tasks, for telling other nodes.
+    enqueued_here: std::sync::atomic::AtomicU64,
+    /// Per queue, the units that enqueued there; with `any`, bumped by wakes whose queues
+    /// are unknown (another node's), they make a claim's [`TasksReady::stamp`].
+    queues: Mutex<HashMap<String, u64>>,
+    any: std::sync::atomic::AtomicU64,
 }
 
 impl TasksReady {
-    /// Wakes every waiting claim (also used when another node announces commits).
-    pub fn signal(&self) {
+    /// A unit of this process enqueued tasks on `queues`: wakes waiting claims, and those
+    /// of other queues go back to waiting (see [`TasksReady::stamp`]).
+    pub fn signal_queues(&self, queues: &[String]) {
+        if let Ok(mut m) = self.queues.lock() {
+            for q in queues {
+                *m.entry(q.clone()).or_default() += 1;
+            }
+        }
+        self.enqueued_here
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.wake_waiters();
+    }
+
+    /// Changes whenever tasks may have been enqueued on one of `queues`: a claim that
+    /// found nothing looks again when this moves (or its poll interval passes), not at
+    /// every wake.
+    pub fn stamp(&self, queues: &[String]) -> u64 {
+        let mine = self
+            .queues
+            .lock()
+            .map(|m| queues.iter().filter_map(|q| m.get(q)).sum::<u64>())
+            .unwrap_or(0);
+        mine.wrapping_add(self.any.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// How many units of this process have enqueued tasks so far.
+    pub fn enqueued_here(&self) -> u64 {
+        self.enqueued_here
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Another node enqueued tasks, on queues unknown here: every waiting claim looks.
+    pub fn wake(&self) {
+        self.any.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.wake_waiters();
+    }
+
+    fn wake_waiters(&self) {
         self.notify.notify_waiters();
         if let Ok(mut g) = self.generation.lock() {
             *g += 1;
@@ -263,11 +305,13 @@ impl<S: Store> Engine<S> {
             let before = unit::APPLIED.with(|n| n.get());
             let enqueued_before = unit::ENQUEUED.with(|n| n.get());
             let outbox_before = crate::children::OUTBOX.with(|n| n.get());
+            unit::ENQUEUED_ON.with(|q| q.borrow_mut().clear());
             let result = f(tx).map(|t| {
                 let applied = unit::APPLIED.with(|n| n.get()) - before;
                 let enqueued = unit::ENQUEUED.with(|n| n.get()) - enqueued_before;
                 let outbox = crate::children::OUTBOX.with(|n| n.get()) - outbox_before;
-                (t, (applied, enqueued, outbox))
+                let on = unit::ENQUEUED_ON.with(|q| std::mem::take(&mut *q.borrow_mut()));
+                (t, (applied, enqueued, outbox, on))
             });
             result.map_err(|e| {
                 let message = e.to_string();
@@ -278,11 +322,11 @@ impl<S: Store> Engine<S> {
             })
         });
         match r {
-            Ok((t, (applied, enqueued, outbox))) => {
+            Ok((t, (applied, enqueued, outbox, on))) => {
                 // Counted once committed: a unit that rolled back applied nothing.
                 TRANSITIONS.fetch_add(applied, std::sync::atomic::Ordering::Relaxed);
                 if enqueued > 0 {
-                    self.tasks_ready.signal();
+                    self.tasks_ready.signal_queues(&on);
                 }
                 // What the unit wrote for other instances is delivered now, by the caller
                 // (once: deliveries that write more are drained by the same loop). A crash

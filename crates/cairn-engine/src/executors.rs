@@ -730,11 +730,22 @@ fn dispatcher<S: Store + Send + Sync>(
                 std::thread::sleep(Duration::from_millis(10));
                 return true;
             }
+            let ready = engine.tasks_ready();
+            let stamp = ready.stamp(&queues);
             let claimed = engine
                 .claim_reserved(&queues, &worker, free, crate::tasks::DEFAULT_LEASE)
                 .unwrap_or_default();
             if claimed.is_empty() {
-                engine.tasks_ready().wait(Duration::from_millis(250));
+                // Woken by tasks of other queues, go back to waiting: the store is read
+                // again when this queue has new tasks, or every 250 ms for retries.
+                let until = Instant::now() + Duration::from_millis(250);
+                while ready.stamp(&queues) == stamp {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    ready.wait(left);
+                }
                 return true;
             }
             for task in claimed {

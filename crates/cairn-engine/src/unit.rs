@@ -170,6 +170,8 @@ thread_local! {
     pub(crate) static APPLIED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// Tasks enqueued by the unit running on this thread: waiting claims wake on commit.
     pub(crate) static ENQUEUED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The queues the unit on this thread enqueued tasks on.
+    pub(crate) static ENQUEUED_ON: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Applies one event to `inst` (which must be running) and writes everything it implies.
@@ -350,6 +352,7 @@ pub fn apply_effects(
                 };
                 tx.insert_task(&t)?;
                 ENQUEUED.with(|n| n.set(n.get() + 1));
+                ENQUEUED_ON.with(|q| q.borrow_mut().push(t.queue.clone()));
                 log(
                     tx,
                     inst,

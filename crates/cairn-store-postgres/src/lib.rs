@@ -383,15 +383,24 @@ impl PgStore {
         }
     }
 
-    /// Tells every node listening that the log moved (one `NOTIFY`, outside any unit).
-    pub fn notify_log(&self) -> Result<(), Error> {
-        self.read(|db| db.exec("NOTIFY cairn_log", &[]).map(|_| ()))
+    /// Tells every node listening what moved: the log, and whether tasks were enqueued
+    /// (one transaction of `NOTIFY`s, outside any unit).
+    pub fn notify(&self, log: bool, tasks: bool) -> Result<(), Error> {
+        let sql = match (log, tasks) {
+            (true, true) => "NOTIFY cairn_log; NOTIFY cairn_tasks",
+            (true, false) => "NOTIFY cairn_log",
+            (false, true) => "NOTIFY cairn_tasks",
+            (false, false) => return Ok(()),
+        };
+        self.with_conn(|c| c.client.batch_execute(sql).map_err(db_err))
     }
 
-    /// A dedicated connection listening for [`PgStore::notify_log`]; see [`Listener`].
+    /// A dedicated connection listening for [`PgStore::notify`]; see [`Listener`].
     pub fn listen(&self) -> Result<Listener, Error> {
         let mut client = self.inner.pool.config.connect(NoTls).map_err(db_err)?;
-        client.batch_execute("LISTEN cairn_log").map_err(db_err)?;
+        client
+            .batch_execute("LISTEN cairn_log; LISTEN cairn_tasks")
+            .map_err(db_err)?;
         Ok(Listener { client })
     }
 
@@ -421,26 +430,40 @@ impl PgStore {
     }
 }
 
-/// A connection that waits for "the log moved" notifications.
+/// A connection that waits for the notifications of [`PgStore::notify`].
 pub struct Listener {
     client: Client,
 }
 
+/// What other nodes announced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// The log moved.
+    pub log: bool,
+    /// Tasks were enqueued.
+    pub tasks: bool,
+}
+
 impl Listener {
-    /// Waits up to `timeout` for notifications; how many arrived (0 on timeout).
-    pub fn wait(&mut self, timeout: Duration) -> Result<usize, Error> {
+    /// Waits up to `timeout` for notifications; what they announced (nothing on timeout).
+    pub fn wait(&mut self, timeout: Duration) -> Result<Moved, Error> {
         use postgres::fallible_iterator::FallibleIterator;
-        let mut n = 0;
+        let mut moved = Moved::default();
+        let mut note = |n: postgres::Notification| match n.channel() {
+            "cairn_tasks" => moved.tasks = true,
+            _ => moved.log = true,
+        };
         let mut it = self.client.notifications();
-        if it.timeout_iter(timeout).next().map_err(db_err)?.is_some() {
-            n += 1;
+        let first = it.timeout_iter(timeout).next().map_err(db_err)?;
+        if let Some(n) = first {
+            note(n);
             // And whatever else has arrived meanwhile, without waiting.
             let mut more = it.iter();
-            while more.next().map_err(db_err)?.is_some() {
-                n += 1;
+            while let Some(n) = more.next().map_err(db_err)? {
+                note(n);
             }
         }
-        Ok(n)
+        Ok(moved)
     }
 }
 

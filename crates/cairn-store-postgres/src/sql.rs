@@ -612,17 +612,27 @@ pub fn insert_idempotency<C: GenericClient>(
 
 // The log
 
-/// Appends an entry at `position` (computed by the unit, see `PgTx::append_log`).
+/// Appends the unit's `index`-th entry; its position is the transaction's id shifted left
+/// 20 bits, plus `index` (see `log`).
 pub fn insert_log<C: GenericClient>(
     db: &mut Db<C>,
-    position: i64,
+    index: i64,
     e: &NewLogEntry,
-) -> Result<(), Error> {
-    db.exec(
-        "INSERT INTO log (position, namespace, instance_id, kind, version, data, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[&position, &e.namespace, &e.instance_id, &e.kind, &i64_of(e.version), &e.data, &e.created_at],
-    )
-    .map(|_| ())
+) -> Result<i64, Error> {
+    let row = db
+        .opt(
+            "INSERT INTO log (position, namespace, instance_id, kind, version, data, created_at) \
+             VALUES ((pg_current_xact_id()::text::bigint << 20) | $1, $2, $3, $4, $5, $6, $7) RETURNING position",
+            &[&index, &e.namespace, &e.instance_id, &e.kind, &i64_of(e.version), &e.data, &e.created_at],
+        )?
+        .ok_or_else(|| Error::Database("INSERT ... RETURNING returned nothing".into()))?;
+    let position: i64 = get(&row, "position")?;
+    if position <= 0 {
+        return Err(Error::Database(format!(
+            "log position {position}: the transaction id is beyond what positions hold"
+        )));
+    }
+    Ok(position)
 }
 
 /// Entries after `after`, only below the horizon: positions of transactions older than

@@ -18,8 +18,7 @@ const LOG_BITS: u32 = 20;
 pub(crate) struct PgTx<'a> {
     tx: Transaction<'a>,
     stmts: &'a mut Stmts,
-    /// This transaction's id, once it appended to the log.
-    xid: Option<i64>,
+    /// Entries this unit appended to the log.
     logged: i64,
 }
 
@@ -28,7 +27,6 @@ impl<'a> PgTx<'a> {
         PgTx {
             tx,
             stmts,
-            xid: None,
             logged: 0,
         }
     }
@@ -256,32 +254,15 @@ impl Tx for PgTx<'_> {
     /// The position is this transaction's id, shifted, plus the entry's index in it, so
     /// positions follow commit order as readers see it (see `sql::log`).
     fn append_log(&mut self, e: &NewLogEntry) -> Result<i64, Error> {
-        let xid = match self.xid {
-            Some(x) => x,
-            None => {
-                let x: i64 = self
-                    .db()
-                    .opt("SELECT pg_current_xact_id()::text::bigint AS x", &[])?
-                    .ok_or_else(|| Error::Database("no transaction id".into()))?
-                    .get("x");
-                if x >= 1 << (63 - LOG_BITS) {
-                    return Err(Error::Database(format!(
-                        "transaction id {x} is beyond what log positions hold"
-                    )));
-                }
-                self.xid = Some(x);
-                x
-            }
-        };
         if self.logged >= 1 << LOG_BITS {
             return Err(Error::Refused(format!(
                 "a unit may append at most {} log entries",
                 1u64 << LOG_BITS
             )));
         }
-        let position = (xid << LOG_BITS) | self.logged;
+        let index = self.logged;
+        let position = sql::insert_log(&mut self.db(), index, e)?;
         self.logged += 1;
-        sql::insert_log(&mut self.db(), position, e)?;
         Ok(position)
     }
 }

@@ -203,10 +203,25 @@ fn time_comes_from_the_database_clock() {
 #[test]
 fn notifications_reach_another_connection() {
     let (s, _db) = open();
+    use cairn_store_postgres::Moved;
     let mut l = s.listen().unwrap();
-    assert_eq!(l.wait(Duration::from_millis(50)).unwrap(), 0);
-    s.notify_log().unwrap();
-    assert!(l.wait(Duration::from_secs(5)).unwrap() >= 1);
+    assert_eq!(l.wait(Duration::from_millis(50)).unwrap(), Moved::default());
+    s.notify(true, false).unwrap();
+    assert_eq!(
+        l.wait(Duration::from_secs(5)).unwrap(),
+        Moved {
+            log: true,
+            tasks: false
+        }
+    );
+    s.notify(true, true).unwrap();
+    assert_eq!(
+        l.wait(Duration::from_secs(5)).unwrap(),
+        Moved {
+            log: true,
+            tasks: true
+        }
+    );
 }
 
 #[test]

@@ -113,10 +113,8 @@ async fn claim<S: Store + Send + Sync>(
     let deadline = Instant::now() + wait;
     let ready = Arc::clone(ctx.engine.tasks_ready());
     loop {
-        // Listen before trying, so a task enqueued in between still wakes us.
-        let notified = ready.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        // Stamp before trying, so a task enqueued in between still counts.
+        let stamp = ready.stamp(&b.queues);
         let (engine, queues, worker, scope) = (
             ctx.engine.clone(),
             b.queues.clone(),
@@ -129,8 +127,20 @@ async fn claim<S: Store + Send + Sync>(
         if !claimed.is_empty() || now >= deadline {
             return Ok(Json(claimed.iter().map(wire::claimed).collect()));
         }
-        // Retried tasks come due by time, not by a commit: look again within a second.
-        let _ = tokio::time::timeout(Duration::from_secs(1).min(deadline - now), notified).await;
+        // Wait for a task on one of our queues; other queues' tasks wake us too, but we go
+        // back to waiting without reading the store. Retried tasks come due by time, not
+        // by a commit: look again within a second anyway.
+        let until = now + Duration::from_secs(1).min(deadline - now);
+        loop {
+            let notified = ready.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let left = until.saturating_duration_since(Instant::now());
+            if ready.stamp(&b.queues) != stamp || left.is_zero() {
+                break;
+            }
+            let _ = tokio::time::timeout(left, notified).await;
+        }
     }
 }
 

@@ -134,24 +134,24 @@ async fn shutdown() {
     }
 }
 
-/// On PostgreSQL, nodes tell each other that the log moved: this node sends one
-/// `NOTIFY` per 20 ms at most when it has committed since the last (never one per unit,
-/// which would serialise commits), and listens for the others', waking its event streams
-/// and its waiting task claims.
+/// On PostgreSQL, nodes tell each other what moved: every 20 ms at most, this node sends
+/// `NOTIFY cairn_log` when it has committed since the last time and `NOTIFY cairn_tasks`
+/// when it has enqueued tasks (never one per unit, which would serialise commits). It
+/// listens for the others': the log wakes its event streams, tasks its waiting claims.
 fn notifications(
     ctx: &Arc<Ctx<crate::store::AnyStore>>,
 ) -> Option<(cairn_engine::Background, std::thread::JoinHandle<()>)> {
     let pg = ctx.engine.store().postgres()?.clone();
     let sender = pg.clone();
-    let mut last = 0;
+    let ready = Arc::clone(ctx.engine.tasks_ready());
+    let (mut last_commits, mut last_enqueued) = (0, 0);
     let notify =
         cairn_engine::Background::spawn("cairn-notify", Duration::from_millis(20), move || {
-            let commits = sender.commits();
-            if commits != last {
-                last = commits;
-                if let Err(e) = sender.notify_log() {
-                    tracing::warn!(error = %e, "NOTIFY failed");
-                }
+            let (commits, enqueued) = (sender.commits(), ready.enqueued_here());
+            let (log, tasks) = (commits != last_commits, enqueued != last_enqueued);
+            (last_commits, last_enqueued) = (commits, enqueued);
+            if let Err(e) = sender.notify(log, tasks) {
+                tracing::warn!(error = %e, "NOTIFY failed");
             }
             false
         });
@@ -163,10 +163,14 @@ fn notifications(
                 match pg.listen() {
                     Ok(mut l) => loop {
                         match l.wait(Duration::from_secs(1)) {
-                            Ok(0) => {}
-                            Ok(_) => {
-                                moved.notify_waiters();
-                                engine.tasks_ready().signal();
+                            Ok(m) => {
+                                if m.log {
+                                    moved.notify_waiters();
+                                }
+                                // Claims wake for new tasks only, not for every commit.
+                                if m.tasks {
+                                    engine.tasks_ready().wake();
+                                }
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
