@@ -14,9 +14,10 @@
 //!   oldest running transaction (see `migrations/0001_initial.sql`).
 //! - **Time** comes from the database's clock ([`PgStore::now`]), so nodes with skewed
 //!   clocks agree on when timers, leases and schedules are due.
-//! - **Notifications**: [`PgStore::notify_log`] and [`PgStore::listen`] carry "the log
-//!   moved" between nodes on one channel, batched (one NOTIFY per interval, never one per
-//!   unit, which would serialise commits).
+//! - **Notifications**: [`PgStore::notify`] and [`PgStore::listen`] carry "the log
+//!   moved" (`cairn_log`) and "tasks were enqueued" (`cairn_tasks`) between nodes,
+//!   batched by the caller (one NOTIFY per interval, never one per unit, which would
+//!   serialise commits).
 //! - Migrations are embedded and run under an advisory lock, so nodes starting together
 //!   do not race.
 //!
