@@ -21,7 +21,7 @@
 //! - Migrations are embedded and run under an advisory lock, so nodes starting together
 //!   do not race.
 //!
-//! Holds no statechart logic. Driver errors become `store::Error` in [`db_err`] only.
+//! Holds no statechart logic. Driver errors become `store::Error` in `db_err` only.
 
 mod sql;
 pub mod testing;
