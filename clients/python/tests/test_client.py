@@ -238,6 +238,65 @@ def test_tokens_roles_and_namespaces_map_to_their_exceptions(tmp_path: Path) -> 
         s.kill()
 
 
+def test_subjects_scoped_tokens_and_a_streamed_backup(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    root = _token(data, "admin", "*")
+    s = Server(data, args=["--auth", "on"])
+    try:
+        with Client(s.url, token=root, namespace="team-a") as r:
+            made = r.create_token("admin", ["team-a"], name="lead")
+            assert (made.token.subject, made.token.namespaces) == ("lead", ["team-a"])
+            anon = r.create_token("operator", ["team-a"])
+            assert anon.token.subject == f"token:{anon.token.id}"
+        with Client(s.url, token=made.secret, namespace="team-a") as lead:
+            # A scoped admin mints nothing wider or stronger than itself, sees only its own.
+            with pytest.raises(errors.Forbidden):
+                lead.create_token("admin", ["*"])
+            with pytest.raises(errors.Forbidden):
+                lead.create_token("viewer", ["team-b"])
+            with pytest.raises(errors.InvalidRequest):
+                lead.create_token("viewer", ["team-a"], name="timer")
+            assert {t.subject for t in lead.tokens()} == {"lead", anon.token.subject}
+            with pytest.raises(errors.Forbidden):
+                lead.backup(tmp_path / "nope.db")
+            assert not (tmp_path / "nope.db").exists()
+            # Whatever the body says, the actor is the token's subject.
+            lead.apply(DOC)
+            lead.start("doc", {"title": "T"}, id="x", actor="mallory")
+            lead.send("x", "submit", actor="someone", on_behalf_of="boss")
+            start, sent = lead.history("x")[:2]
+            assert (start.actor, start.token, start.on_behalf_of) == ("lead", made.token.id, "mallory")
+            assert (sent.actor, sent.token, sent.on_behalf_of) == ("lead", made.token.id, "boss")
+        with Client(s.url, token=root, namespace="team-a") as r:
+            size = r.backup(tmp_path / "copy.db")
+            copy = tmp_path / "copy.db"
+            assert size == copy.stat().st_size > 0
+            assert not (tmp_path / "copy.db.partial").exists()
+            with pytest.raises(FileExistsError):
+                r.backup(copy)
+            r.revoke_token(anon.token.id)
+        with Client(s.url, token=anon.secret, namespace="team-a") as gone, pytest.raises(errors.Unauthorized):
+            gone.get("x")
+    finally:
+        s.kill()
+    # The copy is a whole data directory's database: restored, it holds the instance.
+    restored = tmp_path / "restored"
+    subprocess.run(
+        [cairn_bin(), "restore", str(tmp_path / "copy.db")],
+        env=dict(os.environ, CAIRN_DATA=str(restored)),
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [cairn_bin(), "--json", "--namespace", "team-a", "show", "x"],
+        env=dict(os.environ, CAIRN_DATA=str(restored)),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(out.stdout)["configuration"] == ["review"]
+
+
 def test_sync_and_async_clients_offer_the_same_calls() -> None:
     def api(cls: type) -> dict[str, list[str]]:
         return {

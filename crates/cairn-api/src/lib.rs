@@ -45,7 +45,14 @@ pub struct Transition {
     /// The event name; `null` for the start.
     pub event: Option<String>,
     pub payload: Value,
+    /// Who made the change: with auth on, the subject of the token used.
     pub actor: String,
+    /// The id of the token the change was made with (auth on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Whom the caller said it acted for, recorded beside `actor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
     pub reason: String,
     pub from: Vec<String>,
     pub to: Vec<String>,
@@ -113,6 +120,12 @@ pub struct Verified {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decision {
     pub actor: String,
+    /// As [`Transition::token`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// As [`Transition::on_behalf_of`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
     pub approve: bool,
     pub reason: String,
     pub at: DateTime<Utc>,
@@ -359,4 +372,146 @@ pub struct Schedule {
     pub last_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
+}
+
+/// An API token (never its secret).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Token {
+    pub id: String,
+    /// The name it was created with (`""` when none).
+    pub name: String,
+    /// Who it stands for: the recorded actor of every change made with it.
+    pub subject: String,
+    /// `viewer`, `worker`, `operator` or `admin`.
+    pub role: String,
+    /// The namespaces it may use; `["*"]` for all.
+    pub namespaces: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A token just created: the token and its secret, shown only this once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub token: Token,
+    /// The bearer secret; only its hash is stored.
+    #[serde(rename = "token")]
+    pub secret: String,
+}
+
+/// `POST /v1/tokens`: a new token, no stronger and no wider than the caller's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// Its subject: the actor recorded for whatever is done with it (`token:<id>` when
+    /// empty). `cairn`, `timer`, `anonymous` and the prefixes `cairn:`, `trigger:`,
+    /// `instance:`, `schedule:`, `token:` and `child:` are reserved.
+    #[serde(default)]
+    pub name: String,
+    /// `viewer`, `worker`, `operator` or `admin`.
+    pub role: String,
+    /// The namespaces it may use; `*` for all.
+    pub namespaces: Vec<String>,
+}
+
+/// `POST /v1/instances`: start an instance.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Start {
+    pub machine: String,
+    /// A version of the machine; the latest when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// The instance's id; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Merged over the machine's `context` defaults.
+    #[serde(default)]
+    pub input: Value,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Who starts it (with auth on, the token's subject is recorded instead, and this
+    /// goes to `on_behalf_of`).
+    #[serde(default)]
+    pub actor: String,
+    /// Whom the caller acts for, recorded beside the actor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+}
+
+/// `POST /v1/instances/{id}/events`: send an event.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Send {
+    pub event: String,
+    #[serde(default)]
+    pub payload: Value,
+    /// An idempotency key (1-200 characters): a repeat returns the first result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Refused unless the instance is at this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+    /// As [`Start::actor`].
+    #[serde(default)]
+    pub actor: String,
+    #[serde(default)]
+    pub reason: String,
+    /// As [`Start::on_behalf_of`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+}
+
+/// Who does a lifecycle change (pause, resume, cancel, fork) and why.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Who {
+    /// As [`Start::actor`].
+    #[serde(default)]
+    pub actor: String,
+    #[serde(default)]
+    pub reason: String,
+    /// As [`Start::on_behalf_of`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+}
+
+/// `POST /v1/approvals/{aid}/approve|reject`: a decision.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decide {
+    /// As [`Start::actor`]; an approval's `approvers` are matched against the recorded
+    /// actor (with auth on, the token's subject).
+    #[serde(default)]
+    pub actor: String,
+    /// Why; required for a rejection.
+    #[serde(default)]
+    pub reason: String,
+    /// Merged into the delivered event's payload (an object).
+    #[serde(default)]
+    pub payload: Value,
+    /// As [`Start::on_behalf_of`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+}
+
+/// `POST /v1/instances/{id}/fork`: a new instance from a version or a checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fork {
+    /// A version number, or a checkpoint's name.
+    pub from: Value,
+    /// The new instance's id; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// A JSON merge patch applied to the context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Value>,
+    /// As [`Start::actor`].
+    #[serde(default)]
+    pub actor: String,
+    /// As [`Start::on_behalf_of`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
 }

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, Machines};
-use crate::{Error, unit};
+use crate::{Actor, Error, unit};
 
 /// How deep children may nest (a machine that spawns itself stops here).
 pub const MAX_DEPTH: u32 = 16;
@@ -163,6 +163,8 @@ pub(crate) fn start_in_unit(
         },
         actor: actor.to_string(),
         reason: String::new(),
+        token_id: None,
+        on_behalf_of: None,
         from_configuration: Vec::new(),
         to_configuration: inst.configuration.clone(),
         context: inst.context.clone(),
@@ -215,7 +217,7 @@ pub(crate) fn cascade(
     op: Cascade,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let actor = format!("instance:{}", parent.id);
+    let actor = Actor::from(format!("instance:{}", parent.id));
     for link in tx.children(&parent.namespace, &parent.id)? {
         if state.is_some() && link.state.as_deref() != state {
             continue;
@@ -268,7 +270,7 @@ pub(crate) fn resume_in_unit(
     tx: &mut dyn Tx,
     machines: &Machines,
     inst: &mut InstanceRecord,
-    actor: &str,
+    actor: &Actor,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
@@ -284,13 +286,18 @@ pub(crate) fn resume_in_unit(
             actor: queued.actor.clone(),
             reason: queued.reason.clone(),
         };
+        let by = Actor {
+            name: String::new(),
+            token: queued.token_id.clone(),
+            on_behalf_of: queued.on_behalf_of.clone(),
+        };
         let key = queued.idempotency_key.clone().map(|k| {
             (
                 k,
                 crate::engine::fingerprint(&queued.event, &queued.payload),
             )
         });
-        match unit::apply_event(tx, machines, inst, &event, key, now) {
+        match unit::apply_event(tx, machines, inst, &event, &by, key, now) {
             Ok(_) => {}
             // A queued event the machine refuses now is reported, not applied; the
             // refusal changed nothing.
@@ -420,9 +427,17 @@ fn deliver_entry(
         return Ok(());
     }
     if inst.status == Status::Paused {
-        return unit::queue_event(tx, &inst, &event, None, now);
+        return unit::queue_event(tx, &inst, &event, &Actor::default(), None, now);
     }
-    match unit::apply_event(tx, machines, &mut inst, &event, None, now) {
+    match unit::apply_event(
+        tx,
+        machines,
+        &mut inst,
+        &event,
+        &Actor::default(),
+        None,
+        now,
+    ) {
         Ok(_) => Ok(()),
         // An ordinary event a trigger sent is refused like a client's: nothing changes.
         Err(Error::Refused(r)) if e.kind != "system" => unit::log(

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::unit::{self, instance_env, snapshot};
-use crate::{Clock, Error};
+use crate::{Actor, Clock, Error};
 
 thread_local! {
     /// Set while this thread drains the outbox, so the drain's own units do not recurse.
@@ -65,7 +65,7 @@ pub struct StartRequest {
     pub id: Option<String>,
     pub input: Value,
     pub labels: BTreeMap<String, String>,
-    pub actor: String,
+    pub actor: Actor,
 }
 
 /// Sending an event.
@@ -75,7 +75,7 @@ pub struct SendRequest {
     pub payload: Value,
     pub key: Option<String>,
     pub expected_version: Option<u64>,
-    pub actor: String,
+    pub actor: Actor,
     pub reason: String,
 }
 
@@ -514,8 +514,10 @@ impl<S: Store> Engine<S> {
             } else {
                 req.input
             },
-            actor: req.actor,
+            actor: req.actor.name,
             reason: String::new(),
+            token_id: req.actor.token,
+            on_behalf_of: req.actor.on_behalf_of,
             from_configuration: Vec::new(),
             to_configuration: inst.configuration.clone(),
             context: inst.context.clone(),
@@ -593,10 +595,14 @@ impl<S: Store> Engine<S> {
             .key
             .as_ref()
             .map(|_| digest(&format!("{}\u{0}{}", req.event, payload)));
+        let by = Actor {
+            name: String::new(),
+            ..req.actor
+        };
         let event = Event {
             name: req.event,
             payload,
-            actor: req.actor,
+            actor: req.actor.name,
             reason: req.reason,
         };
         let machines = Arc::clone(&self.machines);
@@ -654,11 +660,11 @@ impl<S: Store> Engine<S> {
                 });
             }
             if inst.status == Status::Paused {
-                unit::queue_event(tx, &inst, &event, key.clone(), now)?;
+                unit::queue_event(tx, &inst, &event, &by, key.clone(), now)?;
                 return Ok(Done::Queued(Box::new(inst)));
             }
             let key = key.zip(fingerprint);
-            let history = unit::apply_event(tx, &machines, &mut inst, &event, key, now)?;
+            let history = unit::apply_event(tx, &machines, &mut inst, &event, &by, key, now)?;
             Ok(Done::Applied(Box::new((inst, history))))
         })?;
         match done {

@@ -21,7 +21,7 @@ mod triggers;
 mod unit;
 pub mod wire;
 
-pub use auth::{Principal, Role};
+pub use auth::{Actor, Principal, Role, check_subject};
 pub use clock::{Background, Clock, ManualClock, SystemClock};
 pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, TRANSITIONS, Verified};
 pub use error::Error;

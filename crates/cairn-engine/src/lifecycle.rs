@@ -15,10 +15,10 @@ use cairn_store::{
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::Error;
 use crate::children::Cascade;
 use crate::engine::Engine;
 use crate::unit::{self, instance_env};
+use crate::{Actor, Error};
 
 /// The outcome of an approval decision.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -38,7 +38,7 @@ pub struct DecideRequest {
     pub approval: Option<String>,
     /// Approve (`true`) or reject.
     pub approve: bool,
-    pub actor: String,
+    pub actor: Actor,
     /// Why; required for a rejection.
     pub reason: String,
     /// Merged into the delivered event's payload.
@@ -139,13 +139,13 @@ impl<S: Store> Engine<S> {
         &self,
         ns: &str,
         id: &str,
-        actor: &str,
+        actor: impl Into<Actor>,
         reason: &str,
     ) -> Result<InstanceRecord, Error> {
         let (ns, id, actor, reason) = (
             ns.to_string(),
             id.to_string(),
-            actor.to_string(),
+            actor.into(),
             reason.to_string(),
         );
         let now = self.now();
@@ -178,13 +178,13 @@ impl<S: Store> Engine<S> {
         &self,
         ns: &str,
         id: &str,
-        actor: &str,
+        actor: impl Into<Actor>,
         reason: &str,
     ) -> Result<InstanceRecord, Error> {
         let (ns, id, actor, reason) = (
             ns.to_string(),
             id.to_string(),
-            actor.to_string(),
+            actor.into(),
             reason.to_string(),
         );
         let now = self.now();
@@ -222,13 +222,13 @@ impl<S: Store> Engine<S> {
         &self,
         ns: &str,
         id: &str,
-        actor: &str,
+        actor: impl Into<Actor>,
         reason: &str,
     ) -> Result<InstanceRecord, Error> {
         let (ns, id, actor, reason) = (
             ns.to_string(),
             id.to_string(),
-            actor.to_string(),
+            actor.into(),
             reason.to_string(),
         );
         let now = self.now();
@@ -353,23 +353,31 @@ impl<S: Store> Engine<S> {
                     }
                 }
             };
-            if !a.approvers.is_empty() && !a.approvers.iter().any(|x| x == &actor) {
+            let who = &actor.name;
+            if !a.approvers.is_empty() && !a.approvers.iter().any(|x| x == who) {
                 return Err(Error::NotAllowed(format!(
-                    "`{actor}` may not decide approval `{}`; approvers: {}",
+                    "`{who}` may not decide approval `{}`; approvers: {}",
                     a.id,
                     a.approvers.join(", ")
                 )));
             }
-            if a.decisions.iter().any(|d| d.actor == actor && !actor.is_empty()) {
-                return Err(Error::Conflict(format!("`{actor}` has already decided approval `{}`", a.id)));
+            if a.decisions.iter().any(|d| &d.actor == who && !who.is_empty()) {
+                return Err(Error::Conflict(format!("`{who}` has already decided approval `{}`", a.id)));
             }
-            a.decisions.push(Decision { actor: actor.clone(), approve, reason: reason.clone(), at: now });
+            a.decisions.push(Decision {
+                actor: who.clone(),
+                token_id: actor.token.clone(),
+                on_behalf_of: actor.on_behalf_of.clone(),
+                approve,
+                reason: reason.clone(),
+                at: now,
+            });
             let approvals = a.decisions.iter().filter(|d| d.approve).count() as u32;
             let done = !approve || approvals >= a.quorum;
             if done {
                 a.status = if approve { ApprovalStatus::Approved } else { ApprovalStatus::Rejected };
                 a.decided_at = Some(now);
-                a.decided_by = Some(actor.clone());
+                a.decided_by = Some(who.clone());
                 a.reason = Some(reason.clone());
             }
             tx.update_approval(&a)?;
@@ -377,7 +385,7 @@ impl<S: Store> Engine<S> {
                 tx,
                 &inst,
                 "approval_decision",
-                json!({"approval": a.id, "state": a.state, "actor": actor, "approve": approve, "reason": reason, "status": a.status}),
+                unit::with_actor(json!({"approval": a.id, "state": a.state, "approve": approve, "reason": reason, "status": a.status}), &actor),
                 now,
             )?;
             let mut transition = None;
@@ -391,13 +399,13 @@ impl<S: Store> Engine<S> {
                 let event = Event {
                     name: if approve { "approve" } else { "reject" }.into(),
                     payload: Value::Object(p),
-                    actor: actor.clone(),
+                    actor: actor.name.clone(),
                     reason: reason.clone(),
                 };
                 if inst.status == Status::Paused {
-                    unit::queue_event(tx, &inst, &event, None, now)?;
+                    unit::queue_event(tx, &inst, &event, &actor, None, now)?;
                 } else {
-                    transition = Some(unit::apply_event(tx, &machines, &mut inst, &event, None, now)?);
+                    transition = Some(unit::apply_event(tx, &machines, &mut inst, &event, &actor, None, now)?);
                 }
             }
             Ok(Decided { approval: a, instance: inst, transition })
@@ -465,6 +473,19 @@ impl<S: Store> Engine<S> {
         from: ForkFrom,
         new_id: Option<String>,
         patch: Option<Value>,
+    ) -> Result<InstanceRecord, Error> {
+        self.fork_as(ns, id, from, new_id, patch, Actor::default())
+    }
+
+    /// [`Engine::fork`], recording `actor` as who forked.
+    pub fn fork_as(
+        &self,
+        ns: &str,
+        id: &str,
+        from: ForkFrom,
+        new_id: Option<String>,
+        patch: Option<Value>,
+        actor: Actor,
     ) -> Result<InstanceRecord, Error> {
         let source = self.get(ns, id)?;
         let (configuration, mut context, status, version, label) = match &from {
@@ -560,8 +581,10 @@ impl<S: Store> Engine<S> {
             version: 1,
             event: String::new(),
             payload: json!({"forked_from": {"instance": id, "from": label}, "patch": patch}),
-            actor: String::new(),
+            actor: actor.name.clone(),
             reason: String::new(),
+            token_id: actor.token.clone(),
+            on_behalf_of: actor.on_behalf_of.clone(),
             from_configuration: Vec::new(),
             to_configuration: inst.configuration.clone(),
             context: inst.context.clone(),
@@ -829,7 +852,7 @@ pub(crate) fn fire_due_in_unit(
             actor: "timer".into(),
             reason: String::new(),
         };
-        match unit::apply_event(tx, machines, inst, &event, None, now) {
+        match unit::apply_event(tx, machines, inst, &event, &Actor::default(), None, now) {
             Ok(_) => fired += 1,
             Err(Error::Refused(r)) => unit::log(
                 tx,

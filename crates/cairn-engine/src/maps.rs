@@ -269,7 +269,7 @@ fn settle(
                 actor: String::new(),
                 reason: String::new(),
             };
-            crate::tasks::deliver_system(tx, machines, inst, e, now)
+            crate::tasks::deliver_system(tx, machines, inst, e, &crate::Actor::default(), now)
         }
     }
 }

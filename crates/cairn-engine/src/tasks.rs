@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, Machines};
-use crate::{Error, unit};
+use crate::{Actor, Error, unit};
 
 /// The default lease when a task declares no timeout.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -100,7 +100,16 @@ fn task_meta(t: &TaskRecord) -> Value {
     json!({"id": t.id, "attempt": t.attempt, "state": t.state, "action": t.action})
 }
 
+/// Who reports an attempt's outcome: `by` (a token's subject, with the token beside it)
+/// when given, else the worker that holds the lease. The worker's name stays on the
+/// attempt either way.
+fn reporter(t: &TaskRecord, by: Option<&Actor>) -> Actor {
+    by.cloned()
+        .unwrap_or_else(|| Actor::from(t.lease_owner.clone().unwrap_or_default()))
+}
+
 /// Ends the current attempt of `t` with `outcome` and records it in history.
+#[allow(clippy::too_many_arguments)]
 fn end_attempt(
     tx: &mut dyn Tx,
     inst: Option<&mut InstanceRecord>,
@@ -108,6 +117,7 @@ fn end_attempt(
     outcome: &str,
     error: Option<&str>,
     usage: &Usage,
+    by: &Actor,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
     let worker = t.lease_owner.clone().unwrap_or_default();
@@ -131,15 +141,7 @@ fn end_attempt(
             "started_at": started, "ended_at": now, "outcome": outcome, "error": error,
             "duration_ms": (now - started).num_milliseconds(), "tokens": usage.tokens, "cost": usage.cost,
         });
-        unit::record_history(
-            tx,
-            inst,
-            HistoryKind::Attempt,
-            &worker,
-            "",
-            record.clone(),
-            now,
-        )?;
+        unit::record_history(tx, inst, HistoryKind::Attempt, by, "", record.clone(), now)?;
         unit::log(tx, inst, "task_attempt", record, now)?;
     }
     Ok(())
@@ -153,16 +155,17 @@ pub(crate) fn deliver_system(
     machines: &Machines,
     inst: &mut InstanceRecord,
     event: Event,
+    by: &Actor,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
     if inst.status.is_finished() {
         return Ok(());
     }
     if inst.status == Status::Paused {
-        unit::queue_event(tx, inst, &event, None, now)?;
+        unit::queue_event(tx, inst, &event, by, None, now)?;
         return Ok(());
     }
-    match unit::apply_event(tx, machines, inst, &event, None, now) {
+    match unit::apply_event(tx, machines, inst, &event, by, None, now) {
         Ok(_) => Ok(()),
         Err(Error::Refused(r)) => unit::fail_instance(
             tx,
@@ -326,14 +329,27 @@ impl<S: Store> Engine<S> {
         output: Value,
         usage: Usage,
     ) -> Result<TaskOutcome, Error> {
+        self.complete_as(id, attempt, output, usage, None)
+    }
+
+    /// [`Engine::complete`], reported by `by` (a token's subject) rather than the worker.
+    pub fn complete_as(
+        &self,
+        id: &str,
+        attempt: u32,
+        output: Value,
+        usage: Usage,
+        by: Option<Actor>,
+    ) -> Result<TaskOutcome, Error> {
         self.check_size("the task output", &output)?;
         let id = id.to_string();
         let now = self.now();
         let machines = self.machine_cache();
         self.write(move |tx| {
             let mut t = Self::leased(tx, &id, attempt)?;
+            let by = reporter(&t, by.as_ref());
             let mut inst = tx.instance(&t.namespace, &t.instance_id)?;
-            end_attempt(tx, inst.as_mut(), &t, "completed", None, &usage, now)?;
+            end_attempt(tx, inst.as_mut(), &t, "completed", None, &usage, &by, now)?;
             t.status = TaskStatus::Completed;
             t.output = Some(output.clone());
             t.lease_expires_at = None;
@@ -352,10 +368,10 @@ impl<S: Store> Engine<S> {
                 let event = Event {
                     name: "task.done".into(),
                     payload: Value::Object(payload),
-                    actor: t.lease_owner.clone().unwrap_or_default(),
+                    actor: by.name.clone(),
                     reason: String::new(),
                 };
-                deliver_system(tx, &machines, inst, event, now)?;
+                deliver_system(tx, &machines, inst, event, &by, now)?;
             }
             Ok(TaskOutcome {
                 task: t,
@@ -377,6 +393,19 @@ impl<S: Store> Engine<S> {
         self.fail_with(id, attempt, error, retryable, usage, Value::Null)
     }
 
+    /// [`Engine::fail`], reported by `by` (a token's subject) rather than the worker.
+    pub fn fail_as(
+        &self,
+        id: &str,
+        attempt: u32,
+        error: &str,
+        retryable: bool,
+        usage: Usage,
+        by: Option<Actor>,
+    ) -> Result<TaskOutcome, Error> {
+        self.fail_by(id, attempt, error, retryable, usage, Value::Null, by)
+    }
+
     /// [`Engine::fail`] with `details` (an object) added to `task.failed`'s payload when
     /// attempts run out, e.g. an `exec` task's exit code and output.
     pub fn fail_with(
@@ -388,14 +417,38 @@ impl<S: Store> Engine<S> {
         usage: Usage,
         details: Value,
     ) -> Result<TaskOutcome, Error> {
+        self.fail_by(id, attempt, error, retryable, usage, details, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fail_by(
+        &self,
+        id: &str,
+        attempt: u32,
+        error: &str,
+        retryable: bool,
+        usage: Usage,
+        details: Value,
+        by: Option<Actor>,
+    ) -> Result<TaskOutcome, Error> {
         self.check_size("the failure details", &details)?;
         let (id, error) = (id.to_string(), error.to_string());
         let now = self.now();
         let machines = self.machine_cache();
         self.write(move |tx| {
             let mut t = Self::leased(tx, &id, attempt)?;
+            let by = reporter(&t, by.as_ref());
             let mut inst = tx.instance(&t.namespace, &t.instance_id)?;
-            end_attempt(tx, inst.as_mut(), &t, "failed", Some(&error), &usage, now)?;
+            end_attempt(
+                tx,
+                inst.as_mut(),
+                &t,
+                "failed",
+                Some(&error),
+                &usage,
+                &by,
+                now,
+            )?;
             let retrying = Self::after_failure(
                 tx,
                 &machines,
@@ -403,12 +456,14 @@ impl<S: Store> Engine<S> {
                 inst.as_mut(),
                 (&error, &details),
                 retryable,
+                &by,
                 now,
             )?;
             Ok(TaskOutcome { task: t, retrying })
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn after_failure(
         tx: &mut dyn Tx,
         machines: &Machines,
@@ -416,6 +471,7 @@ impl<S: Store> Engine<S> {
         inst: Option<&mut InstanceRecord>,
         (error, details): (&str, &Value),
         retryable: bool,
+        by: &Actor,
         now: DateTime<Utc>,
     ) -> Result<bool, Error> {
         let p = policy(t);
@@ -441,10 +497,10 @@ impl<S: Store> Engine<S> {
             let event = Event {
                 name: "task.failed".into(),
                 payload,
-                actor: String::new(),
+                actor: by.name.clone(),
                 reason: error.to_string(),
             };
-            deliver_system(tx, machines, inst, event, now)?;
+            deliver_system(tx, machines, inst, event, by, now)?;
         }
         Ok(false)
     }
@@ -467,8 +523,10 @@ impl<S: Store> Engine<S> {
                     "expired",
                     Some(&error),
                     &Usage::default(),
+                    &reporter(&t, None),
                     now,
                 )?;
+                // Nobody reported this outcome: the engine's own event.
                 Self::after_failure(
                     tx,
                     &machines,
@@ -476,6 +534,7 @@ impl<S: Store> Engine<S> {
                     inst.as_mut(),
                     (&error, &Value::Null),
                     true,
+                    &Actor::default(),
                     now,
                 )?;
             }

@@ -13,8 +13,8 @@ use cairn_store::{
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::Error;
 use crate::engine::Machines;
+use crate::{Actor, Error};
 
 /// The `instance` variable CEL sees: what does not change over the instance's life, so
 /// that replaying history sees it exactly as the step did.
@@ -85,7 +85,7 @@ pub fn record_history(
     tx: &mut dyn Tx,
     inst: &mut InstanceRecord,
     kind: HistoryKind,
-    actor: &str,
+    actor: &Actor,
     reason: &str,
     payload: Value,
     now: DateTime<Utc>,
@@ -100,8 +100,10 @@ pub fn record_history(
         version: inst.version,
         event: String::new(),
         payload,
-        actor: actor.to_string(),
+        actor: actor.name.clone(),
         reason: reason.to_string(),
+        token_id: actor.token.clone(),
+        on_behalf_of: actor.on_behalf_of.clone(),
         from_configuration: inst.configuration.clone(),
         to_configuration: inst.configuration.clone(),
         context: inst.context.clone(),
@@ -121,7 +123,7 @@ pub fn record_lifecycle(
     tx: &mut dyn Tx,
     inst: &mut InstanceRecord,
     kind: HistoryKind,
-    actor: &str,
+    actor: &Actor,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
@@ -130,9 +132,24 @@ pub fn record_lifecycle(
         tx,
         inst,
         kind.as_str(),
-        json!({"status": inst.status, "actor": actor, "reason": reason}),
+        with_actor(json!({"status": inst.status, "reason": reason}), actor),
         now,
     )
+}
+
+/// `data` (an object) with the actor, and the token and on-behalf-of claim beside it when
+/// there are any: what log entries say of who made a change.
+pub fn with_actor(mut data: Value, actor: &Actor) -> Value {
+    if let Value::Object(m) = &mut data {
+        m.insert("actor".into(), json!(actor.name));
+        if let Some(t) = &actor.token {
+            m.insert("token".into(), json!(t));
+        }
+        if let Some(o) = &actor.on_behalf_of {
+            m.insert("on_behalf_of".into(), json!(o));
+        }
+    }
+    data
 }
 
 /// The instance could not take an event the engine delivered: it fails, with the reason
@@ -150,7 +167,7 @@ pub fn fail_instance(
         tx,
         inst,
         HistoryKind::Fail,
-        "",
+        &Actor::default(),
         error,
         json!({"error": error}),
         now,
@@ -175,11 +192,14 @@ thread_local! {
 }
 
 /// Applies one event to `inst` (which must be running) and writes everything it implies.
+/// The event names its actor; `by` adds the token and on-behalf-of claim history keeps
+/// beside it (`Actor::default()` for the engine's own events).
 pub fn apply_event(
     tx: &mut dyn Tx,
     machines: &Machines,
     inst: &mut InstanceRecord,
     event: &Event,
+    by: &Actor,
     key: Option<(String, String)>,
     now: DateTime<Utc>,
 ) -> Result<HistoryRecord, Error> {
@@ -202,6 +222,8 @@ pub fn apply_event(
         payload: event.payload.clone(),
         actor: event.actor.clone(),
         reason: event.reason.clone(),
+        token_id: by.token.clone(),
+        on_behalf_of: by.on_behalf_of.clone(),
         from_configuration: before.configuration,
         to_configuration: outcome.snapshot.configuration.clone(),
         context: outcome.snapshot.context.clone(),
@@ -615,6 +637,7 @@ pub fn queue_event(
     tx: &mut dyn Tx,
     inst: &InstanceRecord,
     event: &Event,
+    by: &Actor,
     key: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
@@ -626,6 +649,8 @@ pub fn queue_event(
         payload: event.payload.clone(),
         actor: event.actor.clone(),
         reason: event.reason.clone(),
+        token_id: by.token.clone(),
+        on_behalf_of: by.on_behalf_of.clone(),
         idempotency_key: key,
         created_at: now,
     })?;

@@ -3,6 +3,7 @@
 
 use cairn_store::{
     ApprovalRecord, CheckpointRecord, HistoryRecord, InstanceRecord, MachineRecord, TimerRecord,
+    TokenRecord,
 };
 
 pub fn instance(i: &InstanceRecord) -> cairn_api::Instance {
@@ -31,6 +32,8 @@ pub fn transition(h: &HistoryRecord) -> cairn_api::Transition {
         event: (h.kind == cairn_store::HistoryKind::Event).then(|| h.event.clone()),
         payload: h.payload.clone(),
         actor: h.actor.clone(),
+        token: h.token_id.clone(),
+        on_behalf_of: h.on_behalf_of.clone(),
         reason: h.reason.clone(),
         from: h.from_configuration.clone(),
         to: h.to_configuration.clone(),
@@ -92,6 +95,8 @@ pub fn approval(a: &ApprovalRecord) -> cairn_api::Approval {
             .iter()
             .map(|d| cairn_api::Decision {
                 actor: d.actor.clone(),
+                token: d.token_id.clone(),
+                on_behalf_of: d.on_behalf_of.clone(),
                 approve: d.approve,
                 reason: d.reason.clone(),
                 at: d.at,
@@ -180,5 +185,17 @@ pub fn attempt(a: &cairn_store::AttemptRecord) -> cairn_api::Attempt {
         duration_ms: a.ended_at.map(|e| (e - a.started_at).num_milliseconds()),
         tokens: a.tokens,
         cost: a.cost,
+    }
+}
+
+pub fn token(t: &TokenRecord) -> cairn_api::Token {
+    cairn_api::Token {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        subject: t.subject.clone(),
+        role: t.role.clone(),
+        namespaces: t.namespaces.clone(),
+        created_at: t.created_at,
+        revoked_at: t.revoked_at,
     }
 }

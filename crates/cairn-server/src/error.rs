@@ -36,6 +36,19 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid-request", detail)
     }
 
+    /// A failure of ours; its cause is logged where it happened, never sent.
+    pub fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred; it has been logged",
+        )
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
     pub fn with(mut self, key: &str, value: Value) -> ApiError {
         self.extra.insert(key.into(), value);
         self
@@ -104,11 +117,7 @@ impl From<Error> for ApiError {
             }
             Error::Store(other) => {
                 tracing::error!(error = %other, "storage failure");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "an internal error occurred; it has been logged",
-                )
+                ApiError::internal()
             }
         }
     }
@@ -125,12 +134,19 @@ impl IntoResponse for ApiError {
         body.insert("status".into(), json!(self.status.as_u16()));
         body.insert("detail".into(), json!(self.detail));
         body.extend(self.extra);
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             Value::Object(body).to_string(),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -172,11 +188,7 @@ pub async fn blocking<T: Send + 'static>(
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => {
             tracing::error!(error = %e, "a blocking task failed");
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "an internal error occurred; it has been logged",
-            ))
+            Err(ApiError::internal())
         }
     }
 }

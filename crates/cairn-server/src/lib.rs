@@ -1,13 +1,16 @@
 //! The HTTP API under `/v1`, the Server-Sent Events stream of the commit-ordered log,
 //! `/healthz` and `/metrics`. `app(ctx) -> Router` is apart from `serve` so tests call it
-//! without a socket. Holds no business rules: every decision is the engine's; handlers
-//! parse, call the engine off the async runtime, and render wire types or problems.
+//! without a socket; the router is built from one route table (`routes::ROUTES`), where
+//! every route declares who may call it (`auth::Access`). Holds no business rules: every
+//! decision is the engine's; handlers parse, call the engine off the async runtime, and
+//! render wire types or problems.
 
-mod auth;
+pub mod auth;
 mod error;
 mod metrics;
 pub mod openapi;
-mod routes;
+mod query;
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +39,14 @@ pub struct Settings {
     pub max_claim_wait: Duration,
     /// Require bearer tokens (on by default for non-loopback binds; see `cairn serve`).
     pub auth: bool,
+    /// The address the server listens on: a `Host` naming it is this server's.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Host names (beyond loopback names and the listen address) that name this server;
+    /// `*` turns the check off.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://app.example.com`) whose pages may call the API from a browser:
+    /// they get CORS headers; no other origin does.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Settings {
@@ -47,11 +58,15 @@ impl Default for Settings {
             max_streams: 256,
             max_claim_wait: Duration::from_secs(30),
             auth: false,
+            listen: None,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
 
-/// Writes an online backup of the store to a file on the server; its size in bytes.
+/// Writes an online backup of the store to a file; its size in bytes. The server writes
+/// into a file it then streams to the client and removes.
 pub type BackupFn = Arc<dyn Fn(&std::path::Path) -> Result<u64, cairn_store::Error> + Send + Sync>;
 
 /// What every handler shares.
@@ -60,8 +75,9 @@ pub struct Ctx<S: Store> {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub streams: Arc<Semaphore>,
-    /// The backend's backup, when it has one.
-    pub backup: Option<BackupFn>,
+    /// The backend's backup, when it has one, and the directory its temporary files go
+    /// in (beside the data).
+    pub backup: Option<(BackupFn, std::path::PathBuf)>,
     /// The backend's own metrics (e.g. commit batch sizes), Prometheus text.
     pub store_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// Woken when the log has moved on another node (PostgreSQL's LISTEN/NOTIFY), so
@@ -78,7 +94,7 @@ impl<S: Store> Ctx<S> {
     pub fn with_hooks(
         engine: Engine<S>,
         settings: Settings,
-        backup: Option<BackupFn>,
+        backup: Option<(BackupFn, std::path::PathBuf)>,
         store_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     ) -> Arc<Ctx<S>> {
         let mut ctx = Ctx::with_backup(engine, settings, backup);
@@ -91,7 +107,7 @@ impl<S: Store> Ctx<S> {
     pub fn with_backup(
         engine: Engine<S>,
         settings: Settings,
-        backup: Option<BackupFn>,
+        backup: Option<(BackupFn, std::path::PathBuf)>,
     ) -> Arc<Ctx<S>> {
         Arc::new(Ctx {
             streams: Arc::new(Semaphore::new(settings.max_streams)),
@@ -105,38 +121,54 @@ impl<S: Store> Ctx<S> {
     }
 }
 
-/// The whole HTTP application.
-pub fn app<S: Store + Send + Sync>(ctx: Arc<Ctx<S>>) -> Router {
+/// The whole HTTP application, built from the route table: each route gets its access
+/// guard and (unless it is a stream or long poll) the request timeout.
+pub fn app<S: Store + Send + Sync + 'static>(ctx: Arc<Ctx<S>>) -> Router {
     let limit = ctx.settings.max_body_bytes;
     let timeout = ctx.settings.request_timeout;
-    let api = Router::new()
-        .merge(routes::machines::router())
-        .merge(routes::instances::router())
-        .merge(routes::approvals::router())
-        .merge(routes::tasks::router())
-        .merge(routes::named::triggers())
-        .merge(routes::named::schedules())
-        .merge(routes::ops::router())
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::GATEWAY_TIMEOUT,
-            timeout,
+    let mut router = Router::new();
+    for (route, handler) in routes::ROUTES.iter().zip(routes::handlers::<S>()) {
+        let mut handler = handler.route_layer(axum::middleware::from_fn_with_state(
+            (Arc::clone(&ctx), route.access),
+            auth::guard::<S>,
         ));
-    Router::new()
-        .merge(api)
-        // Streams and long polls are exempt from the request timeout.
-        .merge(routes::stream::router())
-        .merge(routes::tasks::claim_router())
-        .merge(routes::ops::health_router())
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&ctx),
-            auth::authorize::<S>,
-        ))
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&ctx.metrics),
-            metrics::track,
-        ))
-        .with_state(ctx)
+        if !route.access.long {
+            handler = handler.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                axum::http::StatusCode::GATEWAY_TIMEOUT,
+                timeout,
+            ));
+        }
+        router = router.route(route.path, handler);
+    }
+    let mut app =
+        router
+            .layer(DefaultBodyLimit::max(limit))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&ctx.metrics),
+                metrics::track,
+            ));
+    if !ctx.settings.cors_origins.is_empty() {
+        app = app.layer(cors(&ctx.settings.cors_origins));
+    }
+    app.with_state(ctx)
+}
+
+/// CORS for the allowed origins only (none by default: no CORS header is ever sent).
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 /// Connection limits of [`serve_with`].

@@ -27,11 +27,13 @@ fn obj(props: Value, required: &[&str]) -> Value {
     json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
 }
 
+/// Every documented operation; a test keeps this list equal to the route table.
+pub fn operations() -> Vec<(&'static str, &'static str)> {
+    ops().iter().map(|o| (o.method, o.path)).collect()
+}
+
 fn ops() -> Vec<Op> {
-    let who = obj(
-        json!({"actor": {"type": "string"}, "reason": {"type": "string"}}),
-        &[],
-    );
+    let who = r("Who");
     let any = json!({});
     vec![
         Op {
@@ -73,10 +75,7 @@ fn ops() -> Vec<Op> {
             method: "post",
             path: "/v1/instances",
             summary: "Start an instance",
-            body: Some(obj(
-                json!({"machine": {"type": "string"}, "version": {"type": ["integer", "null"]}, "id": {"type": ["string", "null"]}, "input": any, "labels": {"type": "object", "additionalProperties": {"type": "string"}}, "actor": {"type": "string"}}),
-                &["machine"],
-            )),
+            body: Some(r("Start")),
             ok: &[(201, Some("Instance"))],
         },
         Op {
@@ -104,10 +103,7 @@ fn ops() -> Vec<Op> {
             method: "post",
             path: "/v1/instances/{id}/events",
             summary: "Send an event (202 when queued for a paused instance)",
-            body: Some(obj(
-                json!({"event": {"type": "string"}, "payload": any, "key": {"type": ["string", "null"]}, "expected_version": {"type": ["integer", "null"]}, "actor": {"type": "string"}, "reason": {"type": "string"}}),
-                &["event"],
-            )),
+            body: Some(r("Send")),
             ok: &[(200, Some("Sent")), (202, Some("Sent"))],
         },
         Op {
@@ -142,10 +138,7 @@ fn ops() -> Vec<Op> {
             method: "post",
             path: "/v1/instances/{id}/fork",
             summary: "Fork from a version or checkpoint",
-            body: Some(obj(
-                json!({"from": {"type": ["integer", "string"]}, "id": {"type": ["string", "null"]}, "patch": any}),
-                &["from"],
-            )),
+            body: Some(r("Fork")),
             ok: &[(201, Some("Instance"))],
         },
         Op {
@@ -194,20 +187,14 @@ fn ops() -> Vec<Op> {
             method: "post",
             path: "/v1/approvals/{aid}/approve",
             summary: "Approve",
-            body: Some(obj(
-                json!({"actor": {"type": "string"}, "reason": {"type": "string"}, "payload": any}),
-                &[],
-            )),
+            body: Some(r("Decide")),
             ok: &[(200, Some("Decided"))],
         },
         Op {
             method: "post",
             path: "/v1/approvals/{aid}/reject",
             summary: "Reject (reason required)",
-            body: Some(obj(
-                json!({"actor": {"type": "string"}, "reason": {"type": "string"}, "payload": any}),
-                &["reason"],
-            )),
+            body: Some(json!({"allOf": [r("Decide")], "required": ["reason"]})),
             ok: &[(200, Some("Decided"))],
         },
         Op {
@@ -277,31 +264,28 @@ fn ops() -> Vec<Op> {
         Op {
             method: "post",
             path: "/v1/backup",
-            summary: "Write an online backup on the server",
-            body: Some(obj(json!({"file": {"type": "string"}}), &["file"])),
-            ok: &[(200, Some("BackedUp"))],
+            summary: "An online backup of every namespace, streamed (a SQLite database file; a token scoped to `*`)",
+            body: Some(obj(json!({}), &[])),
+            ok: &[(200, None)],
         },
         Op {
             method: "post",
             path: "/v1/tokens",
-            summary: "Create a token (admin); the answer holds its secret",
-            body: Some(obj(
-                json!({"name": {"type": "string"}, "role": {"type": "string"}, "namespaces": {"type": "array", "items": {"type": "string"}}}),
-                &["role", "namespaces"],
-            )),
-            ok: &[(201, Some("NewToken"))],
+            summary: "Create a token no stronger and no wider than the caller's; the answer holds its secret",
+            body: Some(r("NewToken")),
+            ok: &[(201, Some("CreatedToken"))],
         },
         Op {
             method: "get",
             path: "/v1/tokens",
-            summary: "Tokens (admin; never their secrets)",
+            summary: "The tokens within the caller's namespaces (never their secrets)",
             body: None,
             ok: &[(200, Some("TokenList"))],
         },
         Op {
             method: "delete",
             path: "/v1/tokens/{id}",
-            summary: "Revoke a token (admin)",
+            summary: "Revoke a token within the caller's namespaces",
             body: None,
             ok: &[(204, None)],
         },
@@ -363,6 +347,13 @@ fn ops() -> Vec<Op> {
         },
         Op {
             method: "get",
+            path: "/openapi.json",
+            summary: "This document",
+            body: None,
+            ok: &[(200, None)],
+        },
+        Op {
+            method: "get",
             path: "/metrics",
             summary: "Prometheus metrics (text)",
             body: None,
@@ -393,7 +384,9 @@ fn build() -> Value {
         "Verified" => api::Verified, "Approval" => api::Approval, "Decided" => api::Decided,
         "Checkpoint" => api::Checkpoint, "Timer" => api::Timer, "Export" => api::Export,
         "Task" => api::Task, "Claimed" => api::Claimed, "Stats" => api::Stats, "Problem" => api::Problem,
-        "Trigger" => api::Trigger, "Schedule" => api::Schedule,
+        "Trigger" => api::Trigger, "Schedule" => api::Schedule, "Token" => api::Token,
+        "CreatedToken" => api::CreatedToken, "NewToken" => api::NewToken, "Start" => api::Start,
+        "Send" => api::Send, "Who" => api::Who, "Decide" => api::Decide, "Fork" => api::Fork,
     );
     let mut schemas: Map<String, Value> = g.take_definitions(true).into_iter().collect();
     for (k, v) in named {
@@ -449,24 +442,7 @@ fn build() -> Value {
                 &["timers_fired", "instances_removed", "history_folded"],
             ),
         ),
-        (
-            "BackedUp",
-            obj(
-                json!({"file": {"type": "string"}, "bytes": {"type": "integer"}}),
-                &["file", "bytes"],
-            ),
-        ),
-        (
-            "NewToken",
-            obj(
-                json!({"id": {"type": "string"}, "name": {"type": "string"}, "role": {"type": "string"}, "namespaces": {"type": "array", "items": {"type": "string"}}, "token": {"type": "string"}}),
-                &["id", "role", "namespaces", "token"],
-            ),
-        ),
-        (
-            "TokenList",
-            json!({"type": "array", "items": {"type": "object", "required": ["id", "role", "namespaces"], "not": {"required": ["token"]}}}),
-        ),
+        ("TokenList", list("Token")),
         (
             "Health",
             obj(json!({"status": {"const": "ok"}}), &["status"]),
@@ -486,7 +462,20 @@ fn build() -> Value {
             responses.insert(status.to_string(), resp);
         }
         responses.insert("default".into(), json!({"description": "a problem", "content": {"application/problem+json": {"schema": r("Problem")}}}));
-        let mut operation = json!({"summary": op.summary, "responses": responses});
+        let route = crate::routes::route(op.method, op.path)
+            .unwrap_or_else(|| panic!("{} {} is documented but not routed", op.method, op.path));
+        let mut operation = json!({
+            "summary": op.summary,
+            "responses": responses,
+            "x-cairn-access": {
+                "role": route.access.role.as_str(),
+                "scope": format!("{:?}", route.access.scope).to_lowercase(),
+            },
+        });
+        if route.access.scope == crate::auth::Scope::Open {
+            operation["security"] = json!([]);
+            operation["x-cairn-access"] = json!({"scope": "open"});
+        }
         if let Some(b) = op.body {
             operation["requestBody"] = json!({"content": {"application/json": {"schema": b}}});
         }
@@ -495,7 +484,11 @@ fn build() -> Value {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .chain(op.path.starts_with("/v1/").then(|| json!({"name": "namespace", "in": "query", "schema": {"type": "string", "default": "default"}})))
+            .chain(match route.access.scope {
+                crate::auth::Scope::Open => None,
+                crate::auth::Scope::One => Some(json!({"name": "namespace", "in": "query", "description": "The namespace (given once)", "schema": {"type": "string", "default": "default"}})),
+                _ => Some(json!({"name": "namespace", "in": "query", "description": "Narrows the request to one of the token's namespaces (given once)", "schema": {"type": "string"}})),
+            })
             .collect();
         operation["parameters"] = Value::Array(params);
         paths

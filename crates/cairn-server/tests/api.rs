@@ -97,6 +97,12 @@ impl Api {
                 )
                 .await
             }
+            // A POST without a body still says it is JSON: a state change needs the
+            // content type no cross-site form can send.
+            None if method == "POST" => {
+                self.raw(method, uri, Some("application/json"), Vec::new())
+                    .await
+            }
             None => self.raw(method, uri, None, Vec::new()).await,
         };
         if !status.is_success() {

@@ -117,12 +117,12 @@ impl T {
 async fn real_responses_match_the_openapi_document() {
     let dir = Backend::new();
     let engine = Engine::new(dir.open(), Arc::new(SystemClock), Config::default());
-    let backup = dir.path().join("b.db");
     let store = engine.store().clone();
+    let write: cairn_server::BackupFn = Arc::new(move |f: &std::path::Path| store.backup(f));
     let ctx = Ctx::with_backup(
         engine,
         Settings::default(),
-        Some(Arc::new(move |f: &std::path::Path| store.backup(f))),
+        Some((write, dir.path().to_path_buf())),
     );
     let mut t = T {
         app: app(ctx),
@@ -262,7 +262,7 @@ async fn real_responses_match_the_openapi_document() {
     t.json("POST", "/v1/verify", json!({})).await;
     t.call("GET", "/v1/stats", None).await;
     t.json("POST", "/v1/tick", json!({})).await;
-    t.json("POST", "/v1/backup", json!({"file": backup})).await;
+    t.json("POST", "/v1/backup", json!({})).await;
     let tok = t
         .json(
             "POST",
@@ -327,5 +327,39 @@ fn the_document_rejects_wrong_bodies() {
     assert!(
         !check(page, json!({"instances": [{"id": "a"}], "next": null})),
         "a page of broken instances passed"
+    );
+}
+
+/// The document and the route table list the same operations, so no route escapes the
+/// document (or the sweeps built on it), and open routes are marked open.
+#[test]
+fn the_document_lists_exactly_the_routed_operations() {
+    let mut documented: Vec<(String, String)> = cairn_server::openapi::operations()
+        .into_iter()
+        .map(|(m, p)| (m.to_uppercase(), p.to_string()))
+        .collect();
+    let mut routed: Vec<(String, String)> = cairn_server::routes::ROUTES
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_string()))
+        .collect();
+    documented.sort();
+    routed.sort();
+    assert_eq!(documented, routed);
+    let doc = cairn_server::openapi::document();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let open = op["x-cairn-access"]["scope"] == "open";
+            assert_eq!(
+                op.get("security") == Some(&json!([])),
+                open,
+                "{method} {path}: open routes, and only they, need no token"
+            );
+        }
+    }
+    assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([]));
+    assert_eq!(doc["paths"]["/openapi.json"]["get"]["security"], json!([]));
+    assert_eq!(
+        doc["paths"]["/v1/backup"]["post"]["x-cairn-access"]["scope"],
+        "global"
     );
 }

@@ -43,8 +43,10 @@ use postgres::{Client, NoTls};
 use crate::sql::{Db, Stmts};
 
 /// The embedded migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (2, "actors", include_str!("../migrations/0002_actors.sql")),
+];
 
 /// The advisory lock key migrations run under.
 const MIGRATION_LOCK: i64 = 0x0063_6169_726e_0001;

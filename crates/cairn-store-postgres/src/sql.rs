@@ -420,7 +420,7 @@ pub fn delete_instance<C: GenericClient>(
 
 // History
 
-const HISTORY_COLS: &str = "namespace, instance_id, seq, kind, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, idempotency_key, microsteps, effects, time_in_states_ms, created_at";
+const HISTORY_COLS: &str = "namespace, instance_id, seq, kind, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, idempotency_key, microsteps, effects, time_in_states_ms, created_at, token_id, on_behalf_of";
 
 fn history_row(r: &Row) -> Result<HistoryRecord, Error> {
     let kind: &str = get(r, "kind")?;
@@ -444,12 +444,14 @@ fn history_row(r: &Row) -> Result<HistoryRecord, Error> {
         effects: get(r, "effects")?,
         time_in_states_ms: get(r, "time_in_states_ms")?,
         created_at: get(r, "created_at")?,
+        token_id: get(r, "token_id")?,
+        on_behalf_of: get(r, "on_behalf_of")?,
     })
 }
 
 pub fn append_history<C: GenericClient>(db: &mut Db<C>, h: &HistoryRecord) -> Result<(), Error> {
     let r = db.exec(
-        &format!("INSERT INTO history ({HISTORY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"),
+        &format!("INSERT INTO history ({HISTORY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"),
         &[
             &h.namespace,
             &h.instance_id,
@@ -469,6 +471,8 @@ pub fn append_history<C: GenericClient>(db: &mut Db<C>, h: &HistoryRecord) -> Re
             &h.effects,
             &h.time_in_states_ms,
             &h.created_at,
+            &h.token_id,
+            &h.on_behalf_of,
         ],
     );
     unique(r, || {
@@ -483,8 +487,8 @@ pub fn append_history<C: GenericClient>(db: &mut Db<C>, h: &HistoryRecord) -> Re
 pub fn replace_history<C: GenericClient>(db: &mut Db<C>, h: &HistoryRecord) -> Result<(), Error> {
     let n = db.exec(
         "UPDATE history SET kind = $4, version = $5, event = $6, payload = $7, actor = $8, reason = $9, from_configuration = $10, \
-         to_configuration = $11, context = $12, status = $13, idempotency_key = $14, microsteps = $15, effects = $16, time_in_states_ms = $17, created_at = $18 \
-         WHERE namespace = $1 AND instance_id = $2 AND seq = $3",
+         to_configuration = $11, context = $12, status = $13, idempotency_key = $14, microsteps = $15, effects = $16, time_in_states_ms = $17, created_at = $18, \
+         token_id = $19, on_behalf_of = $20 WHERE namespace = $1 AND instance_id = $2 AND seq = $3",
         &[
             &h.namespace,
             &h.instance_id,
@@ -504,6 +508,8 @@ pub fn replace_history<C: GenericClient>(db: &mut Db<C>, h: &HistoryRecord) -> R
             &h.effects,
             &h.time_in_states_ms,
             &h.created_at,
+            &h.token_id,
+            &h.on_behalf_of,
         ],
     )?;
     if n == 1 {
@@ -914,8 +920,7 @@ pub fn checkpoints<C: GenericClient>(
 
 // The inbox of paused instances
 
-const INBOX_COLS: &str =
-    "namespace, instance_id, seq, event, payload, actor, reason, idempotency_key, created_at";
+const INBOX_COLS: &str = "namespace, instance_id, seq, event, payload, actor, reason, idempotency_key, created_at, token_id, on_behalf_of";
 
 fn inbox_row(r: &Row) -> Result<InboxRecord, Error> {
     Ok(InboxRecord {
@@ -928,14 +933,16 @@ fn inbox_row(r: &Row) -> Result<InboxRecord, Error> {
         reason: get(r, "reason")?,
         idempotency_key: get(r, "idempotency_key")?,
         created_at: get(r, "created_at")?,
+        token_id: get(r, "token_id")?,
+        on_behalf_of: get(r, "on_behalf_of")?,
     })
 }
 
 pub fn push_inbox<C: GenericClient>(db: &mut Db<C>, e: &InboxRecord) -> Result<(), Error> {
     db.exec(
         &format!("INSERT INTO inbox ({INBOX_COLS}) VALUES ($1, $2, \
-         (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox WHERE namespace = $1 AND instance_id = $2), $3, $4, $5, $6, $7, $8)"),
-        &[&e.namespace, &e.instance_id, &e.event, &e.payload, &e.actor, &e.reason, &e.idempotency_key, &e.created_at],
+         (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox WHERE namespace = $1 AND instance_id = $2), $3, $4, $5, $6, $7, $8, $9, $10)"),
+        &[&e.namespace, &e.instance_id, &e.event, &e.payload, &e.actor, &e.reason, &e.idempotency_key, &e.created_at, &e.token_id, &e.on_behalf_of],
     )
     .map(|_| ())
 }
@@ -1223,13 +1230,14 @@ fn token_row(r: &Row) -> Result<TokenRecord, Error> {
         namespaces: json_of(r, "namespaces")?,
         created_at: get(r, "created_at")?,
         revoked_at: get(r, "revoked_at")?,
+        subject: get(r, "subject")?,
     })
 }
 
 pub fn insert_token<C: GenericClient>(db: &mut Db<C>, t: &TokenRecord) -> Result<(), Error> {
     let r = db.exec(
-        "INSERT INTO tokens (id, name, hash, role, namespaces, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[&t.id, &t.name, &t.hash, &t.role, &Json(&t.namespaces), &t.created_at, &t.revoked_at],
+        "INSERT INTO tokens (id, name, hash, role, namespaces, created_at, revoked_at, subject) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[&t.id, &t.name, &t.hash, &t.role, &Json(&t.namespaces), &t.created_at, &t.revoked_at, &t.subject],
     );
     unique(r, || format!("token `{}` exists", t.id)).map(|_| ())
 }
@@ -1250,7 +1258,7 @@ pub fn token_by_hash<C: GenericClient>(
     hash: &str,
 ) -> Result<Option<TokenRecord>, Error> {
     db.opt(
-        "SELECT id, name, hash, role, namespaces, created_at, revoked_at FROM tokens WHERE hash = $1",
+        "SELECT id, name, hash, role, namespaces, created_at, revoked_at, subject FROM tokens WHERE hash = $1",
         &[&hash],
     )?
     .as_ref()
@@ -1261,7 +1269,7 @@ pub fn token_by_hash<C: GenericClient>(
 pub fn tokens<C: GenericClient>(db: &mut Db<C>) -> Result<Vec<TokenRecord>, Error> {
     rows(
         db.query(
-            "SELECT id, name, hash, role, namespaces, created_at, revoked_at FROM tokens ORDER BY created_at, id",
+            "SELECT id, name, hash, role, namespaces, created_at, revoked_at, subject FROM tokens ORDER BY created_at, id",
             &[],
         )?,
         token_row,

@@ -168,6 +168,27 @@ fn a_claimed_task_is_skipped_by_a_concurrent_claim() {
     assert!(second.is_empty(), "{second:?}");
 }
 
+/// Tokens made before subjects existed get `token:<id>`: the actor of what they do now,
+/// never their old free-text name.
+#[test]
+fn tokens_from_before_subjects_get_one_of_their_own() {
+    let db = TestDb::create().unwrap();
+    {
+        let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+        c.batch_execute(cairn_store_postgres::MIGRATIONS[0].2)
+            .unwrap();
+        c.batch_execute(
+            "CREATE TABLE cairn_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO cairn_migrations (version, name) VALUES (1, 'initial');
+             INSERT INTO tokens (id, name, hash, role, namespaces, created_at) VALUES ('abc', 'ann', 'h', 'admin', '[\"*\"]', now());",
+        )
+        .unwrap();
+    }
+    let s = PgStore::open(&db.url, Options::default()).unwrap();
+    let t = s.token_by_hash("h").unwrap().unwrap();
+    assert_eq!((t.name.as_str(), t.subject.as_str()), ("ann", "token:abc"));
+}
+
 #[test]
 fn nodes_starting_together_migrate_once() {
     let db = TestDb::create().unwrap();
@@ -181,7 +202,7 @@ fn nodes_starting_together_migrate_once() {
         })
         .collect();
     for o in opened {
-        assert_eq!(o.join().unwrap().unwrap().unwrap(), 1);
+        assert_eq!(o.join().unwrap().unwrap().unwrap(), latest());
     }
 }
 
@@ -244,7 +265,7 @@ fn bad_urls_and_unreachable_servers_are_clear_errors() {
 fn a_throwaway_server_starts_from_the_installed_binaries() {
     let url = cairn_store_postgres::testing::throwaway_server().unwrap();
     let s = PgStore::open(&url, Options::default()).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 1);
+    assert_eq!(s.schema_version().unwrap(), latest());
     s.write(|tx| tx.append_log(&entry("x", 1))).unwrap();
     assert_eq!(cairn_store_tests::log_settled(&s, 0, 10, 1).len(), 1);
 }
@@ -287,4 +308,9 @@ fn claiming_an_instance_skips_one_held_elsewhere() {
     assert!(
         matches!(s.write(|tx| tx.claim_instance("default", "i")).unwrap(), Claim::Got(i) if i.id == "i")
     );
+}
+
+/// The schema version every migration leads to.
+fn latest() -> u32 {
+    cairn_store_postgres::MIGRATIONS.last().unwrap().0
 }

@@ -306,8 +306,7 @@ pub fn history_at(
     r.map(decode_history).transpose()
 }
 
-const INBOX_COLS: &str =
-    "namespace, instance_id, seq, event, payload, actor, reason, idempotency_key, created_at";
+const INBOX_COLS: &str = "namespace, instance_id, seq, event, payload, actor, reason, idempotency_key, created_at, token_id, on_behalf_of";
 
 fn decode_inbox(v: Vec<SqlValue>) -> Result<InboxRecord, Error> {
     Ok(InboxRecord {
@@ -320,6 +319,8 @@ fn decode_inbox(v: Vec<SqlValue>) -> Result<InboxRecord, Error> {
         reason: text(&v[6])?.to_string(),
         idempotency_key: opt_text(&v[7])?,
         created_at: parse_ts(text(&v[8])?)?,
+        token_id: opt_text(&v[9])?,
+        on_behalf_of: opt_text(&v[10])?,
     })
 }
 
@@ -328,10 +329,10 @@ pub fn push_inbox(c: &Connection, e: &InboxRecord) -> Result<(), Error> {
     let r = c
         .prepare_cached(&format!(
             "INSERT INTO inbox ({INBOX_COLS}) VALUES (?1, ?2, \
-             (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox WHERE namespace = ?1 AND instance_id = ?2), ?3, ?4, ?5, ?6, ?7, ?8)"
+             (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox WHERE namespace = ?1 AND instance_id = ?2), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         ))
         .and_then(|mut s| {
-            s.execute(params![e.namespace, e.instance_id, e.event, json(&e.payload), e.actor, e.reason, e.idempotency_key, ts(&e.created_at)])
+            s.execute(params![e.namespace, e.instance_id, e.event, json(&e.payload), e.actor, e.reason, e.idempotency_key, ts(&e.created_at), e.token_id, e.on_behalf_of])
         });
     conflict_if_duplicate(r, || "inbox entry exists".to_string())
 }
@@ -343,7 +344,7 @@ pub fn inbox(c: &Connection, ns: &str, id: &str) -> Result<Vec<InboxRecord>, Err
         ))
         .map_err(db_err)?;
     let rows = s
-        .query_map(params![ns, id], |r| row(r, 9))
+        .query_map(params![ns, id], |r| row(r, 11))
         .map_err(db_err)?;
     rows.map(|r| r.map_err(db_err).and_then(decode_inbox))
         .collect()

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_tasks.sql"),
     include_str!("../migrations/0004_tokens.sql"),
     include_str!("../migrations/0005_orchestration.sql"),
+    include_str!("../migrations/0006_actors.sql"),
 ];
 
 /// The schema version of a database.

@@ -252,8 +252,8 @@ pub fn attempts(c: &Connection, task_id: &str) -> Result<Vec<AttemptRecord>, Err
 
 pub fn insert_token(c: &Connection, t: &cairn_store::TokenRecord) -> Result<(), Error> {
     let r = c
-        .prepare_cached("INSERT INTO tokens (id, name, hash, role, namespaces, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
-        .and_then(|mut s| s.execute(params![t.id, t.name, t.hash, t.role, json(&t.namespaces), ts(&t.created_at), t.revoked_at.as_ref().map(ts)]));
+        .prepare_cached("INSERT INTO tokens (id, name, hash, role, namespaces, created_at, revoked_at, subject) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+        .and_then(|mut s| s.execute(params![t.id, t.name, t.hash, t.role, json(&t.namespaces), ts(&t.created_at), t.revoked_at.as_ref().map(ts), t.subject]));
     conflict_if_duplicate(r, || format!("token `{}` exists", t.id))
 }
 
@@ -271,7 +271,7 @@ fn tokens_query(
 ) -> Result<Vec<cairn_store::TokenRecord>, Error> {
     let mut s = c.prepare_cached(sql).map_err(db_err)?;
     let rows = s
-        .query_map(params_from_iter(args), |r| row(r, 7))
+        .query_map(params_from_iter(args), |r| row(r, 8))
         .map_err(db_err)?;
     rows.map(|r| {
         let v = r.map_err(db_err)?;
@@ -283,6 +283,7 @@ fn tokens_query(
             namespaces: parse_json(text(&v[4])?, "token namespaces")?,
             created_at: parse_ts(text(&v[5])?)?,
             revoked_at: opt_text(&v[6])?.map(|t| parse_ts(&t)).transpose()?,
+            subject: text(&v[7])?.to_string(),
         })
     })
     .collect()
@@ -292,7 +293,7 @@ pub fn token_by_hash(
     c: &Connection,
     hash: &str,
 ) -> Result<Option<cairn_store::TokenRecord>, Error> {
-    Ok(tokens_query(c, "SELECT id, name, hash, role, namespaces, created_at, revoked_at FROM tokens WHERE hash = ?", vec![SqlValue::Text(hash.into())])?
+    Ok(tokens_query(c, "SELECT id, name, hash, role, namespaces, created_at, revoked_at, subject FROM tokens WHERE hash = ?", vec![SqlValue::Text(hash.into())])?
         .into_iter()
         .next())
 }
@@ -300,7 +301,7 @@ pub fn token_by_hash(
 pub fn tokens(c: &Connection) -> Result<Vec<cairn_store::TokenRecord>, Error> {
     tokens_query(
         c,
-        "SELECT id, name, hash, role, namespaces, created_at, revoked_at FROM tokens ORDER BY created_at, id",
+        "SELECT id, name, hash, role, namespaces, created_at, revoked_at, subject FROM tokens ORDER BY created_at, id",
         vec![],
     )
 }

@@ -251,10 +251,10 @@ pub fn instance_ids(c: &Connection, ns: Option<&str>) -> Result<Vec<(String, Str
     rows.map(|r| r.map_err(db_err)).collect()
 }
 
-pub(crate) const HISTORY_COLS: &str = "namespace, instance_id, seq, kind, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, idempotency_key, microsteps, effects, time_in_states_ms, created_at";
+pub(crate) const HISTORY_COLS: &str = "namespace, instance_id, seq, kind, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, idempotency_key, microsteps, effects, time_in_states_ms, created_at, token_id, on_behalf_of";
 
 pub(crate) fn history_row(r: &Row<'_>) -> rusqlite::Result<Vec<SqlValue>> {
-    (0..18).map(|i| r.get(i)).collect()
+    (0..20).map(|i| r.get(i)).collect()
 }
 
 pub(crate) fn decode_history(v: Vec<SqlValue>) -> Result<HistoryRecord, Error> {
@@ -282,6 +282,8 @@ pub(crate) fn decode_history(v: Vec<SqlValue>) -> Result<HistoryRecord, Error> {
             other => Some(int(other)?),
         },
         created_at: parse_ts(text(&v[17])?)?,
+        token_id: opt_text(&v[18])?,
+        on_behalf_of: opt_text(&v[19])?,
     })
 }
 
@@ -474,7 +476,7 @@ impl Tx for SqlTx<'_> {
         let r = self
             .conn
             .prepare_cached(&format!(
-                "INSERT INTO history ({HISTORY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+                "INSERT INTO history ({HISTORY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
             ))
             .and_then(|mut s| {
                 s.execute(params![
@@ -495,7 +497,9 @@ impl Tx for SqlTx<'_> {
                     json(&h.microsteps),
                     json(&h.effects),
                     h.time_in_states_ms,
-                    ts(&h.created_at)
+                    ts(&h.created_at),
+                    h.token_id,
+                    h.on_behalf_of
                 ])
             });
         conflict_if_duplicate(r, || {

@@ -67,6 +67,29 @@ fn migrations_apply_from_empty_and_from_each_earlier_schema() {
     }
 }
 
+/// Tokens made before subjects existed get `token:<id>`: the actor of what they do now,
+/// never their old free-text name.
+#[test]
+fn tokens_from_before_subjects_get_one_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("cairn.db")).unwrap();
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(5) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO tokens (id, name, hash, role, namespaces, created_at) VALUES ('abc', 'ann', 'h', 'admin', '[\"*\"]', '2026-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), Options::default()).unwrap();
+    let t = store.token_by_hash("h").unwrap().unwrap();
+    assert_eq!((t.name.as_str(), t.subject.as_str()), ("ann", "token:abc"));
+}
+
 #[test]
 fn a_newer_schema_is_refused_not_damaged() {
     let dir = tempfile::tempdir().unwrap();

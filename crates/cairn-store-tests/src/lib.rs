@@ -30,7 +30,7 @@ macro_rules! suite {
             deleting_an_instance_removes_everything_of_it, history_can_be_compacted,
             retention_and_counts, children_are_linked_and_listed_by_parent,
             the_outbox_keeps_order_until_delivered, triggers_are_unique_by_name,
-            schedules_come_due_in_order);
+            schedules_come_due_in_order, tokens_keep_their_subject_and_are_revoked_once);
     };
     (@tests $open:expr; $($name:ident),*) => {
         $(
@@ -95,6 +95,9 @@ pub fn history(ns: &str, id: &str, version: u64) -> HistoryRecord {
         payload: json!({}),
         actor: "test".into(),
         reason: String::new(),
+        // Every other record made with a token, on someone's behalf.
+        token_id: version.is_multiple_of(2).then(|| "tok1".into()),
+        on_behalf_of: version.is_multiple_of(2).then(|| "bob".into()),
         from_configuration: vec!["a".into()],
         to_configuration: vec!["b".into()],
         context: json!({"n": version}),
@@ -635,6 +638,8 @@ pub fn approvals_are_stored_and_decided<S: Store>(s: &S) {
     let mut a = approval("ap1", "i");
     a.decisions.push(Decision {
         actor: "ann".into(),
+        token_id: Some("tok1".into()),
+        on_behalf_of: None,
         approve: true,
         reason: "fine".into(),
         at: at(1),
@@ -709,6 +714,8 @@ pub fn the_inbox_keeps_order_and_empties_once<S: Store>(s: &S) {
             payload: json!({"n": n}),
             actor: String::new(),
             reason: String::new(),
+            token_id: key.map(|_| "tok1".to_string()),
+            on_behalf_of: key.map(|_| "bob".to_string()),
             idempotency_key: key.map(str::to_string),
             created_at: t0(),
         };
@@ -727,6 +734,21 @@ pub fn the_inbox_keeps_order_and_empties_once<S: Store>(s: &S) {
         ["e1", "e2", "e3"]
     );
     assert_eq!(taken.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        (
+            taken[0].token_id.as_deref(),
+            taken[0].on_behalf_of.as_deref()
+        ),
+        (Some("tok1"), Some("bob")),
+        "who queued it is kept"
+    );
+    assert_eq!(
+        (
+            taken[1].token_id.as_deref(),
+            taken[1].on_behalf_of.as_deref()
+        ),
+        (None, None)
+    );
     assert!(
         s.write(|tx| tx.take_inbox("default", "i"))
             .unwrap()
@@ -1041,4 +1063,46 @@ pub fn schedules_come_due_in_order<S: Store>(s: &S) {
     assert!(s.write(|tx| tx.delete_schedule("default", "late")).unwrap());
     assert!(!s.write(|tx| tx.delete_schedule("default", "late")).unwrap());
     assert_eq!(s.schedules("default").unwrap().len(), 2);
+}
+
+pub fn tokens_keep_their_subject_and_are_revoked_once<S: Store>(s: &S) {
+    let token = |id: &str, subject: &str, hash: &str| cairn_store::TokenRecord {
+        id: id.into(),
+        name: subject.into(),
+        subject: subject.into(),
+        hash: hash.into(),
+        role: "operator".into(),
+        namespaces: vec!["a".into(), "b".into()],
+        created_at: t0(),
+        revoked_at: None,
+    };
+    let (ann, bot) = (token("t1", "ann", "h1"), token("t2", "token:t2", "h2"));
+    let stored = (ann.clone(), bot.clone());
+    s.write(move |tx| {
+        tx.insert_token(&stored.0)?;
+        tx.insert_token(&stored.1)
+    })
+    .unwrap();
+    let again = token("t3", "eve", "h1");
+    assert!(
+        matches!(
+            s.write(move |tx| tx.insert_token(&again)),
+            Err(Error::Conflict(_))
+        ),
+        "a secret's hash is unique"
+    );
+    assert_eq!(s.token_by_hash("h1").unwrap(), Some(ann.clone()));
+    assert_eq!(s.token_by_hash("nope").unwrap(), None);
+    assert_eq!(s.tokens().unwrap(), vec![ann, bot]);
+    assert!(s.write(|tx| tx.revoke_token("t1", at(5))).unwrap());
+    assert!(
+        s.write(|tx| tx.revoke_token("t1", at(9))).unwrap(),
+        "revoking again is harmless"
+    );
+    assert!(!s.write(|tx| tx.revoke_token("none", at(9))).unwrap());
+    assert_eq!(
+        s.token_by_hash("h1").unwrap().and_then(|t| t.revoked_at),
+        Some(at(5)),
+        "the first revocation's time stays"
+    );
 }

@@ -123,6 +123,10 @@ pub struct HistoryRecord {
     pub payload: Value,
     pub actor: String,
     pub reason: String,
+    /// The API token the change was made with (its id), when the server checks tokens.
+    pub token_id: Option<String>,
+    /// Whom the caller said it acted for; recorded beside `actor`, never instead of it.
+    pub on_behalf_of: Option<String>,
     pub from_configuration: Vec<String>,
     pub to_configuration: Vec<String>,
     /// The context after the event.
@@ -243,6 +247,12 @@ impl ApprovalStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub actor: String,
+    /// As [`HistoryRecord::token_id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// As [`HistoryRecord::on_behalf_of`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
     pub approve: bool,
     pub reason: String,
     pub at: DateTime<Utc>,
@@ -294,6 +304,10 @@ pub struct InboxRecord {
     pub payload: Value,
     pub actor: String,
     pub reason: String,
+    /// As [`HistoryRecord::token_id`].
+    pub token_id: Option<String>,
+    /// As [`HistoryRecord::on_behalf_of`].
+    pub on_behalf_of: Option<String>,
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -388,7 +402,11 @@ pub struct AttemptRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub id: String,
+    /// The name it was created with (`""` when none).
     pub name: String,
+    /// Who it stands for: the recorded actor of every change made with it (its name, or
+    /// `token:<id>` when it has none).
+    pub subject: String,
     pub hash: String,
     /// `viewer`, `worker`, `operator` or `admin`.
     pub role: String,

@@ -127,6 +127,11 @@ pub struct Http {
     pub request_timeout: String,
     pub max_streams: usize,
     pub max_claim_wait: String,
+    /// Host names that name this server besides loopback names and the listen address
+    /// (requests with another `Host` are refused: DNS rebinding); `*` turns the check off.
+    pub allowed_hosts: Vec<String>,
+    /// Origins whose web pages may call the API (CORS); none by default.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -163,6 +168,8 @@ impl Default for Http {
             request_timeout: "30s".into(),
             max_streams: 256,
             max_claim_wait: "30s".into(),
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -306,6 +313,28 @@ impl Loaded {
         ] {
             if v == 0 {
                 return Err(self.bad(key, v, "must be at least 1"));
+            }
+        }
+        for o in &s.http.cors_origins {
+            let ok = o.split_once("://").is_some_and(|(scheme, rest)| {
+                matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/')
+            });
+            if !ok {
+                return Err(self.bad(
+                    "http.cors_origins",
+                    o,
+                    "an origin is scheme://host[:port], e.g. https://app.example.com",
+                ));
+            }
+        }
+        for h in &s.http.allowed_hosts {
+            if h.is_empty() || h.contains(['/', ' ', ':']) && h.parse::<std::net::IpAddr>().is_err()
+            {
+                return Err(self.bad(
+                    "http.allowed_hosts",
+                    h,
+                    "a host name or address without scheme or port, e.g. cairn.example.com",
+                ));
             }
         }
         if let Some(v) = &s.retention.finished_after

@@ -137,12 +137,20 @@ fn the_cli_works_against_a_server_with_the_same_exit_codes() {
         assert_eq!(code, 1);
         assert!(err.contains("no online backup"), "{err}");
     } else {
-        assert!(
-            ok(u, &["backup", backup.to_str().unwrap()])["bytes"]
-                .as_u64()
-                .unwrap()
-                > 0
-        );
+        // The server streams the copy; the file is written here, and nothing stays there.
+        let bytes = ok(u, &["backup", backup.to_str().unwrap()])["bytes"]
+            .as_u64()
+            .unwrap();
+        assert!(bytes > 0);
+        assert_eq!(std::fs::metadata(&backup).unwrap().len(), bytes);
+        let left: Vec<_> = std::fs::read_dir(tmp.path().join("data"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("backup"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        let (code, _, err) = run(u, &["backup", backup.to_str().unwrap()]);
+        assert_eq!(code, 4, "an existing file is never overwritten: {err}");
     }
     ok(u, &["rm", "ca2"]);
 

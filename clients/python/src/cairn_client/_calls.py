@@ -19,6 +19,7 @@ from ._models import (
     Approval,
     Checkpoint,
     Claimed,
+    CreatedToken,
     Decided,
     Failed,
     Instance,
@@ -26,6 +27,7 @@ from ._models import (
     Machine,
     Sent,
     Task,
+    Token,
     Transition,
     VerifyReport,
 )
@@ -116,8 +118,9 @@ def start(
     version: Optional[int],
     labels: Optional[Mapping[str, str]],
     actor: Optional[str],
+    on_behalf_of: Optional[str] = None,
 ) -> Call[Instance]:
-    body = _body(machine=machine, input=input, id=id, version=version, actor=actor)
+    body = _body(machine=machine, input=input, id=id, version=version, actor=actor, on_behalf_of=on_behalf_of)
     if labels:
         body["labels"] = dict(labels)
     return Call("POST", "/v1/instances", Instance.from_json, json=body)
@@ -131,6 +134,7 @@ def send(
     expected_version: Optional[int],
     actor: Optional[str],
     reason: Optional[str],
+    on_behalf_of: Optional[str] = None,
 ) -> Call[Sent]:
     body = _body(
         event=event,
@@ -139,6 +143,7 @@ def send(
         expected_version=expected_version,
         actor=actor,
         reason=reason,
+        on_behalf_of=on_behalf_of,
     )
     # With a key the server applies the event once however often it arrives.
     return Call("POST", f"/v1/instances/{seg(id)}/events", Sent.from_json, json=body, safe=key is not None)
@@ -196,17 +201,26 @@ def checkpoint(id: str, name: str) -> Call[Checkpoint]:
     return Call("POST", f"/v1/instances/{seg(id)}/checkpoints", Checkpoint.from_json, json={"name": name})
 
 
-def fork(id: str, from_: Union[int, str], new_id: Optional[str], patch: JSON) -> Call[Instance]:
-    body = _body(**{"from": from_, "id": new_id, "patch": patch})
+def fork(
+    id: str,
+    from_: Union[int, str],
+    new_id: Optional[str],
+    patch: JSON,
+    actor: Optional[str] = None,
+    on_behalf_of: Optional[str] = None,
+) -> Call[Instance]:
+    body = _body(**{"from": from_, "id": new_id, "patch": patch, "actor": actor, "on_behalf_of": on_behalf_of})
     return Call("POST", f"/v1/instances/{seg(id)}/fork", Instance.from_json, json=body)
 
 
-def lifecycle(id: str, op: str, actor: Optional[str], reason: Optional[str]) -> Call[Instance]:
+def lifecycle(
+    id: str, op: str, actor: Optional[str], reason: Optional[str], on_behalf_of: Optional[str] = None
+) -> Call[Instance]:
     return Call(
         "POST",
         f"/v1/instances/{seg(id)}/{op}",
         Instance.from_json,
-        json=_body(actor=actor, reason=reason),
+        json=_body(actor=actor, reason=reason, on_behalf_of=on_behalf_of),
     )
 
 
@@ -239,10 +253,15 @@ def approvals(status: Optional[str], instance: Optional[str]) -> Call[List[Appro
 
 
 def decide(
-    approval: str, approve: bool, actor: Optional[str], reason: Optional[str], payload: JSON
+    approval: str,
+    approve: bool,
+    actor: Optional[str],
+    reason: Optional[str],
+    payload: JSON,
+    on_behalf_of: Optional[str] = None,
 ) -> Call[Decided]:
     op = "approve" if approve else "reject"
-    body = _body(actor=actor, reason=reason, payload=payload)
+    body = _body(actor=actor, reason=reason, payload=payload, on_behalf_of=on_behalf_of)
     return Call("POST", f"/v1/approvals/{seg(approval)}/{op}", Decided.from_json, json=body)
 
 
@@ -317,6 +336,22 @@ def stats() -> Call[Dict[str, Any]]:
 
 def tick() -> Call[Dict[str, Any]]:
     return Call("POST", "/v1/tick", dict, json={}, safe=True)
+
+
+# Tokens
+
+
+def create_token(role: str, namespaces: List[str], name: Optional[str]) -> Call[CreatedToken]:
+    body = _body(role=role, namespaces=list(namespaces), name=name)
+    return Call("POST", "/v1/tokens", CreatedToken.from_json, json=body)
+
+
+def tokens() -> Call[List[Token]]:
+    return Call("GET", "/v1/tokens", lambda d: [Token.from_json(t) for t in d], safe=True)
+
+
+def revoke_token(id: str) -> Call[None]:
+    return Call("DELETE", f"/v1/tokens/{seg(id)}", _none)
 
 
 def health() -> Call[Dict[str, Any]]:

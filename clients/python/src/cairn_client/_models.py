@@ -139,6 +139,10 @@ class Transition:
     effects: JSON
     time_in_states_ms: Optional[int]
     at: datetime
+    # The id of the token the change was made with (auth on), and whom the caller said
+    # it acted for.
+    token: Optional[str] = None
+    on_behalf_of: Optional[str] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Transition:
@@ -158,6 +162,8 @@ class Transition:
             effects=d.get("effects"),
             time_in_states_ms=d.get("time_in_states_ms"),
             at=_dt(d["at"]),
+            token=d.get("token"),
+            on_behalf_of=d.get("on_behalf_of"),
         )
 
 
@@ -206,10 +212,19 @@ class Decision:
     approve: bool
     reason: str
     at: datetime
+    token: Optional[str] = None
+    on_behalf_of: Optional[str] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Decision:
-        return cls(actor=d["actor"], approve=bool(d["approve"]), reason=d.get("reason", ""), at=_dt(d["at"]))
+        return cls(
+            actor=d["actor"],
+            approve=bool(d["approve"]),
+            reason=d.get("reason", ""),
+            at=_dt(d["at"]),
+            token=d.get("token"),
+            on_behalf_of=d.get("on_behalf_of"),
+        )
 
 
 @dataclass(frozen=True)
@@ -448,3 +463,41 @@ class LogEvent:
             at=_dt(d["at"]),
             data=d.get("data"),
         )
+
+
+@dataclass(frozen=True)
+class Token:
+    """An API token (never its secret). ``subject`` is who it stands for: the recorded
+    actor of every change made with it."""
+
+    id: str
+    name: str
+    subject: str
+    role: str
+    namespaces: List[str]
+    created_at: datetime
+    revoked_at: Optional[datetime]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Token:
+        return cls(
+            id=d["id"],
+            name=d.get("name", ""),
+            subject=d["subject"],
+            role=d["role"],
+            namespaces=list(d["namespaces"]),
+            created_at=_dt(d["created_at"]),
+            revoked_at=_dt(d["revoked_at"]) if d.get("revoked_at") else None,
+        )
+
+
+@dataclass(frozen=True)
+class CreatedToken:
+    """A token just created, with its secret (shown only this once)."""
+
+    token: Token
+    secret: str
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> CreatedToken:
+        return cls(token=Token.from_json(d), secret=d["token"])

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import os
 import random
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import httpx
 
@@ -42,7 +43,20 @@ def request_args(call: Call[Any], namespace: str) -> Dict[str, Any]:
     elif call.json is not None:
         args["content"] = dumps(call.json)
         args["headers"] = {"Content-Type": "application/json"}
+    elif call.method == "POST":
+        # A state change always says it is JSON: the server refuses one without (no
+        # cross-site form can send that content type).
+        args["content"] = b""
+        args["headers"] = {"Content-Type": "application/json"}
     return args
+
+
+def partial_path(path: Union["os.PathLike[str]", str]) -> Tuple[Path, Path]:
+    """Where a download goes while it runs, and where it ends."""
+    final = Path(path)
+    if final.exists():
+        raise FileExistsError(f"{final} exists; choose a new file")
+    return final.with_name(final.name + ".partial"), final
 
 
 def read(call: Call[T], response: httpx.Response) -> T:

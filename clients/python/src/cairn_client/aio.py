@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any, AsyncIterator, Callable, Dict, List, Mapping, Optional, Union
 
@@ -17,6 +18,7 @@ from ._models import (
     Approval,
     Checkpoint,
     Claimed,
+    CreatedToken,
     Decided,
     Failed,
     Instance,
@@ -25,12 +27,14 @@ from ._models import (
     Machine,
     Sent,
     Task,
+    Token,
     Transition,
     VerifyReport,
 )
 from ._shared import (
     SseDecoder,
     backoff,
+    partial_path,
     problem,
     read,
     request_args,
@@ -125,8 +129,11 @@ class AsyncClient:
         version: Optional[int] = None,
         labels: Optional[Mapping[str, str]] = None,
         actor: Optional[str] = None,
+        on_behalf_of: Optional[str] = None,
     ) -> Instance:
-        return await self.call(c.start(machine, input, id, version, labels, actor))
+        """Starts an instance. With auth on, the recorded actor is the token's subject;
+        ``actor`` or ``on_behalf_of`` is kept beside it as whom it acted for."""
+        return await self.call(c.start(machine, input, id, version, labels, actor, on_behalf_of))
 
     async def send(
         self,
@@ -138,10 +145,11 @@ class AsyncClient:
         expected_version: Optional[int] = None,
         actor: Optional[str] = None,
         reason: Optional[str] = None,
+        on_behalf_of: Optional[str] = None,
     ) -> Sent:
         """Sends an event. With ``key`` the event is applied at most once, however often
         it is sent (``Sent.replayed`` tells a repeat), so it is retried on failures too."""
-        return await self.call(c.send(id, event, payload, key, expected_version, actor, reason))
+        return await self.call(c.send(id, event, payload, key, expected_version, actor, reason, on_behalf_of))
 
     async def get(self, id: str) -> Instance:
         return await self.call(c.get(id))
@@ -212,19 +220,42 @@ class AsyncClient:
         *,
         new_id: Optional[str] = None,
         patch: JSON = None,
+        actor: Optional[str] = None,
+        on_behalf_of: Optional[str] = None,
     ) -> Instance:
         """A new instance from a version number or a checkpoint name of ``id``, its
         context merged with ``patch``."""
-        return await self.call(c.fork(id, from_, new_id, patch))
+        return await self.call(c.fork(id, from_, new_id, patch, actor, on_behalf_of))
 
-    async def pause(self, id: str, *, actor: Optional[str] = None, reason: Optional[str] = None) -> Instance:
-        return await self.call(c.lifecycle(id, "pause", actor, reason))
+    async def pause(
+        self,
+        id: str,
+        *,
+        actor: Optional[str] = None,
+        reason: Optional[str] = None,
+        on_behalf_of: Optional[str] = None,
+    ) -> Instance:
+        return await self.call(c.lifecycle(id, "pause", actor, reason, on_behalf_of))
 
-    async def resume(self, id: str, *, actor: Optional[str] = None, reason: Optional[str] = None) -> Instance:
-        return await self.call(c.lifecycle(id, "resume", actor, reason))
+    async def resume(
+        self,
+        id: str,
+        *,
+        actor: Optional[str] = None,
+        reason: Optional[str] = None,
+        on_behalf_of: Optional[str] = None,
+    ) -> Instance:
+        return await self.call(c.lifecycle(id, "resume", actor, reason, on_behalf_of))
 
-    async def cancel(self, id: str, *, actor: Optional[str] = None, reason: Optional[str] = None) -> Instance:
-        return await self.call(c.lifecycle(id, "cancel", actor, reason))
+    async def cancel(
+        self,
+        id: str,
+        *,
+        actor: Optional[str] = None,
+        reason: Optional[str] = None,
+        on_behalf_of: Optional[str] = None,
+    ) -> Instance:
+        return await self.call(c.lifecycle(id, "cancel", actor, reason, on_behalf_of))
 
     async def export(self, id: str, *, format: str = "json") -> Any:
         """Everything about an instance: a dict for ``json``, text for ``markdown`` and
@@ -271,8 +302,9 @@ class AsyncClient:
         actor: Optional[str] = None,
         reason: Optional[str] = None,
         payload: JSON = None,
+        on_behalf_of: Optional[str] = None,
     ) -> Decided:
-        return await self.call(c.decide(approval, True, actor, reason, payload))
+        return await self.call(c.decide(approval, True, actor, reason, payload, on_behalf_of))
 
     async def reject(
         self,
@@ -281,8 +313,9 @@ class AsyncClient:
         reason: str,
         actor: Optional[str] = None,
         payload: JSON = None,
+        on_behalf_of: Optional[str] = None,
     ) -> Decided:
-        return await self.call(c.decide(approval, False, actor, reason, payload))
+        return await self.call(c.decide(approval, False, actor, reason, payload, on_behalf_of))
 
     # Tasks
 
@@ -356,6 +389,47 @@ class AsyncClient:
     async def tick(self) -> Dict[str, Any]:
         """Fires due timers and schedules, reclaims expired leases, delivers the outbox."""
         return await self.call(c.tick())
+
+    async def create_token(
+        self, role: str, namespaces: List[str], *, name: Optional[str] = None
+    ) -> CreatedToken:
+        """Creates a token no stronger and no wider than this client's (admin); ``name`` is
+        its subject. The secret is in the answer only."""
+        return await self.call(c.create_token(role, namespaces, name))
+
+    async def tokens(self) -> List[Token]:
+        """The tokens within this client's namespaces (admin)."""
+        return await self.call(c.tokens())
+
+    async def revoke_token(self, id: str) -> None:
+        await self.call(c.revoke_token(id))
+
+    async def backup(self, path: Union[str, "os.PathLike[str]"]) -> int:
+        """Downloads an online backup of every namespace (a token scoped to ``*``) into
+        ``path`` on this machine; its size in bytes. Written to ``path.partial`` first."""
+        partial, final = partial_path(path)
+        async with self._http.stream(
+            "POST",
+            "/v1/backup",
+            params={"namespace": self.namespace},
+            headers={"Content-Type": "application/json"},
+            content=b"{}",
+            timeout=httpx.Timeout(10.0, read=300.0),
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise problem(response)
+            size = 0
+            try:
+                with open(partial, "wb") as out:
+                    async for chunk in response.aiter_bytes():
+                        out.write(chunk)
+                        size += len(chunk)
+                os.replace(partial, final)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
+        return size
 
     async def health(self) -> Dict[str, Any]:
         return await self.call(c.health())

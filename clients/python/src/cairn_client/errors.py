@@ -148,6 +148,8 @@ _BY_TYPE: Dict[str, Type[ApiError]] = {
     "invalid-definition": InvalidDefinition,
     "unauthorized": Unauthorized,
     "forbidden": Forbidden,
+    "forbidden-host": Forbidden,
+    "cross-site": Forbidden,
     "not-found": NotFound,
     "conflict": Conflict,
     "version-conflict": VersionConflict,

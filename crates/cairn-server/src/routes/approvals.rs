@@ -1,38 +1,30 @@
-//! `/v1/approvals`: the inbox, and decisions by approval id.
+//! `/v1/approvals`: the inbox, and decisions by approval id. An approval of another
+//! namespace than the request's is not found.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use axum::extract::{Path, State};
 use cairn_engine::{DecideRequest, wire};
 use cairn_store::{ApprovalStatus, Store};
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::Ns;
 use crate::Ctx;
+use crate::auth::{Caller, Namespace};
 use crate::error::{ApiError, MaybeBody, blocking};
-
-pub fn router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
-    Router::new()
-        .route("/v1/approvals", get(list::<S>))
-        .route("/v1/approvals/{aid}/approve", post(approve::<S>))
-        .route("/v1/approvals/{aid}/reject", post(reject::<S>))
-}
+use crate::query::Q;
 
 #[derive(Deserialize)]
-struct ListQuery {
-    #[serde(default = "super::default_namespace")]
-    namespace: String,
+pub(super) struct ListQuery {
     /// pending (default), approved, rejected, cancelled or all.
     status: Option<String>,
     instance: Option<String>,
 }
 
-async fn list<S: Store + Send + Sync>(
+pub(super) async fn list<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Query(q): Query<ListQuery>,
+    Namespace(ns): Namespace,
+    Q(q): Q<ListQuery>,
 ) -> Result<Json<Vec<cairn_api::Approval>>, ApiError> {
     let status = match q.status.as_deref().unwrap_or("pending") {
         "all" => None,
@@ -42,28 +34,16 @@ async fn list<S: Store + Send + Sync>(
         ),
     };
     let engine = ctx.engine.clone();
-    let list =
-        blocking(move || engine.approvals(&q.namespace, status, q.instance.as_deref())).await?;
+    let list = blocking(move || engine.approvals(&ns, status, q.instance.as_deref())).await?;
     Ok(Json(list.iter().map(wire::approval).collect()))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Decision {
-    #[serde(default)]
-    actor: String,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    payload: Value,
 }
 
 async fn decide<S: Store + Send + Sync>(
     ctx: Arc<Ctx<S>>,
-    ns: String,
+    (ns, who): (String, cairn_engine::Principal),
     aid: String,
     approve: bool,
-    d: Decision,
+    d: cairn_api::Decide,
 ) -> Result<Json<cairn_api::Decided>, ApiError> {
     let engine = ctx.engine.clone();
     let decided = blocking(move || {
@@ -77,7 +57,7 @@ async fn decide<S: Store + Send + Sync>(
         let req = DecideRequest {
             approval: Some(aid),
             approve,
-            actor: d.actor,
+            actor: who.actor(&d.actor, d.on_behalf_of.as_deref())?,
             reason: d.reason,
             payload: d.payload,
         };
@@ -87,20 +67,22 @@ async fn decide<S: Store + Send + Sync>(
     Ok(Json(wire::decided(&decided)))
 }
 
-async fn approve<S: Store + Send + Sync>(
+pub(super) async fn approve<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Query(ns): Query<Ns>,
+    Namespace(ns): Namespace,
+    Caller(who): Caller,
     Path(aid): Path<String>,
-    MaybeBody(b): MaybeBody<Decision>,
+    MaybeBody(b): MaybeBody<cairn_api::Decide>,
 ) -> Result<Json<cairn_api::Decided>, ApiError> {
-    decide(ctx, ns.namespace, aid, true, b).await
+    decide(ctx, (ns, who), aid, true, b).await
 }
 
-async fn reject<S: Store + Send + Sync>(
+pub(super) async fn reject<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Query(ns): Query<Ns>,
+    Namespace(ns): Namespace,
+    Caller(who): Caller,
     Path(aid): Path<String>,
-    MaybeBody(b): MaybeBody<Decision>,
+    MaybeBody(b): MaybeBody<cairn_api::Decide>,
 ) -> Result<Json<cairn_api::Decided>, ApiError> {
-    decide(ctx, ns.namespace, aid, false, b).await
+    decide(ctx, (ns, who), aid, false, b).await
 }

@@ -3,33 +3,25 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::Json;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use cairn_core::Format;
 use cairn_core::diagram::{DiagramFormat, render};
 use cairn_engine::wire;
 use cairn_store::Store;
 use serde::Deserialize;
 
-use super::Ns;
 use crate::Ctx;
+use crate::auth::{Caller, Namespace};
 use crate::error::{ApiError, RawBody, blocking};
+use crate::query::Q;
 
-pub fn router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
-    Router::new()
-        .route("/v1/machines", post(apply::<S>).get(list::<S>))
-        .route("/v1/machines/{name}", get(latest::<S>))
-        .route("/v1/machines/{name}/versions/{version}", get(version::<S>))
-        .route("/v1/machines/{name}/diagram", get(diagram::<S>))
-}
-
-async fn apply<S: Store + Send + Sync>(
+pub(super) async fn apply<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Query(ns): Query<Ns>,
-    axum::extract::Extension(who): axum::extract::Extension<cairn_engine::Principal>,
+    Namespace(ns): Namespace,
+    Caller(who): Caller,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
@@ -44,8 +36,7 @@ async fn apply<S: Store + Send + Sync>(
         .map_err(|_| ApiError::bad_request("the definition is not UTF-8 text"))?;
     let engine = ctx.engine.clone();
     let applied =
-        blocking(move || engine.apply_as(&ns.namespace, &text, Some(format), None, who.role))
-            .await?;
+        blocking(move || engine.apply_as(&ns, &text, Some(format), None, who.role)).await?;
     let status = if applied.created {
         StatusCode::CREATED
     } else {
@@ -62,12 +53,12 @@ async fn apply<S: Store + Send + Sync>(
         .into_response())
 }
 
-async fn list<S: Store + Send + Sync>(
+pub(super) async fn list<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Query(ns): Query<Ns>,
+    Namespace(ns): Namespace,
 ) -> Result<Json<Vec<cairn_api::Machine>>, ApiError> {
     let engine = ctx.engine.clone();
-    let ms = blocking(move || engine.machines(&ns.namespace)).await?;
+    let ms = blocking(move || engine.machines(&ns)).await?;
     Ok(Json(ms.iter().map(wire::machine).collect()))
 }
 
@@ -84,29 +75,27 @@ async fn one<S: Store + Send + Sync>(
     Ok(Json(v))
 }
 
-async fn latest<S: Store + Send + Sync>(
+pub(super) async fn latest<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Query(ns): Query<Ns>,
+    Namespace(ns): Namespace,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    one(&ctx, ns.namespace, name, None).await
+    one(&ctx, ns, name, None).await
 }
 
-async fn version<S: Store + Send + Sync>(
+pub(super) async fn version<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Query(ns): Query<Ns>,
+    Namespace(ns): Namespace,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let v: u32 = version
         .parse()
         .map_err(|_| ApiError::bad_request(format!("version `{version}` is not a number")))?;
-    one(&ctx, ns.namespace, name, Some(v)).await
+    one(&ctx, ns, name, Some(v)).await
 }
 
 #[derive(Deserialize)]
-struct DiagramQuery {
-    #[serde(default = "super::default_namespace")]
-    namespace: String,
+pub(super) struct DiagramQuery {
     #[serde(default = "mermaid")]
     format: String,
     version: Option<u32>,
@@ -118,10 +107,11 @@ fn mermaid() -> String {
     "mermaid".into()
 }
 
-async fn diagram<S: Store + Send + Sync>(
+pub(super) async fn diagram<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
+    Namespace(ns): Namespace,
     Path(name): Path<String>,
-    Query(q): Query<DiagramQuery>,
+    Q(q): Q<DiagramQuery>,
 ) -> Result<Response, ApiError> {
     let format = DiagramFormat::parse(&q.format).ok_or_else(|| {
         ApiError::bad_request(format!(
@@ -132,10 +122,10 @@ async fn diagram<S: Store + Send + Sync>(
     let engine = ctx.engine.clone();
     let (text, fmt) = blocking(move || {
         let active = match &q.instance {
-            Some(id) => engine.get(&q.namespace, id)?.configuration,
+            Some(id) => engine.get(&ns, id)?.configuration,
             None => Vec::new(),
         };
-        let (_, m) = engine.machine(&q.namespace, &name, q.version)?;
+        let (_, m) = engine.machine(&ns, &name, q.version)?;
         Ok((render(&m, format, &active), q.format))
     })
     .await?;

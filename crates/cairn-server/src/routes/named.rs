@@ -3,86 +3,91 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::Json;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
-use axum::{Json, Router};
 use cairn_engine::{Engine, Error};
 use cairn_store::Store;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use super::Ns;
 use crate::Ctx;
+use crate::auth::Namespace;
 use crate::error::{ApiError, Body, blocking};
 
-/// The engine's methods for one kind of definition.
-pub struct Methods<S: Store, T> {
-    pub add: fn(&Engine<S>, &str, T) -> Result<T, Error>,
-    pub list: fn(&Engine<S>, &str) -> Result<Vec<T>, Error>,
-    pub remove: fn(&Engine<S>, &str, &str) -> Result<(), Error>,
+async fn add<S: Store + Send + Sync + 'static, T: Serialize + Send + 'static>(
+    ctx: Arc<Ctx<S>>,
+    ns: String,
+    t: T,
+    add: fn(&Engine<S>, &str, T) -> Result<T, Error>,
+) -> Result<Response, ApiError> {
+    let engine = ctx.engine.clone();
+    let added = blocking(move || add(&engine, &ns, t)).await?;
+    Ok((StatusCode::CREATED, Json(added)).into_response())
 }
 
-/// `POST|GET {path}` and `DELETE {path}/{name}`.
-pub fn router<S, T>(path: &'static str, m: Methods<S, T>) -> Router<Arc<Ctx<S>>>
-where
-    S: Store + Send + Sync + 'static,
-    T: Serialize + DeserializeOwned + Send + 'static,
-{
-    let (add, list, remove) = (m.add, m.list, m.remove);
-    Router::new()
-        .route(
-            path,
-            post(
-                move |State(ctx): State<Arc<Ctx<S>>>,
-                      Query(ns): Query<Ns>,
-                      Body(t): Body<T>| async move {
-                    let engine = ctx.engine.clone();
-                    let added = blocking(move || add(&engine, &ns.namespace, t)).await?;
-                    Ok::<Response, ApiError>((StatusCode::CREATED, Json(added)).into_response())
-                },
-            )
-            .get(
-                move |State(ctx): State<Arc<Ctx<S>>>, Query(ns): Query<Ns>| async move {
-                    let engine = ctx.engine.clone();
-                    let all = blocking(move || list(&engine, &ns.namespace)).await?;
-                    Ok::<Json<Vec<T>>, ApiError>(Json(all))
-                },
-            ),
-        )
-        .route(
-            &format!("{path}/{{name}}"),
-            delete(
-                move |State(ctx): State<Arc<Ctx<S>>>,
-                      Query(ns): Query<Ns>,
-                      Path(name): Path<String>| async move {
-                    let engine = ctx.engine.clone();
-                    blocking(move || remove(&engine, &ns.namespace, &name)).await?;
-                    Ok::<StatusCode, ApiError>(StatusCode::NO_CONTENT)
-                },
-            ),
-        )
+async fn list<S: Store + Send + Sync + 'static, T: Serialize + Send + 'static>(
+    ctx: Arc<Ctx<S>>,
+    ns: String,
+    list: fn(&Engine<S>, &str) -> Result<Vec<T>, Error>,
+) -> Result<Json<Vec<T>>, ApiError> {
+    let engine = ctx.engine.clone();
+    Ok(Json(blocking(move || list(&engine, &ns)).await?))
 }
 
-pub fn triggers<S: Store + Send + Sync + 'static>() -> Router<Arc<Ctx<S>>> {
-    router(
-        "/v1/triggers",
-        Methods {
-            add: Engine::add_trigger,
-            list: Engine::triggers,
-            remove: Engine::remove_trigger,
-        },
-    )
+async fn remove<S: Store + Send + Sync + 'static>(
+    ctx: Arc<Ctx<S>>,
+    ns: String,
+    name: String,
+    remove: fn(&Engine<S>, &str, &str) -> Result<(), Error>,
+) -> Result<StatusCode, ApiError> {
+    let engine = ctx.engine.clone();
+    blocking(move || remove(&engine, &ns, &name)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
-pub fn schedules<S: Store + Send + Sync + 'static>() -> Router<Arc<Ctx<S>>> {
-    router(
-        "/v1/schedules",
-        Methods {
-            add: Engine::add_schedule,
-            list: Engine::schedules,
-            remove: Engine::remove_schedule,
-        },
-    )
+pub(super) async fn add_trigger<S: Store + Send + Sync + 'static>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Namespace(ns): Namespace,
+    Body(t): Body<cairn_api::Trigger>,
+) -> Result<Response, ApiError> {
+    add(ctx, ns, t, Engine::add_trigger).await
+}
+
+pub(super) async fn triggers<S: Store + Send + Sync + 'static>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Namespace(ns): Namespace,
+) -> Result<Json<Vec<cairn_api::Trigger>>, ApiError> {
+    list(ctx, ns, Engine::triggers).await
+}
+
+pub(super) async fn remove_trigger<S: Store + Send + Sync + 'static>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Namespace(ns): Namespace,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    remove(ctx, ns, name, Engine::remove_trigger).await
+}
+
+pub(super) async fn add_schedule<S: Store + Send + Sync + 'static>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Namespace(ns): Namespace,
+    Body(s): Body<cairn_api::Schedule>,
+) -> Result<Response, ApiError> {
+    add(ctx, ns, s, Engine::add_schedule).await
+}
+
+pub(super) async fn schedules<S: Store + Send + Sync + 'static>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Namespace(ns): Namespace,
+) -> Result<Json<Vec<cairn_api::Schedule>>, ApiError> {
+    list(ctx, ns, Engine::schedules).await
+}
+
+pub(super) async fn remove_schedule<S: Store + Send + Sync + 'static>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Namespace(ns): Namespace,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    remove(ctx, ns, name, Engine::remove_schedule).await
 }

@@ -1,45 +1,26 @@
-//! `/healthz`, `/metrics`, `/v1/stats`.
+//! `/healthz`, `/metrics`, `/openapi.json`, `/v1/stats`, `/v1/tick`, `/v1/backup` and
+//! `/v1/tokens`.
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use cairn_store::Store;
 use serde_json::{Value, json};
 
-use super::Ns;
 use crate::Ctx;
+use crate::auth::{Caller, Namespace};
 use crate::error::{ApiError, Body, MaybeBody, blocking};
 
-pub fn router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
-    Router::new()
-        .route("/v1/stats", get(stats::<S>))
-        .route("/v1/tick", axum::routing::post(tick::<S>))
-        .route("/v1/backup", axum::routing::post(backup::<S>))
-        .route(
-            "/v1/tokens",
-            axum::routing::post(create_token::<S>).get(tokens::<S>),
-        )
-        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token::<S>))
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewToken {
-    #[serde(default)]
-    name: String,
-    role: String,
-    namespaces: Vec<String>,
-}
-
-/// Creates a token (admins only); the answer holds its secret, shown only now.
-async fn create_token<S: Store + Send + Sync>(
+/// Creates a token no stronger and no wider than the caller's; the answer holds its
+/// secret, shown only now.
+pub(super) async fn create_token<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Body(b): Body<NewToken>,
-) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    Caller(who): Caller,
+    Body(b): Body<cairn_api::NewToken>,
+) -> Result<(StatusCode, Json<cairn_api::CreatedToken>), ApiError> {
     let role = cairn_engine::Role::parse(&b.role).ok_or_else(|| {
         ApiError::bad_request(format!(
             "unknown role `{}`; expected viewer, worker, operator or admin",
@@ -47,56 +28,49 @@ async fn create_token<S: Store + Send + Sync>(
         ))
     })?;
     let engine = ctx.engine.clone();
-    let (t, secret) = blocking(move || engine.create_token(&b.name, role, b.namespaces)).await?;
+    let (t, secret) =
+        blocking(move || engine.create_token_as(&who, &b.name, role, b.namespaces)).await?;
     Ok((
-        axum::http::StatusCode::CREATED,
-        Json(
-            json!({"id": t.id, "name": t.name, "role": t.role, "namespaces": t.namespaces, "token": secret}),
-        ),
+        StatusCode::CREATED,
+        Json(cairn_api::CreatedToken {
+            token: cairn_engine::wire::token(&t),
+            secret,
+        }),
     ))
 }
 
-async fn tokens<S: Store + Send + Sync>(
+/// The tokens the caller may administer (never their secrets).
+pub(super) async fn tokens<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    axum::extract::Extension(who): axum::extract::Extension<cairn_engine::Principal>,
-) -> Result<Json<Value>, ApiError> {
-    if who.role < cairn_engine::Role::Admin {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "forbidden",
-            "listing tokens needs the admin role",
-        ));
-    }
+    Caller(who): Caller,
+) -> Result<Json<Vec<cairn_api::Token>>, ApiError> {
     let engine = ctx.engine.clone();
-    let list = blocking(move || engine.tokens()).await?;
-    Ok(Json(Value::Array(
-        list.iter()
-            .map(|t| json!({"id": t.id, "name": t.name, "role": t.role, "namespaces": t.namespaces, "created_at": t.created_at, "revoked_at": t.revoked_at}))
-            .collect(),
-    )))
+    let list = blocking(move || engine.tokens_as(&who)).await?;
+    Ok(Json(list.iter().map(cairn_engine::wire::token).collect()))
 }
 
-async fn revoke_token<S: Store + Send + Sync>(
+pub(super) async fn revoke_token<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    axum::extract::Path(id): axum::extract::Path<String>,
-) -> Result<axum::http::StatusCode, ApiError> {
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let engine = ctx.engine.clone();
-    blocking(move || engine.revoke_token(&id)).await?;
-    Ok(axum::http::StatusCode::NO_CONTENT)
+    blocking(move || engine.revoke_token_as(&who, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct Tick {
+pub(super) struct Tick {
     retain_finished_ms: Option<i64>,
     max_history: Option<usize>,
 }
 
 /// Fires due timers, reclaims expired leases and applies retention now (the server does
 /// the first two on its own every 100 ms).
-async fn tick<S: Store + Send + Sync>(
+pub(super) async fn tick<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Query(ns): Query<Ns>,
+    Namespace(ns): Namespace,
     MaybeBody(t): MaybeBody<Tick>,
 ) -> Result<Json<Value>, ApiError> {
     if t.retain_finished_ms.is_some_and(|ms| ms < 0) {
@@ -114,7 +88,7 @@ async fn tick<S: Store + Send + Sync>(
             finished_after: t.retain_finished_ms.map(chrono::Duration::milliseconds),
             max_history: t.max_history,
         };
-        let (removed, folded) = engine.enforce_retention(&ns.namespace, &policy)?;
+        let (removed, folded) = engine.enforce_retention(&ns, &policy)?;
         Ok((fired, removed, folded))
     })
     .await?;
@@ -123,40 +97,87 @@ async fn tick<S: Store + Send + Sync>(
     ))
 }
 
-#[derive(serde::Deserialize)]
+/// `POST /v1/backup` takes no parameters.
+#[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct Backup {
-    file: std::path::PathBuf,
-}
+pub(super) struct Backup {}
 
-/// Writes an online backup to a file on the server's machine.
-async fn backup<S: Store + Send + Sync>(
+/// An online, consistent backup of every namespace, streamed in the response (a SQLite
+/// database file): the client writes it where it likes; nothing stays on the server.
+pub(super) async fn backup<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Body(b): Body<Backup>,
-) -> Result<Json<Value>, ApiError> {
-    let Some(f) = ctx.backup.clone() else {
+    MaybeBody(Backup {}): MaybeBody<Backup>,
+) -> Result<Response, ApiError> {
+    let Some((write, dir)) = ctx.backup.clone() else {
         return Err(ApiError::new(
-            axum::http::StatusCode::NOT_IMPLEMENTED,
+            StatusCode::NOT_IMPLEMENTED,
             "not-supported",
-            "this store has no online backup",
+            "this store has no online backup (on PostgreSQL, use pg_dump)",
         ));
     };
-    let file = b.file.clone();
-    let bytes = blocking(move || f(&file).map_err(cairn_engine::Error::Store)).await?;
-    Ok(Json(json!({"file": b.file, "bytes": bytes})))
+    let (file, bytes) = blocking(move || {
+        // A file of our own beside the data, unlinked as soon as it is open: it goes
+        // away when the stream ends, and also when the server dies mid-way.
+        let path = dir.join(format!(
+            ".backup-{}-{}.db",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let written = write(&path);
+        let opened = written.and_then(|n| {
+            std::fs::File::open(&path)
+                .map(|f| (f, n))
+                .map_err(|e| cairn_store::Error::Database(format!("reading the backup: {e}")))
+        });
+        let _ = std::fs::remove_file(&path);
+        opened.map_err(cairn_engine::Error::Store)
+    })
+    .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut file = file;
+        loop {
+            let mut chunk = vec![0u8; 256 * 1024];
+            match file.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    if tx.blocking_send(Ok(chunk)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/vnd.sqlite3".to_string()),
+            (header::CONTENT_LENGTH, bytes.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"cairn-backup.db\"".to_string(),
+            ),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
-pub fn health_router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
-    Router::new()
-        .route(
-            "/openapi.json",
-            get(|| async { Json(crate::openapi::document().clone()) }),
-        )
-        .route("/healthz", get(healthz::<S>))
-        .route("/metrics", get(metrics::<S>))
+/// Generic like every handler of the table (which names each as `handler::<S>`).
+#[allow(clippy::extra_unused_type_parameters)]
+pub(super) async fn openapi<S: Store + Send + Sync>() -> Json<Value> {
+    Json(crate::openapi::document().clone())
 }
 
-async fn healthz<S: Store + Send + Sync>(
+pub(super) async fn healthz<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
 ) -> Result<Json<Value>, ApiError> {
     // Healthy means the store answers.
@@ -165,7 +186,9 @@ async fn healthz<S: Store + Send + Sync>(
     Ok(Json(json!({"status": "ok"})))
 }
 
-async fn metrics<S: Store + Send + Sync>(State(ctx): State<Arc<Ctx<S>>>) -> impl IntoResponse {
+pub(super) async fn metrics<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         // The server's counters, then the store's (commits, units, batch sizes).
@@ -173,10 +196,10 @@ async fn metrics<S: Store + Send + Sync>(State(ctx): State<Arc<Ctx<S>>>) -> impl
     )
 }
 
-async fn stats<S: Store + Send + Sync>(
+pub(super) async fn stats<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Query(ns): Query<Ns>,
+    Namespace(ns): Namespace,
 ) -> Result<Json<cairn_engine::Stats>, ApiError> {
     let engine = ctx.engine.clone();
-    Ok(Json(blocking(move || engine.stats(&ns.namespace)).await?))
+    Ok(Json(blocking(move || engine.stats(&ns)).await?))
 }

@@ -10,26 +10,21 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Extension, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
 use cairn_store::Store;
 use futures_util::stream::Stream;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::Ctx;
+use crate::auth::Namespaces;
 use crate::error::ApiError;
-
-pub fn router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
-    Router::new().route("/v1/events", get(events::<S>))
-}
+use crate::query::Q;
 
 #[derive(Deserialize, Clone)]
-struct Filter {
-    namespace: Option<String>,
+pub(super) struct Filter {
     machine: Option<String>,
     instance: Option<String>,
     /// Resume after this position (as `Last-Event-ID` does).
@@ -47,11 +42,11 @@ impl Drop for Guard {
     }
 }
 
-async fn events<S: Store + Send + Sync>(
+pub(super) async fn events<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Extension(who): Extension<cairn_engine::Principal>,
+    scope: Namespaces,
     headers: HeaderMap,
-    Query(f): Query<Filter>,
+    Q(f): Q<Filter>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let last = match headers.get("last-event-id") {
         Some(v) => Some(
@@ -76,7 +71,7 @@ async fn events<S: Store + Send + Sync>(
     let guard = Guard(Arc::clone(&ctx.metrics), permit);
     let state = (
         ctx,
-        (f, who),
+        (f, scope),
         start,
         guard,
         HashMap::<(String, String), Option<String>>::new(),
@@ -84,10 +79,10 @@ async fn events<S: Store + Send + Sync>(
     );
     let stream = futures_util::stream::unfold(
         state,
-        |(ctx, (f, who), mut after, guard, mut machines, mut ready)| async move {
+        |(ctx, (f, scope), mut after, guard, mut machines, mut ready)| async move {
             loop {
                 if let Some(ev) = ready.pop_front() {
-                    return Some((Ok(ev), (ctx, (f, who), after, guard, machines, ready)));
+                    return Some((Ok(ev), (ctx, (f, scope), after, guard, machines, ready)));
                 }
                 let store = ctx.engine.store().clone();
                 let batch = tokio::task::spawn_blocking(move || store.log(after, 500)).await;
@@ -107,9 +102,8 @@ async fn events<S: Store + Send + Sync>(
                 for e in entries {
                     after = e.position;
                     let n = &e.entry;
-                    // Only what the token may see.
-                    if !who.allows(&n.namespace)
-                        || f.namespace.as_ref().is_some_and(|ns| ns != &n.namespace)
+                    // Only the request's namespaces (the token's, or the one asked for).
+                    if !scope.allows(&n.namespace)
                         || f.instance.as_ref().is_some_and(|i| i != &n.instance_id)
                     {
                         continue;

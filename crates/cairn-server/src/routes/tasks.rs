@@ -4,62 +4,45 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Extension, Path, Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use cairn_engine::{DEFAULT_LEASE, Principal, Usage, wire};
+use axum::Json;
+use axum::extract::{Path, State};
+use cairn_engine::{DEFAULT_LEASE, Usage, wire};
 use cairn_store::{Store, TaskStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Ctx;
+use crate::auth::{Caller, Namespace, Namespaces};
 use crate::error::{ApiError, Body, blocking};
+use crate::query::Q;
 
-pub fn router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
-    Router::new()
-        .route("/v1/tasks", get(list::<S>))
-        .route("/v1/tasks/{id}/heartbeat", post(heartbeat::<S>))
-        .route("/v1/tasks/{id}/complete", post(complete::<S>))
-        .route("/v1/tasks/{id}/fail", post(fail::<S>))
-}
-
-/// Refuses a task of a namespace the principal may not use (as not found: its existence
-/// is none of the caller's business).
+/// Refuses a task outside the request's namespaces (as not found: its existence is none
+/// of the caller's business).
 async fn visible<S: Store + Send + Sync>(
     ctx: &Ctx<S>,
-    who: &Principal,
+    scope: &Namespaces,
     id: &str,
 ) -> Result<(), ApiError> {
     let store = ctx.engine.store().clone();
     let id2 = id.to_string();
     let task = blocking(move || Ok(store.task(&id2)?)).await?;
     match task {
-        Some(t) if who.allows(&t.namespace) => Ok(()),
-        _ => Err(ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "not-found",
-            format!("no task `{id}`"),
-        )),
+        Some(t) if scope.allows(&t.namespace) => Ok(()),
+        _ => Err(ApiError::not_found(format!("no task `{id}`"))),
     }
 }
 
-/// The claim is a long poll, so it lives outside the request timeout.
-pub fn claim_router<S: Store + Send + Sync>() -> Router<Arc<Ctx<S>>> {
-    Router::new().route("/v1/tasks/claim", post(claim::<S>))
-}
-
 #[derive(Deserialize)]
-struct ListQuery {
-    #[serde(default = "super::default_namespace")]
-    namespace: String,
+pub(super) struct ListQuery {
     queue: Option<String>,
     status: Option<String>,
     instance: Option<String>,
 }
 
-async fn list<S: Store + Send + Sync>(
+pub(super) async fn list<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Query(q): Query<ListQuery>,
+    Namespace(ns): Namespace,
+    Q(q): Q<ListQuery>,
 ) -> Result<Json<Vec<cairn_api::Task>>, ApiError> {
     let status = match &q.status {
         Some(s) => Some(
@@ -69,21 +52,15 @@ async fn list<S: Store + Send + Sync>(
         None => None,
     };
     let engine = ctx.engine.clone();
-    let list = blocking(move || {
-        engine.tasks(
-            &q.namespace,
-            q.queue.as_deref(),
-            status,
-            q.instance.as_deref(),
-        )
-    })
-    .await?;
+    let list =
+        blocking(move || engine.tasks(&ns, q.queue.as_deref(), status, q.instance.as_deref()))
+            .await?;
     Ok(Json(list.iter().map(wire::task).collect()))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ClaimBody {
+pub(super) struct ClaimBody {
     queues: Vec<String>,
     worker: String,
     #[serde(default = "one")]
@@ -97,9 +74,9 @@ fn one() -> usize {
     1
 }
 
-async fn claim<S: Store + Send + Sync>(
+pub(super) async fn claim<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Extension(who): Extension<Principal>,
+    Namespaces(scope): Namespaces,
     Body(b): Body<ClaimBody>,
 ) -> Result<Json<Vec<cairn_api::Claimed>>, ApiError> {
     if b.batch == 0 || b.batch > 100 {
@@ -119,7 +96,7 @@ async fn claim<S: Store + Send + Sync>(
             ctx.engine.clone(),
             b.queues.clone(),
             b.worker.clone(),
-            who.namespaces.clone(),
+            scope.clone(),
         );
         let claimed =
             blocking(move || engine.claim_in(&queues, scope, &worker, b.batch, lease)).await?;
@@ -146,18 +123,18 @@ async fn claim<S: Store + Send + Sync>(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Heartbeat {
+pub(super) struct Heartbeat {
     attempt: u32,
     lease_ms: Option<u64>,
 }
 
-async fn heartbeat<S: Store + Send + Sync>(
+pub(super) async fn heartbeat<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Extension(who): Extension<Principal>,
+    scope: Namespaces,
     Path(id): Path<String>,
     Body(b): Body<Heartbeat>,
 ) -> Result<Json<Value>, ApiError> {
-    visible(&ctx, &who, &id).await?;
+    visible(&ctx, &scope, &id).await?;
     let engine = ctx.engine.clone();
     let lease = b.lease_ms.map_or(DEFAULT_LEASE, Duration::from_millis);
     let t = blocking(move || engine.heartbeat(&id, b.attempt, lease)).await?;
@@ -168,7 +145,7 @@ async fn heartbeat<S: Store + Send + Sync>(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Complete {
+pub(super) struct Complete {
     attempt: u32,
     #[serde(default)]
     output: Value,
@@ -176,16 +153,17 @@ struct Complete {
     cost: Option<f64>,
 }
 
-async fn complete<S: Store + Send + Sync>(
+pub(super) async fn complete<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Extension(who): Extension<Principal>,
+    scope: Namespaces,
+    Caller(who): Caller,
     Path(id): Path<String>,
     Body(b): Body<Complete>,
 ) -> Result<Json<cairn_api::Task>, ApiError> {
-    visible(&ctx, &who, &id).await?;
+    visible(&ctx, &scope, &id).await?;
     let engine = ctx.engine.clone();
     let o = blocking(move || {
-        engine.complete(
+        engine.complete_as(
             &id,
             b.attempt,
             b.output,
@@ -193,6 +171,7 @@ async fn complete<S: Store + Send + Sync>(
                 tokens: b.tokens,
                 cost: b.cost,
             },
+            reporter(&who),
         )
     })
     .await?;
@@ -201,7 +180,7 @@ async fn complete<S: Store + Send + Sync>(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Fail {
+pub(super) struct Fail {
     attempt: u32,
     error: String,
     #[serde(default = "yes")]
@@ -214,16 +193,17 @@ fn yes() -> bool {
     true
 }
 
-async fn fail<S: Store + Send + Sync>(
+pub(super) async fn fail<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    Extension(who): Extension<Principal>,
+    scope: Namespaces,
+    Caller(who): Caller,
     Path(id): Path<String>,
     Body(b): Body<Fail>,
 ) -> Result<Json<Value>, ApiError> {
-    visible(&ctx, &who, &id).await?;
+    visible(&ctx, &scope, &id).await?;
     let engine = ctx.engine.clone();
     let o = blocking(move || {
-        engine.fail(
+        engine.fail_as(
             &id,
             b.attempt,
             &b.error,
@@ -232,10 +212,21 @@ async fn fail<S: Store + Send + Sync>(
                 tokens: b.tokens,
                 cost: b.cost,
             },
+            reporter(&who),
         )
     })
     .await?;
     Ok(Json(
         json!({"task": wire::task(&o.task), "retrying": o.retrying}),
     ))
+}
+
+/// Who reports an outcome: with a token, its subject (the worker's name stays on the
+/// attempt); without auth, the worker holding the lease.
+fn reporter(who: &cairn_engine::Principal) -> Option<cairn_engine::Actor> {
+    who.token.as_ref().map(|id| cairn_engine::Actor {
+        name: who.subject.clone(),
+        token: Some(id.clone()),
+        on_behalf_of: None,
+    })
 }

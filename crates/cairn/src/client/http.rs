@@ -25,16 +25,9 @@ pub struct Http {
     agent: ureq::Agent,
 }
 
+/// A path segment, percent-encoded (`a/b` stays one segment).
 fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// Exit code for a problem type.
@@ -80,23 +73,32 @@ impl Http {
     }
 
     fn url(&self, path: &str, query: &[(&str, String)]) -> String {
-        let mut url = format!("{}{path}?namespace={}", self.base, enc(&self.namespace));
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("namespace", &self.namespace);
         for (k, v) in query {
-            url.push_str(&format!("&{k}={}", enc(v)));
+            q.append_pair(k, v);
         }
-        url
+        format!("{}{path}?{}", self.base, q.finish())
     }
 
-    fn send(
+    /// Sends a request; the response, or the problem it carries as a failure.
+    fn request(
         &self,
         method: &str,
         url: &str,
         body: Option<(&str, Vec<u8>)>,
-    ) -> Result<(u16, Vec<u8>), Failure> {
+    ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
         let mut req = ureq::http::Request::builder().method(method).uri(url);
         if let Some(t) = &self.token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
+        // Every POST carries a JSON content type, even when empty: the server refuses a
+        // state change without one (no cross-site form can send it).
+        let body = match (body, method) {
+            (Some(b), _) => Some(b),
+            (None, "POST") => Some(("application/json", Vec::new())),
+            (None, _) => None,
+        };
         let result = match body {
             Some((ct, bytes)) => self.agent.run(
                 req.header("Content-Type", ct)
@@ -108,28 +110,60 @@ impl Http {
         let mut resp = result
             .map_err(|e| Failure::from(anyhow!("cannot reach the server at {}: {e}", self.base)))?;
         let status = resp.status().as_u16();
+        if status >= 400 {
+            let bytes = resp
+                .body_mut()
+                .with_config()
+                .limit(1024 * 1024)
+                .read_to_vec()
+                .map_err(|e| anyhow!("reading the response: {e}"))?;
+            return Err(problem(status, &bytes));
+        }
+        Ok(resp)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<(u16, Vec<u8>), Failure> {
+        let mut resp = self.request(method, url, body)?;
+        let status = resp.status().as_u16();
         let bytes = resp
             .body_mut()
             .with_config()
             .limit(64 * 1024 * 1024)
             .read_to_vec()
             .map_err(|e| anyhow!("reading the response: {e}"))?;
-        if status >= 400 {
-            let problem: Value = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| json!({"detail": String::from_utf8_lossy(&bytes)}));
+        Ok((status, bytes))
+    }
+}
+
+fn to_json<T: serde::Serialize>(body: &T) -> Result<Value, Failure> {
+    serde_json::to_value(body).map_err(|e| Failure::from(anyhow!("{e}")))
+}
+
+/// The failure a problem response stands for.
+fn problem(status: u16, bytes: &[u8]) -> Failure {
+    {
+        {
+            let problem: Value = serde_json::from_slice(bytes)
+                .unwrap_or_else(|_| json!({"detail": String::from_utf8_lossy(bytes)}));
             let kind = problem["type"].as_str().unwrap_or("");
             let detail = problem["detail"]
                 .as_str()
                 .unwrap_or("the server refused the request")
                 .to_string();
-            return Err(Failure {
+            Failure {
                 code: code_for(kind, status),
                 error: anyhow!("{detail}"),
-            });
+            }
         }
-        Ok((status, bytes))
     }
+}
 
+impl Http {
     /// A raw call for commands without a `Client` method (tokens); `Null` for no content.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
         let url = self.url(path, &[]);
@@ -188,21 +222,31 @@ impl Client for Http {
         input: Value,
         labels: BTreeMap<String, String>,
     ) -> Result<Instance, Failure> {
-        self.json(
-            "POST",
-            "/v1/instances",
-            &[],
-            Some(json!({"machine": machine, "id": id, "input": input, "labels": labels})),
-        )
+        let body = cairn_api::Start {
+            machine: machine.to_string(),
+            id,
+            input,
+            labels,
+            ..Default::default()
+        };
+        self.json("POST", "/v1/instances", &[], Some(to_json(&body)?))
     }
 
     fn send(&self, id: &str, r: SendRequest) -> Result<Sent, Failure> {
-        let body = json!({"event": r.event, "payload": r.payload, "key": r.key, "expected_version": r.expected_version, "actor": r.actor, "reason": r.reason});
+        let body = cairn_api::Send {
+            event: r.event,
+            payload: r.payload,
+            key: r.key,
+            expected_version: r.expected_version,
+            actor: r.actor.name,
+            reason: r.reason,
+            on_behalf_of: r.actor.on_behalf_of,
+        };
         self.json(
             "POST",
             &format!("/v1/instances/{}/events", enc(id)),
             &[],
-            Some(body),
+            Some(to_json(&body)?),
         )
     }
 
@@ -388,7 +432,12 @@ impl Client for Http {
             "POST",
             &format!("/v1/approvals/{}/{verb}", enc(&aid)),
             &[],
-            Some(json!({"actor": r.actor, "reason": r.reason, "payload": r.payload})),
+            Some(to_json(&cairn_api::Decide {
+                actor: r.actor.name,
+                reason: r.reason,
+                payload: r.payload,
+                on_behalf_of: r.actor.on_behalf_of,
+            })?),
         )?;
         if d.instance.id != id {
             return Err(Failure::usage(anyhow!(
@@ -476,9 +525,31 @@ impl Client for Http {
         self.json("GET", "/v1/stats", &[], None)
     }
 
+    /// Downloads the server's backup into `file` on this machine (through a `.partial`
+    /// file, renamed once complete).
     fn backup(&self, file: &Path) -> Result<u64, Failure> {
-        let v: Value = self.json("POST", "/v1/backup", &[], Some(json!({"file": file})))?;
-        Ok(v["bytes"].as_u64().unwrap_or(0))
+        if file.exists() {
+            return Err(Failure {
+                code: 4,
+                error: anyhow!("{} exists; choose a new file", file.display()),
+            });
+        }
+        let url = self.url("/v1/backup", &[]);
+        let mut resp = self.request("POST", &url, None)?;
+        let mut partial = file.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = std::path::PathBuf::from(partial);
+        let copied = (|| -> std::io::Result<u64> {
+            let mut out = std::fs::File::create(&partial)?;
+            let n = std::io::copy(&mut resp.body_mut().as_reader(), &mut out)?;
+            out.sync_all()?;
+            std::fs::rename(&partial, file)?;
+            Ok(n)
+        })();
+        copied.map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            Failure::from(anyhow!("writing the backup to {}: {e}", file.display()))
+        })
     }
 
     fn tasks(

@@ -161,7 +161,7 @@ pub fn send(g: &Global, c: &dyn Client, a: Send) -> Result<(), Failure> {
         payload,
         key: a.key,
         expected_version: a.expect_version,
-        actor,
+        actor: actor.into(),
         reason: a.reason,
     };
     let s = c.send(&a.id, req)?;

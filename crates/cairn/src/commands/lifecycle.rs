@@ -343,7 +343,7 @@ pub fn approve(g: &Global, c: &dyn Client, a: Approve) -> Result<(), Failure> {
     let req = DecideRequest {
         approval: a.approval,
         approve: true,
-        actor: actor(&a.actor),
+        actor: actor(&a.actor).into(),
         reason: a.reason,
         payload: payload_arg(&a.payload)?,
     };
@@ -354,7 +354,7 @@ pub fn reject(g: &Global, c: &dyn Client, a: Reject) -> Result<(), Failure> {
     let req = DecideRequest {
         approval: a.approval,
         approve: false,
-        actor: actor(&a.actor),
+        actor: actor(&a.actor).into(),
         reason: a.reason,
         payload: payload_arg(&a.payload)?,
     };

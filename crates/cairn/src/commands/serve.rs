@@ -54,9 +54,12 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
     // and their attempts fail as retryable.
     let _executors = ExecutorService::start(engine.clone());
     // PostgreSQL has its own backup tools; `/v1/backup` answers "not supported" there.
+    // Backups are written beside the data, then streamed to the client and removed.
     let store = engine.store().clone();
-    let backup: Option<cairn_server::BackupFn> = store.postgres().is_none().then(|| {
-        Arc::new(move |file: &std::path::Path| store.backup(file)) as cairn_server::BackupFn
+    let backup = store.postgres().is_none().then(|| {
+        let write =
+            Arc::new(move |file: &std::path::Path| store.backup(file)) as cairn_server::BackupFn;
+        (write, settings.data.clone())
     });
     let auth = match settings.auth.as_deref() {
         Some("on") => true,
@@ -87,6 +90,9 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
         request_timeout: dur(&settings.http.request_timeout),
         max_streams: settings.http.max_streams,
         max_claim_wait: dur(&settings.http.max_claim_wait),
+        listen: Some(addr),
+        allowed_hosts: settings.http.allowed_hosts.clone(),
+        cors_origins: settings.http.cors_origins.clone(),
     };
     // Retention, when configured, runs every minute over every namespace.
     let _retention = retention(engine.clone(), &settings.retention);

@@ -1,5 +1,6 @@
 //! `cairn token create|ls|revoke`: API tokens for `cairn serve`. Embedded (to create the
-//! first admin token before the server starts) or over HTTP with an admin token.
+//! first admin token before the server starts) or over HTTP with an admin token, which
+//! administers tokens within its own namespaces only.
 
 use anyhow::anyhow;
 use serde_json::{Value, json};
@@ -17,7 +18,9 @@ pub enum Token {
         /// `--namespace`.
         #[arg(long = "scope")]
         namespaces: Vec<String>,
-        /// A name to recognise it by.
+        /// Its subject: who it stands for, recorded as the actor of every change made
+        /// with it and matched against approvals' `approvers` (expected; `token:<id>`
+        /// when absent).
         #[arg(long, default_value = "")]
         name: String,
     },
@@ -57,18 +60,33 @@ pub fn run(g: &Global, settings: &crate::config::Settings, mut t: Token) -> Resu
             let engine = crate::store::engine(settings, cairn_engine::Config::default())
                 .map_err(crate::client::failure)?;
             match t {
-                Token::Create { role, namespaces, name } => {
-                    let role = cairn_engine::Role::parse(&role)
-                        .ok_or_else(|| Failure::usage(anyhow!("unknown role `{role}`; expected viewer, worker, operator or admin")))?;
-                    let (t, secret) = engine.create_token(&name, role, namespaces).map_err(crate::client::failure)?;
-                    json!({"id": t.id, "name": t.name, "role": t.role, "namespaces": t.namespaces, "token": secret})
+                Token::Create {
+                    role,
+                    namespaces,
+                    name,
+                } => {
+                    let role = cairn_engine::Role::parse(&role).ok_or_else(|| {
+                        Failure::usage(anyhow!(
+                            "unknown role `{role}`; expected viewer, worker, operator or admin"
+                        ))
+                    })?;
+                    let (t, secret) = engine
+                        .create_token(&name, role, namespaces)
+                        .map_err(crate::client::failure)?;
+                    serde_json::to_value(cairn_api::CreatedToken {
+                        token: cairn_engine::wire::token(&t),
+                        secret,
+                    })
+                    .expect("serialises")
                 }
                 Token::Ls => Value::Array(
                     engine
                         .tokens()
                         .map_err(crate::client::failure)?
                         .iter()
-                        .map(|t| json!({"id": t.id, "name": t.name, "role": t.role, "namespaces": t.namespaces, "created_at": t.created_at, "revoked_at": t.revoked_at}))
+                        .map(|t| {
+                            serde_json::to_value(cairn_engine::wire::token(t)).expect("serialises")
+                        })
                         .collect(),
                 ),
                 Token::Revoke { id } => {
@@ -85,8 +103,9 @@ pub fn run(g: &Global, settings: &crate::config::Settings, mut t: Token) -> Resu
         );
     } else if let Some(secret) = result.get("token").and_then(|t| t.as_str()) {
         println!(
-            "token {} ({}, namespaces {}): {secret}",
+            "token {} for {} ({}, namespaces {}): {secret}",
             result["id"].as_str().unwrap_or(""),
+            result["subject"].as_str().unwrap_or(""),
             result["role"].as_str().unwrap_or(""),
             result["namespaces"]
         );
@@ -97,7 +116,7 @@ pub fn run(g: &Global, settings: &crate::config::Settings, mut t: Token) -> Resu
                 "{}  {}  {}  namespaces {}{}",
                 t["id"].as_str().unwrap_or(""),
                 t["role"].as_str().unwrap_or(""),
-                t["name"].as_str().unwrap_or(""),
+                t["subject"].as_str().unwrap_or(""),
                 t["namespaces"],
                 if t["revoked_at"].is_null() {
                     ""
