@@ -47,6 +47,9 @@ pub enum DiagnosticKind {
     InvalidName,
     /// The input JSON Schema is not a valid schema.
     InvalidSchema,
+    /// The definition or one of its expressions is over a limit (`limits.*` settings):
+    /// too deep, too long.
+    LimitExceeded,
 }
 
 impl DiagnosticKind {
@@ -71,6 +74,7 @@ impl DiagnosticKind {
             DiagnosticKind::ParallelWithoutRegions => "parallel-without-regions",
             DiagnosticKind::InvalidName => "invalid-name",
             DiagnosticKind::InvalidSchema => "invalid-schema",
+            DiagnosticKind::LimitExceeded => "limit-exceeded",
         }
     }
 }

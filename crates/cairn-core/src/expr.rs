@@ -48,6 +48,207 @@ pub enum CompileError {
     /// The expression names a variable that does not exist.
     #[error("unknown variable `{name}`; expressions may use {}", VARIABLES.join(", "))]
     UnknownVariable { name: String },
+    /// The expression is longer than `limits.expression_length` bytes.
+    #[error(
+        "the expression is {len} bytes long; the limit is {max} (setting `limits.expression_length`)"
+    )]
+    TooLong { len: usize, max: usize },
+    /// The expression nests deeper than `limits.expression_depth`.
+    #[error(
+        "the expression nests {depth} levels deep (operators, selectors, calls and brackets within each other); the limit is {max} (setting `limits.expression_depth`)"
+    )]
+    TooDeep { depth: usize, max: usize },
+}
+
+impl CompileError {
+    /// Whether a limit refused the expression (rather than its syntax or variables).
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            CompileError::TooLong { .. } | CompileError::TooDeep { .. }
+        )
+    }
+}
+
+/// An upper bound of the depth of the syntax tree `source` parses to, counted from its
+/// tokens without recursion (so a hostile expression cannot exhaust the stack here):
+/// within each bracket level, every operator and selector of one comma-separated element
+/// counts one, on top of its deepest operand (a leaf, or a nested bracket level, which
+/// counts its own depth plus one for the call, list, index or map it makes). The
+/// comprehension macros (`map`, `filter`, `all`, `exists`, `exists_one`) count two more,
+/// for the nodes they expand to. Comments and string literals count nothing.
+pub fn depth_bound(source: &str) -> usize {
+    struct Frame {
+        ops: usize,
+        child: usize,
+        best: usize,
+    }
+    impl Frame {
+        fn new() -> Frame {
+            Frame {
+                ops: 0,
+                child: 0,
+                best: 0,
+            }
+        }
+        fn end_element(&mut self) {
+            // A leaf is one level; a bracket level below already counts its own node.
+            self.best = self.best.max(self.ops + self.child.max(1));
+            self.ops = 0;
+            self.child = 0;
+        }
+    }
+    let b = source.as_bytes();
+    let mut frames = vec![Frame::new()];
+    // Whether the last token ended an operand: then `[` indexes it (one more level).
+    let mut after_operand = false;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let operand = match c {
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                i = skip_string(b, i, false);
+                true
+            }
+            b'r' | b'R' | b'b' | b'B'
+                if matches!(b.get(i + 1), Some(b'"' | b'\''))
+                    || (matches!(b.get(i + 1), Some(b'r' | b'R' | b'b' | b'B'))
+                        && matches!(b.get(i + 2), Some(b'"' | b'\''))) =>
+            {
+                let two = !matches!(b[i + 1], b'"' | b'\'');
+                let raw =
+                    c.eq_ignore_ascii_case(&b'r') || (two && b[i + 1].eq_ignore_ascii_case(&b'r'));
+                i = skip_string(b, i + if two { 2 } else { 1 }, raw);
+                true
+            }
+            b'0'..=b'9' => {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'_')
+                {
+                    // An exponent's sign belongs to the number (`1e-5`).
+                    if matches!(b[i], b'e' | b'E') && matches!(b.get(i + 1), Some(b'+' | b'-')) {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                true
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                let word = &source[start..i];
+                let top = frames.last_mut().expect("the root frame stays");
+                if word == "in" {
+                    top.ops += 1;
+                    false
+                } else {
+                    if matches!(word, "map" | "filter" | "all" | "exists" | "exists_one") {
+                        top.ops += 2;
+                    }
+                    true
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                if c == b'[' && after_operand {
+                    frames.last_mut().expect("the root frame stays").ops += 1;
+                }
+                frames.push(Frame::new());
+                i += 1;
+                false
+            }
+            b')' | b']' | b'}' => {
+                if frames.len() > 1 {
+                    let mut f = frames.pop().expect("more than the root");
+                    f.end_element();
+                    let top = frames.last_mut().expect("the root frame stays");
+                    top.child = top.child.max(f.best + 1);
+                }
+                i += 1;
+                true
+            }
+            b',' => {
+                frames
+                    .last_mut()
+                    .expect("the root frame stays")
+                    .end_element();
+                i += 1;
+                false
+            }
+            _ => {
+                // Operators: `&&` and the like are two bytes and one node.
+                let two = b.get(i + 1).copied();
+                let width = match (c, two) {
+                    (b'&', Some(b'&'))
+                    | (b'|', Some(b'|'))
+                    | (b'=', Some(b'='))
+                    | (b'!', Some(b'='))
+                    | (b'<', Some(b'='))
+                    | (b'>', Some(b'=')) => 2,
+                    _ => 1,
+                };
+                frames.last_mut().expect("the root frame stays").ops += 1;
+                i += width;
+                false
+            }
+        };
+        after_operand = operand;
+    }
+    while frames.len() > 1 {
+        let mut f = frames.pop().expect("more than the root");
+        f.end_element();
+        let top = frames.last_mut().expect("the root frame stays");
+        top.child = top.child.max(f.best + 1);
+    }
+    let mut root = frames.pop().expect("the root frame");
+    root.end_element();
+    root.best
+}
+
+/// The index just past the string literal whose opening quote is at `i`.
+fn skip_string(b: &[u8], mut i: usize, raw: bool) -> usize {
+    let q = b[i];
+    let triple = b.get(i + 1) == Some(&q) && b.get(i + 2) == Some(&q);
+    i += if triple { 3 } else { 1 };
+    while i < b.len() {
+        if !raw && b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b[i] == q && (!triple || (b.get(i + 1) == Some(&q) && b.get(i + 2) == Some(&q))) {
+            return i + if triple { 3 } else { 1 };
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+/// Refuses an expression over the length or depth limits, before anything parses it.
+pub fn check_shape(source: &str, limits: &crate::Limits) -> Result<(), CompileError> {
+    if source.len() > limits.expression_length {
+        return Err(CompileError::TooLong {
+            len: source.len(),
+            max: limits.expression_length,
+        });
+    }
+    let depth = depth_bound(source);
+    if depth > limits.expression_depth {
+        return Err(CompileError::TooDeep {
+            depth,
+            max: limits.expression_depth,
+        });
+    }
+    Ok(())
 }
 
 /// Why an expression could not be evaluated.
@@ -55,16 +256,19 @@ pub enum CompileError {
 #[error("{0}")]
 pub struct EvalError(pub String);
 
-/// A compiled CEL program with its source.
+/// A compiled CEL program with its source: or, for an expression of a stored definition
+/// that is beyond the ceiling of the limits, the reason it will not be evaluated (it was
+/// never parsed: see `crate::limits`).
 #[derive(Debug)]
 pub struct Compiled {
     pub source: String,
-    program: Program,
+    program: Result<Program, String>,
 }
 
-/// Compiles `source` and checks every free identifier is one of [`VARIABLES`].
-pub fn compile(env: &Env, source: &str) -> Result<Compiled, CompileError> {
-    compile_with(env, source, &[])
+/// Compiles `source` within `limits` and checks every free identifier is one of
+/// [`VARIABLES`].
+pub fn compile(env: &Env, source: &str, limits: &crate::Limits) -> Result<Compiled, CompileError> {
+    compile_with(env, source, &[], limits)
 }
 
 /// [`compile`], with `extra` variables allowed too (a map state's `item` and `index`).
@@ -72,7 +276,32 @@ pub fn compile_with(
     env: &Env,
     source: &str,
     extra: &[&'static str],
+    limits: &crate::Limits,
 ) -> Result<Compiled, CompileError> {
+    check_shape(source, limits)?;
+    parse(env, source, extra)
+}
+
+/// Compiles an expression that was stored (accepted by an earlier apply): no limit
+/// refuses it, but one beyond the ceiling of every limit is not parsed, and fails
+/// whenever it is evaluated.
+pub fn compile_stored(
+    env: &Env,
+    source: &str,
+    extra: &[&'static str],
+) -> Result<Compiled, CompileError> {
+    match check_shape(source, &crate::Limits::CEILING) {
+        Ok(()) => parse(env, source, extra),
+        Err(e) => Ok(Compiled {
+            source: source.to_string(),
+            program: Err(format!(
+                "this expression was stored before limits existed and is beyond what Cairn evaluates: {e}"
+            )),
+        }),
+    }
+}
+
+fn parse(env: &Env, source: &str, extra: &[&'static str]) -> Result<Compiled, CompileError> {
     let program = env.compile(source).map_err(|e| {
         CompileError::Parse(
             e.errors
@@ -86,7 +315,7 @@ pub fn compile_with(
     check_idents(program.expression(), &mut bound)?;
     Ok(Compiled {
         source: source.to_string(),
-        program,
+        program: Ok(program),
     })
 }
 
@@ -153,16 +382,31 @@ pub fn standard_env() -> Arc<Env> {
     Arc::new(Env::stdlib())
 }
 
+/// What evaluations may spend: steps (each node evaluated, each item a comprehension
+/// visits) and bytes of values built. One budget meters every evaluation of a step, or of
+/// one trigger; once spent, evaluation fails with an error naming the limit.
+pub type Budget = cel::context::Budget;
+
+/// A fresh budget of `limits.eval_steps` steps and `limits.eval_bytes` bytes.
+pub fn budget(limits: &crate::Limits) -> Budget {
+    Budget::new(limits.eval_steps, limits.eval_bytes)
+}
+
 /// The variables of one evaluation. Values borrow from the JSON they came from.
 pub struct Scope<'v> {
     ctx: Context<'v, 'v>,
 }
 
 impl<'v> Scope<'v> {
-    pub fn new(env: &Arc<Env>) -> Scope<'v> {
-        Scope {
-            ctx: Context::with_env(Arc::clone(env)),
-        }
+    /// A scope whose evaluations spend `budget`.
+    pub fn new(env: &Arc<Env>, budget: &'v Budget) -> Scope<'v> {
+        let mut ctx = Context::with_env(Arc::clone(env));
+        ctx.set_budget(budget);
+        #[cfg(feature = "fault-injection")]
+        let _ = ctx.add_function("cairn_fault_panic", || -> bool {
+            panic!("a fault injected by cairn_fault_panic()")
+        });
+        Scope { ctx }
     }
 
     /// Binds `name` to a JSON value (borrowed, converted on binding).
@@ -194,9 +438,15 @@ impl<'v> Scope<'v> {
     }
 
     fn eval_raw(&self, c: &Compiled) -> Result<CelValue, EvalError> {
-        c.program
-            .execute(&self.ctx)
-            .map_err(|e| EvalError(e.to_string()))
+        match &c.program {
+            Ok(p) => p.execute(&self.ctx).map_err(|e| match e {
+                cel::ExecutionError::BudgetExceeded(m) => EvalError(format!(
+                    "{m} (settings `limits.eval_steps`, `limits.eval_bytes`)"
+                )),
+                e => EvalError(e.to_string()),
+            }),
+            Err(why) => Err(EvalError(why.clone())),
+        }
     }
 }
 
@@ -286,11 +536,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const L: crate::Limits = crate::Limits::CEILING;
+
     fn eval(src: &str, context: Value) -> Result<Value, String> {
         let env = standard_env();
-        let c = compile(&env, src).map_err(|e| e.to_string())?;
+        let c = compile(&env, src, &L).map_err(|e| e.to_string())?;
         let event = json!({"name": "go", "payload": {"n": 3}, "actor": "ann", "reason": ""});
-        let mut s = Scope::new(&env);
+        let budget = budget(&crate::Limits::default());
+        let mut s = Scope::new(&env, &budget);
         s.set_json("context", &context);
         s.set_json("event", &event);
         s.set_time("now", DateTime::from_timestamp(1_700_000_000, 0).unwrap());
@@ -328,18 +581,21 @@ mod tests {
     #[test]
     fn unknown_variables_are_refused_but_comprehension_vars_are_fine() {
         let env = standard_env();
-        assert!(compile(&env, "context.items.all(i, i > 0)").is_ok());
-        assert!(compile(&env, "context.items.map(i, i * 2).exists(j, j == 4)").is_ok());
-        assert!(compile(&env, "has(context.x) && type(context.x) == int").is_ok());
+        assert!(compile(&env, "context.items.all(i, i > 0)", &L).is_ok());
+        assert!(compile(&env, "context.items.map(i, i * 2).exists(j, j == 4)", &L).is_ok());
+        assert!(compile(&env, "has(context.x) && type(context.x) == int", &L).is_ok());
         assert_eq!(
-            compile(&env, "ctx.n > 1").unwrap_err(),
+            compile(&env, "ctx.n > 1", &L).unwrap_err(),
             CompileError::UnknownVariable { name: "ctx".into() }
         );
         assert_eq!(
-            compile(&env, "context.items.all(i, j > 0)").unwrap_err(),
+            compile(&env, "context.items.all(i, j > 0)", &L).unwrap_err(),
             CompileError::UnknownVariable { name: "j".into() }
         );
-        assert!(matches!(compile(&env, "1 +"), Err(CompileError::Parse(_))));
+        assert!(matches!(
+            compile(&env, "1 +", &L),
+            Err(CompileError::Parse(_))
+        ));
     }
 
     #[test]
@@ -347,5 +603,97 @@ mod tests {
         assert!(eval("context.missing + 1", json!({})).is_err());
         assert!(eval("1 / 0", json!({})).is_err());
         assert!(eval("1 + 1.5", json!({})).is_err());
+    }
+
+    #[test]
+    fn evaluation_spends_a_budget_of_steps_and_bytes() {
+        let env = standard_env();
+        let run = |src: &str, ctx: Value, steps: u64, bytes: u64| {
+            let c = compile(&env, src, &L).unwrap();
+            let b = Budget::new(steps, bytes);
+            let mut s = Scope::new(&env, &b);
+            s.set_json("context", &ctx);
+            s.eval(&c).map_err(|e| e.0)
+        };
+        // Ten nested maps would build 10^10 elements: the steps run out first.
+        let bomb = format!(
+            "{}1{}",
+            "[0,1,2,3,4,5,6,7,8,9].map(a, ".repeat(10),
+            ")".repeat(10)
+        );
+        let e = run(&bomb, json!({}), 100_000, 1 << 30).unwrap_err();
+        assert!(e.contains("more steps than its budget"), "{e}");
+        // Doubling a string: the bytes run out.
+        let s = "x".repeat(1 << 20);
+        let doubling =
+            "(context.s + context.s) + (context.s + context.s) + (context.s + context.s)";
+        let e = run(doubling, json!({"s": s}), 1_000_000, 4 << 20).unwrap_err();
+        assert!(e.contains("more data than its budget"), "{e}");
+        assert!(e.contains("limits.eval_bytes"), "{e}");
+        // Within the budget, the same expression is fine.
+        assert!(run(doubling, json!({"s": "ab"}), 1000, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn depth_bounds_count_nesting_not_breadth() {
+        for (src, bound) in [
+            ("1", 1),
+            ("context.n + 1", 3),
+            ("a && b && c && d", 4),
+            ("{'a': context.x, 'b': context.y, 'c': context.z}", 4),
+            ("f(a.b, c.d, e.f)", 3),
+            ("[[[1]]]", 4),
+            ("'a + b + c' + \"(((\"", 2),
+            ("r'\\' + b\"\\\"\" // a comment ((((", 2),
+            ("1.5e-3 + 0x1F", 2),
+            ("context.items.map(i, i * 2)", 6),
+            ("x in [1, 2]", 3),
+            ("a ? b : c", 3),
+        ] {
+            assert!(
+                depth_bound(src) >= bound && depth_bound(src) <= bound + 1,
+                "{src}: {} (expected about {bound})",
+                depth_bound(src)
+            );
+        }
+        // Chains are as deep as they are long.
+        let chain = vec!["1"; 300].join(" + ");
+        assert_eq!(depth_bound(&chain), 300);
+        let select = format!("context{}", ".a".repeat(300));
+        assert_eq!(depth_bound(&select), 301);
+        assert_eq!(depth_bound(&"[0]".repeat(300)), 301);
+        // Unbalanced brackets are the parser's business, not a crash here.
+        for src in [")))", "(((", "'unterminated", "r\"", "a.b]", "}{"] {
+            let _ = depth_bound(src);
+        }
+    }
+
+    #[test]
+    fn limits_refuse_before_parsing_and_stored_expressions_still_load() {
+        let env = standard_env();
+        let small = crate::Limits {
+            expression_length: 40,
+            expression_depth: 5,
+            ..crate::Limits::default()
+        };
+        assert_eq!(
+            compile(&env, "1 + ".repeat(20).trim_end_matches(" + "), &small).unwrap_err(),
+            CompileError::TooLong { len: 77, max: 40 }
+        );
+        assert!(matches!(
+            compile(&env, "1 + 1 + 1 + 1 + 1 + 1", &small),
+            Err(CompileError::TooDeep { depth: 6, max: 5 })
+        ));
+        // A poison pill from before the limits: stored, it loads, and fails to evaluate.
+        let pill = vec!["1"; 5000].join(" + ");
+        assert!(compile(&env, &pill, &crate::Limits::default()).is_err());
+        let stored = compile_stored(&env, &pill, &[]).unwrap();
+        let b = budget(&crate::Limits::default());
+        let scope = Scope::new(&env, &b);
+        let err = scope.eval(&stored).unwrap_err();
+        assert!(err.0.contains("beyond what Cairn evaluates"), "{err}");
+        // Within the ceiling, a stored expression is compiled as ever.
+        let ok = compile_stored(&env, "1 + 2", &[]).unwrap();
+        assert_eq!(scope.eval(&ok).unwrap(), json!(3));
     }
 }

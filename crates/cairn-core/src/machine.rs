@@ -12,13 +12,14 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use crate::Limits;
 use crate::definition::{
     ActionDef, Backoff, FinalStatus, MachineDef, Reader, StateDef, StateType, TransitionDef,
     ValueExpr, join_path,
 };
 use crate::error::{DiagnosticKind as K, Diagnostics, LoadError};
 use crate::expr::{self, CompileError, Compiled};
-use crate::source::{self, Format, Pos};
+use crate::source::{self, Format, Node, Pos};
 
 /// Index of a state in [`Machine::states`]; 0 is the root.
 pub type StateId = usize;
@@ -280,6 +281,27 @@ impl Machine {
         format: Option<Format>,
         file: Option<&str>,
     ) -> Result<Machine, LoadError> {
+        Machine::load_with(text, format, file, &Limits::default())
+    }
+
+    /// [`Machine::load`] within `limits` (the definition's depth, its expressions'
+    /// length and depth): what applying a definition checks.
+    pub fn load_with(
+        text: &str,
+        format: Option<Format>,
+        file: Option<&str>,
+        limits: &Limits,
+    ) -> Result<Machine, LoadError> {
+        Machine::read(text, format, file, limits, false)
+    }
+
+    fn read(
+        text: &str,
+        format: Option<Format>,
+        file: Option<&str>,
+        limits: &Limits,
+        stored: bool,
+    ) -> Result<Machine, LoadError> {
         let format = format
             .or_else(|| file.and_then(Format::from_path))
             .unwrap_or_else(|| Format::sniff(text));
@@ -294,25 +316,53 @@ impl Machine {
                 return Err(diags.into_result().unwrap_err());
             }
         };
+        let max_depth = if stored {
+            Limits::CEILING.definition_depth
+        } else {
+            limits.definition_depth
+        };
+        if let Some(pos) = too_deep(&node, max_depth) {
+            diags.push(
+                K::LimitExceeded,
+                pos,
+                None,
+                format!(
+                    "the definition nests deeper than {max_depth} levels here (setting `limits.definition_depth`)"
+                ),
+            );
+            return Err(diags.into_result().unwrap_err());
+        }
         let def = Reader { diags: &mut diags }.machine(&node);
         match def {
             // Compile even after reader errors, so every problem is reported at once.
-            Some(def) => Machine::compile(def, diags),
+            Some(def) => Machine::compile(def, diags, limits, stored),
             None => Err(diags.into_result().unwrap_err()),
         }
     }
 
     /// Validates and compiles a definition already read into the model.
     pub fn from_def(def: MachineDef) -> Result<Machine, LoadError> {
-        Machine::compile(def, Diagnostics::default())
+        Machine::compile(def, Diagnostics::default(), &Limits::default(), false)
     }
 
-    /// Reads a machine from its canonical JSON (as produced by serialising its `def`).
+    /// Reads a machine from its canonical JSON (as produced by serialising its `def`):
+    /// a stored definition, which no limit refuses (see `crate::limits`).
     pub fn from_json(value: &Value) -> Result<Machine, LoadError> {
-        Machine::load(&value.to_string(), Some(Format::Json), None)
+        Machine::read(
+            &value.to_string(),
+            Some(Format::Json),
+            None,
+            &Limits::CEILING,
+            true,
+        )
     }
 
-    fn compile(def: MachineDef, diags: Diagnostics) -> Result<Machine, LoadError> {
+    fn compile(
+        def: MachineDef,
+        diags: Diagnostics,
+        limits: &Limits,
+        stored: bool,
+    ) -> Result<Machine, LoadError> {
         let mut b = Builder {
             diags,
             states: Vec::new(),
@@ -320,6 +370,8 @@ impl Machine {
             pending: Vec::new(),
             exprs: Vec::new(),
             env: expr::standard_env(),
+            limits: *limits,
+            stored,
         };
         b.build(&def);
         let input_schema =
@@ -461,6 +513,36 @@ struct Builder {
     pending: Vec<PendingTarget>,
     exprs: Vec<Compiled>,
     env: Arc<cel::Env>,
+    limits: Limits,
+    /// Compiling a stored definition: limits do not refuse it (`expr::compile_stored`).
+    stored: bool,
+}
+
+/// An expression as errors quote it: whole when short, else its first 60 characters.
+fn excerpt(source: &str) -> String {
+    match source.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &source[..i]),
+        None => source.to_string(),
+    }
+}
+
+/// The position of the first node nested deeper than `max` (a scalar at the top is depth
+/// 0), found without recursion.
+fn too_deep(root: &Node, max: usize) -> Option<Pos> {
+    use crate::source::NodeValue;
+    let mut stack = vec![(root, 0usize)];
+    while let Some((n, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Node>> = match &n.value {
+            NodeValue::Seq(items) => Box::new(items.iter()),
+            NodeValue::Map(entries) => Box::new(entries.iter().map(|(_, _, v)| v)),
+            _ => continue,
+        };
+        if d + 1 > max {
+            return Some(n.pos);
+        }
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    None
 }
 
 fn parse_duration(s: &str) -> Option<Duration> {
@@ -881,7 +963,12 @@ impl Builder {
         what: &str,
         extra: &[&'static str],
     ) -> Option<ExprId> {
-        match expr::compile_with(&self.env, &e.value, extra) {
+        let compiled = if self.stored {
+            expr::compile_stored(&self.env, &e.value, extra)
+        } else {
+            expr::compile_with(&self.env, &e.value, extra, &self.limits)
+        };
+        match compiled {
             Ok(c) => {
                 self.exprs.push(c);
                 Some(self.exprs.len() - 1)
@@ -890,9 +977,14 @@ impl Builder {
                 let kind = match err {
                     CompileError::Parse(_) => K::InvalidExpression,
                     CompileError::UnknownVariable { .. } => K::UnknownVariable,
+                    CompileError::TooLong { .. } | CompileError::TooDeep { .. } => K::LimitExceeded,
                 };
-                self.diags
-                    .push(kind, e.pos, st, format!("{what} `{}`: {err}", e.value));
+                self.diags.push(
+                    kind,
+                    e.pos,
+                    st,
+                    format!("{what} `{}`: {err}", excerpt(&e.value)),
+                );
                 None
             }
         }

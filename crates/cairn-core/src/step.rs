@@ -127,6 +127,9 @@ pub struct Env {
     pub instance: Value,
     /// The `records` variable: counts of findings, artifacts and notes.
     pub records: Value,
+    /// What evaluations may spend (`eval_steps`, `eval_bytes`, shared by the whole step)
+    /// and how large the context may grow (`context_bytes`, `json_depth`).
+    pub limits: crate::Limits,
 }
 
 impl Env {
@@ -135,6 +138,7 @@ impl Env {
             now,
             instance: empty_object(),
             records: empty_object(),
+            limits: crate::Limits::default(),
         }
     }
 }
@@ -288,6 +292,26 @@ pub enum Rejection {
     Input(String),
     #[error("the snapshot does not fit this machine: {0}")]
     Snapshot(String),
+    /// The step would leave the context over a limit (`limits.context_bytes`,
+    /// `limits.json_depth`).
+    #[error("{0}")]
+    Limit(String),
+    /// The step failed inside Cairn (it panicked); nothing of it was kept.
+    #[error("the step failed inside Cairn: {0}")]
+    Internal(String),
+}
+
+/// Runs `f` (a step, a start, a replay), turning a panic into [`Rejection::Internal`]: one
+/// instance's failure never takes down the process, or the thread that writes for others.
+pub fn guarded<T>(f: impl FnOnce() -> Result<T, Rejection>) -> Result<T, Rejection> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(Rejection::Internal(what))
+    })
 }
 
 /// Starts an instance: context defaults merged with `input`, then the initial
@@ -505,6 +529,8 @@ fn configuration_of(machine: &Machine, leaves: &[String]) -> Result<Vec<bool>, R
 struct Run<'a> {
     m: &'a Machine,
     env: &'a Env,
+    /// What every evaluation of this step spends.
+    budget: crate::expr::Budget,
     /// The event that started the macrostep, as CEL sees it.
     external: Value,
     context: Value,
@@ -531,6 +557,7 @@ impl<'a> Run<'a> {
         Run {
             m,
             env,
+            budget: crate::expr::budget(&env.limits),
             external: event.to_json(),
             context,
             was_active: active.clone(),
@@ -546,7 +573,7 @@ impl<'a> Run<'a> {
     }
 
     fn scope<'s>(&'s self, event: &'s Value) -> Scope<'s> {
-        let mut s = Scope::new(&self.m.env);
+        let mut s = Scope::new(&self.m.env, &self.budget);
         s.set_json("context", &self.context);
         s.set_json("event", event);
         s.set_json("instance", &self.env.instance);
@@ -1307,6 +1334,7 @@ impl<'a> Run<'a> {
     }
 
     fn finish(mut self) -> Result<Outcome, Rejection> {
+        check_context(&self.context, &self.env.limits)?;
         let resources = self.reconcile()?;
         let mut effects = Vec::with_capacity(resources.len() + self.effects.len());
         let (cancels, sets): (Vec<Effect>, Vec<Effect>) = resources.into_iter().partition(|e| {
@@ -1337,6 +1365,26 @@ impl<'a> Run<'a> {
             microsteps: self.microsteps,
         })
     }
+}
+
+/// Refuses a context over `limits.context_bytes` (as JSON) or `limits.json_depth`:
+/// nothing that large or deep is ever stored, so every stored context reads back.
+fn check_context(context: &Value, limits: &crate::Limits) -> Result<(), Rejection> {
+    let depth = crate::limits::json_depth(context, limits.json_depth);
+    if depth > limits.json_depth {
+        return Err(Rejection::Limit(format!(
+            "the context would nest deeper than {} levels (setting `limits.json_depth`)",
+            limits.json_depth
+        )));
+    }
+    let size = crate::limits::json_size(context, limits.context_bytes);
+    if size > limits.context_bytes {
+        return Err(Rejection::Limit(format!(
+            "the context would be over {} bytes, its limit (setting `max_context`)",
+            limits.context_bytes
+        )));
+    }
+    Ok(())
 }
 
 fn display_path(p: &str) -> String {

@@ -305,3 +305,250 @@ fn random_machines_stay_legal_deterministic_and_replayable() {
         "outcomes (ok, refused, start refused): {outcomes:?}"
     );
 }
+
+// Hostile inputs: random CEL (valid, truncated, deep, long, with huge literals) and
+// random definitions (examples cut short, nested deep, given long expressions). None may
+// panic, hang or crash the process; every refusal names a line and column.
+
+/// Pieces random expressions are built from.
+const ATOMS: &[&str] = &[
+    "context.n",
+    "context.items",
+    "event.payload.x",
+    "1",
+    "2.5",
+    "'s'",
+    "true",
+    "null",
+    "[1, 2, 3]",
+    "{'k': 1}",
+    "now",
+    "instance.id",
+];
+const BINARY: &[&str] = &[
+    " + ", " - ", " * ", " / ", " % ", " == ", " < ", " && ", " || ", " in ",
+];
+
+fn random_expr(rng: &mut Rng, budget: &mut usize) -> String {
+    if *budget == 0 {
+        return ATOMS[rng.below(ATOMS.len())].to_string();
+    }
+    *budget -= 1;
+    match rng.below(9) {
+        0 | 1 => ATOMS[rng.below(ATOMS.len())].to_string(),
+        2 | 3 => format!(
+            "{}{}{}",
+            random_expr(rng, budget),
+            BINARY[rng.below(BINARY.len())],
+            random_expr(rng, budget)
+        ),
+        4 => format!("({})", random_expr(rng, budget)),
+        5 => format!("!{}", random_expr(rng, budget)),
+        6 => format!(
+            "[{}, {}]",
+            random_expr(rng, budget),
+            random_expr(rng, budget)
+        ),
+        7 => format!(
+            "{}.map(x, {})",
+            ["context.items", "[1, 2, 3]", "[context.n]"][rng.below(3)],
+            random_expr(rng, budget)
+        ),
+        _ => format!(
+            "{} ? {} : {}",
+            random_expr(rng, budget),
+            random_expr(rng, budget),
+            random_expr(rng, budget)
+        ),
+    }
+}
+
+/// A random expression, then mangled one way or another.
+fn hostile_expr(rng: &mut Rng) -> String {
+    let mut budget = 1 + rng.below(40);
+    let e = random_expr(rng, &mut budget);
+    match rng.below(8) {
+        0 => e[..rng.below(e.len() + 1)].to_string(), // truncated (ASCII only)
+        1 => vec!["1"; 50 + rng.below(3000)].join(" + "), // a long chain
+        2 => format!(
+            "{}1{}",
+            "(".repeat(rng.below(400)),
+            ")".repeat(rng.below(400))
+        ),
+        3 => format!("context{}", ".a".repeat(rng.below(2000))),
+        4 => format!("'{}'", "x".repeat(rng.below(20_000))), // a huge literal
+        5 => format!("{}{}", "[0]".repeat(rng.below(1000)), "[0]"),
+        6 => e.replace(' ', "\t"),
+        _ => e,
+    }
+}
+
+#[test]
+fn hostile_expressions_never_panic_and_every_refusal_is_positioned() {
+    let limits = cairn_core::Limits::default();
+    let env = cairn_core::expr::standard_env();
+    let mut rng = Rng(0x5eed_cafe);
+    let (mut compiled, mut refused) = (0, 0);
+    for _ in 0..1500 {
+        let src = hostile_expr(&mut rng);
+        match cairn_core::expr::compile(&env, &src, &limits) {
+            Ok(c) => {
+                compiled += 1;
+                let ctx = json!({"n": 3, "items": [1, 2, 3]});
+                let event = json!({"name": "e", "payload": {"x": 2}});
+                let instance = json!({"id": "i"});
+                let records = json!({});
+                let budget = cairn_core::expr::budget(&limits);
+                let mut scope = cairn_core::expr::Scope::new(&env, &budget);
+                scope.set_json("context", &ctx);
+                scope.set_json("event", &event);
+                scope.set_json("instance", &instance);
+                scope.set_json("records", &records);
+                scope.set_time("now", chrono::DateTime::from_timestamp(0, 0).unwrap());
+                let _ = scope.eval(&c); // an error is fine; a panic is not
+            }
+            Err(_) => refused += 1,
+        }
+        // Inside a definition, the refusal names where the expression is.
+        let text = format!(
+            "machine: m\ninitial: a\nstates:\n  a:\n    on:\n      go: {{ target: a, guard: {} }}\n",
+            serde_json::to_string(&src).unwrap()
+        );
+        if let Err(e) = Machine::load(&text, None, Some("m.yaml")) {
+            for d in &e.diagnostics {
+                assert!(d.pos.line >= 1 && d.pos.col >= 1, "{src:?}: {d}");
+            }
+        }
+    }
+    assert!(
+        compiled > 300 && refused > 300,
+        "{compiled} compiled, {refused} refused"
+    );
+}
+
+#[test]
+fn the_depth_bound_is_never_below_the_parsed_depth() {
+    fn depth(e: &cel::IdedExpr) -> usize {
+        use cel::common::ast::{EntryExpr, Expr};
+        1 + match &e.expr {
+            Expr::Call(c) => c
+                .target
+                .iter()
+                .map(|t| depth(t))
+                .chain(c.args.iter().map(depth))
+                .max()
+                .unwrap_or(0),
+            Expr::Comprehension(c) => [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ]
+            .into_iter()
+            .map(depth)
+            .max()
+            .unwrap_or(0),
+            Expr::List(l) => l.elements.iter().map(depth).max().unwrap_or(0),
+            Expr::Map(m) => m
+                .entries
+                .iter()
+                .map(|en| match &en.expr {
+                    EntryExpr::MapEntry(me) => depth(&me.key).max(depth(&me.value)),
+                    EntryExpr::StructField(f) => depth(&f.value),
+                })
+                .max()
+                .unwrap_or(0),
+            Expr::Select(s) => depth(&s.operand),
+            _ => 0,
+        }
+    }
+    let env = cairn_core::expr::standard_env();
+    let mut rng = Rng(0xdead_beef);
+    for _ in 0..2000 {
+        let mut budget = 1 + rng.below(25);
+        let src = random_expr(&mut rng, &mut budget);
+        if let Ok(p) = env.compile(&src) {
+            let parsed = depth(p.expression());
+            let bound = cairn_core::expr::depth_bound(&src);
+            assert!(
+                bound >= parsed,
+                "{src}: bound {bound} < parsed depth {parsed}"
+            );
+        }
+    }
+}
+
+/// Definitions as users get them wrong: an example cut at a random byte, a state tree
+/// nested deep, an expression made long, bytes that are not text at all.
+#[test]
+fn hostile_definitions_never_panic_and_refusals_name_where() {
+    let examples: Vec<String> = [
+        "coding-agent.yaml",
+        "research-workflow.yaml",
+        "research-step.toml",
+    ]
+    .iter()
+    .map(|f| {
+        std::fs::read_to_string(format!("{}/../../examples/{f}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+    })
+    .collect();
+    let mut rng = Rng(0x0def_1e7e);
+    let mut refused = 0;
+    for i in 0..400 {
+        let base = &examples[i % examples.len()];
+        let file = if base.contains("[states") || base.starts_with('[') || base.contains("\n[") {
+            "m.toml"
+        } else {
+            "m.yaml"
+        };
+        let text = match rng.below(5) {
+            0 => {
+                let mut cut = rng.below(base.len() + 1);
+                while !base.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                base[..cut].to_string()
+            }
+            1 => {
+                let n = 1 + rng.below(120);
+                let mut s = String::from("machine: deep\ninitial: s0\nstates:\n");
+                for d in 0..n {
+                    let pad = "  ".repeat(2 * d + 1);
+                    s.push_str(&format!("{pad}s{d}:\n"));
+                    if d + 1 < n {
+                        s.push_str(&format!("{pad}  initial: s{}\n{pad}  states:\n", d + 1));
+                    } else {
+                        s.push_str(&format!("{pad}  type: final\n"));
+                    }
+                }
+                s
+            }
+            2 => base.replacen(
+                "context.",
+                &format!("context.{}", "a.".repeat(rng.below(400))),
+                1,
+            ),
+            3 => {
+                base.replace('\n', &"\n".repeat(1 + rng.below(2)))
+                    .replacen(':', "::", rng.below(3))
+            }
+            _ => base.clone(),
+        };
+        match Machine::load(&text, None, Some(file)) {
+            Ok(m) => {
+                let env = cairn_core::Env::at(chrono::DateTime::from_timestamp(0, 0).unwrap());
+                let _ = start(&m, &json!({"request": "r"}), &env);
+            }
+            Err(e) => {
+                refused += 1;
+                assert!(!e.diagnostics.is_empty());
+                for d in &e.diagnostics {
+                    assert!(d.pos.line >= 1, "{d}");
+                }
+            }
+        }
+    }
+    assert!(refused > 50, "only {refused} refused");
+}

@@ -255,3 +255,33 @@ fn the_design_example_is_valid() {
         Ok("coding-agent".to_string())
     );
 }
+
+#[test]
+fn limits_exceeded() {
+    // A definition nested beyond `limits.definition_depth` (64 by default), refused at the
+    // node where it goes too deep, before anything else reads it.
+    let mut deep = String::from(
+        "machine: x\ninitial: a\nstates:\n  a:\n    initial: b\n    states:\n      b: {}\ncontext:\n  c: ",
+    );
+    deep.push_str(&"[".repeat(70));
+    deep.push_str(&"]".repeat(70));
+    deep.push('\n');
+    yaml(
+        &deep,
+        expect![
+            "m.yaml:9:68: error[limit-exceeded]: the definition nests deeper than 64 levels here (setting `limits.definition_depth`)"
+        ],
+    );
+    // Expressions over their length or depth, named with their state and position; the
+    // chain is never parsed.
+    let chain = vec!["1"; 100].join(" + ");
+    let long = format!("'{}'", "x".repeat(5000));
+    yaml(
+        &format!(
+            "machine: x\ninitial: a\nstates:\n  a:\n    on:\n      go: {{ target: a, guard: \"{chain} > 0\" }}\n      stay: {{ target: a, assign: {{ s: \"{long}\" }} }}\n"
+        ),
+        expect![[r#"
+            m.yaml:6:31: error[limit-exceeded]: in state `a`: guard `1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + …`: the expression nests 101 levels deep (operators, selectors, calls and brackets within each other); the limit is 64 (setting `limits.expression_depth`)
+            m.yaml:7:39: error[limit-exceeded]: in state `a`: expression `'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`: the expression is 5002 bytes long; the limit is 4096 (setting `limits.expression_length`)"#]],
+    );
+}

@@ -143,8 +143,10 @@ pub(crate) fn start_in_unit(
         now,
         instance: unit::instance_env(&inst),
         records: json!({}),
+        limits: machines.limits,
     };
-    let outcome = cairn_core::start(&compiled, input, &env).map_err(|r| refuse(r.to_string()))?;
+    let outcome = cairn_core::guarded(|| cairn_core::start(&compiled, input, &env))
+        .map_err(|r| refuse(r.to_string()))?;
     inst.configuration = outcome.snapshot.configuration.clone();
     inst.context = outcome.snapshot.context.clone();
     inst.status = outcome.snapshot.status;

@@ -34,6 +34,10 @@ pub struct Config {
     /// Other processes write to the same store (several nodes on PostgreSQL): what this
     /// engine caches of records that change (triggers) is reloaded at least every second.
     pub shared_store: bool,
+    /// Bounds on definitions, expressions, evaluations and contexts (`cairn_core::limits`):
+    /// checked when a definition or trigger is applied and at every step, never when
+    /// something stored is read back or replayed.
+    pub limits: cairn_core::Limits,
 }
 
 impl Default for Config {
@@ -42,6 +46,7 @@ impl Default for Config {
             max_payload_bytes: 1024 * 1024,
             executors: crate::Executors::default(),
             shared_store: false,
+            limits: cairn_core::Limits::default(),
         }
     }
 }
@@ -109,6 +114,8 @@ type MachineKey = (String, String, u32);
 pub(crate) struct Machines {
     compiled: Mutex<HashMap<MachineKey, Arc<Machine>>>,
     pub(crate) triggers: crate::triggers::Cache,
+    /// The engine's limits, for what runs inside units (steps, triggers).
+    pub(crate) limits: cairn_core::Limits,
 }
 
 impl Machines {
@@ -274,6 +281,7 @@ impl<S: Store> Engine<S> {
                         .shared_store
                         .then_some(std::time::Duration::from_secs(1)),
                 ),
+                limits: config.limits,
             }),
             tasks_ready: Arc::new(TasksReady::default()),
             config,
@@ -306,7 +314,15 @@ impl<S: Store> Engine<S> {
             let enqueued_before = unit::ENQUEUED.with(|n| n.get());
             let outbox_before = crate::children::OUTBOX.with(|n| n.get());
             unit::ENQUEUED_ON.with(|q| q.borrow_mut().clear());
-            let result = f(tx).map(|t| {
+            // A panic in a unit fails that unit alone (the store rolls back its savepoint);
+            // the thread, and every other unit of its batch, go on.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx)))
+                .unwrap_or_else(|_| {
+                    Err(Error::Refused(cairn_core::Rejection::Internal(
+                        "a unit of work panicked".into(),
+                    )))
+                });
+            let result = result.map(|t| {
                 let applied = unit::APPLIED.with(|n| n.get()) - before;
                 let enqueued = unit::ENQUEUED.with(|n| n.get()) - enqueued_before;
                 let outbox = crate::children::OUTBOX.with(|n| n.get()) - outbox_before;
@@ -332,7 +348,9 @@ impl<S: Store> Engine<S> {
                 // (once: deliveries that write more are drained by the same loop). A crash
                 // before this leaves the entries for the next drain.
                 if outbox > 0 && !DRAINING.with(|d| d.replace(true)) {
-                    let _ = self.drain_outbox();
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.drain_outbox()
+                    }));
                     DRAINING.with(|d| d.set(false));
                 }
                 Ok(t)
@@ -353,13 +371,20 @@ impl<S: Store> Engine<S> {
     }
 
     pub(crate) fn check_size(&self, what: &'static str, v: &Value) -> Result<(), Error> {
-        let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
-        if size > self.config.max_payload_bytes {
+        let max = self.config.max_payload_bytes;
+        let size = cairn_core::limits::json_size(v, max);
+        if size > max {
             return Err(Error::TooLarge {
                 what,
                 size,
-                limit: self.config.max_payload_bytes,
+                limit: max,
             });
+        }
+        let depth = self.config.limits.json_depth;
+        if cairn_core::limits::json_depth(v, depth) > depth {
+            return Err(Error::Invalid(format!(
+                "{what} nests deeper than {depth} levels (setting `limits.json_depth`)"
+            )));
         }
         Ok(())
     }
@@ -388,7 +413,7 @@ impl<S: Store> Engine<S> {
         role: crate::Role,
     ) -> Result<Applied, Error> {
         check_namespace(ns)?;
-        let machine = Machine::load(text, format, file)?;
+        let machine = Machine::load_with(text, format, file, &self.config.limits)?;
         self.config.executors.check(&machine, role)?;
         let definition = machine.to_json();
         let canonical = definition.to_string();
@@ -494,11 +519,15 @@ impl<S: Store> Engine<S> {
             now,
             instance: instance_env(&inst),
             records: json!({}),
+            limits: self.config.limits,
         };
-        let outcome = cairn_core::start(&machine, &req.input, &env).map_err(|r| match r {
-            cairn_core::Rejection::Input(m) => Error::Invalid(format!("invalid start input: {m}")),
-            other => Error::Refused(other),
-        })?;
+        let outcome = cairn_core::guarded(|| cairn_core::start(&machine, &req.input, &env))
+            .map_err(|r| match r {
+                cairn_core::Rejection::Input(m) => {
+                    Error::Invalid(format!("invalid start input: {m}"))
+                }
+                other => Error::Refused(other),
+            })?;
         inst.configuration = outcome.snapshot.configuration.clone();
         inst.context = outcome.snapshot.context.clone();
         inst.status = outcome.snapshot.status;
@@ -708,6 +737,13 @@ impl<S: Store> Engine<S> {
     }
 
     pub fn list(&self, filter: &InstanceFilter) -> Result<Page<InstanceRecord>, Error> {
+        if let Some(a) = &filter.after
+            && a.parse::<u64>().is_err()
+        {
+            return Err(Error::Invalid(format!(
+                "cursor `{a}` is not one this server gives (a page's `next`)"
+            )));
+        }
         Ok(self.store.instances(filter)?)
     }
 
@@ -760,10 +796,12 @@ impl<S: Store> Engine<S> {
     ) -> Result<Option<String>, Error> {
         let (_, machine) =
             self.machine(&inst.namespace, &inst.machine, Some(inst.machine_version))?;
+        // Replay is never refused by a limit lowered since: what was applied, replays.
         let env_at = |t: DateTime<Utc>| Env {
             now: t,
             instance: instance_env(inst),
             records: json!({}),
+            limits: cairn_core::Limits::CEILING,
         };
         let mismatch = |h: &HistoryRecord, s: &Snapshot| -> Option<String> {
             if h.to_configuration != s.configuration
@@ -808,7 +846,9 @@ impl<S: Store> Engine<S> {
                     }
                 }
                 (HistoryKind::Start, None) => {
-                    match cairn_core::start(&machine, &h.payload, &env_at(h.created_at)) {
+                    match cairn_core::guarded(|| {
+                        cairn_core::start(&machine, &h.payload, &env_at(h.created_at))
+                    }) {
                         Ok(o) => o.snapshot,
                         Err(e) => {
                             return Ok(Some(format!("seq 1: replaying the start is refused: {e}")));
@@ -839,7 +879,9 @@ impl<S: Store> Engine<S> {
                         status: Status::Running,
                         ..s.clone()
                     };
-                    match cairn_core::step(&machine, &running, &ev, &env_at(h.created_at)) {
+                    match cairn_core::guarded(|| {
+                        cairn_core::step(&machine, &running, &ev, &env_at(h.created_at))
+                    }) {
                         Ok(o) => o.snapshot,
                         Err(e) => {
                             return Ok(Some(format!(

@@ -30,7 +30,8 @@ pub use lifecycle::{
     DecideRequest, Decided, ForkFrom, Retention, Stats, TimerService, merge_patch,
 };
 pub use tasks::{
-    Claimed, DEFAULT_LEASE, Handler, TaskError, TaskOutcome, Usage, WorkerService, backoff,
+    Claimed, DEFAULT_LEASE, Handler, LEASE_RANGE, TaskError, TaskOutcome, Usage, WorkerService,
+    backoff, check_lease,
 };
 pub use triggers::MAX_HOPS as MAX_TRIGGER_HOPS;
 

@@ -571,8 +571,10 @@ impl<S: Store> Engine<S> {
             now,
             instance: instance_env(&inst),
             records: json!({}),
+            limits: self.config().limits,
         };
-        let effects = cairn_core::resources(&machine, &snap, &env).map_err(Error::Refused)?;
+        let effects = cairn_core::guarded(|| cairn_core::resources(&machine, &snap, &env))
+            .map_err(Error::Refused)?;
         let base = HistoryRecord {
             namespace: ns.to_string(),
             instance_id: new_id.clone(),
@@ -629,9 +631,16 @@ impl<S: Store> Engine<S> {
 
     /// Finished instances last updated longer ago than `age`, oldest first.
     pub fn finished_before(&self, ns: &str, age: chrono::Duration) -> Result<Vec<String>, Error> {
-        Ok(self
-            .store()
-            .finished_before(ns, self.now() - age, usize::MAX >> 1)?)
+        let cutoff = (age >= chrono::Duration::zero())
+            .then(|| self.now().checked_sub_signed(age))
+            .flatten()
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "a retention age is 0 to about 262,000 years; {} ms is not",
+                    age.num_milliseconds()
+                ))
+            })?;
+        Ok(self.store().finished_before(ns, cutoff, usize::MAX >> 1)?)
     }
 
     /// Folds all but the newest `keep` history records of an instance into a base record
@@ -854,13 +863,26 @@ pub(crate) fn fire_due_in_unit(
         };
         match unit::apply_event(tx, machines, inst, &event, &Actor::default(), None, now) {
             Ok(_) => fired += 1,
-            Err(Error::Refused(r)) => unit::log(
+            // No transition takes it now (its guards are false): nothing happens.
+            Err(Error::Refused(r @ cairn_core::Rejection::NotAccepted { .. })) => unit::log(
                 tx,
                 inst,
                 "timer_refused",
                 json!({"event": t.event, "reason": r.to_string()}),
                 now,
             )?,
+            // The machine cannot take it (a guard or action failed, a limit was hit): the
+            // instance fails, visibly, instead of retrying the same failure forever.
+            Err(Error::Refused(r)) => {
+                unit::fail_instance(
+                    tx,
+                    machines,
+                    inst,
+                    &format!("`{}` could not be applied: {r}", t.event),
+                    now,
+                )?;
+                fired += 1;
+            }
             Err(e) => return Err(e),
         }
     }

@@ -24,6 +24,24 @@ use crate::{Actor, Error, unit};
 /// The default lease when a task declares no timeout.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
+/// The shortest and longest lease a claim or heartbeat may ask for.
+pub const LEASE_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(24 * 3600));
+
+/// Refuses a lease outside [`LEASE_RANGE`] (never clamped or wrapped).
+pub fn check_lease(lease: Duration) -> Result<(), Error> {
+    let (min, max) = LEASE_RANGE;
+    if lease < min || lease > max {
+        return Err(Error::Invalid(format!(
+            "a lease is {} to {} ms; asked for {} ms",
+            min.as_millis(),
+            max.as_millis(),
+            lease.as_millis()
+        )));
+    }
+    Ok(())
+}
+
 /// A task handed to a worker.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Claimed {
@@ -234,6 +252,7 @@ impl<S: Store> Engine<S> {
         if queues.is_empty() {
             return Err(Error::Invalid("claim at least one queue".into()));
         }
+        check_lease(lease)?;
         if worker.is_empty() || worker.len() > 200 {
             return Err(Error::Invalid("a worker name is 1-200 characters".into()));
         }
@@ -306,6 +325,7 @@ impl<S: Store> Engine<S> {
 
     /// Extends a lease; refused when the attempt is stale.
     pub fn heartbeat(&self, id: &str, attempt: u32, lease: Duration) -> Result<TaskRecord, Error> {
+        check_lease(lease)?;
         let id = id.to_string();
         let now = self.now();
         self.write(move |tx| {

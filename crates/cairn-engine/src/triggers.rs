@@ -73,7 +73,7 @@ impl Cache {
             .triggers(ns)?
             .iter()
             .filter_map(|r| serde_json::from_value(r.definition.clone()).ok())
-            .filter_map(|t| compile(t).ok())
+            .filter_map(|t| compile(t, None).ok())
             .collect();
         let list = Arc::new(list);
         if let Ok(mut m) = self.loaded.lock() {
@@ -92,13 +92,20 @@ impl Cache {
     }
 }
 
-fn compile(def: Trigger) -> Result<Armed, Error> {
+/// Checks and compiles a trigger: within `limits` when it is being added, as stored
+/// (no limit refuses it) when `None`.
+fn compile(def: Trigger, limits: Option<&cairn_core::Limits>) -> Result<Armed, Error> {
     let env = expr::standard_env();
     let field = |what: &str, src: &Option<String>| -> Result<Option<Compiled>, Error> {
         src.as_deref()
             .map(|s| {
-                expr::compile(&env, s).map_err(|e| {
-                    Error::Invalid(format!("trigger `{}`: `{what}` `{s}`: {e}", def.name))
+                match limits {
+                    Some(l) => expr::compile(&env, s, l),
+                    None => expr::compile_stored(&env, s, &[]),
+                }
+                .map_err(|e| {
+                    let shown: String = s.chars().take(60).collect();
+                    Error::Invalid(format!("trigger `{}`: `{what}` `{shown}`: {e}", def.name))
                 })
             })
             .transpose()
@@ -210,7 +217,12 @@ pub(crate) fn fire(
             continue;
         }
         let name = &t.def.name;
-        match action(t, inst, event, now) {
+        // A trigger that panics fails like one whose expression fails: logged, alone.
+        let acted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            action(t, inst, event, now, &machines.limits)
+        }))
+        .unwrap_or_else(|_| Err("evaluating the trigger failed inside Cairn (a panic)".into()));
+        match acted {
             Ok(None) => {}
             Ok(Some(mut entry)) => {
                 let hops = HOPS.with(|h| h.get()) + 1;
@@ -253,10 +265,12 @@ fn action(
     inst: &InstanceRecord,
     event: &Value,
     now: DateTime<Utc>,
+    limits: &cairn_core::Limits,
 ) -> Result<Option<OutboxRecord>, String> {
     let instance = unit::instance_env(inst);
     let records = json!({});
-    let mut scope = Scope::new(&expr::standard_env());
+    let budget = expr::budget(limits);
+    let mut scope = Scope::new(&expr::standard_env(), &budget);
     scope.set_json("context", &inst.context);
     scope.set_json("event", event);
     scope.set_json("instance", &instance);
@@ -314,7 +328,7 @@ impl<S: Store> Engine<S> {
     /// that compiles, no reserved event).
     pub fn add_trigger(&self, ns: &str, trigger: Trigger) -> Result<Trigger, Error> {
         crate::engine::check_namespace(ns)?;
-        let mut def = compile(trigger)?.def;
+        let mut def = compile(trigger, Some(&self.config().limits))?.def;
         let now = self.now();
         def.created_at = Some(now);
         let record = TriggerRecord {

@@ -208,9 +208,11 @@ pub fn apply_event(
         now,
         instance: instance_env(inst),
         records: json!({}),
+        limits: machines.limits,
     };
     let before = snapshot(inst);
-    let outcome = cairn_core::step(&machine, &before, event, &env).map_err(Error::Refused)?;
+    let outcome = cairn_core::guarded(|| cairn_core::step(&machine, &before, event, &env))
+        .map_err(Error::Refused)?;
     let exited = outcome.microsteps.iter().any(|m| !m.exited.is_empty());
     let history = HistoryRecord {
         namespace: inst.namespace.clone(),

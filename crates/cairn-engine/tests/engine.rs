@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cairn_core::{Rejection, Status};
 use cairn_engine::{Config, Engine, Error, ManualClock, SendRequest, StartRequest};
-use cairn_store::InstanceFilter;
+use cairn_store::{InstanceFilter, Reader, Store};
 use cairn_store_any::AnyStore;
 use cairn_store_any::testing::Backend;
 use serde_json::json;
@@ -414,4 +414,276 @@ fn everything_survives_reopening_the_store() {
     let o = e.get("default", "o").unwrap();
     assert_eq!((o.version, o.context["n"].clone()), (2, json!(7)));
     assert!(e.verify("default", "o").unwrap().ok);
+}
+
+// Hostile definitions and expressions: each fails its own instance (or is refused), never
+// the process, and leaves every other instance as it was.
+
+const POISON: &str = r#"
+machine: poison
+context: { s: "ab" }
+initial: idle
+states:
+  idle:
+    on:
+      panic: { target: idle, guard: "cairn_fault_panic()" }
+      bomb: { target: idle, guard: "[0,1,2,3,4,5,6,7,8,9].map(a, [0,1,2,3,4,5,6,7,8,9].map(b, [0,1,2,3,4,5,6,7,8,9].map(c, [0,1,2,3,4,5,6,7,8,9].map(d, [0,1,2,3,4,5,6,7,8,9].map(e, [0,1,2,3,4,5,6,7,8,9].map(f, 1)))))).size() > 0" }
+      grow: { target: idle, assign: { s: "context.s + context.s" } }
+      arm: armed
+      work: working
+  armed:
+    after:
+      1s: { target: idle, guard: "cairn_fault_panic()" }
+  working:
+    task: { queue: q, action: w }
+    on:
+      task.done: { target: idle, assign: { s: "event.payload.big + event.payload.big" } }
+"#;
+
+fn poison_engine(limits: cairn_core::Limits) -> (Engine<AnyStore>, Arc<ManualClock>, Backend) {
+    let dir = Backend::new();
+    let clock = Arc::new(ManualClock::new(
+        chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+    ));
+    let e = Engine::new(
+        dir.open(),
+        clock.clone(),
+        Config {
+            limits,
+            ..Config::default()
+        },
+    );
+    e.apply("default", POISON, None, None).unwrap();
+    e.apply("default", ORDER, None, None).unwrap();
+    (e, clock, dir)
+}
+
+fn start_poison(e: &Engine<AnyStore>, id: &str) {
+    e.start(
+        "default",
+        StartRequest {
+            machine: "poison".into(),
+            id: Some(id.into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_client_event_that_panics_or_overspends_is_refused_and_changes_nothing() {
+    let (e, _clock, _dir) = poison_engine(cairn_core::Limits {
+        context_bytes: 4096,
+        ..cairn_core::Limits::default()
+    });
+    start_poison(&e, "p");
+    start(&e, "bystander");
+    let before = e.history("default", "p").unwrap();
+    for (event, why) in [
+        ("panic", "failed inside Cairn"),
+        ("bomb", "more steps than its budget"),
+    ] {
+        let r = e.send("default", "p", send(event, json!({})));
+        match r {
+            Err(Error::Refused(r)) => assert!(r.to_string().contains(why), "{event}: {r}"),
+            other => panic!("{event}: {other:?}"),
+        }
+    }
+    // The context doubles until it would pass `limits.context_bytes`: then refused.
+    let (mut refused, mut grown) = (None, 0);
+    for _ in 0..20 {
+        match e.send("default", "p", send("grow", json!({}))) {
+            Ok(_) => grown += 1,
+            Err(err) => {
+                refused = Some(err);
+                break;
+            }
+        }
+    }
+    // "ab" doubled ten times is 2,048 bytes; once more would pass 4,096 with the JSON.
+    assert_eq!(grown, 10);
+    match refused {
+        Some(Error::Refused(Rejection::Limit(m))) => assert!(m.contains("max_context"), "{m}"),
+        other => panic!("the context grew past its limit: {other:?}"),
+    }
+    let i = e.get("default", "p").unwrap();
+    assert_eq!(i.status, Status::Running);
+    assert!(cairn_core::limits::json_size(&i.context, usize::MAX) <= 4096);
+    assert_eq!(
+        e.history("default", "p").unwrap().len(),
+        before.len() + 10,
+        "only the grows that fitted were recorded"
+    );
+    // The engine goes on, and the bystander is untouched.
+    e.send("default", "bystander", send("add", json!({"qty": 2})))
+        .unwrap();
+    assert_eq!(e.get("default", "bystander").unwrap().context["n"], 2);
+    assert!(e.verify("default", "p").unwrap().ok);
+}
+
+#[test]
+fn a_system_event_that_panics_or_overspends_fails_its_instance_only() {
+    let (e, clock, _dir) = poison_engine(cairn_core::Limits {
+        context_bytes: 4096,
+        ..cairn_core::Limits::default()
+    });
+    start_poison(&e, "timed");
+    start_poison(&e, "worked");
+    start(&e, "bystander");
+    e.send("default", "timed", send("arm", json!({}))).unwrap();
+    e.send("default", "worked", send("work", json!({})))
+        .unwrap();
+    // The timer's guard panics: the instance fails, its timer is gone, the rest goes on.
+    clock.advance(chrono::Duration::seconds(2));
+    e.fire_due_timers().unwrap();
+    let timed = e.get("default", "timed").unwrap();
+    assert_eq!(timed.status, Status::Failed);
+    let error = timed.last_error.unwrap();
+    assert!(error.contains("cairn_fault_panic()"), "{error}");
+    assert!(error.contains("failed inside Cairn"), "{error}");
+    assert!(e.store().timers("default", "timed").unwrap().is_empty());
+    assert_eq!(e.fire_due_timers().unwrap(), 0, "nothing left to retry");
+    // A task's output that would make the context too large fails that instance.
+    let claimed = e
+        .claim(&["q".into()], "w", 1, std::time::Duration::from_secs(60))
+        .unwrap();
+    e.complete(
+        &claimed[0].id,
+        claimed[0].attempt,
+        json!({"big": "x".repeat(3000)}),
+        Default::default(),
+    )
+    .unwrap();
+    let worked = e.get("default", "worked").unwrap();
+    assert_eq!(worked.status, Status::Failed);
+    assert!(worked.last_error.unwrap().contains("max_context"));
+    for id in ["timed", "worked"] {
+        assert!(e.verify("default", id).unwrap().ok, "{id} replays");
+    }
+    e.send("default", "bystander", send("close", json!({})))
+        .unwrap();
+    assert_eq!(
+        e.get("default", "bystander").unwrap().status,
+        Status::Completed
+    );
+}
+
+#[test]
+fn a_definition_stored_before_the_limits_still_loads_and_its_pill_is_refused() {
+    // What an earlier Cairn accepted: a guard of 5,000 terms, stored as it was applied.
+    let (e, _clock, _dir) = poison_engine(cairn_core::Limits::default());
+    let pill = vec!["1"; 5000].join(" + ");
+    let text = format!(
+        "machine: old\ninitial: a\nstates:\n  a: {{ on: {{ go: {{ target: b, guard: \"{pill} > 0\" }}, skip: b }} }}\n  b: {{ type: final }}\n"
+    );
+    assert!(
+        matches!(
+            e.apply("default", &text, None, None),
+            Err(Error::Definition(_))
+        ),
+        "today it is refused at apply time"
+    );
+    let def = cairn_core::Machine::load_with(&text, None, None, &cairn_core::Limits::CEILING)
+        .err()
+        .is_some();
+    assert!(def, "even the ceiling refuses it");
+    // Store it as an older version would have.
+    let machine = cairn_core::source::parse(&text, cairn_core::Format::Yaml).unwrap();
+    let record = cairn_store::MachineRecord {
+        namespace: "default".into(),
+        name: "old".into(),
+        version: 1,
+        digest: "old".into(),
+        definition: machine.to_json(),
+        created_at: chrono::Utc::now(),
+    };
+    e.store()
+        .write(move |tx| tx.insert_machine(&record))
+        .unwrap();
+    assert!(
+        e.machines("default")
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "old")
+    );
+    e.start(
+        "default",
+        StartRequest {
+            machine: "old".into(),
+            id: Some("o".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    match e.send("default", "o", send("go", json!({}))) {
+        Err(Error::Refused(Rejection::Guard { message, .. })) => {
+            assert!(message.contains("beyond what Cairn evaluates"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    e.send("default", "o", send("skip", json!({}))).unwrap();
+    assert_eq!(e.get("default", "o").unwrap().status, Status::Completed);
+    assert!(e.verify("default", "o").unwrap().ok);
+}
+
+/// Applying what a careless or hostile client sends: each is stored or refused with
+/// positioned problems, nothing else; and whatever was stored reads back.
+#[test]
+fn hostile_definitions_are_applied_or_refused_and_always_read_back() {
+    let (e, _dir) = engine();
+    let chain = |n: usize| vec!["1"; n].join(" + ");
+    let mut cases = vec![
+        format!(
+            "machine: a1\ninitial: s\nstates:\n  s: {{ on: {{ go: {{ target: s, guard: \"{} > 0\" }} }} }}\n",
+            chain(60)
+        ),
+        format!(
+            "machine: a2\ninitial: s\nstates:\n  s: {{ on: {{ go: {{ target: s, guard: \"{} > 0\" }} }} }}\n",
+            chain(10_000)
+        ),
+        format!(
+            "machine: a3\ninitial: s\ncontext: {{ x: {}1{} }}\nstates:\n  s: {{}}\n",
+            "[".repeat(60),
+            "]".repeat(60)
+        ),
+        format!(
+            "machine: a4\ninitial: s\ncontext: {{ x: {}1{} }}\nstates:\n  s: {{}}\n",
+            "[".repeat(200),
+            "]".repeat(200)
+        ),
+        "machine: a5\ninitial: s\nstates: {s: {on: {go: {target: s, assign: {x: \"'".to_string()
+            + &"y".repeat(5000)
+            + "'\"}}}}}\n",
+        "{\"machine\": \"a6\", \"initial\": ".to_string(),
+        "machine = \"a7\"\ninitial = \"s\"\n[states.s]\n".to_string(),
+    ];
+    // A state tree as deep as the definition limit allows, and one level deeper.
+    for (name, levels) in [("a8", 30), ("a9", 40)] {
+        let mut s = format!("machine: {name}\ninitial: s0\nstates:\n");
+        for d in 0..levels {
+            let pad = "  ".repeat(2 * d + 1);
+            s.push_str(&format!("{pad}s{d}:\n"));
+            if d + 1 < levels {
+                s.push_str(&format!("{pad}  initial: s{}\n{pad}  states:\n", d + 1));
+            } else {
+                s.push_str(&format!("{pad}  type: final\n"));
+            }
+        }
+        cases.push(s);
+    }
+    let mut applied = Vec::new();
+    for text in &cases {
+        match e.apply("default", text, None, None) {
+            Ok(a) => applied.push(a.machine),
+            Err(Error::Definition(load)) => {
+                assert!(load.diagnostics.iter().all(|d| d.pos.line >= 1), "{load}")
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(applied, ["a1", "a3", "a7", "a8"]);
+    // Everything stored reads back and compiles.
+    for m in e.machines("default").unwrap() {
+        e.machine("default", &m.name, Some(m.version)).unwrap();
+    }
 }

@@ -95,7 +95,7 @@ impl From<Error> for ApiError {
             }
             Error::Finished { status, .. } => {
                 ApiError::new(StatusCode::CONFLICT, "instance-finished", detail)
-                    .with("status", json!(status.as_str()))
+                    .with("instance_status", json!(status.as_str()))
             }
             Error::Paused(_) => ApiError::new(StatusCode::CONFLICT, "instance-paused", detail),
             Error::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
@@ -121,6 +121,64 @@ impl From<Error> for ApiError {
             }
         }
     }
+}
+
+/// Turns every error response that is not a problem yet (axum's own rejections as
+/// plain text, an unknown route's or method's empty 404 and 405, the timeout's 504) into
+/// `application/problem+json` with the HTTP status in `status`, keeping its headers
+/// (`Allow` of a 405).
+pub async fn problems(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (kind, default) = match status {
+        StatusCode::NOT_FOUND => ("not-found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method-not-allowed", "this route does not take that method")
+        }
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => (
+            "timeout",
+            "the request took longer than the server allows (setting `http.request_timeout`)",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "too-large",
+            "the body is over the limit (setting `http.max_body_bytes`)",
+        ),
+        StatusCode::URI_TOO_LONG => ("uri-too-long", "the request's address is too long"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported-media-type",
+            "send the body as application/json",
+        ),
+        s if s.is_server_error() => ("internal", "an internal error occurred; it has been logged"),
+        _ => ("invalid-request", "the request is malformed"),
+    };
+    let detail = if text.is_empty() || status.is_server_error() {
+        default.to_string()
+    } else {
+        text
+    };
+    let mut problem = ApiError::new(status, kind, detail).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    problem
 }
 
 impl IntoResponse for ApiError {

@@ -140,13 +140,13 @@ pub fn app<S: Store + Send + Sync + 'static>(ctx: Arc<Ctx<S>>) -> Router {
         }
         router = router.route(route.path, handler);
     }
-    let mut app =
-        router
-            .layer(DefaultBodyLimit::max(limit))
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&ctx.metrics),
-                metrics::track,
-            ));
+    let mut app = router
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(error::problems))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&ctx.metrics),
+            metrics::track,
+        ));
     if !ctx.settings.cors_origins.is_empty() {
         app = app.layer(cors(&ctx.settings.cors_origins));
     }

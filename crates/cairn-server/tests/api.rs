@@ -698,3 +698,101 @@ async fn the_event_stream_resumes_from_last_event_id_in_order() {
         ["started", "transition", "approval_requested"]
     );
 }
+
+/// Every bad input is a 4xx `problem+json` whose `status` is the HTTP status (an
+/// instance's status, where it matters, in a field of its own), never a 500 or a panic.
+#[tokio::test]
+async fn every_bad_input_is_a_problem_with_its_http_status() {
+    let a = api();
+    a.raw(
+        "POST",
+        "/v1/machines",
+        Some("application/yaml"),
+        FLOW.as_bytes().to_vec(),
+    )
+    .await;
+    let (s, _) = a
+        .call(
+            "POST",
+            "/v1/instances",
+            Some(json!({"machine": "flow", "id": "x"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let huge = (i64::MAX).to_string();
+    let cases: Vec<(&str, String, Option<Value>, u16)> = vec![
+        ("GET", "/v1/instances?after=garbage".into(), None, 400),
+        ("GET", "/v1/instances?machine=a&machine=b".into(), None, 400),
+        ("GET", "/v1/instances?limit=-1".into(), None, 400),
+        ("GET", "/v1/events?after=abc".into(), None, 400),
+        (
+            "POST",
+            "/v1/tick".into(),
+            Some(json!({"retain_finished_ms": 9_000_000_000_000_000_i64})),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/tick".into(),
+            Some(json!({"retain_finished_ms": -1})),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/tasks/claim".into(),
+            Some(json!({"queues": ["q"], "worker": "w", "lease_ms": u64::MAX})),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/tasks/claim".into(),
+            Some(json!({"queues": ["q"], "worker": "w", "lease_ms": 99})),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/tasks/nope/heartbeat".into(),
+            Some(json!({"attempt": 1, "lease_ms": huge.parse::<u64>().unwrap()})),
+            400,
+        ),
+        ("GET", "/v1/nowhere".into(), None, 404),
+        ("DELETE", "/v1/machines".into(), None, 405),
+        ("GET", "/v1/instances/%FF%FE".into(), None, 400),
+    ];
+    for (method, uri, body, want) in cases {
+        let (status, problem) = a.call(method, &uri, body).await;
+        assert_eq!(status.as_u16(), want, "{method} {uri}: {problem}");
+        assert_eq!(problem["status"], want, "{method} {uri}: {problem}");
+        assert!(
+            problem["type"].as_str().unwrap().starts_with("/problems/"),
+            "{problem}"
+        );
+        assert!(!problem["detail"].as_str().unwrap().is_empty(), "{problem}");
+    }
+    // A 405 names the methods the route takes.
+    let resp = a
+        .app
+        .clone()
+        .oneshot(Request::delete("/v1/machines").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert!(resp.headers().get(header::ALLOW).is_some());
+    // A finished instance: 409, with its own status beside the HTTP one.
+    a.call("POST", "/v1/instances/x/cancel", Some(json!({})))
+        .await;
+    let (s, p) = a
+        .call(
+            "POST",
+            "/v1/instances/x/events",
+            Some(json!({"event": "submit"})),
+        )
+        .await;
+    assert_eq!(
+        (
+            s.as_u16(),
+            p["status"].clone(),
+            p["instance_status"].clone()
+        ),
+        (409, json!(409), json!("cancelled"))
+    );
+}

@@ -30,12 +30,42 @@ pub struct Settings {
     pub auth: Option<String>,
     /// The largest event payload or start input, in bytes.
     pub max_payload: usize,
+    /// The largest context a step may leave, in bytes of JSON; the payload limit when
+    /// unset.
+    pub max_context: Option<usize>,
+    pub limits: Limits,
     pub http: Http,
     pub retention: Retention,
     pub executors: Executors,
     /// Secrets by name, for `{{secret.NAME}}` in `exec` and `http` tasks. Never shown by
     /// `cairn config`.
     pub secrets: std::collections::BTreeMap<String, String>,
+}
+
+/// Bounds on definitions, expressions and evaluations (`cairn_core::Limits`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub expression_length: usize,
+    pub expression_depth: usize,
+    pub definition_depth: usize,
+    pub json_depth: usize,
+    pub eval_steps: u64,
+    pub eval_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        let d = cairn_core::Limits::default();
+        Limits {
+            expression_length: d.expression_length,
+            expression_depth: d.expression_depth,
+            definition_depth: d.definition_depth,
+            json_depth: d.json_depth,
+            eval_steps: d.eval_steps,
+            eval_bytes: d.eval_bytes,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -115,6 +145,21 @@ impl Settings {
                 secrets: cairn_engine::Secrets(self.secrets.clone()),
             },
             shared_store: self.database.is_some(),
+            limits: self.core_limits(),
+        }
+    }
+
+    /// The limits these settings give (validated: within `cairn_core::Limits::CEILING`).
+    pub fn core_limits(&self) -> cairn_core::Limits {
+        let l = &self.limits;
+        cairn_core::Limits {
+            expression_length: l.expression_length,
+            expression_depth: l.expression_depth,
+            definition_depth: l.definition_depth,
+            json_depth: l.json_depth,
+            context_bytes: self.max_context.unwrap_or(self.max_payload),
+            eval_steps: l.eval_steps,
+            eval_bytes: l.eval_bytes,
         }
     }
 }
@@ -152,6 +197,8 @@ impl Default for Settings {
             listen: "127.0.0.1:7878".into(),
             auth: None,
             max_payload: 1024 * 1024,
+            max_context: None,
+            limits: Limits::default(),
             http: Http::default(),
             retention: Retention::default(),
             executors: Executors::default(),
@@ -290,6 +337,14 @@ impl Loaded {
         }
         if s.max_payload == 0 {
             return Err(self.bad("max_payload", s.max_payload, "must be at least 1"));
+        }
+        if let Err((name, v, max)) = s.core_limits().check() {
+            let key = if name == "context_bytes" {
+                "max_context".to_string()
+            } else {
+                format!("limits.{name}")
+            };
+            return Err(self.bad(&key, v, &format!("must be 1 to {max}")));
         }
         for (key, v) in [
             ("http.request_timeout", &s.http.request_timeout),

@@ -164,3 +164,100 @@ fn with_auth_on_the_cli_needs_a_token_created_beforehand() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The poison pills of an earlier Cairn, and today's hostile requests: the server refuses
+/// what it can, fails only the instance a stored pill belongs to, keeps serving, survives
+/// SIGKILL and restarts cleanly with every other instance intact and `verify` passing.
+#[test]
+fn poison_pills_fail_their_instance_never_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    // An earlier Cairn accepted a timer guard of 5,000 terms: plant it as it was stored.
+    let tiny = dir.path().join("tiny.yaml");
+    std::fs::write(&tiny, "machine: tiny\ninitial: a\nstates: { a: {} }\n").unwrap();
+    common::ok_in(data, &["apply", tiny.to_str().unwrap()]);
+    let pill = vec!["1"; 5000].join(" + ");
+    let definition = serde_json::json!({
+        "machine": "old",
+        "initial": "idle",
+        "states": {
+            "idle": {"on": {"arm": "armed", "go": "done"}},
+            "armed": {"after": {"1s": {"target": "idle", "guard": format!("{pill} > 0")}}},
+            "done": {"type": "final"}
+        }
+    });
+    {
+        let db = rusqlite::Connection::open(data.join("cairn.db")).unwrap();
+        db.execute(
+            "INSERT INTO machines (namespace, name, version, digest, definition, created_at) VALUES ('default', 'old', 1, 'old', ?1, '2026-01-01T00:00:00Z')",
+            [definition.to_string()],
+        )
+        .unwrap();
+    }
+    for id in ["armed", "calm"] {
+        common::ok_in(data, &["start", "old", "--id", id]);
+    }
+    common::ok_in(data, &["send", "armed", "arm"]);
+    let port = common::free_port();
+    let server = common::serve_on(data, port);
+    let url = format!("http://127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{port}");
+    // The armed timer comes due within a second or two and fails its instance alone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let i = common::ok_at(&url, &["show", "armed"]);
+        if i["status"] == "failed" {
+            assert!(
+                i["last_error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("beyond what Cairn evaluates"),
+                "{i}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timer never fired: {i}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Today's pills are refused at the door, with a problem naming the limit.
+    let chain = vec!["1"; 10_000].join(" + ");
+    let deep = format!(
+        "{{\"machine\": \"deep\", \"initial\": \"a\", \"states\": {{\"a\": {{}}}}, \"context\": {{\"x\": {}1{}}}}}",
+        "[".repeat(70),
+        "]".repeat(70)
+    );
+    for (path, body) in [
+        (
+            "/v1/machines",
+            format!(
+                "{{\"machine\": \"m\", \"initial\": \"a\", \"states\": {{\"a\": {{\"on\": {{\"go\": {{\"target\": \"a\", \"guard\": \"{chain} > 0\"}}}}}}}}}}"
+            ),
+        ),
+        ("/v1/machines", deep),
+        (
+            "/v1/triggers",
+            format!(
+                "{{\"name\": \"t\", \"machine\": \"old\", \"on_status\": \"completed\", \"when\": \"{chain} > 0\", \"start\": {{\"machine\": \"old\"}}}}"
+            ),
+        ),
+    ] {
+        let (status, problem) = http(&addr, "POST", path, &body);
+        assert_eq!(status, 400, "{path}: {problem}");
+        assert!(problem.contains("limit"), "{path}: {problem}");
+    }
+    // The calm instance of the same machine goes on; the server answers all along.
+    assert_eq!(
+        common::ok_at(&url, &["send", "calm", "go"])["status"],
+        "completed"
+    );
+    drop(server); // SIGKILL
+    let server = common::serve_on(data, port);
+    assert_eq!(http(&addr, "GET", "/healthz", "").0, 200);
+    let v = common::ok_at(&url, &["verify"]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(common::ok_at(&url, &["show", "armed"])["status"], "failed");
+    drop(server);
+}

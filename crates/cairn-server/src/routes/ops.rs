@@ -73,11 +73,17 @@ pub(super) async fn tick<S: Store + Send + Sync>(
     Namespace(ns): Namespace,
     MaybeBody(t): MaybeBody<Tick>,
 ) -> Result<Json<Value>, ApiError> {
-    if t.retain_finished_ms.is_some_and(|ms| ms < 0) {
-        return Err(ApiError::bad_request(
-            "retain_finished_ms must not be negative",
-        ));
-    }
+    // Up to about 100 years; beyond that no date arithmetic is attempted.
+    const MAX_RETAIN_MS: i64 = 100 * 366 * 24 * 3600 * 1000;
+    let retain = match t.retain_finished_ms {
+        Some(ms) if !(0..=MAX_RETAIN_MS).contains(&ms) => {
+            return Err(ApiError::bad_request(format!(
+                "retain_finished_ms is 0 to {MAX_RETAIN_MS} (about 100 years); got {ms}"
+            )));
+        }
+        Some(ms) => Some(chrono::Duration::milliseconds(ms)),
+        None => None,
+    };
     let engine = ctx.engine.clone();
     let (fired, removed, folded) = blocking(move || {
         engine.reclaim_expired()?;
@@ -85,7 +91,7 @@ pub(super) async fn tick<S: Store + Send + Sync>(
         engine.drain_outbox()?;
         let fired = engine.fire_due_timers()?;
         let policy = cairn_engine::Retention {
-            finished_after: t.retain_finished_ms.map(chrono::Duration::milliseconds),
+            finished_after: retain,
             max_history: t.max_history,
         };
         let (removed, folded) = engine.enforce_retention(&ns, &policy)?;

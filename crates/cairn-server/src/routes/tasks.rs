@@ -83,9 +83,7 @@ pub(super) async fn claim<S: Store + Send + Sync>(
         return Err(ApiError::bad_request("batch must be 1 to 100"));
     }
     let lease = b.lease_ms.map_or(DEFAULT_LEASE, Duration::from_millis);
-    if lease < Duration::from_millis(100) {
-        return Err(ApiError::bad_request("lease_ms must be at least 100"));
-    }
+    cairn_engine::check_lease(lease)?;
     let wait = Duration::from_millis(b.wait_ms).min(ctx.settings.max_claim_wait);
     let deadline = Instant::now() + wait;
     let ready = Arc::clone(ctx.engine.tasks_ready());
@@ -134,9 +132,10 @@ pub(super) async fn heartbeat<S: Store + Send + Sync>(
     Path(id): Path<String>,
     Body(b): Body<Heartbeat>,
 ) -> Result<Json<Value>, ApiError> {
+    let lease = b.lease_ms.map_or(DEFAULT_LEASE, Duration::from_millis);
+    cairn_engine::check_lease(lease)?;
     visible(&ctx, &scope, &id).await?;
     let engine = ctx.engine.clone();
-    let lease = b.lease_ms.map_or(DEFAULT_LEASE, Duration::from_millis);
     let t = blocking(move || engine.heartbeat(&id, b.attempt, lease)).await?;
     Ok(Json(
         json!({"task": t.id, "attempt": t.attempt, "lease_expires_at": t.lease_expires_at}),
