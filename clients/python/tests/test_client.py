@@ -57,6 +57,19 @@ def test_apply_text_mapping_and_file(client: Client, tmp_path: Path) -> None:
     assert "planning" in client.diagram("coding-agent")
 
 
+def test_machine_versions_are_deleted_when_unused_and_repair_reports(client: Client) -> None:
+    client.apply(DOC)
+    second = client.apply(DOC.replace("edits: 0", "edits: 1"))
+    assert second.version == 2
+    client.start("doc", {"title": "T"}, id="on-two")
+    client.delete_machine("doc", 1)
+    with pytest.raises(errors.NotFound):
+        client.delete_machine("doc", 1)
+    with pytest.raises(errors.Conflict):
+        client.delete_machine("doc", 2)
+    assert client.repair(dry_run=True) == {"deleted": [], "deletable": [], "in_use": []}
+
+
 def test_invalid_definition_names_what_and_where(client: Client) -> None:
     with pytest.raises(errors.InvalidDefinition) as e:
         client.apply("machine: bad\ninitial: nowhere\nstates:\n  a: {}\n")

@@ -515,3 +515,24 @@ pub struct Fork {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
 }
+
+/// What `cairn repair` found: stored machine versions that cannot be read back.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Repair {
+    /// Deleted (no instance ran on them).
+    pub deleted: Vec<Unreadable>,
+    /// Would be deleted (a dry run).
+    pub deletable: Vec<Unreadable>,
+    /// Kept: instances run on them (delete or migrate those, then repair again).
+    pub in_use: Vec<Unreadable>,
+}
+
+/// A machine version whose stored definition cannot be read back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Unreadable {
+    pub namespace: String,
+    pub machine: String,
+    pub version: u32,
+    /// How many instances run on it.
+    pub instances: u64,
+}

@@ -132,6 +132,13 @@ impl Machines {
         if let Some(m) = self.get(&key) {
             return Ok(m);
         }
+        if record.definition.is_null() {
+            return Err(Error::Conflict(format!(
+                "machine `{}` version {} was stored by an older Cairn and cannot be read back; \
+                 `cairn repair` removes it once no instance runs on it",
+                record.name, record.version
+            )));
+        }
         let m = Arc::new(Machine::from_json(&record.definition)?);
         if let Ok(mut map) = self.compiled.lock() {
             map.insert(key, Arc::clone(&m));
@@ -432,7 +439,8 @@ impl<S: Store> Engine<S> {
                     created: false,
                 });
             }
-            let version = latest.map_or(1, |l| l.version + 1);
+            // Never a number a deleted version had.
+            let version = tx.max_machine_version(&ns, &name)?.map_or(1, |v| v + 1);
             tx.insert_machine(&MachineRecord {
                 namespace: ns.clone(),
                 name: name.clone(),
@@ -460,6 +468,66 @@ impl<S: Store> Engine<S> {
     /// The latest version of every machine in the namespace.
     pub fn machines(&self, ns: &str) -> Result<Vec<MachineRecord>, Error> {
         Ok(self.store.machines(ns)?)
+    }
+
+    /// Deletes a machine version no instance runs on (in any status): it is no longer
+    /// listed or startable, and its number is never given again. Refused (conflict) while
+    /// an instance uses it.
+    pub fn delete_machine(&self, ns: &str, name: &str, version: u32) -> Result<(), Error> {
+        let (ns, name, now) = (ns.to_string(), name.to_string(), self.now());
+        self.write(move |tx| {
+            if tx.machine(&ns, &name, Some(version))?.is_none() {
+                return Err(Error::NotFound(format!(
+                    "machine `{name}` has no version {version} in namespace `{ns}`"
+                )));
+            }
+            let users = tx.machine_in_use(&ns, &name, version)?;
+            if users > 0 {
+                return Err(Error::Conflict(format!(
+                    "machine `{name}` version {version} runs {users} instance{}; delete or migrate {} first",
+                    if users == 1 { "" } else { "s" },
+                    if users == 1 { "it" } else { "them" }
+                )));
+            }
+            tx.delete_machine(&ns, &name, version, now)?;
+            tx.append_log(&NewLogEntry {
+                namespace: ns,
+                instance_id: String::new(),
+                kind: "machine_deleted".into(),
+                version: version as u64,
+                data: json!({"machine": name, "version": version}),
+                created_at: now,
+            })?;
+            Ok(())
+        })
+    }
+
+    /// Finds stored machine versions that cannot be read back (stored by an older Cairn
+    /// before definitions had a depth limit) and, unless `dry_run`, deletes those no
+    /// instance runs on. The ones still in use are reported with how many use them.
+    pub fn repair(&self, dry_run: bool) -> Result<cairn_api::Repair, Error> {
+        let mut report = cairn_api::Repair::default();
+        for m in self.store.unreadable_machines()? {
+            let users = {
+                let (ns, name, v) = (m.namespace.clone(), m.name.clone(), m.version);
+                self.write(move |tx| Ok(tx.machine_in_use(&ns, &name, v)?))?
+            };
+            let entry = cairn_api::Unreadable {
+                namespace: m.namespace.clone(),
+                machine: m.name.clone(),
+                version: m.version,
+                instances: users,
+            };
+            if users == 0 && !dry_run {
+                self.delete_machine(&m.namespace, &m.name, m.version)?;
+                report.deleted.push(entry);
+            } else if users == 0 {
+                report.deletable.push(entry);
+            } else {
+                report.in_use.push(entry);
+            }
+        }
+        Ok(report)
     }
 
     /// A machine version (the latest when `None`), compiled.

@@ -687,3 +687,99 @@ fn hostile_definitions_are_applied_or_refused_and_always_read_back() {
         e.machine("default", &m.name, Some(m.version)).unwrap();
     }
 }
+
+#[test]
+fn a_machine_version_no_instance_runs_on_is_deleted_for_good() {
+    let (e, _dir) = engine();
+    let v2 = ORDER.replace("context: { n: 0 }", "context: { n: 1 }");
+    assert_eq!(e.apply("default", &v2, None, None).unwrap().version, 2);
+    start(&e, "on-v2");
+    match e.delete_machine("default", "order", 2) {
+        Err(Error::Conflict(m)) => assert!(m.contains("runs 1 instance"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    e.delete_machine("default", "order", 1).unwrap();
+    assert!(matches!(
+        e.delete_machine("default", "order", 1),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        e.machine("default", "order", Some(1)),
+        Err(Error::NotFound(_))
+    ));
+    // A new version never reuses a deleted number.
+    e.delete("default", "on-v2").unwrap();
+    e.delete_machine("default", "order", 2).unwrap();
+    assert!(e.machines("default").unwrap().is_empty());
+    let v3 = ORDER.replace("context: { n: 0 }", "context: { n: 3 }");
+    assert_eq!(e.apply("default", &v3, None, None).unwrap().version, 3);
+}
+
+#[test]
+fn repair_deletes_unreadable_versions_no_instance_runs_on_and_keeps_the_rest() {
+    let (e, _dir) = engine();
+    // Two versions an older Cairn stored, too deep to read back; one has an instance.
+    let mut deep = json!(0);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    for name in ["stale", "busy"] {
+        let record = cairn_store::MachineRecord {
+            namespace: "default".into(),
+            name: name.into(),
+            version: 1,
+            digest: name.into(),
+            definition: json!({"machine": name, "context": deep.clone()}),
+            created_at: chrono::Utc::now(),
+        };
+        e.store()
+            .write(move |tx| tx.insert_machine(&record))
+            .unwrap();
+    }
+    let busy = cairn_store::InstanceRecord {
+        namespace: "default".into(),
+        id: "b".into(),
+        machine: "busy".into(),
+        machine_version: 1,
+        status: Status::Running,
+        configuration: vec!["a".into()],
+        context: json!({}),
+        version: 1,
+        history_seq: 1,
+        labels: Default::default(),
+        parent: None,
+        last_error: None,
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+    };
+    e.store()
+        .write(move |tx| tx.insert_instance(&busy))
+        .unwrap();
+    // Listing works; using one is a clear conflict, not a crash.
+    assert_eq!(e.machines("default").unwrap().len(), 3);
+    match e.machine("default", "stale", None) {
+        Err(Error::Conflict(m)) => assert!(m.contains("cairn repair"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let dry = e.repair(true).unwrap();
+    assert_eq!(dry.deletable.len(), 1);
+    assert_eq!(dry.in_use[0].instances, 1);
+    assert!(dry.deleted.is_empty());
+    assert_eq!(
+        e.machines("default").unwrap().len(),
+        3,
+        "a dry run changes nothing"
+    );
+    let done = e.repair(false).unwrap();
+    assert_eq!(
+        (
+            done.deleted[0].machine.as_str(),
+            done.in_use[0].machine.as_str()
+        ),
+        ("stale", "busy")
+    );
+    assert_eq!(e.machines("default").unwrap().len(), 2);
+    e.delete("default", "b").unwrap();
+    assert_eq!(e.repair(false).unwrap().deleted.len(), 1);
+    assert!(e.repair(true).unwrap().deletable.is_empty());
+}

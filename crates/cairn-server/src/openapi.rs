@@ -65,6 +65,13 @@ fn ops() -> Vec<Op> {
             ok: &[(200, Some("MachineDetail"))],
         },
         Op {
+            method: "delete",
+            path: "/v1/machines/{name}/versions/{version}",
+            summary: "Delete a version no instance runs on (its number is never given again)",
+            body: None,
+            ok: &[(204, None)],
+        },
+        Op {
             method: "get",
             path: "/v1/machines/{name}/diagram",
             summary: "A Mermaid or dot diagram (text)",
@@ -270,6 +277,13 @@ fn ops() -> Vec<Op> {
         },
         Op {
             method: "post",
+            path: "/v1/repair",
+            summary: "Find stored machine versions that cannot be read back and delete those no instance runs on (a token scoped to `*`)",
+            body: Some(obj(json!({"dry_run": {"type": "boolean"}}), &[])),
+            ok: &[(200, Some("Repair"))],
+        },
+        Op {
+            method: "post",
             path: "/v1/tokens",
             summary: "Create a token no stronger and no wider than the caller's; the answer holds its secret",
             body: Some(r("NewToken")),
@@ -387,6 +401,7 @@ fn build() -> Value {
         "Trigger" => api::Trigger, "Schedule" => api::Schedule, "Token" => api::Token,
         "CreatedToken" => api::CreatedToken, "NewToken" => api::NewToken, "Start" => api::Start,
         "Send" => api::Send, "Who" => api::Who, "Decide" => api::Decide, "Fork" => api::Fork,
+        "Repair" => api::Repair,
     );
     let mut schemas: Map<String, Value> = g.take_definitions(true).into_iter().collect();
     for (k, v) in named {

@@ -730,6 +730,20 @@ fn row(m: &Matrix, method: &str, path: &str, ns: &str, fresh: bool) -> Option<(R
         ("GET", "/v1/machines/{name}/diagram") => {
             (req("/v1/machines/flow/diagram".into(), None, &[200]), false)
         }
+        ("DELETE", "/v1/machines/{name}/versions/{version}") => {
+            let name = if fresh {
+                let name = m.unique("gone");
+                let text = matrix_flow("x").replace("machine: flow", &format!("machine: {name}"));
+                m.engine.apply(ns, &text, None, None).unwrap();
+                name
+            } else {
+                "flow".to_string()
+            };
+            (
+                req(format!("/v1/machines/{name}/versions/1"), None, &[204]),
+                false,
+            )
+        }
         ("POST", "/v1/instances") => (
             req(
                 "/v1/instances".into(),
@@ -885,6 +899,10 @@ fn row(m: &Matrix, method: &str, path: &str, ns: &str, fresh: bool) -> Option<(R
             ),
             false,
         ),
+        ("POST", "/v1/repair") => (
+            req("/v1/repair".into(), Some(json!({"dry_run": true})), &[200]),
+            false,
+        ),
         ("POST", "/v1/tokens") => (
             req(
                 "/v1/tokens".into(),
@@ -916,10 +934,11 @@ fn documented(method: &str, path: &str) -> (Role, &'static str) {
         ("POST", "/v1/tasks/claim") => (Role::Worker, "set"),
         ("POST", p) if p.starts_with("/v1/tasks/") => (Role::Worker, "set"),
         (_, p) if p.starts_with("/v1/tokens") => (Role::Admin, "set"),
-        ("POST", "/v1/backup") => (Role::Admin, "global"),
-        ("POST", "/v1/machines") | ("DELETE", "/v1/instances/{id}") | ("POST", "/v1/tick") => {
-            (Role::Admin, "one")
-        }
+        ("POST", "/v1/backup") | ("POST", "/v1/repair") => (Role::Admin, "global"),
+        ("POST", "/v1/machines")
+        | ("DELETE", "/v1/machines/{name}/versions/{version}")
+        | ("DELETE", "/v1/instances/{id}")
+        | ("POST", "/v1/tick") => (Role::Admin, "one"),
         _ if read => (Role::Viewer, "one"),
         _ => (Role::Operator, "one"),
     }

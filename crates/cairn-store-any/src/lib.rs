@@ -110,6 +110,9 @@ impl Reader for AnyStore {
     fn machines(&self, ns: &str) -> Result<Vec<MachineRecord>, Error> {
         both!(self, s => s.machines(ns))
     }
+    fn unreadable_machines(&self) -> Result<Vec<MachineRecord>, Error> {
+        both!(self, s => s.unreadable_machines())
+    }
     fn instance(&self, ns: &str, id: &str) -> Result<Option<InstanceRecord>, Error> {
         both!(self, s => s.instance(ns, id))
     }

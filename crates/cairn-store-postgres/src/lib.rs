@@ -46,6 +46,11 @@ use crate::sql::{Db, Stmts};
 pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "actors", include_str!("../migrations/0002_actors.sql")),
+    (
+        3,
+        "machine_deletion",
+        include_str!("../migrations/0003_machine_deletion.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations run under.
@@ -526,6 +531,9 @@ impl Reader for PgStore {
     }
     fn machines(&self, ns: &str) -> Result<Vec<MachineRecord>, Error> {
         self.read(|db| sql::machines(db, ns))
+    }
+    fn unreadable_machines(&self) -> Result<Vec<MachineRecord>, Error> {
+        self.read(sql::unreadable_machines)
     }
     fn instance(&self, ns: &str, id: &str) -> Result<Option<InstanceRecord>, Error> {
         self.read(|db| sql::instance(db, ns, id, false))

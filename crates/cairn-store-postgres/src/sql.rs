@@ -85,17 +85,76 @@ fn i64_of(v: u64) -> i64 {
 
 // Machines
 
-const MACHINE_COLS: &str = "namespace, name, version, digest, definition, created_at";
+// The definition is read as text and parsed here: one that cannot be read back (stored
+// by an older Cairn, too deep for the JSON reader) comes back null, so the row can still
+// be listed, reported and deleted (see `Tx::machine`).
+const MACHINE_COLS: &str =
+    "namespace, name, version, digest, definition::text AS definition, created_at";
+const MACHINE_INSERT_COLS: &str = "namespace, name, version, digest, definition, created_at";
 
 fn machine_row(r: &Row) -> Result<MachineRecord, Error> {
+    let text: String = get(r, "definition")?;
     Ok(MachineRecord {
         namespace: get(r, "namespace")?,
         name: get(r, "name")?,
         version: get::<i32>(r, "version")? as u32,
         digest: get(r, "digest")?,
-        definition: get(r, "definition")?,
+        definition: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
         created_at: get(r, "created_at")?,
     })
+}
+
+pub fn unreadable_machines<C: GenericClient>(db: &mut Db<C>) -> Result<Vec<MachineRecord>, Error> {
+    let all = rows(
+        db.query(
+            &format!("SELECT {MACHINE_COLS} FROM machines WHERE deleted_at IS NULL ORDER BY namespace, name, version"),
+            &[],
+        )?,
+        machine_row,
+    )?;
+    Ok(all.into_iter().filter(|m| m.definition.is_null()).collect())
+}
+
+pub fn max_machine_version<C: GenericClient>(
+    db: &mut Db<C>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<u32>, Error> {
+    let row = db.opt(
+        "SELECT MAX(version) AS v FROM machines WHERE namespace = $1 AND name = $2",
+        &[&ns, &name],
+    )?;
+    Ok(match row {
+        Some(r) => get::<Option<i32>>(&r, "v")?.map(|v| v as u32),
+        None => None,
+    })
+}
+
+pub fn delete_machine<C: GenericClient>(
+    db: &mut Db<C>,
+    ns: &str,
+    name: &str,
+    version: u32,
+    at: DateTime<Utc>,
+) -> Result<bool, Error> {
+    Ok(db.exec(
+        "UPDATE machines SET definition = '{}', deleted_at = $4 \
+         WHERE namespace = $1 AND name = $2 AND version = $3 AND deleted_at IS NULL",
+        &[&ns, &name, &(version as i32), &at],
+    )? > 0)
+}
+
+pub fn machine_in_use<C: GenericClient>(
+    db: &mut Db<C>,
+    ns: &str,
+    name: &str,
+    version: u32,
+) -> Result<u64, Error> {
+    let row = db.opt(
+        "SELECT COUNT(*) AS n FROM instances WHERE namespace = $1 AND machine = $2 AND machine_version = $3",
+        &[&ns, &name, &(version as i32)],
+    )?;
+    Ok(row.map(|r| get::<i64>(&r, "n")).transpose()?.unwrap_or(0) as u64)
 }
 
 pub fn machine<C: GenericClient>(
@@ -106,11 +165,11 @@ pub fn machine<C: GenericClient>(
 ) -> Result<Option<MachineRecord>, Error> {
     let row = match version {
         Some(v) => db.opt(
-            &format!("SELECT {MACHINE_COLS} FROM machines WHERE namespace = $1 AND name = $2 AND version = $3"),
+            &format!("SELECT {MACHINE_COLS} FROM machines WHERE namespace = $1 AND name = $2 AND version = $3 AND deleted_at IS NULL"),
             &[&ns, &name, &(v as i32)],
         )?,
         None => db.opt(
-            &format!("SELECT {MACHINE_COLS} FROM machines WHERE namespace = $1 AND name = $2 ORDER BY version DESC LIMIT 1"),
+            &format!("SELECT {MACHINE_COLS} FROM machines WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL ORDER BY version DESC LIMIT 1"),
             &[&ns, &name],
         )?,
     };
@@ -120,7 +179,7 @@ pub fn machine<C: GenericClient>(
 pub fn machines<C: GenericClient>(db: &mut Db<C>, ns: &str) -> Result<Vec<MachineRecord>, Error> {
     rows(
         db.query(
-            &format!("SELECT DISTINCT ON (name) {MACHINE_COLS} FROM machines WHERE namespace = $1 ORDER BY name, version DESC"),
+            &format!("SELECT DISTINCT ON (name) {MACHINE_COLS} FROM machines WHERE namespace = $1 AND deleted_at IS NULL ORDER BY name, version DESC"),
             &[&ns],
         )?,
         machine_row,
@@ -129,7 +188,7 @@ pub fn machines<C: GenericClient>(db: &mut Db<C>, ns: &str) -> Result<Vec<Machin
 
 pub fn insert_machine<C: GenericClient>(db: &mut Db<C>, m: &MachineRecord) -> Result<(), Error> {
     let r = db.exec(
-        &format!("INSERT INTO machines ({MACHINE_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+        &format!("INSERT INTO machines ({MACHINE_INSERT_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"),
         &[
             &m.namespace,
             &m.name,

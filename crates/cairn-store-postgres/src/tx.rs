@@ -59,6 +59,21 @@ impl Tx for PgTx<'_> {
     fn insert_machine(&mut self, m: &MachineRecord) -> Result<(), Error> {
         sql::insert_machine(&mut self.db(), m)
     }
+    fn max_machine_version(&mut self, ns: &str, name: &str) -> Result<Option<u32>, Error> {
+        sql::max_machine_version(&mut self.db(), ns, name)
+    }
+    fn delete_machine(
+        &mut self,
+        ns: &str,
+        name: &str,
+        version: u32,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, Error> {
+        sql::delete_machine(&mut self.db(), ns, name, version, at)
+    }
+    fn machine_in_use(&mut self, ns: &str, name: &str, version: u32) -> Result<u64, Error> {
+        sql::machine_in_use(&mut self.db(), ns, name, version)
+    }
     fn instance(&mut self, ns: &str, id: &str) -> Result<Option<InstanceRecord>, Error> {
         sql::instance(&mut self.db(), ns, id, true)
     }

@@ -632,6 +632,10 @@ impl Reader for SqliteStore {
     ) -> Result<Option<MachineRecord>, Error> {
         self.read(|c| tx::machine(c, ns, name, version))
     }
+    fn unreadable_machines(&self) -> Result<Vec<MachineRecord>, Error> {
+        self.read(tx::unreadable_machines)
+    }
+
     fn machines(&self, ns: &str) -> Result<Vec<MachineRecord>, Error> {
         self.read(|c| tx::machines(c, ns))
     }

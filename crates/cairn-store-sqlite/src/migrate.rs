@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_tokens.sql"),
     include_str!("../migrations/0005_orchestration.sql"),
     include_str!("../migrations/0006_actors.sql"),
+    include_str!("../migrations/0007_machine_deletion.sql"),
 ];
 
 /// The schema version of a database.

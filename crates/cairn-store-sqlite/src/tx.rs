@@ -89,13 +89,16 @@ pub(crate) fn opt_text(v: &SqlValue) -> Result<Option<String>, Error> {
     }
 }
 
+/// A machine row; a definition that cannot be read back (stored by an older Cairn, too
+/// deep for the JSON reader) comes back null, so the row can still be listed, reported
+/// and deleted (see `Tx::machine`).
 fn decode_machine(v: [SqlValue; 6]) -> Result<MachineRecord, Error> {
     Ok(MachineRecord {
         namespace: text(&v[0])?.to_string(),
         name: text(&v[1])?.to_string(),
         version: int(&v[2])? as u32,
         digest: text(&v[3])?.to_string(),
-        definition: parse_json(text(&v[4])?, "definition")?,
+        definition: parse_json(text(&v[4])?, "definition").unwrap_or(serde_json::Value::Null),
         created_at: parse_ts(text(&v[5])?)?,
     })
 }
@@ -110,10 +113,10 @@ pub fn machine(
 ) -> Result<Option<MachineRecord>, Error> {
     let row = match version {
         Some(v) => c
-            .prepare_cached(&format!("SELECT {MACHINE_COLS} FROM machines WHERE namespace = ?1 AND name = ?2 AND version = ?3"))
+            .prepare_cached(&format!("SELECT {MACHINE_COLS} FROM machines WHERE namespace = ?1 AND name = ?2 AND version = ?3 AND deleted_at IS NULL"))
             .and_then(|mut s| s.query_row(params![ns, name, v], machine_row).optional()),
         None => c
-            .prepare_cached(&format!("SELECT {MACHINE_COLS} FROM machines WHERE namespace = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1"))
+            .prepare_cached(&format!("SELECT {MACHINE_COLS} FROM machines WHERE namespace = ?1 AND name = ?2 AND deleted_at IS NULL ORDER BY version DESC LIMIT 1"))
             .and_then(|mut s| s.query_row(params![ns, name], machine_row).optional()),
     }
     .map_err(db_err)?;
@@ -124,12 +127,29 @@ pub fn machines(c: &Connection, ns: &str) -> Result<Vec<MachineRecord>, Error> {
     let mut s = c
         .prepare_cached(&format!(
             "SELECT {MACHINE_COLS} FROM machines m WHERE namespace = ?1 AND version = \
-             (SELECT MAX(version) FROM machines WHERE namespace = m.namespace AND name = m.name) ORDER BY name"
+             (SELECT MAX(version) FROM machines WHERE namespace = m.namespace AND name = m.name AND deleted_at IS NULL) ORDER BY name"
         ))
         .map_err(db_err)?;
     let rows = s.query_map(params![ns], machine_row).map_err(db_err)?;
     rows.map(|r| r.map_err(db_err).and_then(decode_machine))
         .collect()
+}
+
+pub fn unreadable_machines(c: &Connection) -> Result<Vec<MachineRecord>, Error> {
+    let mut s = c
+        .prepare_cached(&format!(
+            "SELECT {MACHINE_COLS} FROM machines WHERE deleted_at IS NULL ORDER BY namespace, name, version"
+        ))
+        .map_err(db_err)?;
+    let rows = s.query_map([], machine_row).map_err(db_err)?;
+    let mut out = Vec::new();
+    for r in rows {
+        let m = decode_machine(r.map_err(db_err)?)?;
+        if m.definition.is_null() {
+            out.push(m);
+        }
+    }
+    Ok(out)
 }
 
 const INSTANCE_COLS: &str = "seq, namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at, history_seq";
@@ -375,6 +395,41 @@ impl Tx for SqlTx<'_> {
         version: Option<u32>,
     ) -> Result<Option<MachineRecord>, Error> {
         machine(self.conn, ns, name, version)
+    }
+
+    fn max_machine_version(&mut self, ns: &str, name: &str) -> Result<Option<u32>, Error> {
+        self.conn
+            .prepare_cached("SELECT MAX(version) FROM machines WHERE namespace = ?1 AND name = ?2")
+            .and_then(|mut s| s.query_row(params![ns, name], |r| r.get::<_, Option<i64>>(0)))
+            .map(|v| v.map(|v| v as u32))
+            .map_err(db_err)
+    }
+
+    fn delete_machine(
+        &mut self,
+        ns: &str,
+        name: &str,
+        version: u32,
+        at: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        self.conn
+            .prepare_cached(
+                "UPDATE machines SET definition = '{}', deleted_at = ?4 \
+                 WHERE namespace = ?1 AND name = ?2 AND version = ?3 AND deleted_at IS NULL",
+            )
+            .and_then(|mut s| s.execute(params![ns, name, version, ts(&at)]))
+            .map(|n| n > 0)
+            .map_err(db_err)
+    }
+
+    fn machine_in_use(&mut self, ns: &str, name: &str, version: u32) -> Result<u64, Error> {
+        self.conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM instances WHERE namespace = ?1 AND machine = ?2 AND machine_version = ?3",
+            )
+            .and_then(|mut s| s.query_row(params![ns, name, version], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+            .map_err(db_err)
     }
 
     fn insert_machine(&mut self, m: &MachineRecord) -> Result<(), Error> {

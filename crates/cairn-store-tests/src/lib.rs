@@ -30,7 +30,8 @@ macro_rules! suite {
             deleting_an_instance_removes_everything_of_it, history_can_be_compacted,
             retention_and_counts, children_are_linked_and_listed_by_parent,
             the_outbox_keeps_order_until_delivered, triggers_are_unique_by_name,
-            schedules_come_due_in_order, tokens_keep_their_subject_and_are_revoked_once);
+            schedules_come_due_in_order, tokens_keep_their_subject_and_are_revoked_once,
+            deleted_machine_versions_stay_taken_and_unreadable_ones_are_found);
     };
     (@tests $open:expr; $($name:ident),*) => {
         $(
@@ -482,6 +483,92 @@ pub fn machines_keep_every_version<S: Store>(s: &S) {
     let all = s.machines("default").unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].version, 3);
+}
+
+pub fn deleted_machine_versions_stay_taken_and_unreadable_ones_are_found<S: Store>(s: &S) {
+    let record = |name: &str, v: u32, definition: serde_json::Value| MachineRecord {
+        namespace: "default".into(),
+        name: name.into(),
+        version: v,
+        digest: format!("d{v}"),
+        definition,
+        created_at: t0(),
+    };
+    for v in 1..=2u32 {
+        let m = record("m", v, json!({"machine": "m", "v": v}));
+        s.write(move |tx| tx.insert_machine(&m)).unwrap();
+    }
+    let i = instance("default", "i", "m", Status::Running, &["a"], &[]);
+    s.write(move |tx| tx.insert_instance(&i)).unwrap();
+    assert_eq!(
+        s.write(|tx| tx.machine_in_use("default", "m", 1)).unwrap(),
+        1
+    );
+    assert_eq!(
+        s.write(|tx| tx.machine_in_use("default", "m", 2)).unwrap(),
+        0
+    );
+    assert!(
+        s.write(|tx| tx.delete_machine("default", "m", 2, at(3)))
+            .unwrap()
+    );
+    assert!(
+        !s.write(|tx| tx.delete_machine("default", "m", 2, at(4)))
+            .unwrap(),
+        "deleted once"
+    );
+    assert!(
+        !s.write(|tx| tx.delete_machine("default", "m", 7, at(4)))
+            .unwrap()
+    );
+    assert_eq!(s.machine("default", "m", Some(2)).unwrap(), None);
+    assert_eq!(s.machine("default", "m", None).unwrap().unwrap().version, 1);
+    assert_eq!(s.machines("default").unwrap()[0].version, 1);
+    assert_eq!(
+        s.write(|tx| tx.max_machine_version("default", "m"))
+            .unwrap(),
+        Some(2),
+        "a deleted version's number stays taken"
+    );
+    assert_eq!(
+        s.write(|tx| tx.max_machine_version("default", "none"))
+            .unwrap(),
+        None
+    );
+    // A definition too deep for the JSON reader (as an older Cairn could store one) is
+    // still listed and found, with a null definition, and can be deleted.
+    let mut deep = json!(0);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let bad = record("deep", 1, json!({"machine": "deep", "context": deep}));
+    s.write(move |tx| tx.insert_machine(&bad)).unwrap();
+    let found = s.unreadable_machines().unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|m| (m.name.as_str(), m.version))
+            .collect::<Vec<_>>(),
+        [("deep", 1)]
+    );
+    assert!(found[0].definition.is_null());
+    assert!(
+        s.machine("default", "deep", None)
+            .unwrap()
+            .unwrap()
+            .definition
+            .is_null()
+    );
+    assert_eq!(
+        s.machines("default").unwrap().len(),
+        2,
+        "listing does not fail on it"
+    );
+    assert!(
+        s.write(|tx| tx.delete_machine("default", "deep", 1, at(5)))
+            .unwrap()
+    );
+    assert!(s.unreadable_machines().unwrap().is_empty());
 }
 
 pub fn idempotency_keys_are_unique_per_instance<S: Store>(s: &S) {

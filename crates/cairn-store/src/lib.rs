@@ -39,6 +39,11 @@ pub enum Claim {
 /// - Insert methods refuse a duplicate key with [`Error::Conflict`].
 pub trait Tx {
     /// The machine `name` at `version`, or its latest version when `version` is `None`.
+    ///
+    /// # Contract
+    /// A deleted version is not found. A version whose stored definition cannot be read
+    /// back (stored by an older Cairn) comes back with `definition` null, never as an
+    /// error, so it can be listed, reported and deleted.
     fn machine(
         &mut self,
         namespace: &str,
@@ -46,6 +51,20 @@ pub trait Tx {
         version: Option<u32>,
     ) -> Result<Option<MachineRecord>, Error>;
     fn insert_machine(&mut self, record: &MachineRecord) -> Result<(), Error>;
+    /// The highest version `name` ever had, deleted ones included: a version number is
+    /// never given twice.
+    fn max_machine_version(&mut self, namespace: &str, name: &str) -> Result<Option<u32>, Error>;
+    /// Deletes one version: it is no longer found, its definition is dropped, and its
+    /// number stays taken. Whether it existed (and was not deleted already).
+    fn delete_machine(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        version: u32,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, Error>;
+    /// How many instances, in any status, run on this version.
+    fn machine_in_use(&mut self, namespace: &str, name: &str, version: u32) -> Result<u64, Error>;
 
     fn instance(&mut self, namespace: &str, id: &str) -> Result<Option<InstanceRecord>, Error>;
     /// The instance for work that any node may do (firing its due timers): like
@@ -289,8 +308,12 @@ pub trait Reader: Send + Sync {
         name: &str,
         version: Option<u32>,
     ) -> Result<Option<MachineRecord>, Error>;
-    /// The latest version of every machine in the namespace, by name.
+    /// The latest version of every machine in the namespace, by name (deleted versions
+    /// left out; as [`Tx::machine`], one that cannot be read back has a null definition).
     fn machines(&self, namespace: &str) -> Result<Vec<MachineRecord>, Error>;
+    /// Every stored machine version whose definition cannot be read back, in any
+    /// namespace: what `cairn repair` looks for.
+    fn unreadable_machines(&self) -> Result<Vec<MachineRecord>, Error>;
     fn instance(&self, namespace: &str, id: &str) -> Result<Option<InstanceRecord>, Error>;
     /// Instances matching the filter in creation order, after the filter's cursor.
     ///

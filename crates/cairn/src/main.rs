@@ -75,6 +75,12 @@ enum Command {
     Apply(commands::instances::Apply),
     /// List machines (latest versions).
     Machines,
+    /// Machine versions: `cairn machine rm NAME VERSION` deletes one no instance runs on.
+    #[command(subcommand)]
+    Machine(commands::instances::MachineCmd),
+    /// Find stored machine versions that cannot be read back (stored by an older Cairn)
+    /// and delete those no instance runs on.
+    Repair(commands::instances::Repair),
     /// Start an instance of a machine.
     Start(commands::instances::Start),
     /// Send an event to an instance.
@@ -250,6 +256,8 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         }
         Command::Apply(a) => i::apply(g, &*client()?, a),
         Command::Machines => i::machines(g, &*client()?),
+        Command::Machine(m) => i::machine(g, &*client()?, m),
+        Command::Repair(a) => i::repair(g, &*client()?, a),
         Command::Start(a) => i::start(g, &*client()?, a),
         Command::Send(a) => i::send(g, &*client()?, a),
         Command::Show(a) => i::show(g, &*client()?, a),

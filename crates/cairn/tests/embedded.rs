@@ -307,3 +307,52 @@ fn oversized_payloads_are_refused_with_the_limit_and_change_nothing() {
     // Under the default limit of 1 MiB the same payload is fine.
     json(&data, &["send", "o", "add", "--payload", &big]);
 }
+
+/// A data directory an older Cairn left with a definition too deep to read back: every
+/// command still works, `cairn repair` deletes it, and `cairn machine rm` deletes a
+/// version no instance runs on (never one that does).
+#[test]
+fn repair_and_machine_rm_clean_a_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let file = data.join("order.yaml");
+    std::fs::write(&file, ORDER).unwrap();
+    json(data, &["apply", file.to_str().unwrap()]);
+    json(data, &["start", "order", "--id", "o"]);
+    let deep = format!(
+        "{{\"machine\":\"old\",\"context\":{}0{}}}",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    {
+        let db = rusqlite::Connection::open(data.join("cairn.db")).unwrap();
+        db.execute(
+            "INSERT INTO machines (namespace, name, version, digest, definition, created_at) VALUES ('default', 'old', 1, 'x', ?1, '2026-01-01T00:00:00Z')",
+            [deep],
+        )
+        .unwrap();
+    }
+    assert_eq!(json(data, &["machines"]).as_array().unwrap().len(), 2);
+    let (code, _, err) = cairn(data, &["start", "old"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("cairn repair"), "{err}");
+    let dry = json(data, &["repair", "--dry-run"]);
+    assert_eq!(dry["deletable"][0]["machine"], "old");
+    let done = json(data, &["repair"]);
+    assert_eq!(done["deleted"][0]["machine"], "old");
+    assert_eq!(json(data, &["machines"]).as_array().unwrap().len(), 1);
+    let (code, out, _) = cairn(data, &["repair"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to repair"), "{out}");
+    // `order` version 1 runs `o`: refused until `o` is gone.
+    let (code, _, err) = cairn(data, &["machine", "rm", "order", "1"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("runs 1 instance"), "{err}");
+    json(data, &["rm", "o"]);
+    assert_eq!(
+        json(data, &["machine", "rm", "order", "1"])["deleted"]["version"],
+        1
+    );
+    assert_eq!(cairn(data, &["machine", "rm", "order", "1"]).0, 3);
+    assert_eq!(json(data, &["apply", file.to_str().unwrap()])["version"], 2);
+}

@@ -103,6 +103,14 @@ def machine(name: str, version: Optional[int] = None) -> Call[Machine]:
     return Call("GET", path, Machine.from_json, safe=True)
 
 
+def delete_machine(name: str, version: int) -> Call[None]:
+    return Call("DELETE", f"/v1/machines/{seg(name)}/versions/{int(version)}", _none)
+
+
+def repair(dry_run: bool) -> Call[Dict[str, Any]]:
+    return Call("POST", "/v1/repair", dict, json={"dry_run": dry_run})
+
+
 def diagram(name: str, format: str, instance: Optional[str]) -> Call[str]:
     params = _body(format=format, instance=instance)
     return Call("GET", f"/v1/machines/{seg(name)}/diagram", str, params=params, safe=True, text=True)

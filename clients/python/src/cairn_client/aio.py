@@ -115,6 +115,15 @@ class AsyncClient:
         """The latest version (or ``version``), with its definition."""
         return await self.call(c.machine(name, version))
 
+    async def delete_machine(self, name: str, version: int) -> None:
+        """Deletes a version no instance runs on; its number is never given again."""
+        await self.call(c.delete_machine(name, version))
+
+    async def repair(self, *, dry_run: bool = False) -> Dict[str, Any]:
+        """Finds stored machine versions that cannot be read back and deletes those no
+        instance runs on (a token scoped to ``*``): ``deleted``, ``deletable``, ``in_use``."""
+        return await self.call(c.repair(dry_run))
+
     async def diagram(self, name: str, *, format: str = "mermaid", instance: Optional[str] = None) -> str:
         return await self.call(c.diagram(name, format, instance))
 

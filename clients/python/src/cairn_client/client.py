@@ -115,6 +115,15 @@ class Client:
         """The latest version (or ``version``), with its definition."""
         return self.call(c.machine(name, version))
 
+    def delete_machine(self, name: str, version: int) -> None:
+        """Deletes a version no instance runs on; its number is never given again."""
+        self.call(c.delete_machine(name, version))
+
+    def repair(self, *, dry_run: bool = False) -> Dict[str, Any]:
+        """Finds stored machine versions that cannot be read back and deletes those no
+        instance runs on (a token scoped to ``*``): ``deleted``, ``deletable``, ``in_use``."""
+        return self.call(c.repair(dry_run))
+
     def diagram(self, name: str, *, format: str = "mermaid", instance: Optional[str] = None) -> str:
         return self.call(c.diagram(name, format, instance))
 

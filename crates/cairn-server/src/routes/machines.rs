@@ -83,14 +83,30 @@ pub(super) async fn latest<S: Store + Send + Sync>(
     one(&ctx, ns, name, None).await
 }
 
+/// Deletes a version no instance runs on (204); 409 while one does.
+pub(super) async fn delete<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Namespace(ns): Namespace,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let v = parse_version(&version)?;
+    let engine = ctx.engine.clone();
+    blocking(move || engine.delete_machine(&ns, &name, v)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn parse_version(version: &str) -> Result<u32, ApiError> {
+    version
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("version `{version}` is not a number")))
+}
+
 pub(super) async fn version<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     Namespace(ns): Namespace,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let v: u32 = version
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("version `{version}` is not a number")))?;
+    let v = parse_version(&version)?;
     one(&ctx, ns, name, Some(v)).await
 }
 

@@ -60,6 +60,7 @@ table! {
     POST "/v1/machines" Access::one(Admin).definition() => machines::apply;
     GET "/v1/machines/{name}" Access::one(Viewer) => machines::latest;
     GET "/v1/machines/{name}/versions/{version}" Access::one(Viewer) => machines::version;
+    DELETE "/v1/machines/{name}/versions/{version}" Access::one(Admin) => machines::delete;
     GET "/v1/machines/{name}/diagram" Access::one(Viewer) => machines::diagram;
     POST "/v1/instances" Access::one(Operator) => instances::start;
     GET "/v1/instances" Access::one(Viewer) => instances::list;
@@ -93,6 +94,7 @@ table! {
     GET "/v1/stats" Access::one(Viewer) => ops::stats;
     POST "/v1/tick" Access::one(Admin) => ops::tick;
     POST "/v1/backup" Access::global(Admin).long() => ops::backup;
+    POST "/v1/repair" Access::global(Admin).long() => ops::repair;
     POST "/v1/tokens" Access::set(Admin) => ops::create_token;
     GET "/v1/tokens" Access::set(Admin) => ops::tokens;
     DELETE "/v1/tokens/{id}" Access::set(Admin) => ops::revoke_token;

@@ -177,6 +177,24 @@ pub(super) async fn backup<S: Store + Send + Sync>(
         .into_response())
 }
 
+/// `POST /v1/repair`: whether to only report.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RepairBody {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Finds stored machine versions that cannot be read back and deletes those no instance
+/// runs on (every namespace: a token scoped to `*`).
+pub(super) async fn repair<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    MaybeBody(b): MaybeBody<RepairBody>,
+) -> Result<Json<cairn_api::Repair>, ApiError> {
+    let engine = ctx.engine.clone();
+    Ok(Json(blocking(move || engine.repair(b.dry_run)).await?))
+}
+
 /// Generic like every handler of the table (which names each as `handler::<S>`).
 #[allow(clippy::extra_unused_type_parameters)]
 pub(super) async fn openapi<S: Store + Send + Sync>() -> Json<Value> {
@@ -186,9 +204,9 @@ pub(super) async fn openapi<S: Store + Send + Sync>() -> Json<Value> {
 pub(super) async fn healthz<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
 ) -> Result<Json<Value>, ApiError> {
-    // Healthy means the store answers.
-    let engine = ctx.engine.clone();
-    blocking(move || engine.machines("default").map(|_| ())).await?;
+    // Healthy means the store answers (a read that no stored record can fail).
+    let store = ctx.engine.store().clone();
+    blocking(move || Ok(store.log(i64::MAX, 1).map(|_| ())?)).await?;
     Ok(Json(json!({"status": "ok"})))
 }
 

@@ -215,6 +215,18 @@ impl Client for Http {
         self.json("GET", "/v1/machines", &[], None)
     }
 
+    fn delete_machine(&self, name: &str, version: u32) -> Result<(), Failure> {
+        let url = self.url(
+            &format!("/v1/machines/{}/versions/{version}", enc(name)),
+            &[],
+        );
+        self.send("DELETE", &url, None).map(|_| ())
+    }
+
+    fn repair(&self, dry_run: bool) -> Result<cairn_api::Repair, Failure> {
+        self.json("POST", "/v1/repair", &[], Some(json!({"dry_run": dry_run})))
+    }
+
     fn start(
         &self,
         machine: &str,

@@ -41,6 +41,10 @@ pub fn failure(e: Error) -> Failure {
 pub trait Client {
     fn apply(&self, text: &str, file: &str) -> Result<Applied, Failure>;
     fn machines(&self) -> Result<Vec<Machine>, Failure>;
+    /// Deletes a machine version no instance runs on.
+    fn delete_machine(&self, name: &str, version: u32) -> Result<(), Failure>;
+    /// Finds (and unless `dry_run` deletes) unreadable stored machine versions.
+    fn repair(&self, dry_run: bool) -> Result<cairn_api::Repair, Failure>;
     fn start(
         &self,
         machine: &str,
@@ -152,6 +156,16 @@ impl Client for Local {
             version: a.version,
             created: a.created,
         })
+    }
+
+    fn delete_machine(&self, name: &str, version: u32) -> Result<(), Failure> {
+        self.engine
+            .delete_machine(&self.namespace, name, version)
+            .map_err(failure)
+    }
+
+    fn repair(&self, dry_run: bool) -> Result<cairn_api::Repair, Failure> {
+        self.engine.repair(dry_run).map_err(failure)
     }
 
     fn machines(&self) -> Result<Vec<Machine>, Failure> {

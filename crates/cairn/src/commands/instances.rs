@@ -93,6 +93,64 @@ pub fn machines(g: &Global, c: &dyn Client) -> Result<(), Failure> {
     Ok(())
 }
 
+#[derive(clap::Subcommand)]
+pub enum MachineCmd {
+    /// Delete a version no instance runs on; its number is never given again.
+    Rm { name: String, version: u32 },
+}
+
+pub fn machine(g: &Global, c: &dyn Client, m: MachineCmd) -> Result<(), Failure> {
+    match m {
+        MachineCmd::Rm { name, version } => {
+            c.delete_machine(&name, version)?;
+            if g.json {
+                print_json(&serde_json::json!({"deleted": {"machine": name, "version": version}}));
+            } else {
+                println!("deleted machine `{name}` version {version}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct Repair {
+    /// Only report what would be deleted.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn repair(g: &Global, c: &dyn Client, a: Repair) -> Result<(), Failure> {
+    let r = c.repair(a.dry_run)?;
+    if g.json {
+        print_json(&r);
+        return Ok(());
+    }
+    let show = |u: &cairn_api::Unreadable| {
+        format!(
+            "`{}` version {} (namespace `{}`)",
+            u.machine, u.version, u.namespace
+        )
+    };
+    for u in &r.deleted {
+        println!("deleted unreadable machine {}", show(u));
+    }
+    for u in &r.deletable {
+        println!("would delete unreadable machine {}", show(u));
+    }
+    for u in &r.in_use {
+        println!(
+            "kept unreadable machine {}: {} instance(s) run on it; delete or migrate them, then repair again",
+            show(u),
+            u.instances
+        );
+    }
+    if r.deleted.is_empty() && r.deletable.is_empty() && r.in_use.is_empty() {
+        println!("every stored machine reads back; nothing to repair");
+    }
+    Ok(())
+}
+
 #[derive(clap::Args)]
 pub struct Start {
     /// The machine to start (its latest version).
