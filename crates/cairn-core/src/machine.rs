@@ -545,12 +545,18 @@ fn too_deep(root: &Node, max: usize) -> Option<Pos> {
     None
 }
 
+/// The longest duration a definition may name (about 100 years): time arithmetic on it
+/// can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+
 fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse().ok().map(Duration::from_millis);
-    }
-    humantime::parse_duration(s).ok()
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse().ok().map(Duration::from_millis)
+    } else {
+        humantime::parse_duration(s).ok()
+    };
+    d.filter(|d| *d <= MAX_DURATION)
 }
 
 impl Builder {
@@ -716,7 +722,7 @@ impl Builder {
                             K::InvalidDuration,
                             pos,
                             st,
-                            format!("`after` key `{key}` is not a duration (e.g. 500ms, 30s, 10m, 2h, 1d)"),
+                            format!("`after` key `{key}` is not a duration of at most 100 years (e.g. 500ms, 30s, 10m, 2h, 1d)"),
                         );
                         None
                     }
@@ -1018,7 +1024,7 @@ impl Builder {
                 d.pos,
                 st,
                 format!(
-                    "`{what}` `{}` is not a duration (e.g. 500ms, 30s, 10m, 2h, 1d)",
+                    "`{what}` `{}` is not a duration of at most 100 years (e.g. 500ms, 30s, 10m, 2h, 1d)",
                     d.value
                 ),
             );

@@ -173,15 +173,16 @@ fn bad_durations() {
 initial: a
 states:
   a:
-    after: { 30 seconds please: b, 2h: b }
+    after: { 30 seconds please: b, 2h: b, 200years: b }
     task: { queue: q, timeout: soon, retry: { max_attempts: 0, initial: fast } }
   b: {}
 "##,
         expect![[r#"
-            m.yaml:5:14: error[invalid-duration]: in state `a`: `after` key `30 seconds please` is not a duration (e.g. 500ms, 30s, 10m, 2h, 1d)
-            m.yaml:6:32: error[invalid-duration]: in state `a`: `task.timeout` `soon` is not a duration (e.g. 500ms, 30s, 10m, 2h, 1d)
+            m.yaml:5:14: error[invalid-duration]: in state `a`: `after` key `30 seconds please` is not a duration of at most 100 years (e.g. 500ms, 30s, 10m, 2h, 1d)
+            m.yaml:5:43: error[invalid-duration]: in state `a`: `after` key `200years` is not a duration of at most 100 years (e.g. 500ms, 30s, 10m, 2h, 1d)
+            m.yaml:6:32: error[invalid-duration]: in state `a`: `task.timeout` `soon` is not a duration of at most 100 years (e.g. 500ms, 30s, 10m, 2h, 1d)
             m.yaml:6:61: error[invalid-value]: in state `a`: `retry.max_attempts` must be a whole number of at least 1
-            m.yaml:6:73: error[invalid-duration]: in state `a`: `retry.initial` `fast` is not a duration (e.g. 500ms, 30s, 10m, 2h, 1d)"#]],
+            m.yaml:6:73: error[invalid-duration]: in state `a`: `retry.initial` `fast` is not a duration of at most 100 years (e.g. 500ms, 30s, 10m, 2h, 1d)"#]],
     );
 }
 

@@ -152,17 +152,36 @@ impl<S: Send + Sync> FromRequestParts<S> for Namespaces {
     }
 }
 
+/// What a route takes besides its access: the query parameters it knows (besides
+/// `namespace`); any other is refused.
+pub type Known = Arc<Vec<&'static str>>;
+
 /// Enforces a route's [`Access`]; see the module docs for the order of the checks.
 pub async fn guard<S: Store + Send + Sync>(
-    State((ctx, access)): State<(Arc<Ctx<S>>, Access)>,
+    State((ctx, access, known)): State<(Arc<Ctx<S>>, Access, Known)>,
     mut req: Request,
     next: Next,
 ) -> Response {
+    let pairs = Pairs::parse(req.uri().query());
+    if let Some(unknown) = pairs
+        .keys()
+        .find(|k| *k != "namespace" && !known.contains(k))
+    {
+        return ApiError::bad_request(format!(
+            "unknown query parameter `{unknown}`; this route takes {}",
+            if known.is_empty() {
+                "`namespace` only".to_string()
+            } else {
+                format!("`namespace`, `{}`", known.join("`, `"))
+            }
+        ))
+        .into_response();
+    }
     if access.scope == Scope::Open {
         return next.run(req).await;
     }
     let (method, uri, headers) = (req.method(), req.uri(), req.headers());
-    match admit(&ctx, access, (method, uri, headers)).await {
+    match admit(&ctx, access, (method, uri, headers), &pairs).await {
         Ok((caller, scope)) => {
             match scope {
                 Resolved::One(ns) => {
@@ -188,6 +207,7 @@ async fn admit<S: Store + Send + Sync>(
     ctx: &Ctx<S>,
     access: Access,
     (method, uri, headers): (&Method, &Uri, &HeaderMap),
+    pairs: &Pairs,
 ) -> Result<(Principal, Resolved), ApiError> {
     let settings = &ctx.settings;
     check_site(settings, method, headers, access)?;
@@ -216,7 +236,6 @@ async fn admit<S: Store + Send + Sync>(
             ),
         ));
     }
-    let pairs = Pairs::parse(uri.query());
     let asked = pairs.one("namespace")?;
     if let Some(ns) = asked
         && !principal.allows(ns)

@@ -128,6 +128,16 @@ impl From<Error> for ApiError {
 /// `application/problem+json` with the HTTP status in `status`, keeping its headers
 /// (`Allow` of a 405).
 pub async fn problems(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    // Longer addresses are no request of ours (hyper itself refuses those over 64 KiB).
+    const MAX_URI: usize = 8 * 1024;
+    if req.uri().to_string().len() > MAX_URI {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            format!("the request's address is over {MAX_URI} bytes"),
+        )
+        .into_response();
+    }
     let response = next.run(req).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -208,19 +218,37 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON body whose rejections are problems: 400 for malformed JSON or wrong fields,
-/// 413 for a body over the limit, 415 for a missing JSON content type.
+/// A JSON body whose rejections are problems: 400 for malformed JSON, a body that is not
+/// an object, or wrong fields; 413 for a body over the limit; 415 for a missing JSON
+/// content type.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Body(v)),
+        match axum::Json::<Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => object(v).map(Body),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// `v` as `T`, when it is a JSON object (serde would read a struct from a list too).
+fn object<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    if !v.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "the body must be a JSON object, not {}",
+            match v {
+                Value::Array(_) => "a list",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        )));
+    }
+    serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
 }
 
 pub fn json_rejection(r: JsonRejection) -> ApiError {
@@ -271,9 +299,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for MaybeBody
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(MaybeBody(T::default()));
         }
-        serde_json::from_slice(&bytes)
-            .map(MaybeBody)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+        object(v).map(MaybeBody)
     }
 }
 

@@ -128,8 +128,14 @@ pub fn app<S: Store + Send + Sync + 'static>(ctx: Arc<Ctx<S>>) -> Router {
     let timeout = ctx.settings.request_timeout;
     let mut router = Router::new();
     for (route, handler) in routes::ROUTES.iter().zip(routes::handlers::<S>()) {
+        let known: auth::Known = Arc::new(
+            openapi::query_params(route.method, route.path)
+                .into_iter()
+                .map(|(name, _, _)| name)
+                .collect(),
+        );
         let mut handler = handler.route_layer(axum::middleware::from_fn_with_state(
-            (Arc::clone(&ctx), route.access),
+            (Arc::clone(&ctx), route.access, known),
             auth::guard::<S>,
         ));
         if !route.access.long {

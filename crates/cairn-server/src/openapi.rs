@@ -376,6 +376,105 @@ fn ops() -> Vec<Op> {
     ]
 }
 
+fn schema_is_list(s: &Value) -> bool {
+    s["type"] == "array"
+}
+
+/// The query parameters of an operation besides `namespace`: name, schema, meaning. The
+/// server refuses any other (400), so this list is what each route takes.
+pub fn query_params(method: &str, path: &str) -> Vec<(&'static str, Value, &'static str)> {
+    let text = json!({"type": "string", "minLength": 1});
+    let status = |values: &[&str]| json!({"type": "string", "enum": values});
+    match (method.to_ascii_lowercase().as_str(), path) {
+        ("get", "/v1/instances") => vec![
+            ("machine", text.clone(), "Only instances of this machine"),
+            (
+                "status",
+                status(&["running", "paused", "completed", "failed", "cancelled"]),
+                "Only instances in this status",
+            ),
+            (
+                "state",
+                text.clone(),
+                "Only instances in this state (a dotted path) or one of its descendants",
+            ),
+            (
+                "parent",
+                text.clone(),
+                "Only the children this instance spawned",
+            ),
+            (
+                "label",
+                json!({"type": "array", "items": {"type": "string", "pattern": "^[^=]+=.*$"}}),
+                "`key=value`; repeat for several, all must match",
+            ),
+            (
+                "limit",
+                json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+                "Page size (100 by default; at most `http.max_page`)",
+            ),
+            (
+                "after",
+                json!({"type": "string", "pattern": "^[0-9]+$"}),
+                "The cursor of the next page (a page's `next`)",
+            ),
+        ],
+        ("get", "/v1/instances/{id}/export") => vec![(
+            "format",
+            status(&["json", "markdown", "jsonl"]),
+            "json (default), a Markdown report, or a JSONL trace",
+        )],
+        ("get", "/v1/machines/{name}/diagram") => vec![
+            (
+                "format",
+                status(&["mermaid", "dot"]),
+                "mermaid (default) or Graphviz dot",
+            ),
+            (
+                "version",
+                json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
+                "A version; the latest by default",
+            ),
+            (
+                "instance",
+                text.clone(),
+                "Highlight this instance's active states",
+            ),
+        ],
+        ("get", "/v1/approvals") => vec![
+            (
+                "status",
+                status(&["pending", "approved", "rejected", "cancelled", "all"]),
+                "pending (default), or another status, or all",
+            ),
+            ("instance", text.clone(), "Only this instance's approvals"),
+        ],
+        ("get", "/v1/tasks") => vec![
+            ("queue", text.clone(), "Only tasks of this queue"),
+            (
+                "status",
+                status(&["pending", "leased", "completed", "failed", "cancelled"]),
+                "Only tasks in this status",
+            ),
+            ("instance", text.clone(), "Only this instance's tasks"),
+        ],
+        ("get", "/v1/events") => vec![
+            (
+                "machine",
+                text.clone(),
+                "Only entries of this machine's instances",
+            ),
+            ("instance", text, "Only this instance's entries"),
+            (
+                "after",
+                json!({"type": "integer", "minimum": 0}),
+                "Resume after this log position (as `Last-Event-ID`)",
+            ),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// The whole document (built once).
 pub fn document() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
@@ -492,13 +591,52 @@ fn build() -> Value {
             operation["x-cairn-access"] = json!({"scope": "open"});
         }
         if let Some(b) = op.body {
-            operation["requestBody"] = json!({"content": {"application/json": {"schema": b}}});
+            // Lifecycle changes, decisions and operations take an empty body too.
+            let optional = matches!(
+                op.path.rsplit('/').next(),
+                Some(
+                    "pause"
+                        | "resume"
+                        | "cancel"
+                        | "approve"
+                        | "reject"
+                        | "verify"
+                        | "tick"
+                        | "backup"
+                        | "repair"
+                )
+            );
+            let media = if route.access.definition {
+                json!({
+                    "application/json": {"schema": b},
+                    "application/yaml": {"schema": {"type": "string"}},
+                    "application/toml": {"schema": {"type": "string"}},
+                })
+            } else {
+                json!({"application/json": {"schema": b}})
+            };
+            operation["requestBody"] = json!({"required": !optional, "content": media});
         }
         let params: Vec<Value> = op
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .map(|name| {
+                let schema = if name == "version" {
+                    json!({"type": "integer", "minimum": 0, "maximum": u32::MAX})
+                } else {
+                    json!({"type": "string", "minLength": 1})
+                };
+                json!({"name": name, "in": "path", "required": true, "schema": schema})
+            })
+            .chain(query_params(op.method, op.path).into_iter().map(|(name, schema, about)| {
+                let mut p = json!({"name": name, "in": "query", "description": about, "schema": schema});
+                if schema_is_list(&p["schema"]) {
+                    p["style"] = json!("form");
+                    p["explode"] = json!(true);
+                }
+                p
+            }))
             .chain(match route.access.scope {
                 crate::auth::Scope::Open => None,
                 crate::auth::Scope::One => Some(json!({"name": "namespace", "in": "query", "description": "The namespace (given once)", "schema": {"type": "string", "default": "default"}})),

@@ -27,6 +27,11 @@ impl Pairs {
         Pairs(out)
     }
 
+    /// The keys given, each once.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
+    }
+
     /// Every value given for `key`.
     pub fn all(&self, key: &str) -> &[String] {
         self.0
@@ -35,10 +40,14 @@ impl Pairs {
             .map_or(&[], |(_, v)| v.as_slice())
     }
 
-    /// The value of a key that may appear once; a repeat is a 400 problem.
+    /// The value of a key that may appear once; a repeat or an empty value is a 400
+    /// problem.
     pub fn one(&self, key: &str) -> Result<Option<&str>, ApiError> {
         match self.all(key) {
             [] => Ok(None),
+            [v] if v.is_empty() => Err(ApiError::bad_request(format!(
+                "query parameter `{key}` must not be empty"
+            ))),
             [v] => Ok(Some(v)),
             _ => Err(repeated(key)),
         }
@@ -101,6 +110,7 @@ impl Values {
         let key = self.key;
         let mut values = self.values;
         match values.len() {
+            1 if values[0].is_empty() => Err(QueryError(format!("`{key}` must not be empty"))),
             1 => Ok(values.remove(0)),
             _ => Err(QueryError(format!("`{key}` may be given only once"))),
         }
@@ -145,6 +155,9 @@ impl<'de> de::Deserializer<'de> for Values {
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, QueryError> {
         let key = self.key;
+        if self.values.iter().any(String::is_empty) {
+            return Err(QueryError(format!("`{key}` must not be empty")));
+        }
         let items = self.values.into_iter().map(move |v| Values {
             key: key.clone(),
             values: vec![v],
@@ -244,6 +257,10 @@ mod tests {
         assert!(e.contains("`limit`"), "{e}");
         let e = parse("wait=maybe").unwrap_err();
         assert!(e.contains("true or false"), "{e}");
+        for q in ["machine=", "label=a%3D1&label="] {
+            let e = parse(q).unwrap_err();
+            assert!(e.contains("must not be empty"), "{q}: {e}");
+        }
         let p = Pairs::parse(Some("namespace=a&namespace=%61"));
         assert!(p.one("namespace").is_err());
     }

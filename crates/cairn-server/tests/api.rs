@@ -758,6 +758,20 @@ async fn every_bad_input_is_a_problem_with_its_http_status() {
         ("GET", "/v1/nowhere".into(), None, 404),
         ("DELETE", "/v1/machines".into(), None, 405),
         ("GET", "/v1/instances/%FF%FE".into(), None, 400),
+        (
+            "GET",
+            format!("/v1/instances?machine={}", "m".repeat(9000)),
+            None,
+            414,
+        ),
+        ("GET", "/v1/instances?colour=blue".into(), None, 400),
+        ("GET", "/v1/instances?state=".into(), None, 400),
+        (
+            "POST",
+            "/v1/instances/x/events".into(),
+            Some(json!(["submit"])),
+            400,
+        ),
     ];
     for (method, uri, body, want) in cases {
         let (status, problem) = a.call(method, &uri, body).await;

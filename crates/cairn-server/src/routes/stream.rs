@@ -28,7 +28,7 @@ pub(super) struct Filter {
     machine: Option<String>,
     instance: Option<String>,
     /// Resume after this position (as `Last-Event-ID` does).
-    after: Option<i64>,
+    after: Option<u64>,
 }
 
 struct Guard(
@@ -52,14 +52,15 @@ pub(super) async fn events<S: Store + Send + Sync>(
         Some(v) => Some(
             v.to_str()
                 .ok()
-                .and_then(|s| s.trim().parse::<i64>().ok())
+                .and_then(|s| s.trim().parse::<u64>().ok())
                 .ok_or_else(|| {
                     ApiError::bad_request("Last-Event-ID must be a log position (a number)")
                 })?,
         ),
         None => None,
     };
-    let start = last.or(f.after).unwrap_or(0);
+    let start = i64::try_from(last.or(f.after).unwrap_or(0))
+        .map_err(|_| ApiError::bad_request("a log position is at most 9223372036854775807"))?;
     let permit = Arc::clone(&ctx.streams).try_acquire_owned().map_err(|_| {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
