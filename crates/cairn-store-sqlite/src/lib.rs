@@ -520,6 +520,7 @@ impl Drop for Inner {
         if let Ok(mut c) = self.checkpointer.lock()
             && let Some(h) = c.take()
         {
+            h.thread().unpark();
             let _ = h.join();
         }
     }
@@ -593,7 +594,12 @@ fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> Result<(), Er
 
 fn checkpoint_loop(conn: Connection, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
+        // Woken at once when the store closes (see `Drop for Inner`): a command that is
+        // done never waits out the interval.
+        std::thread::park_timeout(Duration::from_millis(200));
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         // PASSIVE never waits for readers or the writer; it copies what it can.
         let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     }
