@@ -619,13 +619,39 @@ impl<S: Store> Engine<S> {
     }
 
     /// Deletes an instance and everything recorded of it.
+    /// Deletes an instance with everything recorded of it, and its children (and theirs)
+    /// with it, in one unit of work; each gets an `instance_deleted` log entry. What it
+    /// sent to others stays and is delivered.
     pub fn delete(&self, ns: &str, id: &str) -> Result<(), Error> {
         let (ns, id) = (ns.to_string(), id.to_string());
         let now = self.now();
         self.write(move |tx| {
-            let inst = Self::load_instance(tx, &ns, &id)?;
-            tx.delete_instance(&ns, &id)?;
-            unit::log(tx, &inst, "deleted", json!({}), now)
+            let root = Self::load_instance(tx, &ns, &id)?;
+            // The whole tree, parents before children; deleted children first.
+            let mut tree = vec![root];
+            let mut i = 0;
+            while i < tree.len() {
+                let links = tx.children(&ns, &tree[i].id)?;
+                for link in links {
+                    if let Some(child) = tx.instance(&ns, &link.child_id)?
+                        && !tree.iter().any(|t| t.id == child.id)
+                    {
+                        tree.push(child);
+                    }
+                }
+                i += 1;
+            }
+            for inst in tree.iter().rev() {
+                tx.delete_instance(&ns, &inst.id)?;
+                unit::log(
+                    tx,
+                    inst,
+                    "instance_deleted",
+                    json!({"machine": inst.machine, "parent": inst.parent}),
+                    now,
+                )?;
+            }
+            Ok(())
         })
     }
 
@@ -701,8 +727,12 @@ impl<S: Store> Engine<S> {
         let mut removed = 0;
         if let Some(age) = policy.finished_after {
             for id in self.finished_before(ns, age)? {
-                self.delete(ns, &id)?;
-                removed += 1;
+                match self.delete(ns, &id) {
+                    Ok(()) => removed += 1,
+                    // Deleted already, with its parent.
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         let mut folded = 0;

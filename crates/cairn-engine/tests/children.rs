@@ -234,3 +234,55 @@ fn a_cancelled_parent_cancels_its_childs_tasks_timers_and_approvals() {
     assert_eq!(approvals[0].status, cairn_store::ApprovalStatus::Cancelled);
     verified(&w.e, &["h", "h.busy"]);
 }
+
+/// Deleting an instance deletes the tree it spawned, with everything recorded of each (a
+/// busy child's task, timer and approval included), and logs `instance_deleted` for each;
+/// no claim hands out the deleted child's task afterwards.
+#[test]
+fn deleting_a_parent_deletes_its_tree_and_everything_of_it() {
+    let w = world();
+    start(&w.e, "top", "t").unwrap();
+    start(&w.e, "holder", "hold").unwrap();
+    start(&w.e, "holder", "other").unwrap();
+    for id in ["t", "t.mid", "t.mid.leaf", "hold.busy"] {
+        assert!(w.e.get("default", id).is_ok(), "{id} exists");
+    }
+    w.e.delete("default", "t").unwrap();
+    w.e.delete("default", "hold").unwrap();
+    for id in ["t", "t.mid", "t.mid.leaf", "hold", "hold.busy"] {
+        assert!(
+            matches!(w.e.get("default", id), Err(Error::NotFound(_))),
+            "{id} is gone"
+        );
+    }
+    assert!(
+        w.e.tasks("default", None, None, Some("hold.busy"))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        w.e.approvals("default", None, Some("hold.busy"))
+            .unwrap()
+            .is_empty()
+    );
+    let claimed =
+        w.e.claim(&["q".into()], "w", 10, std::time::Duration::from_secs(60))
+            .unwrap();
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| c.instance.as_str())
+            .collect::<Vec<_>>(),
+        ["other.busy"],
+        "only the task of the instance that is still there"
+    );
+    w.e.store().settle_log();
+    let log = w.e.store().log(0, 1000).unwrap();
+    let deleted: Vec<&str> = log
+        .iter()
+        .filter(|l| l.entry.kind == "instance_deleted")
+        .map(|l| l.entry.instance_id.as_str())
+        .collect();
+    assert_eq!(deleted, ["t.mid.leaf", "t.mid", "t", "hold.busy", "hold"]);
+    verified(&w.e, &["other", "other.busy"]);
+}

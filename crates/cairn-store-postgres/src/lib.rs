@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "machine_deletion",
         include_str!("../migrations/0003_machine_deletion.sql"),
     ),
+    (
+        4,
+        "deletion_indexes",
+        include_str!("../migrations/0004_deletion_indexes.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations run under.

@@ -455,6 +455,7 @@ pub fn delete_instance<C: GenericClient>(
         "DELETE FROM instances WHERE namespace = $1 AND id = $2",
         &[&ns, &id],
     )? > 0;
+    // Everything recorded of it, table by table (`Tx::delete_instance`'s contract).
     for table in [
         "instance_labels",
         "history",
@@ -464,6 +465,9 @@ pub fn delete_instance<C: GenericClient>(
         "checkpoints",
         "inbox",
         "maps",
+        "tasks",
+        "task_attempts",
+        "outbox",
     ] {
         db.exec(
             &format!("DELETE FROM {table} WHERE namespace = $1 AND instance_id = $2"),

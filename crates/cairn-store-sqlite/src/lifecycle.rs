@@ -371,6 +371,7 @@ pub fn inbox_key(
 
 pub fn delete_instance(c: &Connection, ns: &str, id: &str) -> Result<bool, Error> {
     let mut existed = false;
+    // Everything recorded of it, table by table (`Tx::delete_instance`'s contract).
     for table in [
         "instances",
         "instance_labels",
@@ -381,6 +382,9 @@ pub fn delete_instance(c: &Connection, ns: &str, id: &str) -> Result<bool, Error
         "checkpoints",
         "inbox",
         "maps",
+        "tasks",
+        "task_attempts",
+        "outbox",
     ] {
         let col = if table == "instances" {
             "id"

@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_orchestration.sql"),
     include_str!("../migrations/0006_actors.sql"),
     include_str!("../migrations/0007_machine_deletion.sql"),
+    include_str!("../migrations/0008_deletion_indexes.sql"),
 ];
 
 /// The schema version of a database.

@@ -146,7 +146,8 @@ pub fn claimable(
     let marks = |n: usize| vec!["?"; n].join(", ");
     let mut args: Vec<SqlValue> = queues.iter().map(|q| SqlValue::Text(q.clone())).collect();
     let mut sql = format!(
-        "SELECT {TASK_COLS} FROM tasks WHERE queue IN ({}) AND status = 'pending' AND available_at <= ?",
+        "SELECT {TASK_COLS} FROM tasks WHERE queue IN ({}) AND status = 'pending' AND available_at <= ? \
+         AND EXISTS (SELECT 1 FROM instances i WHERE i.namespace = tasks.namespace AND i.id = tasks.instance_id)",
         marks(queues.len())
     );
     args.push(SqlValue::Text(ts(&now)));

@@ -1,7 +1,8 @@
 //! The behaviour suite every storage backend must pass, written against the traits of
 //! `cairn-store` only, so a new backend runs it unchanged: `cairn_store_tests::suite!`
 //! expands to one `#[test]` per contract, given an expression that opens a fresh store.
-//! SQLite runs it in `cairn-store-sqlite`'s tests; PostgreSQL will run the same macro.
+//! SQLite runs it in `cairn-store-sqlite`'s tests (with and without group commit),
+//! PostgreSQL in `cairn-store-postgres`'s.
 
 use std::collections::BTreeMap;
 
@@ -31,7 +32,8 @@ macro_rules! suite {
             retention_and_counts, children_are_linked_and_listed_by_parent,
             the_outbox_keeps_order_until_delivered, triggers_are_unique_by_name,
             schedules_come_due_in_order, tokens_keep_their_subject_and_are_revoked_once,
-            deleted_machine_versions_stay_taken_and_unreadable_ones_are_found);
+            deleted_machine_versions_stay_taken_and_unreadable_ones_are_found,
+            tasks_are_claimed_leased_and_reclaimed_once, claims_skip_deleted_instances);
     };
     (@tests $open:expr; $($name:ident),*) => {
         $(
@@ -843,6 +845,48 @@ pub fn the_inbox_keeps_order_and_empties_once<S: Store>(s: &S) {
     );
 }
 
+fn task(id: &str, instance: &str, queue: &str) -> cairn_store::TaskRecord {
+    cairn_store::TaskRecord {
+        id: id.into(),
+        namespace: "default".into(),
+        instance_id: instance.into(),
+        state: "s".into(),
+        queue: queue.into(),
+        action: "a".into(),
+        input: json!({"id": id}),
+        status: cairn_store::TaskStatus::Pending,
+        attempt: 0,
+        retry: json!({}),
+        timeout_ms: None,
+        heartbeat_ms: None,
+        available_at: t0(),
+        lease_owner: None,
+        lease_expires_at: None,
+        output: None,
+        error: None,
+        created_at: t0(),
+        updated_at: t0(),
+    }
+}
+
+fn outbox_entry(to: &str, source: &str) -> cairn_store::OutboxRecord {
+    cairn_store::OutboxRecord {
+        seq: 0,
+        kind: "system".into(),
+        hops: 0,
+        namespace: "default".into(),
+        instance_id: to.into(),
+        event: "child.done".into(),
+        payload: json!({}),
+        actor: format!("instance:{source}"),
+        reason: String::new(),
+        source: format!("child:{source}"),
+        created_at: t0(),
+    }
+}
+
+/// Every table that holds something of an instance, after `gone` was deleted: nothing
+/// of it anywhere, and everything of `keep` where it was (what `gone` sent included).
 pub fn deleting_an_instance_removes_everything_of_it<S: Store>(s: &S) {
     let keep = instance(
         "default",
@@ -862,16 +906,75 @@ pub fn deleting_an_instance_removes_everything_of_it<S: Store>(s: &S) {
     );
     s.write(move |tx| {
         for i in [&keep, &gone] {
+            let id = i.id.as_str();
             tx.insert_instance(i)?;
-            tx.append_history(&history("default", &i.id, 1))?;
-            tx.set_timer(&timer(&i.id, "timer.s.1s", 1))?;
-            tx.insert_approval(&approval(&format!("ap-{}", i.id), &i.id))?;
+            tx.append_history(&history("default", id, 1))?;
+            tx.set_timer(&timer(id, "timer.s.1s", 1))?;
+            tx.insert_approval(&approval(&format!("ap-{id}"), id))?;
+            tx.insert_idempotency(&IdempotencyRecord {
+                namespace: "default".into(),
+                instance_id: id.into(),
+                key: "k".into(),
+                fingerprint: "f".into(),
+                version: 1,
+                created_at: t0(),
+            })?;
+            tx.insert_checkpoint(&CheckpointRecord {
+                namespace: "default".into(),
+                instance_id: id.into(),
+                name: "c".into(),
+                seq: 1,
+                version: 1,
+                configuration: vec!["a".into()],
+                context: json!({}),
+                status: Status::Running,
+                created_at: t0(),
+            })?;
+            tx.push_inbox(&InboxRecord {
+                namespace: "default".into(),
+                instance_id: id.into(),
+                seq: 0,
+                event: "e".into(),
+                payload: json!({}),
+                actor: String::new(),
+                reason: String::new(),
+                token_id: None,
+                on_behalf_of: None,
+                idempotency_key: None,
+                created_at: t0(),
+            })?;
+            tx.put_map("default", id, "m", &json!({"items": []}))?;
+            tx.insert_task(&task(&format!("t-{id}"), id, "q"))?;
+            tx.put_attempt(&cairn_store::AttemptRecord {
+                task_id: format!("t-{id}"),
+                attempt: 1,
+                namespace: "default".into(),
+                instance_id: id.into(),
+                worker: "w".into(),
+                started_at: t0(),
+                ended_at: None,
+                outcome: None,
+                error: None,
+                tokens: None,
+                cost: None,
+            })?;
         }
+        // `gone` is `keep`'s child; each has sent the other something.
+        tx.insert_child(&cairn_store::ChildRecord {
+            namespace: "default".into(),
+            parent_id: "keep".into(),
+            child_id: "gone".into(),
+            state: Some("a".into()),
+            created_at: t0(),
+        })?;
+        tx.push_outbox(&outbox_entry("keep", "gone"))?;
+        tx.push_outbox(&outbox_entry("gone", "keep"))?;
         Ok(())
     })
     .unwrap();
     assert!(s.write(|tx| tx.delete_instance("default", "gone")).unwrap());
     assert!(!s.write(|tx| tx.delete_instance("default", "gone")).unwrap());
+    // Nothing of `gone` is left...
     assert_eq!(s.instance("default", "gone").unwrap(), None);
     assert!(s.history("default", "gone", 0, 10).unwrap().is_empty());
     assert!(s.timers("default", "gone").unwrap().is_empty());
@@ -879,6 +982,31 @@ pub fn deleting_an_instance_removes_everything_of_it<S: Store>(s: &S) {
         s.approvals("default", None, Some("gone"))
             .unwrap()
             .is_empty()
+    );
+    assert!(s.checkpoints("default", "gone").unwrap().is_empty());
+    assert!(s.inbox("default", "gone").unwrap().is_empty());
+    assert_eq!(s.task("t-gone").unwrap(), None);
+    assert!(s.attempts("t-gone").unwrap().is_empty());
+    let (idem, maps, children, outbox) = s
+        .write(|tx| {
+            Ok((
+                tx.idempotency("default", "gone", "k")?,
+                tx.maps_of("default", "gone")?,
+                tx.children("default", "keep")?,
+                tx.outbox(100)?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(idem, None);
+    assert!(maps.is_empty());
+    assert!(children.is_empty(), "the link to its parent is gone");
+    // ...and what it sent its parent is still on its way; what was sent to it is not.
+    assert_eq!(
+        outbox
+            .iter()
+            .map(|e| (e.instance_id.as_str(), e.source.as_str()))
+            .collect::<Vec<_>>(),
+        [("keep", "child:gone")]
     );
     let labelled = s
         .instances(&InstanceFilter {
@@ -894,8 +1022,172 @@ pub fn deleting_an_instance_removes_everything_of_it<S: Store>(s: &S) {
             .collect::<Vec<_>>(),
         ["keep"]
     );
+    // Everything of `keep` is where it was.
     assert_eq!(s.history("default", "keep", 0, 10).unwrap().len(), 1);
     assert_eq!(s.timers("default", "keep").unwrap().len(), 1);
+    assert_eq!(s.approvals("default", None, Some("keep")).unwrap().len(), 1);
+    assert_eq!(s.checkpoints("default", "keep").unwrap().len(), 1);
+    assert_eq!(s.inbox("default", "keep").unwrap().len(), 1);
+    assert!(s.task("t-keep").unwrap().is_some());
+    assert_eq!(s.attempts("t-keep").unwrap().len(), 1);
+    let (idem, maps) = s
+        .write(|tx| {
+            Ok((
+                tx.idempotency("default", "keep", "k")?,
+                tx.maps_of("default", "keep")?,
+            ))
+        })
+        .unwrap();
+    assert!(idem.is_some());
+    assert_eq!(maps.len(), 1);
+}
+
+/// Claims hand out a pending task once, leases expire and are found, and a claimed task
+/// is not claimable again.
+pub fn tasks_are_claimed_leased_and_reclaimed_once<S: Store>(s: &S) {
+    let i = instance("default", "i", "m", Status::Running, &["a"], &[]);
+    let other = InstanceRecord {
+        namespace: "other".into(),
+        ..instance("other", "j", "m", Status::Running, &["a"], &[])
+    };
+    s.write(move |tx| {
+        tx.insert_instance(&i)?;
+        tx.insert_instance(&other)?;
+        tx.insert_task(&task("t1", "i", "q"))?;
+        tx.insert_task(&cairn_store::TaskRecord {
+            available_at: at(100),
+            ..task("t2", "i", "q")
+        })?;
+        tx.insert_task(&task("t3", "i", "elsewhere"))?;
+        tx.insert_task(&cairn_store::TaskRecord {
+            namespace: "other".into(),
+            ..task("t4", "j", "q")
+        })?;
+        Ok(())
+    })
+    .unwrap();
+    assert!(matches!(
+        s.write(|tx| tx.insert_task(&task("t1", "i", "q"))),
+        Err(Error::Conflict(_))
+    ));
+    let q = vec!["q".to_string()];
+    let ids = |tasks: Vec<cairn_store::TaskRecord>| -> Vec<String> {
+        tasks.into_iter().map(|t| t.id).collect()
+    };
+    // Only what is due, of the queues and namespaces asked, oldest first.
+    let (q2, q3) = (q.clone(), q.clone());
+    assert_eq!(
+        ids(s
+            .write(move |tx| tx.claimable_tasks(&q2, None, at(10), 10))
+            .unwrap()),
+        ["t1", "t4"]
+    );
+    assert_eq!(
+        ids(s
+            .write(move |tx| tx.claimable_tasks(&q3, Some(&["default".to_string()]), at(200), 10))
+            .unwrap()),
+        ["t1", "t2"]
+    );
+    assert!(
+        s.task_work(&q, Some(&["default".to_string()]), at(10))
+            .unwrap()
+    );
+    assert!(!s.task_work(&["none".to_string()], None, at(10)).unwrap());
+    // Leased, it is no longer claimable; its lease expires and is found once.
+    s.write(|tx| {
+        let mut t = tx.task("t1")?.expect("t1");
+        t.status = cairn_store::TaskStatus::Leased;
+        t.attempt = 1;
+        t.lease_owner = Some("w".into());
+        t.lease_expires_at = Some(at(30));
+        tx.update_task(&t)
+    })
+    .unwrap();
+    let q4 = q.clone();
+    assert_eq!(
+        ids(s
+            .write(move |tx| tx.claimable_tasks(&q4, None, at(50), 10))
+            .unwrap()),
+        ["t4"]
+    );
+    assert!(
+        s.write(|tx| tx.expired_leases(at(20), 10))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ids(s.write(|tx| tx.expired_leases(at(40), 10)).unwrap()),
+        ["t1"]
+    );
+    let open = s.write(|tx| tx.open_tasks("default", "i")).unwrap();
+    assert_eq!(open.len(), 3);
+    s.write(|tx| {
+        let mut t = tx.task("t1")?.expect("t1");
+        t.status = cairn_store::TaskStatus::Completed;
+        tx.update_task(&t)
+    })
+    .unwrap();
+    assert!(
+        s.write(|tx| tx.expired_leases(at(40), 10))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.write(|tx| tx.open_tasks("default", "i")).unwrap().len(),
+        2
+    );
+    // Attempts are kept by number, replaced in place.
+    for outcome in [None, Some("completed")] {
+        s.write(move |tx| {
+            tx.put_attempt(&cairn_store::AttemptRecord {
+                task_id: "t1".into(),
+                attempt: 1,
+                namespace: "default".into(),
+                instance_id: "i".into(),
+                worker: "w".into(),
+                started_at: t0(),
+                ended_at: outcome.map(|_| at(5)),
+                outcome: outcome.map(str::to_string),
+                error: None,
+                tokens: Some(7),
+                cost: Some(0.5),
+            })
+        })
+        .unwrap();
+    }
+    let attempts = s.attempts("t1").unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome.as_deref(), Some("completed"));
+    assert_eq!((attempts[0].tokens, attempts[0].cost), (Some(7), Some(0.5)));
+}
+
+/// A task whose instance is gone is never handed out, on any backend.
+pub fn claims_skip_deleted_instances<S: Store>(s: &S) {
+    let i = instance("default", "i", "m", Status::Running, &["a"], &[]);
+    s.write(move |tx| {
+        tx.insert_instance(&i)?;
+        // A task without its instance, as a store written before deletion was complete
+        // could hold one.
+        tx.insert_task(&task("orphan", "missing", "q"))?;
+        tx.insert_task(&task("t", "i", "q"))
+    })
+    .unwrap();
+    let q = vec!["q".to_string()];
+    let q2 = q.clone();
+    let claimable = s
+        .write(move |tx| tx.claimable_tasks(&q2, None, at(10), 10))
+        .unwrap();
+    assert_eq!(
+        claimable.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["t"]
+    );
+    s.write(|tx| tx.delete_instance("default", "i")).unwrap();
+    assert!(
+        s.write(move |tx| tx.claimable_tasks(&q, None, at(10), 10))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!s.task_work(&["q".to_string()], None, at(10)).unwrap());
 }
 
 pub fn history_can_be_compacted<S: Store>(s: &S) {

@@ -174,8 +174,15 @@ pub trait Tx {
         key: &str,
     ) -> Result<Option<InboxRecord>, Error>;
 
-    /// Deletes an instance and everything recorded of it (history, keys, timers,
-    /// approvals, checkpoints, inbox, labels); whether it existed. The log keeps its entries.
+    /// Deletes an instance and everything recorded of it: its row and labels, history,
+    /// idempotency keys, timers, approvals, checkpoints, inbox, map progress, tasks and
+    /// their attempts, its links to its parent and children, and the outbox entries
+    /// addressed to it; whether it existed.
+    ///
+    /// # Contract
+    /// Entries it sent stay (they are delivered); its children are not deleted here (the
+    /// engine deletes them first); the log keeps its entries. No other instance's rows
+    /// change.
     fn delete_instance(&mut self, namespace: &str, instance_id: &str) -> Result<bool, Error>;
     /// Deletes the instance's history records with `seq` below `before_seq`.
     fn delete_history_before(

@@ -381,8 +381,14 @@ pub fn rm(g: &Global, c: &dyn Client, a: Rm) -> Result<(), Failure> {
         }
     };
     let bar = progress(Some(ids.len() as u64), "deleting");
+    let bulk = a.id.is_none();
     for id in &ids {
-        c.delete(id)?;
+        match c.delete(id) {
+            Ok(()) => {}
+            // Deleted already, with its parent.
+            Err(f) if bulk && f.code == 3 => {}
+            Err(f) => return Err(f),
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
