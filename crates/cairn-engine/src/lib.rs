@@ -27,7 +27,7 @@ pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, TRANS
 pub use error::Error;
 pub use executors::{Captured, ExecutorService, Executors, Finished, Secrets, run_process};
 pub use lifecycle::{
-    DecideRequest, Decided, ForkFrom, Retention, Stats, TimerService, merge_patch,
+    DecideRequest, Decided, ForkFrom, LOG_TRIM_STEP, Retention, Stats, TimerService, merge_patch,
 };
 pub use tasks::{
     Claimed, DEFAULT_LEASE, Handler, LEASE_RANGE, TaskError, TaskOutcome, Usage, WorkerService,

@@ -86,6 +86,9 @@ impl ForkFrom {
 
 pub use cairn_api::Stats;
 
+/// The most log entries one unit of log retention removes.
+pub const LOG_TRIM_STEP: usize = 5_000;
+
 /// How old history and finished instances are kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Retention {
@@ -657,16 +660,25 @@ impl<S: Store> Engine<S> {
 
     /// Finished instances last updated longer ago than `age`, oldest first.
     pub fn finished_before(&self, ns: &str, age: chrono::Duration) -> Result<Vec<String>, Error> {
-        let cutoff = (age >= chrono::Duration::zero())
+        let cutoff = self.cutoff(age, "a retention age")?;
+        Ok(self.store().finished_before(ns, cutoff, usize::MAX >> 1)?)
+    }
+
+    /// Now less `age`, when that is a time.
+    fn cutoff(
+        &self,
+        age: chrono::Duration,
+        what: &str,
+    ) -> Result<chrono::DateTime<chrono::Utc>, Error> {
+        (age >= chrono::Duration::zero())
             .then(|| self.now().checked_sub_signed(age))
             .flatten()
             .ok_or_else(|| {
                 Error::Invalid(format!(
-                    "a retention age is 0 to about 262,000 years; {} ms is not",
+                    "{what} is 0 to about 262,000 years; {} ms is not",
                     age.num_milliseconds()
                 ))
-            })?;
-        Ok(self.store().finished_before(ns, cutoff, usize::MAX >> 1)?)
+            })
     }
 
     /// Folds all but the newest `keep` history records of an instance into a base record
@@ -745,6 +757,32 @@ impl<S: Store> Engine<S> {
             }
         }
         Ok((removed, folded))
+    }
+
+    /// Log retention: removes log entries older than `older_than` and those beyond the
+    /// newest `keep`, oldest first, in units of at most [`LOG_TRIM_STEP`] entries (so no
+    /// unit holds the writer longer than a group commit), and moves the log's horizon.
+    /// An event stream resuming from below the horizon is told so (`reset`). Returns how
+    /// many entries were removed.
+    pub fn trim_log(
+        &self,
+        older_than: Option<chrono::Duration>,
+        keep: Option<u64>,
+    ) -> Result<u64, Error> {
+        let before = older_than
+            .map(|age| self.cutoff(age, "a log retention age"))
+            .transpose()?;
+        if before.is_none() && keep.is_none() {
+            return Ok(0);
+        }
+        let mut removed = 0;
+        loop {
+            let n = self.write(move |tx| Ok(tx.trim_log(before, keep, LOG_TRIM_STEP)?))?;
+            removed += n;
+            if n < LOG_TRIM_STEP as u64 {
+                return Ok(removed);
+            }
+        }
     }
 
     /// Everything recorded of one instance, as wire types.

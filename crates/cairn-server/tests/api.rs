@@ -34,6 +34,7 @@ states:
 
 struct Api {
     app: axum::Router,
+    engine: Engine<cairn_store_any::AnyStore>,
     _dir: Backend,
 }
 
@@ -53,7 +54,8 @@ fn api() -> Api {
         ..Settings::default()
     };
     Api {
-        app: app(Ctx::new(engine, settings)),
+        app: app(Ctx::new(engine.clone(), settings)),
+        engine,
         _dir: dir,
     }
 }
@@ -697,6 +699,54 @@ async fn the_event_stream_resumes_from_last_event_id_in_order() {
         live.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(),
         ["started", "transition", "approval_requested"]
     );
+}
+
+#[tokio::test]
+async fn a_stream_from_below_the_log_horizon_is_reset_then_goes_on() {
+    let a = api();
+    a.raw(
+        "POST",
+        "/v1/machines",
+        Some("application/yaml"),
+        FLOW.as_bytes().to_vec(),
+    )
+    .await;
+    a.call(
+        "POST",
+        "/v1/instances",
+        Some(json!({"machine": "flow", "id": "s1"})),
+    )
+    .await;
+    for _ in 0..3 {
+        a.call(
+            "POST",
+            "/v1/instances/s1/events",
+            Some(json!({"event": "add", "payload": {"qty": 1}})),
+        )
+        .await;
+    }
+    let all = read_events(&a, "/v1/events", None, 5).await;
+    assert_eq!(all.len(), 5);
+    // Log retention keeps the newest two entries.
+    let engine = a.engine.clone();
+    let removed = tokio::task::spawn_blocking(move || engine.trim_log(None, Some(2)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(removed, 3);
+    let horizon = all[2].0;
+    let reset = (horizon, "reset".to_string());
+    // From the beginning, or resuming from below the horizon: a reset naming it, then
+    // everything after it.
+    let from_start = read_events(&a, "/v1/events", None, 3).await;
+    assert_eq!(from_start, [reset.clone(), all[3].clone(), all[4].clone()]);
+    let resumed = read_events(&a, "/v1/events", Some(&all[0].0.to_string()), 3).await;
+    assert_eq!(resumed, from_start);
+    let by_query = read_events(&a, &format!("/v1/events?after={}", all[1].0), None, 3).await;
+    assert_eq!(by_query, from_start);
+    // Resuming at the horizon or after it misses nothing: no reset.
+    let at = read_events(&a, "/v1/events", Some(&horizon.to_string()), 2).await;
+    assert_eq!(at, all[3..5].to_vec());
 }
 
 /// Every bad input is a 4xx `problem+json` whose `status` is the HTTP status (an

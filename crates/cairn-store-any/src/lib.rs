@@ -24,15 +24,21 @@ pub enum AnyStore {
 impl AnyStore {
     /// PostgreSQL at `database` when given, else SQLite in `data`.
     pub fn open(data: &Path, database: Option<&str>) -> Result<AnyStore, Error> {
+        Self::open_with(data, database, SqliteOptions::default())
+    }
+
+    /// As [`AnyStore::open`], with SQLite's options.
+    pub fn open_with(
+        data: &Path,
+        database: Option<&str>,
+        sqlite: SqliteOptions,
+    ) -> Result<AnyStore, Error> {
         match database {
             Some(url) => Ok(AnyStore::Postgres(PgStore::open(
                 url,
                 cairn_store_postgres::Options::default(),
             )?)),
-            None => Ok(AnyStore::Sqlite(SqliteStore::open(
-                data,
-                cairn_store_sqlite::Options::default(),
-            )?)),
+            None => Ok(AnyStore::Sqlite(SqliteStore::open(data, sqlite)?)),
         }
     }
 
@@ -211,6 +217,9 @@ impl Reader for AnyStore {
     }
     fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error> {
         both!(self, s => s.log(after, limit))
+    }
+    fn log_horizon(&self) -> Result<i64, Error> {
+        both!(self, s => s.log_horizon())
     }
 }
 

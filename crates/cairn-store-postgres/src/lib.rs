@@ -56,6 +56,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "deletion_indexes",
         include_str!("../migrations/0004_deletion_indexes.sql"),
     ),
+    (5, "meta", include_str!("../migrations/0005_meta.sql")),
 ];
 
 /// The advisory lock key migrations run under.
@@ -641,5 +642,8 @@ impl Reader for PgStore {
     }
     fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error> {
         self.read(|db| sql::log(db, after, limit))
+    }
+    fn log_horizon(&self) -> Result<i64, Error> {
+        self.read(sql::log_horizon)
     }
 }

@@ -734,6 +734,50 @@ pub fn log<C: GenericClient>(
     .collect()
 }
 
+/// See `Tx::trim_log`: only entries every reader could see (below the oldest running
+/// transaction's positions) are removed, so nothing commits below the horizon later.
+pub fn trim_log<C: GenericClient>(
+    db: &mut Db<C>,
+    before: Option<DateTime<Utc>>,
+    keep: Option<u64>,
+    limit: usize,
+) -> Result<u64, Error> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let keep = keep.map(|k| i64::try_from(k).unwrap_or(i64::MAX));
+    let row = db
+        .opt(
+            "WITH oldest AS (SELECT position, created_at FROM log \
+               WHERE position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20) \
+               ORDER BY position LIMIT $1) \
+             SELECT GREATEST( \
+               (SELECT max(position) FROM oldest WHERE created_at < $2), \
+               (SELECT CASE WHEN beyond IS NULL OR seen IS NULL THEN NULL ELSE LEAST(beyond, seen) END \
+                FROM (SELECT (SELECT position FROM log ORDER BY position DESC LIMIT 1 OFFSET $3) AS beyond, \
+                             (SELECT max(position) FROM oldest) AS seen) AS x \
+                WHERE $3::bigint IS NOT NULL)) AS cut",
+            &[&limit, &before, &keep],
+        )?
+        .ok_or_else(|| Error::Database("SELECT returned nothing".into()))?;
+    let Some(cut) = get::<Option<i64>>(&row, "cut")? else {
+        return Ok(0);
+    };
+    let removed = db.exec("DELETE FROM log WHERE position <= $1", &[&cut])?;
+    db.exec(
+        "INSERT INTO meta (key, value) VALUES ('log_horizon', $1) \
+         ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, excluded.value)",
+        &[&cut],
+    )?;
+    Ok(removed)
+}
+
+pub fn log_horizon<C: GenericClient>(db: &mut Db<C>) -> Result<i64, Error> {
+    Ok(db
+        .opt("SELECT value FROM meta WHERE key = 'log_horizon'", &[])?
+        .map(|r| get::<i64>(&r, "value"))
+        .transpose()?
+        .unwrap_or(0))
+}
+
 // Timers
 
 const TIMER_COLS: &str = "namespace, instance_id, event, state, due_at, created_at";

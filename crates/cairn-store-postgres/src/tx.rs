@@ -280,4 +280,12 @@ impl Tx for PgTx<'_> {
         self.logged += 1;
         Ok(position)
     }
+    fn trim_log(
+        &mut self,
+        before: Option<DateTime<Utc>>,
+        keep: Option<u64>,
+        limit: usize,
+    ) -> Result<u64, Error> {
+        sql::trim_log(&mut self.db(), before, keep, limit)
+    }
 }

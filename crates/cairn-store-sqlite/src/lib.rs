@@ -45,6 +45,9 @@ pub struct Options {
     pub max_batch: usize,
     /// Read connections kept open.
     pub readers: usize,
+    /// The most bytes the WAL may hold: past it, the writer runs a checkpoint that
+    /// completes and truncates the WAL between two group commits (0: never).
+    pub wal_limit: u64,
 }
 
 impl Default for Options {
@@ -53,6 +56,7 @@ impl Default for Options {
             group_commit: true,
             max_batch: 1024,
             readers: 4,
+            wal_limit: 64 * 1024 * 1024,
         }
     }
 }
@@ -123,6 +127,12 @@ pub struct WriteStats {
     pub failed_commits: std::sync::atomic::AtomicU64,
     /// Commits with at most 1, 2, 4, ... 1024 units.
     pub batch_le: [std::sync::atomic::AtomicU64; 11],
+    /// Checkpoints the writer ran because the WAL passed its limit, and those readers
+    /// held up (tried again after the next commit).
+    pub wal_truncations: std::sync::atomic::AtomicU64,
+    pub wal_truncations_busy: std::sync::atomic::AtomicU64,
+    /// The WAL's size after the last commit, in bytes.
+    pub wal_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl WriteStats {
@@ -178,6 +188,21 @@ impl WriteStats {
             self.units.load(Ordering::Relaxed)
         );
         let _ = writeln!(out, "cairn_store_commit_batch_size_count {cumulative}");
+        let _ = writeln!(
+            out,
+            "# HELP cairn_store_wal_truncations_total Checkpoints the writer ran because the WAL passed its limit.\n# TYPE cairn_store_wal_truncations_total counter\ncairn_store_wal_truncations_total {}",
+            self.wal_truncations.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cairn_store_wal_truncations_busy_total Such checkpoints readers held up (retried after the next commit).\n# TYPE cairn_store_wal_truncations_busy_total counter\ncairn_store_wal_truncations_busy_total {}",
+            self.wal_truncations_busy.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cairn_store_wal_bytes The WAL's size after the last commit.\n# TYPE cairn_store_wal_bytes gauge\ncairn_store_wal_bytes {}",
+            self.wal_bytes.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -267,9 +292,10 @@ impl SqliteStore {
         let opts = options.clone();
         let stats = Arc::new(WriteStats::default());
         let writer_stats = Arc::clone(&stats);
+        let wal = dir.join("cairn.db-wal");
         let writer_thread = std::thread::Builder::new()
             .name("cairn-sqlite-writer".into())
-            .spawn(move || write_loop(writer, jobs_rx, opts, writer_stats))
+            .spawn(move || write_loop(writer, jobs_rx, opts, writer_stats, wal))
             .map_err(|e| Error::Database(format!("cannot start the writer thread: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let checkpoint_conn = Connection::open(&path).map_err(db_err)?;
@@ -541,6 +567,7 @@ fn write_loop(
     jobs: mpsc::Receiver<Box<dyn Job>>,
     opts: Options,
     stats: Arc<WriteStats>,
+    wal: PathBuf,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -557,6 +584,36 @@ fn write_loop(
         for job in batch {
             job.finish(commit.clone());
         }
+        bound_wal(&conn, &wal, &opts, &stats);
+    }
+}
+
+/// Keeps the WAL within `opts.wal_limit`. The background checkpoints (`PASSIVE`) copy
+/// pages but, while the writer never pauses, the WAL never starts over and grows without
+/// bound; so past the limit the writer itself, between two commits (no unit waits on
+/// it but those queued), runs a `TRUNCATE` checkpoint: it completes, and the WAL starts
+/// again from nothing. Readers keep a checkpoint from completing only while a read is
+/// running (reads are short): held up for 100 ms, it is tried again after the next commit.
+fn bound_wal(conn: &Connection, wal: &Path, opts: &Options, stats: &WriteStats) {
+    let size = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
+    stats.wal_bytes.store(size, Ordering::Relaxed);
+    if opts.wal_limit == 0 || size <= opts.wal_limit {
+        return;
+    }
+    let _ = conn.busy_timeout(Duration::from_millis(100));
+    let busy = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map(|b| b != 0)
+        .unwrap_or(true);
+    let _ = conn.busy_timeout(Duration::from_secs(10));
+    if busy {
+        stats.wal_truncations_busy.fetch_add(1, Ordering::Relaxed);
+    } else {
+        stats.wal_truncations.fetch_add(1, Ordering::Relaxed);
+        let size = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
+        stats.wal_bytes.store(size, Ordering::Relaxed);
     }
 }
 
@@ -668,6 +725,9 @@ impl Reader for SqliteStore {
     }
     fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error> {
         self.read(|c| tx::log(c, after, limit))
+    }
+    fn log_horizon(&self) -> Result<i64, Error> {
+        self.read(tx::log_horizon)
     }
     fn due_timers(
         &self,

@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_actors.sql"),
     include_str!("../migrations/0007_machine_deletion.sql"),
     include_str!("../migrations/0008_deletion_indexes.sql"),
+    include_str!("../migrations/0009_meta.sql"),
 ];
 
 /// The schema version of a database.

@@ -893,6 +893,70 @@ impl Tx for SqlTx<'_> {
             .map_err(db_err)?;
         Ok(self.conn.last_insert_rowid())
     }
+    fn trim_log(
+        &mut self,
+        before: Option<DateTime<Utc>>,
+        keep: Option<u64>,
+        limit: usize,
+    ) -> Result<u64, Error> {
+        trim_log(self.conn, before, keep, limit)
+    }
+}
+
+/// See [`Tx::trim_log`]. One writer: every entry is visible, positions are commit order.
+fn trim_log(
+    c: &Connection,
+    before: Option<DateTime<Utc>>,
+    keep: Option<u64>,
+    limit: usize,
+) -> Result<u64, Error> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut cut: Option<i64> = None;
+    if let Some(before) = before {
+        cut = c
+            .query_row(
+                "SELECT max(position) FROM (SELECT position, created_at FROM log ORDER BY position LIMIT ?1) WHERE created_at < ?2",
+                params![limit, ts(&before)],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+    }
+    if let Some(keep) = keep {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let beyond: Option<i64> = c
+            .query_row(
+                "SELECT min((SELECT position FROM log ORDER BY position DESC LIMIT 1 OFFSET ?1), \
+                 (SELECT max(position) FROM (SELECT position FROM log ORDER BY position LIMIT ?2)))",
+                params![keep, limit],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+        cut = cut.max(beyond);
+    }
+    let Some(cut) = cut else {
+        return Ok(0);
+    };
+    let removed = c
+        .execute("DELETE FROM log WHERE position <= ?1", params![cut])
+        .map_err(db_err)?;
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES ('log_horizon', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+        params![cut],
+    )
+    .map_err(db_err)?;
+    Ok(removed as u64)
+}
+
+pub(crate) fn log_horizon(c: &Connection) -> Result<i64, Error> {
+    c.query_row(
+        "SELECT value FROM meta WHERE key = 'log_horizon'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map(|v| v.unwrap_or(0))
+    .map_err(db_err)
 }
 
 pub(crate) fn triggers(c: &Connection, ns: &str) -> Result<Vec<cairn_store::TriggerRecord>, Error> {

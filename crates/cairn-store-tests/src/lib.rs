@@ -33,7 +33,8 @@ macro_rules! suite {
             the_outbox_keeps_order_until_delivered, triggers_are_unique_by_name,
             schedules_come_due_in_order, tokens_keep_their_subject_and_are_revoked_once,
             deleted_machine_versions_stay_taken_and_unreadable_ones_are_found,
-            tasks_are_claimed_leased_and_reclaimed_once, claims_skip_deleted_instances);
+            tasks_are_claimed_leased_and_reclaimed_once, claims_skip_deleted_instances,
+            log_retention_trims_the_oldest_and_moves_the_horizon);
     };
     (@tests $open:expr; $($name:ident),*) => {
         $(
@@ -317,6 +318,63 @@ pub fn log_positions_follow_commit_order<S: Store>(s: &S) {
         tail.iter().map(|e| e.position).collect::<Vec<_>>(),
         positions[10..15].to_vec()
     );
+}
+
+pub fn log_retention_trims_the_oldest_and_moves_the_horizon<S: Store>(s: &S) {
+    assert_eq!(s.log_horizon().unwrap(), 0);
+    let mut positions = Vec::new();
+    for v in 1..=20u64 {
+        let e = NewLogEntry {
+            created_at: at(v as i64),
+            ..log_entry("r", v)
+        };
+        positions.push(s.write(move |tx| tx.append_log(&e)).unwrap());
+    }
+    log_settled(s, 0, 100, 20);
+    let trim = |before: Option<i64>, keep: Option<u64>, limit: usize| {
+        s.write(move |tx| tx.trim_log(before.map(at), keep, limit))
+            .unwrap()
+    };
+    let left = || {
+        s.log(0, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.position)
+            .collect::<Vec<_>>()
+    };
+    // Nothing older than the oldest: nothing removed, the horizon stays.
+    assert_eq!(trim(Some(1), None, 100), 0);
+    assert_eq!(s.log_horizon().unwrap(), 0);
+    assert_eq!(trim(None, None, 100), 0);
+    // By age, oldest first, at most `limit` per call.
+    assert_eq!(trim(Some(9), None, 5), 5);
+    assert_eq!(s.log_horizon().unwrap(), positions[4]);
+    assert_eq!(left(), positions[5..].to_vec());
+    assert_eq!(trim(Some(9), None, 100), 3);
+    assert_eq!(s.log_horizon().unwrap(), positions[7]);
+    // By count: all but the newest 10.
+    assert_eq!(trim(None, Some(10), 100), 2);
+    assert_eq!(s.log_horizon().unwrap(), positions[9]);
+    assert_eq!(left(), positions[10..].to_vec());
+    assert_eq!(trim(None, Some(3), 4), 4);
+    assert_eq!(left(), positions[14..].to_vec());
+    // Keeping more than there are, or an age older than all, removes nothing, and the
+    // horizon never goes back.
+    assert_eq!(trim(None, Some(50), 100), 0);
+    assert_eq!(trim(Some(0), None, 100), 0);
+    assert_eq!(s.log_horizon().unwrap(), positions[13]);
+    // Reading from below the horizon gives what is left; new entries come after it.
+    assert_eq!(
+        s.log(positions[2], 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.position)
+            .collect::<Vec<_>>(),
+        positions[14..].to_vec()
+    );
+    let next = s.write(|tx| tx.append_log(&log_entry("r", 21))).unwrap();
+    assert!(next > positions[19]);
+    assert_eq!(log_settled(s, positions[19], 10, 1).len(), 1);
 }
 
 pub fn pagination_visits_each_instance_once<S: Store>(s: &S) {

@@ -302,6 +302,21 @@ pub trait Tx {
     /// [`Reader::log`] only some time after its unit committed (PostgreSQL shows it once
     /// every older unit has ended), never out of order.
     fn append_log(&mut self, entry: &NewLogEntry) -> Result<i64, Error>;
+    /// Removes the oldest log entries, at most `limit` of them, oldest first: those
+    /// created before `before` and those beyond the newest `keep`. Moves the log's
+    /// horizon ([`Reader::log_horizon`]) to the last position removed, and returns how
+    /// many were removed.
+    ///
+    /// # Contract
+    /// Never removes an entry a reader could not yet see (on PostgreSQL, one above the
+    /// oldest running transaction), so no entry ever commits below the horizon. Entries
+    /// at or below the horizon are gone; every entry above it is kept.
+    fn trim_log(
+        &mut self,
+        before: Option<chrono::DateTime<chrono::Utc>>,
+        keep: Option<u64>,
+        limit: usize,
+    ) -> Result<u64, Error>;
 }
 
 /// Reads of committed data.
@@ -411,6 +426,9 @@ pub trait Reader: Send + Sync {
     fn counts(&self, namespace: &str) -> Result<Counts, Error>;
     /// Log entries after `position`, in position order.
     fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error>;
+    /// The log's horizon: the last position retention removed (0 while none was).
+    /// Entries at or below it are gone; it only grows.
+    fn log_horizon(&self) -> Result<i64, Error>;
 }
 
 /// Aggregate counts of a namespace.

@@ -36,6 +36,7 @@ pub struct Settings {
     pub limits: Limits,
     pub http: Http,
     pub retention: Retention,
+    pub sqlite: Sqlite,
     pub executors: Executors,
     /// Secrets by name, for `{{secret.NAME}}` in `exec` and `http` tasks. Never shown by
     /// `cairn config`.
@@ -179,13 +180,45 @@ pub struct Http {
     pub cors_origins: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
     /// Remove finished instances last updated longer ago than this (e.g. `30d`).
     pub finished_after: Option<String>,
     /// Fold all but this many of each instance's newest history records.
     pub max_history: Option<usize>,
+    /// Remove log entries (what `/v1/events` streams) older than this.
+    pub log_after: Option<String>,
+    /// And keep at most this many of the newest.
+    pub log_max_entries: Option<u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            finished_after: None,
+            max_history: None,
+            log_after: Some("7d".into()),
+            log_max_entries: None,
+        }
+    }
+}
+
+/// The embedded store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sqlite {
+    /// The most bytes the write-ahead log may hold before the writer checkpoints it
+    /// completely and starts it over (0: only background checkpoints).
+    pub wal_limit: u64,
+}
+
+impl Default for Sqlite {
+    fn default() -> Sqlite {
+        Sqlite {
+            wal_limit: cairn_store_any::SqliteOptions::default().wal_limit,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -201,6 +234,7 @@ impl Default for Settings {
             limits: Limits::default(),
             http: Http::default(),
             retention: Retention::default(),
+            sqlite: Sqlite::default(),
             executors: Executors::default(),
             secrets: Default::default(),
         }
@@ -392,10 +426,18 @@ impl Loaded {
                 ));
             }
         }
-        if let Some(v) = &s.retention.finished_after
-            && duration(v).is_none()
-        {
-            return Err(self.bad("retention.finished_after", v, "not a duration (e.g. 30d)"));
+        for (key, v) in [
+            ("retention.finished_after", &s.retention.finished_after),
+            ("retention.log_after", &s.retention.log_after),
+        ] {
+            if let Some(v) = v
+                && duration(v).is_none()
+            {
+                return Err(self.bad(key, v, "not a duration (e.g. 30d)"));
+            }
+        }
+        if s.retention.log_max_entries == Some(0) {
+            return Err(self.bad("retention.log_max_entries", 0, "must be at least 1"));
         }
         for c in &s.executors.exec.allow {
             if c.trim().is_empty() {

@@ -25,7 +25,11 @@ pub fn engine(
     settings: &Settings,
     config: cairn_engine::Config,
 ) -> Result<Engine<AnyStore>, cairn_engine::Error> {
-    let store = AnyStore::open(&settings.data, settings.database.as_deref())?;
+    let sqlite = cairn_store_any::SqliteOptions {
+        wal_limit: settings.sqlite.wal_limit,
+        ..Default::default()
+    };
+    let store = AnyStore::open_with(&settings.data, settings.database.as_deref(), sqlite)?;
     let clock: Arc<dyn Clock> = match store.postgres() {
         Some(pg) => Arc::new(DbClock(pg.clone())),
         None => Arc::new(cairn_engine::SystemClock),

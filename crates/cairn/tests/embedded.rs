@@ -279,6 +279,58 @@ fn the_cli_refuses_a_data_directory_another_process_writes() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// `cairn bench soak` with a 1 MiB WAL limit: under sustained load (and retention of
+/// instances and of the log) the WAL never grows past its limit by more than a batch.
+#[test]
+fn the_wal_stays_within_its_limit_under_sustained_load() {
+    const LIMIT: u64 = 1 << 20;
+    // A batch of eight units (the concurrency) writes far less than this.
+    const BATCH: u64 = 512 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "bench",
+            "soak",
+            "--minutes",
+            "3",
+            "--report-every",
+            "3",
+            "--concurrency",
+            "8",
+            "--wal-limit",
+            &LIMIT.to_string(),
+            "--data",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for l in &lines {
+        assert!(l["workflows"].as_u64().unwrap() > 0, "{l}");
+        assert!(l["wal_truncations"].as_u64().unwrap() > 0, "{l}");
+        let wal = l["wal_max_bytes"].as_u64().unwrap();
+        assert!(wal > 0 && wal <= LIMIT + BATCH, "{l}");
+    }
+    // Log retention ran: the oldest entries are gone and the horizon says so.
+    let store =
+        cairn_store_sqlite::SqliteStore::open(dir.path(), cairn_store_sqlite::Options::default())
+            .unwrap();
+    let horizon = cairn_store::Reader::log_horizon(&store).unwrap();
+    assert!(horizon > 0);
+    let first = cairn_store::Reader::log(&store, 0, 1).unwrap();
+    assert!(first.iter().all(|e| e.position > horizon), "{first:?}");
+}
+
 #[test]
 fn oversized_payloads_are_refused_with_the_limit_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -442,6 +442,8 @@ class LogEvent:
 
     ``position`` orders every entry; resuming after a position misses nothing.
     ``kind`` is ``transition``, ``started``, ``approval_requested``, ``task_enqueued``...
+    or ``reset``: log retention removed entries the stream had not reached; ``position``
+    is the horizon (``data["horizon"]``) and everything after it follows.
     """
 
     position: int

@@ -457,7 +457,8 @@ class AsyncClient:
         """Every log entry after position ``after`` (from the beginning when None), in
         commit order, forever. A dropped connection or a restarted server is resumed
         from the last entry delivered (``Last-Event-ID``), so nothing is missed or
-        repeated; with ``reconnect=False`` the failure is raised instead."""
+        repeated; with ``reconnect=False`` the failure is raised instead. Where log
+        retention removed entries not yet delivered, a ``reset`` event says so first."""
         last = after
         failures = 0
         while True:

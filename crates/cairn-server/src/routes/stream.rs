@@ -3,6 +3,8 @@
 //! reconnecting with `Last-Event-ID` (or `?after=`) gets everything it missed, in order,
 //! read from durable storage, never from a memory buffer that could overflow. Each stream
 //! reads the log on its own, so a slow client holds nothing up; open streams are capped.
+//! A stream that starts or resumes below the log's horizon (what log retention removed)
+//! first gets a `reset` event naming the horizon, then everything after it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -86,9 +88,27 @@ pub(super) async fn events<S: Store + Send + Sync>(
                     return Some((Ok(ev), (ctx, (f, scope), after, guard, machines, ready)));
                 }
                 let store = ctx.engine.store().clone();
-                let batch = tokio::task::spawn_blocking(move || store.log(after, 500)).await;
+                // The horizon is read after the entries: when retention has moved it past
+                // `after`, entries may be missing from the batch, which is dropped: the
+                // stream says so (`reset`) and goes on from the horizon.
+                let batch = tokio::task::spawn_blocking(move || {
+                    let entries = store.log(after, 500)?;
+                    Ok::<_, cairn_store::Error>((entries, store.log_horizon()?))
+                })
+                .await;
                 let entries = match batch {
-                    Ok(Ok(e)) => e,
+                    Ok(Ok((_, horizon))) if horizon > after => {
+                        let data = json!({"position": horizon, "namespace": "", "instance": "", "kind": "reset", "version": 0, "at": chrono::Utc::now(), "data": {"horizon": horizon, "after": after}});
+                        ready.push_back(
+                            Event::default()
+                                .id(horizon.to_string())
+                                .event("reset")
+                                .data(data.to_string()),
+                        );
+                        after = horizon;
+                        continue;
+                    }
+                    Ok(Ok((e, _))) => e,
                     _ => {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         continue;

@@ -62,7 +62,7 @@ states:
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The workload: W1-events, W1-tasks, W2, W3 or W5 (needs `--database`).
+    /// The workload: W1-events, W1-tasks, W2, W3, W5 (needs `--database`) or soak.
     workload: String,
     /// Workflows to run (default 2000; W2 500; W3 200); 0 runs W1 until killed.
     #[arg(long)]
@@ -85,6 +85,15 @@ pub struct Args {
     /// W3: which run of the workload process this is (internal).
     #[arg(long, hide = true)]
     pub(crate) w3_phase: Option<u8>,
+    /// soak: how many minutes to run (default 10).
+    #[arg(long)]
+    pub(crate) minutes: Option<u64>,
+    /// The WAL's limit in bytes (default the store's, 64 MiB; 0: no limit).
+    #[arg(long)]
+    pub(crate) wal_limit: Option<u64>,
+    /// soak: seconds per reported "minute" (tests shorten it).
+    #[arg(long, hide = true)]
+    pub(crate) report_every: Option<u64>,
 }
 
 impl Args {
@@ -314,9 +323,12 @@ pub fn run(data: Option<PathBuf>, database: Option<String>, a: Args) -> Result<(
     if a.workload == "W5" {
         return super::w5::run(database, &a);
     }
+    if a.workload == "soak" {
+        return super::soak::run(data, &a);
+    }
     if !matches!(a.workload.as_str(), "W1-events" | "W1-tasks" | "W2") {
         return Err(Failure::usage(anyhow!(
-            "unknown workload `{}`; available: W1-events, W1-tasks, W2, W3, W5",
+            "unknown workload `{}`; available: W1-events, W1-tasks, W2, W3, W5, soak",
             a.workload
         )));
     }
@@ -337,6 +349,7 @@ pub fn run(data: Option<PathBuf>, database: Option<String>, a: Args) -> Result<(
     };
     let options = Options {
         group_commit: !a.no_group_commit,
+        wal_limit: a.wal_limit.unwrap_or(Options::default().wal_limit),
         ..Options::default()
     };
     let store = SqliteStore::open(&dir, options).map_err(|e| Failure::from(anyhow!("{e}")))?;

@@ -45,6 +45,7 @@ const TABLES: &[&str] = &[
     "triggers",
     "schedules",
     "maps",
+    "meta",
 ];
 
 fn st(e: cairn_store::Error) -> Failure {

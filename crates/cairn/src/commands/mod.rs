@@ -8,6 +8,7 @@ pub mod migrate;
 pub mod schedule;
 pub mod serve;
 pub mod simulate;
+pub mod soak;
 pub mod token;
 pub mod trigger;
 pub mod validate;

@@ -94,7 +94,8 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
         allowed_hosts: settings.http.allowed_hosts.clone(),
         cors_origins: settings.http.cors_origins.clone(),
     };
-    // Retention, when configured, runs every minute over every namespace.
+    // Retention runs every minute: of instances (when configured) in every namespace,
+    // and of the log.
     let _retention = retention(engine.clone(), &settings.retention);
     let stats_store = engine.store().clone();
     let label = stats_store.label();
@@ -196,22 +197,19 @@ fn notifications(
 fn retention(
     engine: cairn_engine::Engine<crate::store::AnyStore>,
     r: &crate::config::Retention,
-) -> Option<cairn_engine::Background> {
-    if r.finished_after.is_none() && r.max_history.is_none() {
-        return None;
-    }
-    let policy = cairn_engine::Retention {
-        finished_after: r
-            .finished_after
-            .as_deref()
+) -> cairn_engine::Background {
+    let age = |v: &Option<String>| {
+        v.as_deref()
             .and_then(crate::config::duration)
-            .and_then(|d| chrono::Duration::from_std(d).ok()),
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+    };
+    let policy = cairn_engine::Retention {
+        finished_after: age(&r.finished_after),
         max_history: r.max_history,
     };
-    Some(cairn_engine::Background::spawn(
-        "cairn-retention",
-        Duration::from_secs(60),
-        move || {
+    let (log_after, log_max) = (age(&r.log_after), r.log_max_entries);
+    cairn_engine::Background::spawn("cairn-retention", Duration::from_secs(60), move || {
+        if policy.finished_after.is_some() || policy.max_history.is_some() {
             let mut namespaces: Vec<String> = engine
                 .instance_ids(None)
                 .unwrap_or_default()
@@ -225,7 +223,12 @@ fn retention(
                     tracing::warn!(namespace = %ns, error = %e, "retention failed");
                 }
             }
-            false
-        },
-    ))
+        }
+        match engine.trim_log(log_after, log_max) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "log retention"),
+            Err(e) => tracing::warn!(error = %e, "log retention failed"),
+        }
+        false
+    })
 }

@@ -1,0 +1,6 @@
+-- Figures the store keeps about itself, by name. `log_horizon`: the last log position
+-- retention removed (entries at or below it are gone).
+CREATE TABLE meta (
+    key   text PRIMARY KEY,
+    value bigint NOT NULL
+);
