@@ -516,6 +516,24 @@ pub struct Fork {
     pub on_behalf_of: Option<String>,
 }
 
+/// What `cairn vacuum` did: the space the store took before and after.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Vacuum {
+    /// Bytes the data took (SQLite: the database's pages; PostgreSQL: Cairn's tables
+    /// with their indexes).
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// Of those, bytes free for reuse (SQLite; `null` on PostgreSQL, which does not say).
+    pub free_bytes_before: Option<u64>,
+    pub free_bytes_after: Option<u64>,
+    /// Bounded steps taken (SQLite: units of 1,024 pages; PostgreSQL: tables).
+    pub steps: u64,
+    /// The longest step, in milliseconds: the most it held writers up (SQLite; on
+    /// PostgreSQL writers carry on during each table's VACUUM).
+    pub longest_step_ms: f64,
+    pub duration_ms: u64,
+}
+
 /// What `cairn repair` found: stored machine versions that cannot be read back.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Repair {

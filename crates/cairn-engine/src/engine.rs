@@ -830,6 +830,27 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// The newest `limit` history records (all when `None`) with a `seq` below `before`
+    /// (any when `None`), oldest first: `history --tail N`, and paging back from the end.
+    pub fn history_tail(
+        &self,
+        ns: &str,
+        id: &str,
+        before: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<HistoryRecord>, Error> {
+        if before.is_none() && limit.is_none() {
+            return self.history(ns, id);
+        }
+        self.get(ns, id)?;
+        Ok(self.store.history_before(
+            ns,
+            id,
+            before.unwrap_or(u64::MAX),
+            limit.unwrap_or(usize::MAX >> 1),
+        )?)
+    }
+
     /// The events the instance accepts now.
     pub fn accepts(&self, ns: &str, id: &str) -> Result<Vec<String>, Error> {
         let inst = self.get(ns, id)?;

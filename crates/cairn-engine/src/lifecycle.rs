@@ -785,6 +785,22 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Gives the space deletions freed back, in bounded steps that never hold the writer
+    /// up longer than a unit of work (see `Store::vacuum`).
+    pub fn vacuum(&self) -> Result<cairn_api::Vacuum, Error> {
+        let started = std::time::Instant::now();
+        let v = self.store().vacuum()?;
+        Ok(cairn_api::Vacuum {
+            bytes_before: v.before.bytes,
+            bytes_after: v.after.bytes,
+            free_bytes_before: v.before.free_bytes,
+            free_bytes_after: v.after.free_bytes,
+            steps: v.steps,
+            longest_step_ms: v.longest_step_us as f64 / 1000.0,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
     /// Everything recorded of one instance, as wire types.
     pub fn export(&self, ns: &str, id: &str) -> Result<cairn_api::Export, Error> {
         use crate::wire;

@@ -123,7 +123,7 @@ fn ops() -> Vec<Op> {
         Op {
             method: "get",
             path: "/v1/instances/{id}/history",
-            summary: "Every history record",
+            summary: "The history records, oldest first: all, or the newest `limit` (before `before`)",
             body: None,
             ok: &[(200, Some("History"))],
         },
@@ -284,6 +284,13 @@ fn ops() -> Vec<Op> {
         },
         Op {
             method: "post",
+            path: "/v1/vacuum",
+            summary: "Give the space deletions freed back, in bounded steps that never stall writers; the space before and after (a token scoped to `*`)",
+            body: Some(obj(json!({}), &[])),
+            ok: &[(200, Some("Vacuum"))],
+        },
+        Op {
+            method: "post",
             path: "/v1/tokens",
             summary: "Create a token no stronger and no wider than the caller's; the answer holds its secret",
             body: Some(r("NewToken")),
@@ -441,6 +448,18 @@ pub fn query_params(method: &str, path: &str) -> Vec<(&'static str, Value, &'sta
                 "Highlight this instance's active states",
             ),
         ],
+        ("get", "/v1/instances/{id}/history") => vec![
+            (
+                "limit",
+                json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+                "Only the newest this many records (at most `http.max_page`); all by default",
+            ),
+            (
+                "before",
+                json!({"type": "integer", "minimum": 1}),
+                "Only records with a `seq` below this (page back with the first `seq` of a page)",
+            ),
+        ],
         ("get", "/v1/approvals") => vec![
             (
                 "status",
@@ -501,6 +520,7 @@ fn build() -> Value {
         "CreatedToken" => api::CreatedToken, "NewToken" => api::NewToken, "Start" => api::Start,
         "Send" => api::Send, "Who" => api::Who, "Decide" => api::Decide, "Fork" => api::Fork,
         "Repair" => api::Repair,
+        "Vacuum" => api::Vacuum,
     );
     let mut schemas: Map<String, Value> = g.take_definitions(true).into_iter().collect();
     for (k, v) in named {
@@ -604,6 +624,7 @@ fn build() -> Value {
                         | "tick"
                         | "backup"
                         | "repair"
+                        | "vacuum"
                 )
             );
             let media = if route.access.definition {

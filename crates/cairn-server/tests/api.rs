@@ -324,6 +324,42 @@ async fn machines_instances_events_and_problems() {
     assert_eq!((s, accepts), (StatusCode::OK, json!(["add", "submit"])));
     let (_, h) = a.call("GET", "/v1/instances/f1/history", None).await;
     assert_eq!(h.as_array().unwrap().len(), 2);
+    for _ in 0..3 {
+        a.call(
+            "POST",
+            "/v1/instances/f1/events",
+            Some(json!({"event": "add", "payload": {"qty": 1}})),
+        )
+        .await;
+    }
+    // The newest records, oldest first, and paging back from the first seq of a page.
+    let seqs = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let (s, tail) = a
+        .call("GET", "/v1/instances/f1/history?limit=2", None)
+        .await;
+    assert_eq!((s, seqs(&tail)), (StatusCode::OK, vec![4, 5]));
+    let (_, back) = a
+        .call("GET", "/v1/instances/f1/history?limit=2&before=4", None)
+        .await;
+    assert_eq!(seqs(&back), [2, 3]);
+    let (_, first) = a
+        .call("GET", "/v1/instances/f1/history?before=2", None)
+        .await;
+    assert_eq!(seqs(&first), [1]);
+    let (_, all) = a.call("GET", "/v1/instances/f1/history", None).await;
+    assert_eq!(seqs(&all), [1, 2, 3, 4, 5]);
+    for bad in ["limit=0", "limit=100000", "before=0", "before=x", "tail=2"] {
+        let (s, p) = a
+            .call("GET", &format!("/v1/instances/f1/history?{bad}"), None)
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {p}");
+    }
     let (_, page) = a
         .call(
             "GET",

@@ -903,6 +903,7 @@ fn row(m: &Matrix, method: &str, path: &str, ns: &str, fresh: bool) -> Option<(R
             req("/v1/repair".into(), Some(json!({"dry_run": true})), &[200]),
             false,
         ),
+        ("POST", "/v1/vacuum") => (req("/v1/vacuum".into(), Some(json!({})), &[200]), false),
         ("POST", "/v1/tokens") => (
             req(
                 "/v1/tokens".into(),
@@ -934,7 +935,9 @@ fn documented(method: &str, path: &str) -> (Role, &'static str) {
         ("POST", "/v1/tasks/claim") => (Role::Worker, "set"),
         ("POST", p) if p.starts_with("/v1/tasks/") => (Role::Worker, "set"),
         (_, p) if p.starts_with("/v1/tokens") => (Role::Admin, "set"),
-        ("POST", "/v1/backup") | ("POST", "/v1/repair") => (Role::Admin, "global"),
+        ("POST", "/v1/backup") | ("POST", "/v1/repair") | ("POST", "/v1/vacuum") => {
+            (Role::Admin, "global")
+        }
         ("POST", "/v1/machines")
         | ("DELETE", "/v1/machines/{name}/versions/{version}")
         | ("DELETE", "/v1/instances/{id}")

@@ -9,7 +9,8 @@ use std::path::Path;
 use cairn_store::{
     ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, Counts, Error, HistoryRecord,
     InboxRecord, InstanceFilter, InstanceRecord, LogEntry, MachineRecord, Page, Reader,
-    ScheduleRecord, Store, TaskRecord, TaskStatus, TimerRecord, TokenRecord, TriggerRecord, Tx,
+    ScheduleRecord, Space, Store, TaskRecord, TaskStatus, TimerRecord, TokenRecord, TriggerRecord,
+    Tx, Vacuumed,
 };
 pub use cairn_store_postgres::PgStore;
 pub use cairn_store_sqlite::SqliteStore;
@@ -102,6 +103,12 @@ impl Store for AnyStore {
     {
         both!(self, s => s.write(work))
     }
+    fn space(&self) -> Result<Space, Error> {
+        both!(self, s => s.space())
+    }
+    fn vacuum(&self) -> Result<Vacuumed, Error> {
+        both!(self, s => s.vacuum())
+    }
 }
 
 impl Reader for AnyStore {
@@ -136,6 +143,15 @@ impl Reader for AnyStore {
         limit: usize,
     ) -> Result<Vec<HistoryRecord>, Error> {
         both!(self, s => s.history(ns, id, after, limit))
+    }
+    fn history_before(
+        &self,
+        ns: &str,
+        id: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, Error> {
+        both!(self, s => s.history_before(ns, id, before, limit))
     }
     fn transition(&self, ns: &str, id: &str, version: u64) -> Result<Option<HistoryRecord>, Error> {
         both!(self, s => s.transition(ns, id, version))

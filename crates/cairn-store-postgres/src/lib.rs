@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use cairn_store::{
     ApprovalRecord, ApprovalStatus, CheckpointRecord, Counts, Error, HistoryRecord, InboxRecord,
-    InstanceFilter, InstanceRecord, LogEntry, MachineRecord, Page, Reader, Store, TimerRecord, Tx,
+    InstanceFilter, InstanceRecord, LogEntry, MachineRecord, Page, Reader, Space, Store,
+    TimerRecord, Tx, Vacuumed,
 };
 use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
@@ -524,6 +525,56 @@ impl Store for PgStore {
             }
         })
     }
+
+    fn space(&self) -> Result<Space, Error> {
+        self.read(|db| {
+            let row = db
+                .opt(
+                    "SELECT COALESCE(sum(pg_total_relation_size(format('%I.%I', schemaname, tablename)::regclass)), 0)::bigint AS bytes \
+                     FROM pg_tables WHERE schemaname = current_schema()",
+                    &[],
+                )?
+                .ok_or_else(|| Error::Database("SELECT returned nothing".into()))?;
+            Ok(Space {
+                bytes: sql::get::<i64>(&row, "bytes")?.max(0) as u64,
+                free_bytes: None,
+            })
+        })
+    }
+
+    /// `VACUUM (ANALYZE)` of each of Cairn's tables, one at a time: dead rows' space is
+    /// reused and the planner's statistics refreshed, while writers carry on (a plain
+    /// VACUUM takes no lock they wait on).
+    fn vacuum(&self) -> Result<Vacuumed, Error> {
+        let before = self.space()?;
+        let tables: Vec<String> = self.read(|db| {
+            db.query(
+                "SELECT tablename::text AS name FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename",
+                &[],
+            )?
+            .iter()
+            .map(|r| sql::get::<String>(r, "name"))
+            .collect()
+        })?;
+        let (mut steps, mut longest_step_us) = (0, 0);
+        for t in &tables {
+            let started = std::time::Instant::now();
+            let quoted = format!("\"{}\"", t.replace('"', "\"\""));
+            self.with_conn(|c| {
+                c.client
+                    .batch_execute(&format!("VACUUM (ANALYZE) {quoted}"))
+                    .map_err(db_err)
+            })?;
+            steps += 1;
+            longest_step_us = longest_step_us.max(started.elapsed().as_micros() as u64);
+        }
+        Ok(Vacuumed {
+            before,
+            after: self.space()?,
+            steps,
+            longest_step_us,
+        })
+    }
 }
 
 impl Reader for PgStore {
@@ -558,6 +609,15 @@ impl Reader for PgStore {
         limit: usize,
     ) -> Result<Vec<HistoryRecord>, Error> {
         self.read(|db| sql::history(db, ns, id, after, limit))
+    }
+    fn history_before(
+        &self,
+        ns: &str,
+        id: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, Error> {
+        self.read(|db| sql::history_before(db, ns, id, before, limit))
     }
     fn transition(&self, ns: &str, id: &str, version: u64) -> Result<Option<HistoryRecord>, Error> {
         self.read(|db| sql::transition(db, ns, id, version))

@@ -54,7 +54,7 @@ impl<C: GenericClient> Db<'_, C> {
     }
 }
 
-fn get<'a, T: FromSql<'a>>(r: &'a Row, col: &str) -> Result<T, Error> {
+pub(crate) fn get<'a, T: FromSql<'a>>(r: &'a Row, col: &str) -> Result<T, Error> {
     r.try_get(col)
         .map_err(|e| Error::Corrupt(format!("column `{col}`: {e}")))
 }
@@ -599,6 +599,25 @@ pub fn history<C: GenericClient>(
         )?,
         history_row,
     )
+}
+
+pub fn history_before<C: GenericClient>(
+    db: &mut Db<C>,
+    ns: &str,
+    id: &str,
+    before: u64,
+    limit: usize,
+) -> Result<Vec<HistoryRecord>, Error> {
+    let before = i64_of(before);
+    let mut newest = rows(
+        db.query(
+            &format!("SELECT {HISTORY_COLS} FROM history WHERE namespace = $1 AND instance_id = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"),
+            &[&ns, &id, &before, &(limit.min(i64::MAX as usize) as i64)],
+        )?,
+        history_row,
+    )?;
+    newest.reverse();
+    Ok(newest)
 }
 
 pub fn history_at<C: GenericClient>(

@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_machine_deletion.sql"),
     include_str!("../migrations/0008_deletion_indexes.sql"),
     include_str!("../migrations/0009_meta.sql"),
+    include_str!("../migrations/0010_incremental_vacuum.sql"),
 ];
 
 /// The schema version of a database.
@@ -31,6 +32,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
     migrate_to(conn, MIGRATIONS.len())
 }
 
+/// The first line of a migration that cannot run in a transaction (`VACUUM`): it is run
+/// alone, then the schema version is set; it must be safe to run again.
+const OUTSIDE_A_TRANSACTION: &str = "-- cairn: outside a transaction";
+
 /// Applies migrations up to `target` (tests use it to build each earlier schema).
 pub fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), Error> {
     let current = schema_version(conn)?;
@@ -41,6 +46,12 @@ pub fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), Error> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
+        if sql.starts_with(OUTSIDE_A_TRANSACTION) {
+            conn.execute_batch(sql).map_err(db_err)?;
+            conn.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(db_err)?;
+            continue;
+        }
         let tx = conn.transaction().map_err(db_err)?;
         tx.execute_batch(sql).map_err(db_err)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)

@@ -344,6 +344,32 @@ pub fn history(
         .collect()
 }
 
+pub fn history_before(
+    c: &Connection,
+    ns: &str,
+    id: &str,
+    before: u64,
+    limit: usize,
+) -> Result<Vec<HistoryRecord>, Error> {
+    let mut s = c
+        .prepare_cached(&format!(
+            "SELECT {HISTORY_COLS} FROM history WHERE namespace = ?1 AND instance_id = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4"
+        ))
+        .map_err(db_err)?;
+    let before = i64::try_from(before).unwrap_or(i64::MAX);
+    let rows = s
+        .query_map(
+            params![ns, id, before, limit.min(i64::MAX as usize) as i64],
+            history_row,
+        )
+        .map_err(db_err)?;
+    let mut newest = rows
+        .map(|r| r.map_err(db_err).and_then(decode_history))
+        .collect::<Result<Vec<_>, _>>()?;
+    newest.reverse();
+    Ok(newest)
+}
+
 pub fn log(c: &Connection, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error> {
     let mut s = c
         .prepare_cached(

@@ -353,6 +353,14 @@ pub trait Reader: Send + Sync {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<HistoryRecord>, Error>;
+    /// The newest `limit` history records with a `seq` below `before_seq`, oldest first.
+    fn history_before(
+        &self,
+        namespace: &str,
+        instance_id: &str,
+        before_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, Error>;
     /// The transition (start or event) that produced `version`.
     fn transition(
         &self,
@@ -431,6 +439,27 @@ pub trait Reader: Send + Sync {
     fn log_horizon(&self) -> Result<i64, Error>;
 }
 
+/// The space a store takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Space {
+    /// Bytes the data takes (SQLite: the database's pages; PostgreSQL: Cairn's tables
+    /// with their indexes and TOAST).
+    pub bytes: u64,
+    /// Of those, bytes free for reuse (SQLite's free pages; PostgreSQL does not say).
+    pub free_bytes: Option<u64>,
+}
+
+/// What [`Store::vacuum`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Vacuumed {
+    pub before: Space,
+    pub after: Space,
+    /// The bounded steps it took.
+    pub steps: u64,
+    /// The longest of them, in microseconds (how long it held writers up, at most).
+    pub longest_step_us: u64,
+}
+
 /// Aggregate counts of a namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
@@ -456,4 +485,16 @@ pub trait Store: Reader + Clone + 'static {
     where
         T: Send + 'static,
         F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static;
+
+    /// The space the store takes now.
+    fn space(&self) -> Result<Space, Error>;
+
+    /// Gives space freed by deletions back (SQLite: to the file system; PostgreSQL: to
+    /// reuse, and statistics refreshed).
+    ///
+    /// # Contract
+    /// Works in bounded steps, each holding writers up no longer than about one unit of
+    /// work (a group commit), so it may run under full load; stopped at any point, it has
+    /// lost nothing.
+    fn vacuum(&self) -> Result<Vacuumed, Error>;
 }

@@ -81,6 +81,9 @@ enum Command {
     /// Find stored machine versions that cannot be read back (stored by an older Cairn)
     /// and delete those no instance runs on.
     Repair(commands::instances::Repair),
+    /// Give the space deletions freed back to the file system (SQLite) or to reuse
+    /// (PostgreSQL), in bounded steps that never stall writers.
+    Vacuum,
     /// Start an instance of a machine.
     Start(commands::instances::Start),
     /// Send an event to an instance.
@@ -91,8 +94,8 @@ enum Command {
     Ls(commands::instances::Ls),
     /// An instance and the children it spawned, with their statuses, as a tree.
     Tree(commands::instances::Show),
-    /// Show an instance's history.
-    History(commands::instances::Show),
+    /// Show an instance's history (all of it, or the newest N records).
+    History(commands::instances::History),
     /// List the events an instance accepts now.
     Accepts(commands::instances::Show),
     /// Check that replaying history reproduces the stored state (one instance, or all).
@@ -258,6 +261,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         Command::Machines => i::machines(g, &*client()?),
         Command::Machine(m) => i::machine(g, &*client()?, m),
         Command::Repair(a) => i::repair(g, &*client()?, a),
+        Command::Vacuum => i::vacuum(g, &*client()?),
         Command::Start(a) => i::start(g, &*client()?, a),
         Command::Send(a) => i::send(g, &*client()?, a),
         Command::Show(a) => i::show(g, &*client()?, a),
@@ -312,6 +316,21 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // A command whose reader went away (`cairn ls | head`) ends quietly, as other Unix
+    // tools do, instead of reporting a panic from `println!`.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info)
+    }));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {

@@ -43,9 +43,10 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
     let mut acked: BTreeMap<(String, u64), String> = BTreeMap::new();
     let mut slowest_start = Duration::ZERO;
     for round in 0..ROUNDS {
-        // Every other round bounds the WAL tightly, so the writer's truncating
-        // checkpoints run (and are killed) under load.
+        // Every other round bounds the WAL tightly, so the writer's checkpoints run (and
+        // are killed) under load; every third deletes and vacuums meanwhile.
         let wal_limit = if round % 2 == 0 { "65536" } else { "0" };
+        let churn: &[&str] = if round % 3 == 1 { &["--churn"] } else { &[] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
             .args([
                 "bench",
@@ -60,6 +61,7 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
                 "--data",
             ])
             .arg(dir.path())
+            .args(churn)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -126,6 +126,11 @@ fn the_cli_works_against_a_server_with_the_same_exit_codes() {
     assert_eq!(ok(u, &["cancel", "ca2"])["status"], "cancelled");
     let h = ok(u, &["history", "ca"]);
     assert_eq!(h.as_array().unwrap().last().unwrap()["reason"], "too short");
+    let tail = ok(u, &["history", "ca", "--tail", "2"]);
+    assert_eq!(
+        tail.as_array().unwrap()[..],
+        h.as_array().unwrap()[h.as_array().unwrap().len() - 2..]
+    );
     assert_eq!(ok(u, &["export", "ca"])["instance"]["id"], "ca");
     assert!(ok(u, &["stats"])["transitions"].as_u64().unwrap() >= 3);
     assert_eq!(ok(u, &["verify"])["ok"], true);

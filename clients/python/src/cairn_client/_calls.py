@@ -187,11 +187,14 @@ def accepts(id: str) -> Call[List[str]]:
     return Call("GET", f"/v1/instances/{seg(id)}/accepts", lambda d: [str(e) for e in d], safe=True)
 
 
-def history(id: str) -> Call[List[Transition]]:
+def history(
+    id: str, limit: Optional[int] = None, before: Optional[int] = None
+) -> Call[List[Transition]]:
     return Call(
         "GET",
         f"/v1/instances/{seg(id)}/history",
         lambda d: [Transition.from_json(t) for t in d],
+        params=_body(limit=limit, before=before),
         safe=True,
     )
 

@@ -213,8 +213,12 @@ class AsyncClient:
         """The events the instance accepts now."""
         return await self.call(c.accepts(id))
 
-    async def history(self, id: str) -> List[Transition]:
-        return await self.call(c.history(id))
+    async def history(
+        self, id: str, *, limit: Optional[int] = None, before: Optional[int] = None
+    ) -> List[Transition]:
+        """The history, oldest first: all of it, or the newest ``limit`` records with a
+        ``seq`` below ``before`` (page back with the first ``seq`` of a page)."""
+        return await self.call(c.history(id, limit, before))
 
     async def checkpoints(self, id: str) -> List[Checkpoint]:
         return await self.call(c.checkpoints(id))

@@ -212,8 +212,12 @@ class Client:
         """The events the instance accepts now."""
         return self.call(c.accepts(id))
 
-    def history(self, id: str) -> List[Transition]:
-        return self.call(c.history(id))
+    def history(
+        self, id: str, *, limit: Optional[int] = None, before: Optional[int] = None
+    ) -> List[Transition]:
+        """The history, oldest first: all of it, or the newest ``limit`` records with a
+        ``seq`` below ``before`` (page back with the first ``seq`` of a page)."""
+        return self.call(c.history(id, limit, before))
 
     def checkpoints(self, id: str) -> List[Checkpoint]:
         return self.call(c.checkpoints(id))

@@ -151,13 +151,33 @@ pub(super) async fn accepts<S: Store + Send + Sync>(
     Ok(Json(blocking(move || engine.accepts(&ns, &id)).await?))
 }
 
+#[derive(Deserialize)]
+pub(super) struct HistoryQuery {
+    /// The newest this many records (all by default).
+    limit: Option<usize>,
+    /// Only records with a `seq` below this one (to page back from the end).
+    before: Option<u64>,
+}
+
 pub(super) async fn history<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     Namespace(ns): Namespace,
     Path(id): Path<String>,
+    Q(q): Q<HistoryQuery>,
 ) -> Result<Json<Vec<cairn_api::Transition>>, ApiError> {
+    if q.limit.is_some_and(|l| l == 0 || l > ctx.settings.max_page) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {}",
+            ctx.settings.max_page
+        )));
+    }
+    if q.before == Some(0) {
+        return Err(ApiError::bad_request(
+            "before must be a seq, 1 or more (no record comes before 1)",
+        ));
+    }
     let engine = ctx.engine.clone();
-    let h = blocking(move || engine.history(&ns, &id)).await?;
+    let h = blocking(move || engine.history_tail(&ns, &id, q.before, q.limit)).await?;
     Ok(Json(h.iter().map(wire::transition).collect()))
 }
 

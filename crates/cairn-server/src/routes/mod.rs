@@ -95,6 +95,7 @@ table! {
     POST "/v1/tick" Access::one(Admin) => ops::tick;
     POST "/v1/backup" Access::global(Admin).long() => ops::backup;
     POST "/v1/repair" Access::global(Admin).long() => ops::repair;
+    POST "/v1/vacuum" Access::global(Admin).long() => ops::vacuum;
     POST "/v1/tokens" Access::set(Admin) => ops::create_token;
     GET "/v1/tokens" Access::set(Admin) => ops::tokens;
     DELETE "/v1/tokens/{id}" Access::set(Admin) => ops::revoke_token;

@@ -195,6 +195,21 @@ pub(super) async fn repair<S: Store + Send + Sync>(
     Ok(Json(blocking(move || engine.repair(b.dry_run)).await?))
 }
 
+/// `POST /v1/vacuum` takes no parameters.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VacuumBody {}
+
+/// Gives the space deletions freed back, in bounded steps (every namespace: a token
+/// scoped to `*`).
+pub(super) async fn vacuum<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    MaybeBody(_): MaybeBody<VacuumBody>,
+) -> Result<Json<cairn_api::Vacuum>, ApiError> {
+    let engine = ctx.engine.clone();
+    Ok(Json(blocking(move || engine.vacuum()).await?))
+}
+
 /// Generic like every handler of the table (which names each as `handler::<S>`).
 #[allow(clippy::extra_unused_type_parameters)]
 pub(super) async fn openapi<S: Store + Send + Sync>() -> Json<Value> {

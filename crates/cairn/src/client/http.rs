@@ -227,6 +227,10 @@ impl Client for Http {
         self.json("POST", "/v1/repair", &[], Some(json!({"dry_run": dry_run})))
     }
 
+    fn vacuum(&self) -> Result<cairn_api::Vacuum, Failure> {
+        self.json("POST", "/v1/vacuum", &[], Some(json!({})))
+    }
+
     fn start(
         &self,
         machine: &str,
@@ -289,13 +293,40 @@ impl Client for Http {
         self.json("GET", "/v1/instances", &q, None)
     }
 
-    fn history(&self, id: &str) -> Result<Vec<Transition>, Failure> {
-        self.json(
-            "GET",
-            &format!("/v1/instances/{}/history", enc(id)),
-            &[],
-            None,
-        )
+    fn history(
+        &self,
+        id: &str,
+        before: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Transition>, Failure> {
+        let path = format!("/v1/instances/{}/history", enc(id));
+        let Some(mut left) = limit else {
+            let q: Vec<(&str, String)> = before
+                .map(|b| ("before", b.to_string()))
+                .into_iter()
+                .collect();
+            return self.json("GET", &path, &q, None);
+        };
+        // Pages of at most 1,000 (the server's default page limit), back from the end.
+        let mut out: Vec<Transition> = Vec::new();
+        let mut before = before;
+        while left > 0 {
+            let n = left.min(1000);
+            let mut q = vec![("limit", n.to_string())];
+            if let Some(b) = before {
+                q.push(("before", b.to_string()));
+            }
+            let mut page: Vec<Transition> = self.json("GET", &path, &q, None)?;
+            let got = page.len();
+            before = page.first().map(|t| t.seq);
+            page.append(&mut out);
+            out = page;
+            if got < n || before.is_none_or(|b| b <= 1) {
+                break;
+            }
+            left -= got;
+        }
+        Ok(out)
     }
 
     fn accepts(&self, id: &str) -> Result<Vec<String>, Failure> {

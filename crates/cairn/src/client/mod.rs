@@ -45,6 +45,8 @@ pub trait Client {
     fn delete_machine(&self, name: &str, version: u32) -> Result<(), Failure>;
     /// Finds (and unless `dry_run` deletes) unreadable stored machine versions.
     fn repair(&self, dry_run: bool) -> Result<cairn_api::Repair, Failure>;
+    /// Gives the space deletions freed back.
+    fn vacuum(&self) -> Result<cairn_api::Vacuum, Failure>;
     fn start(
         &self,
         machine: &str,
@@ -55,7 +57,13 @@ pub trait Client {
     fn send(&self, id: &str, req: SendRequest) -> Result<Sent, Failure>;
     fn get(&self, id: &str) -> Result<Instance, Failure>;
     fn list(&self, filter: InstanceFilter) -> Result<InstancePage, Failure>;
-    fn history(&self, id: &str) -> Result<Vec<Transition>, Failure>;
+    /// The newest `limit` records (all when `None`) with a seq below `before`.
+    fn history(
+        &self,
+        id: &str,
+        before: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Transition>, Failure>;
     fn accepts(&self, id: &str) -> Result<Vec<String>, Failure>;
     fn verify(&self, id: &str) -> Result<Verified, Failure>;
     /// Ids of every instance of the namespace, for `verify` of all.
@@ -168,6 +176,10 @@ impl Client for Local {
         self.engine.repair(dry_run).map_err(failure)
     }
 
+    fn vacuum(&self) -> Result<cairn_api::Vacuum, Failure> {
+        self.engine.vacuum().map_err(failure)
+    }
+
     fn machines(&self) -> Result<Vec<Machine>, Failure> {
         Ok(self
             .engine
@@ -221,10 +233,15 @@ impl Client for Local {
         })
     }
 
-    fn history(&self, id: &str) -> Result<Vec<Transition>, Failure> {
+    fn history(
+        &self,
+        id: &str,
+        before: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Transition>, Failure> {
         Ok(self
             .engine
-            .history(&self.namespace, id)
+            .history_tail(&self.namespace, id, before, limit)
             .map_err(failure)?
             .iter()
             .map(wire::transition)

@@ -91,6 +91,10 @@ pub struct Args {
     /// The WAL's limit in bytes (default the store's, 64 MiB; 0: no limit).
     #[arg(long)]
     pub(crate) wal_limit: Option<u64>,
+    /// Meanwhile, start and delete instances in namespace `churn` and vacuum, over and
+    /// over (the crash test kills the process during vacuums).
+    #[arg(long, hide = true)]
+    pub(crate) churn: bool,
     /// soak: seconds per reported "minute" (tests shorten it).
     #[arg(long, hide = true)]
     pub(crate) report_every: Option<u64>,
@@ -364,6 +368,7 @@ pub fn run(data: Option<PathBuf>, database: Option<String>, a: Args) -> Result<(
             .apply("bench", def, None, None)
             .map_err(crate::client::failure)?;
     }
+    let _churn = a.churn.then(|| churn(engine.clone()));
     let mut _runtime = None;
     let driver: Arc<dyn Driver> = match a.mode.as_str() {
         "inproc" => Arc::new(InProc(engine)),
@@ -399,6 +404,33 @@ pub fn run(data: Option<PathBuf>, database: Option<String>, a: Args) -> Result<(
     line["group_commit"] = json!(!a.no_group_commit);
     println!("{line}");
     Ok(())
+}
+
+/// Starts and deletes padded instances in namespace `churn` and vacuums, until dropped: the
+/// deletions free pages that each vacuum moves and gives back under the load.
+fn churn(engine: Engine<SqliteStore>) -> cairn_engine::Background {
+    let mut round = 0u64;
+    cairn_engine::Background::spawn("cairn-churn", Duration::from_millis(1), move || {
+        round += 1;
+        if engine.apply("churn", W1, None, None).is_err() {
+            return false;
+        }
+        let pad = "x".repeat(16 * 1024);
+        for i in 0..20 {
+            let start = cairn_engine::StartRequest {
+                machine: "w1-chain".into(),
+                id: Some(format!("c{round}-{i}")),
+                input: json!({"pad": pad}),
+                ..Default::default()
+            };
+            let _ = engine.start("churn", start);
+        }
+        for i in 0..20 {
+            let _ = engine.delete("churn", &format!("c{round}-{i}"));
+        }
+        let _ = engine.vacuum();
+        true
+    })
 }
 
 fn w1(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Failure> {

@@ -151,6 +151,27 @@ pub fn repair(g: &Global, c: &dyn Client, a: Repair) -> Result<(), Failure> {
     Ok(())
 }
 
+pub fn vacuum(g: &Global, c: &dyn Client) -> Result<(), Failure> {
+    let v = c.vacuum()?;
+    if g.json {
+        print_json(&v);
+        return Ok(());
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let free = |f: Option<u64>| f.map_or(String::new(), |f| format!(" ({:.1} MiB free)", mib(f)));
+    println!(
+        "{:.1} MiB{} -> {:.1} MiB{} in {} step(s) (the longest {:.1} ms), {} ms",
+        mib(v.bytes_before),
+        free(v.free_bytes_before),
+        mib(v.bytes_after),
+        free(v.free_bytes_after),
+        v.steps,
+        v.longest_step_ms,
+        v.duration_ms
+    );
+    Ok(())
+}
+
 #[derive(clap::Args)]
 pub struct Start {
     /// The machine to start (its latest version).
@@ -415,8 +436,20 @@ pub fn tree(g: &Global, c: &dyn Client, a: Show) -> Result<(), Failure> {
     Ok(())
 }
 
-pub fn history(g: &Global, c: &dyn Client, a: Show) -> Result<(), Failure> {
-    let h: Vec<Transition> = c.history(&a.id)?;
+#[derive(clap::Args)]
+pub struct History {
+    /// The instance.
+    id: String,
+    /// Only the newest N records.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    tail: Option<u64>,
+    /// Only records with a seq below this one (page back: the first seq shown).
+    #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
+    before: Option<u64>,
+}
+
+pub fn history(g: &Global, c: &dyn Client, a: History) -> Result<(), Failure> {
+    let h: Vec<Transition> = c.history(&a.id, a.before, a.tail.map(|n| n as usize))?;
     if g.json {
         print_json(&h);
     } else {

@@ -1,7 +1,8 @@
 //! `cairn bench soak [--minutes M]`: W1-events at concurrency 32 (or `--concurrency`) for
 //! M minutes (default 10) on a SQLite data directory, with retention deleting finished
 //! workflows and log entries every two seconds, printing one JSON line per minute: throughput, p99, the
-//! largest the WAL grew (sampled every 20 ms) against its limit, and the database's size.
+//! largest the WAL file grew (sampled every 20 ms) against its limit, the writer's
+//! checkpoints that started it over, and the database's size.
 //! It shows the write path holds up under sustained load: the WAL stays within its
 //! bound plus a batch, and throughput does not fall away.
 
@@ -121,7 +122,7 @@ pub fn run(data: Option<PathBuf>, a: &Args) -> Result<(), Failure> {
         })
     };
     let begun = Instant::now();
-    let mut truncated = 0;
+    let mut restarted = (0, 0);
     for m in 1..=minutes {
         let until = begun + minute * m as u32;
         std::thread::sleep(until.saturating_duration_since(Instant::now()));
@@ -130,11 +131,11 @@ pub fn run(data: Option<PathBuf>, a: &Args) -> Result<(), Failure> {
             .map(|mut l| std::mem::take(&mut *l))
             .unwrap_or_default();
         l.sort_by(f64::total_cmp);
-        let truncations = engine
-            .store()
-            .write_stats()
-            .wal_truncations
-            .load(Ordering::Relaxed);
+        let stats = engine.store().write_stats();
+        let restarts = (
+            stats.wal_restarts.load(Ordering::Relaxed),
+            stats.wal_restarts_busy.load(Ordering::Relaxed),
+        );
         let db = std::fs::metadata(dir.join("cairn.db"))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -149,13 +150,16 @@ pub fn run(data: Option<PathBuf>, a: &Args) -> Result<(), Failure> {
                 "p99_ms": round(percentile(&l, 0.99), 2),
                 "wal_max_bytes": wal_max.swap(0, Ordering::Relaxed),
                 "wal_limit": wal_limit,
-                "wal_truncations": truncations - truncated,
+                "wal_restarts": restarts.0 - restarted.0,
+                "wal_restarts_busy": restarts.1 - restarted.1,
+                "wal_restarts_busy_total": restarts.1,
+                "wal_commit_bytes_max": stats.wal_commit_bytes_max(),
                 "db_bytes": db,
                 "concurrency": a.concurrency(),
                 "durability": "sqlite wal synchronous=FULL",
             })
         );
-        truncated = truncations;
+        restarted = restarts;
     }
     stop.store(true, Ordering::Relaxed);
     for t in threads {
