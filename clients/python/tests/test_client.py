@@ -68,6 +68,10 @@ def test_machine_versions_are_deleted_when_unused_and_repair_reports(client: Cli
     with pytest.raises(errors.Conflict):
         client.delete_machine("doc", 2)
     assert client.repair(dry_run=True) == {"deleted": [], "deletable": [], "in_use": []}
+    space = client.vacuum()
+    assert space["bytes_after"] <= space["bytes_before"], space
+    assert space["free_bytes_after"] <= space["free_bytes_before"], space
+    assert space["steps"] >= 0 and space["longest_step_ms"] <= space["duration_ms"] + 1, space
 
 
 def test_invalid_definition_names_what_and_where(client: Client) -> None:

@@ -35,6 +35,8 @@ pub enum DiagnosticKind {
     InvalidExpression,
     /// A CEL expression names a variable that does not exist.
     UnknownVariable,
+    /// A CEL expression reads a variable that holds nothing yet (`records`).
+    UnavailableVariable,
     /// A duration (timer, timeout, backoff) does not parse.
     InvalidDuration,
     /// A final state has child states.
@@ -68,6 +70,7 @@ impl DiagnosticKind {
             DiagnosticKind::DuplicateId => "duplicate-id",
             DiagnosticKind::InvalidExpression => "invalid-expression",
             DiagnosticKind::UnknownVariable => "unknown-variable",
+            DiagnosticKind::UnavailableVariable => "unavailable-variable",
             DiagnosticKind::InvalidDuration => "invalid-duration",
             DiagnosticKind::FinalWithChildren => "final-with-children",
             DiagnosticKind::FinalWithTransitions => "final-with-transitions",

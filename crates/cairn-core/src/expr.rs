@@ -23,6 +23,10 @@ use serde_json::{Map, Number, Value};
 /// The variables an expression may name.
 pub const VARIABLES: &[&str] = &["context", "event", "instance", "now", "records"];
 
+/// The variables a newly applied expression may read: `records` is bound (for machines
+/// stored earlier) but not yet offered.
+pub const AVAILABLE: &[&str] = &["context", "event", "instance", "now"];
+
 /// Type names CEL lets an expression name as identifiers (`type(x) == int`).
 const TYPE_IDENTS: &[&str] = &[
     "int",
@@ -46,8 +50,15 @@ pub enum CompileError {
     #[error("{0}")]
     Parse(String),
     /// The expression names a variable that does not exist.
-    #[error("unknown variable `{name}`; expressions may use {}", VARIABLES.join(", "))]
+    #[error("unknown variable `{name}`; expressions may use {}", AVAILABLE.join(", "))]
     UnknownVariable { name: String },
+    /// The expression reads `records`, which holds nothing yet: refused when a machine
+    /// is applied, so no guard silently reads zero.
+    #[error(
+        "`{name}` is not available yet: this Cairn stores no findings, artifacts or notes, so an expression cannot read their counts; expressions may use {}",
+        AVAILABLE.join(", ")
+    )]
+    NotAvailable { name: String },
     /// The expression is longer than `limits.expression_length` bytes.
     #[error(
         "the expression is {len} bytes long; the limit is {max} (setting `limits.expression_length`)"
@@ -279,7 +290,7 @@ pub fn compile_with(
     limits: &crate::Limits,
 ) -> Result<Compiled, CompileError> {
     check_shape(source, limits)?;
-    parse(env, source, extra)
+    parse(env, source, extra, AVAILABLE)
 }
 
 /// Compiles an expression that was stored (accepted by an earlier apply): no limit
@@ -291,7 +302,7 @@ pub fn compile_stored(
     extra: &[&'static str],
 ) -> Result<Compiled, CompileError> {
     match check_shape(source, &crate::Limits::CEILING) {
-        Ok(()) => parse(env, source, extra),
+        Ok(()) => parse(env, source, extra, VARIABLES),
         Err(e) => Ok(Compiled {
             source: source.to_string(),
             program: Err(format!(
@@ -301,7 +312,12 @@ pub fn compile_stored(
     }
 }
 
-fn parse(env: &Env, source: &str, extra: &[&'static str]) -> Result<Compiled, CompileError> {
+fn parse(
+    env: &Env,
+    source: &str,
+    extra: &[&'static str],
+    variables: &[&str],
+) -> Result<Compiled, CompileError> {
     let program = env.compile(source).map_err(|e| {
         CompileError::Parse(
             e.errors
@@ -312,6 +328,7 @@ fn parse(env: &Env, source: &str, extra: &[&'static str]) -> Result<Compiled, Co
         )
     })?;
     let mut bound: Vec<&str> = extra.to_vec();
+    bound.extend_from_slice(variables);
     check_idents(program.expression(), &mut bound)?;
     Ok(Compiled {
         source: source.to_string(),
@@ -325,10 +342,11 @@ fn check_idents<'e>(e: &'e IdedExpr, bound: &mut Vec<&'e str>) -> Result<(), Com
         Expr::Ident(name) => {
             if name.starts_with('@')
                 || bound.contains(&name.as_str())
-                || VARIABLES.contains(&name.as_str())
                 || TYPE_IDENTS.contains(&name.as_str())
             {
                 Ok(())
+            } else if VARIABLES.contains(&name.as_str()) {
+                Err(CompileError::NotAvailable { name: name.clone() })
             } else {
                 Err(CompileError::UnknownVariable { name: name.clone() })
             }

@@ -983,6 +983,7 @@ impl Builder {
                 let kind = match err {
                     CompileError::Parse(_) => K::InvalidExpression,
                     CompileError::UnknownVariable { .. } => K::UnknownVariable,
+                    CompileError::NotAvailable { .. } => K::UnavailableVariable,
                     CompileError::TooLong { .. } | CompileError::TooDeep { .. } => K::LimitExceeded,
                 };
                 self.diags.push(

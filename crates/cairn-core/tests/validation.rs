@@ -160,9 +160,9 @@ states:
 "##,
         expect![[r#"
             m.yaml:8:16: error[invalid-expression]: in state `a`: guard `context.n >`: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}
-            m.yaml:9:22: error[unknown-variable]: in state `a`: expression `ctx.n + 1`: unknown variable `ctx`; expressions may use context, event, instance, now, records
-            m.yaml:9:38: error[unknown-variable]: in state `a`: expression `context.items.all(i, i > k)`: unknown variable `k`; expressions may use context, event, instance, now, records
-            m.yaml:10:45: error[unknown-variable]: in state `a`: expression `{'a': nope}`: unknown variable `nope`; expressions may use context, event, instance, now, records"#]],
+            m.yaml:9:22: error[unknown-variable]: in state `a`: expression `ctx.n + 1`: unknown variable `ctx`; expressions may use context, event, instance, now
+            m.yaml:9:38: error[unknown-variable]: in state `a`: expression `context.items.all(i, i > k)`: unknown variable `k`; expressions may use context, event, instance, now
+            m.yaml:10:45: error[unknown-variable]: in state `a`: expression `{'a': nope}`: unknown variable `nope`; expressions may use context, event, instance, now"#]],
     );
 }
 
@@ -243,9 +243,35 @@ fn toml_and_json_errors_have_positions_too() {
         "{\n  \"machine\": \"x\",\n  \"initial\": \"a\",\n  \"states\": {\n    \"a\": { \"on\": { \"go\": { \"target\": \"a\", \"guard\": \"nope\" } } }\n  }\n}\n",
         Format::Json,
         expect![
-            "m.json:5:52: error[unknown-variable]: in state `a`: guard `nope`: unknown variable `nope`; expressions may use context, event, instance, now, records"
+            "m.json:5:52: error[unknown-variable]: in state `a`: guard `nope`: unknown variable `nope`; expressions may use context, event, instance, now"
         ],
     );
+}
+
+/// `records` holds nothing yet: an expression that reads it is refused when applied (so
+/// no guard silently reads zero), while a machine stored earlier still loads and runs.
+#[test]
+fn reading_records_is_refused_until_records_exist() {
+    check(
+        "machine: x\ninitial: a\nstates:\n  a:\n    on:\n      go: { target: b, guard: \"records.findings > 0\" }\n  b: { type: final }\n",
+        Format::Yaml,
+        expect![
+            "m.yaml:6:31: error[unavailable-variable]: in state `a`: guard `records.findings > 0`: `records` is not available yet: this Cairn stores no findings, artifacts or notes, so an expression cannot read their counts; expressions may use context, event, instance, now"
+        ],
+    );
+    // A comprehension may still name its own variable `records`.
+    let ok = "machine: x\ninitial: a\nstates:\n  a:\n    on:\n      go: { target: b, guard: \"context.xs.all(records, records > 0)\" }\n  b: { type: final }\n";
+    assert!(Machine::load(ok, None, None).is_ok());
+    // Stored before this check: loads.
+    let stored = Machine::load(
+        ok.replace("context.xs.all(records, records > 0)", "size(records) == 0")
+            .as_str(),
+        None,
+        None,
+    );
+    assert!(stored.is_err());
+    let json = serde_json::json!({"machine": "x", "initial": "a", "states": {"a": {"on": {"go": {"target": "b", "guard": "size(records) == 0"}}}, "b": {"type": "final"}}});
+    assert!(Machine::from_json(&json).is_ok());
 }
 
 #[test]

@@ -138,6 +138,7 @@ pub(crate) fn start_in_unit(
         last_error: None,
         created_at: now,
         updated_at: now,
+        entered: Default::default(),
     };
     let env = Env {
         now,
@@ -150,7 +151,9 @@ pub(crate) fn start_in_unit(
     inst.configuration = outcome.snapshot.configuration.clone();
     inst.context = outcome.snapshot.context.clone();
     inst.status = outcome.snapshot.status;
+    cairn_store::dwell(&mut inst.entered, &[], &inst.configuration, now);
     tx.insert_instance(&inst)?;
+    unit::applied();
     tx.append_history(&HistoryRecord {
         namespace: ns.to_string(),
         instance_id: id.to_string(),

@@ -21,9 +21,6 @@ thread_local! {
     static DRAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Events applied (and committed) by every engine of this process, for metrics.
-pub static TRANSITIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// Engine settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -224,6 +221,7 @@ pub struct Engine<S: Store> {
     config: Config,
     machines: Arc<Machines>,
     tasks_ready: Arc<TasksReady>,
+    counters: Arc<crate::Counters>,
 }
 
 impl<S: Store> Clone for Engine<S> {
@@ -234,6 +232,7 @@ impl<S: Store> Clone for Engine<S> {
             config: self.config.clone(),
             machines: Arc::clone(&self.machines),
             tasks_ready: Arc::clone(&self.tasks_ready),
+            counters: Arc::clone(&self.counters),
         }
     }
 }
@@ -291,8 +290,14 @@ impl<S: Store> Engine<S> {
                 limits: config.limits,
             }),
             tasks_ready: Arc::new(TasksReady::default()),
+            counters: Arc::default(),
             config,
         }
+    }
+
+    /// What this engine (and its clones) applied, refused and committed, for metrics.
+    pub fn counters(&self) -> &crate::Counters {
+        &self.counters
     }
 
     /// Signalled when tasks are enqueued: a claim that found nothing waits on it.
@@ -316,11 +321,13 @@ impl<S: Store> Engine<S> {
     {
         let slot: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
         let inner = Arc::clone(&slot);
+        let submitted = std::time::Instant::now();
         let r = self.store.write(move |tx| {
             let before = unit::APPLIED.with(|n| n.get());
             let enqueued_before = unit::ENQUEUED.with(|n| n.get());
             let outbox_before = crate::children::OUTBOX.with(|n| n.get());
             unit::ENQUEUED_ON.with(|q| q.borrow_mut().clear());
+            unit::ATTEMPTS_ENDED.with(|q| q.borrow_mut().clear());
             // A panic in a unit fails that unit alone (the store rolls back its savepoint);
             // the thread, and every other unit of its batch, go on.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx)))
@@ -334,7 +341,8 @@ impl<S: Store> Engine<S> {
                 let enqueued = unit::ENQUEUED.with(|n| n.get()) - enqueued_before;
                 let outbox = crate::children::OUTBOX.with(|n| n.get()) - outbox_before;
                 let on = unit::ENQUEUED_ON.with(|q| std::mem::take(&mut *q.borrow_mut()));
-                (t, (applied, enqueued, outbox, on))
+                let ended = unit::ATTEMPTS_ENDED.with(|q| std::mem::take(&mut *q.borrow_mut()));
+                (t, (applied, enqueued, outbox, on, ended))
             });
             result.map_err(|e| {
                 let message = e.to_string();
@@ -345,9 +353,10 @@ impl<S: Store> Engine<S> {
             })
         });
         match r {
-            Ok((t, (applied, enqueued, outbox, on))) => {
+            Ok((t, (applied, enqueued, outbox, on, ended))) => {
                 // Counted once committed: a unit that rolled back applied nothing.
-                TRANSITIONS.fetch_add(applied, std::sync::atomic::Ordering::Relaxed);
+                self.counters.committed(submitted.elapsed(), applied);
+                self.counters.attempts_ended(ended);
                 if enqueued > 0 {
                     self.tasks_ready.signal_queues(&on);
                 }
@@ -363,7 +372,12 @@ impl<S: Store> Engine<S> {
                 Ok(t)
             }
             Err(e) => match slot.lock().ok().and_then(|mut s| s.take()) {
-                Some(engine_error) => Err(engine_error),
+                Some(engine_error) => {
+                    if matches!(engine_error, Error::Refused(_)) {
+                        self.counters.refused();
+                    }
+                    Err(engine_error)
+                }
                 None => Err(Error::Store(e)),
             },
         }
@@ -582,6 +596,7 @@ impl<S: Store> Engine<S> {
             last_error: None,
             created_at: now,
             updated_at: now,
+            entered: Default::default(),
         };
         let env = Env {
             now,
@@ -599,6 +614,7 @@ impl<S: Store> Engine<S> {
         inst.configuration = outcome.snapshot.configuration.clone();
         inst.context = outcome.snapshot.context.clone();
         inst.status = outcome.snapshot.status;
+        cairn_store::dwell(&mut inst.entered, &[], &inst.configuration, now);
         let history = HistoryRecord {
             namespace: ns.to_string(),
             instance_id: id.clone(),
@@ -634,6 +650,7 @@ impl<S: Store> Engine<S> {
             }
             tx.insert_instance(&stored)?;
             tx.append_history(&history)?;
+            unit::applied();
             unit::apply_effects(tx, &machines, &stored, &outcome.effects, now)?;
             crate::triggers::fire(
                 tx,

@@ -10,6 +10,7 @@
 mod auth;
 mod children;
 mod clock;
+mod counters;
 mod engine;
 mod error;
 mod executors;
@@ -23,7 +24,8 @@ pub mod wire;
 
 pub use auth::{Actor, Principal, Role, check_subject};
 pub use clock::{Background, Clock, ManualClock, SystemClock};
-pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, TRANSITIONS, Verified};
+pub use counters::{COMMIT_BUCKETS, Counters, CountersSnapshot};
+pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, Verified};
 pub use error::Error;
 pub use executors::{Captured, ExecutorService, Executors, Finished, Secrets, run_process};
 pub use lifecycle::{

@@ -564,7 +564,9 @@ impl<S: Store> Engine<S> {
             last_error: None,
             created_at: now,
             updated_at: now,
+            entered: Default::default(),
         };
+        cairn_store::dwell(&mut inst.entered, &[], &inst.configuration, now);
         let snap = Snapshot {
             configuration: inst.configuration.clone(),
             context: inst.context.clone(),
@@ -850,49 +852,41 @@ impl<S: Store> Engine<S> {
         })
     }
 
+    /// Timers due now, per namespace, counting at most `cap` in all.
+    pub fn timers_due(&self, cap: usize) -> Result<Vec<(String, u64)>, Error> {
+        Ok(self.store().timers_due(self.now(), cap)?)
+    }
+
     /// Instances by machine and status, transitions, and mean time spent in each state.
     pub fn stats(&self, ns: &str) -> Result<Stats, Error> {
-        let counts = self.store().counts(ns)?;
-        let mut stats = Stats {
-            transitions: counts.transitions,
-            ..Stats::default()
-        };
-        for (machine, status, n) in counts.instances {
-            stats
-                .instances
-                .entry(machine)
-                .or_default()
-                .insert(status, n);
-        }
+        // Maintained by the units that change what they count: a read of a few rows.
+        let mut stats = Stats::default();
         // (machine, state) -> (total ms, visits)
-        let mut time: HashMap<(String, String), (f64, u64)> = HashMap::new();
-        for (_, id) in self.instance_ids(Some(ns))? {
-            let inst = self.get(ns, &id)?;
-            let mut entered: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
-            for h in self.history(ns, &id)? {
-                let to: Vec<&String> = h.to_configuration.iter().collect();
-                for leaf in &h.from_configuration {
-                    if !to.contains(&leaf)
-                        && let Some(t) = entered.remove(leaf)
-                    {
-                        let e = time
-                            .entry((inst.machine.clone(), leaf.clone()))
-                            .or_default();
-                        e.0 += (h.created_at - t).num_milliseconds() as f64;
-                        e.1 += 1;
-                    }
+        let mut time: HashMap<(String, String), (i64, i64)> = HashMap::new();
+        for f in self.store().figures(Some(ns))? {
+            let n = u64::try_from(f.value).unwrap_or(0);
+            match f.kind.as_str() {
+                "instances" if n > 0 => {
+                    stats
+                        .instances
+                        .entry(f.name)
+                        .or_default()
+                        .insert(f.detail, n);
                 }
-                for leaf in &h.to_configuration {
-                    entered.entry(leaf.clone()).or_insert(h.created_at);
-                }
+                "transitions" => stats.transitions = n,
+                "dwell_ms" => time.entry((f.name, f.detail)).or_default().0 = f.value,
+                "dwell_visits" => time.entry((f.name, f.detail)).or_default().1 = f.value,
+                _ => {}
             }
         }
         for ((machine, state), (total, n)) in time {
-            stats
-                .mean_time_in_state_ms
-                .entry(machine)
-                .or_default()
-                .insert(state, (total / n as f64 * 10.0).round() / 10.0);
+            if n > 0 {
+                stats
+                    .mean_time_in_state_ms
+                    .entry(machine)
+                    .or_default()
+                    .insert(state, (total as f64 / n as f64 * 10.0).round() / 10.0);
+            }
         }
         Ok(stats)
     }

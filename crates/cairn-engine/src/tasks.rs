@@ -140,6 +140,10 @@ fn end_attempt(
 ) -> Result<(), Error> {
     let worker = t.lease_owner.clone().unwrap_or_default();
     let started = t.updated_at;
+    unit::ATTEMPTS_ENDED.with(|q| {
+        q.borrow_mut()
+            .push((t.namespace.clone(), t.queue.clone(), outcome.to_string()))
+    });
     tx.put_attempt(&AttemptRecord {
         task_id: t.id.clone(),
         attempt: t.attempt,

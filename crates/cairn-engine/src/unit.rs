@@ -189,6 +189,8 @@ thread_local! {
     pub(crate) static ENQUEUED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     /// The queues the unit on this thread enqueued tasks on.
     pub(crate) static ENQUEUED_ON: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// (namespace, queue, outcome) of the task attempts the current unit ended.
+    pub(crate) static ATTEMPTS_ENDED: std::cell::RefCell<Vec<(String, String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Applies one event to `inst` (which must be running) and writes everything it implies.
@@ -239,6 +241,13 @@ pub fn apply_event(
     let previous = inst.version;
     inst.version += 1;
     inst.history_seq += 1;
+    track_dwell(
+        tx,
+        inst,
+        &history.from_configuration,
+        &history.to_configuration,
+        now,
+    )?;
     inst.configuration = outcome.snapshot.configuration;
     inst.context = outcome.snapshot.context;
     inst.status = outcome.snapshot.status;
@@ -272,13 +281,42 @@ pub fn apply_event(
         || json!({"name": event.name, "payload": event.payload, "actor": event.actor, "reason": event.reason}),
         now,
     )?;
-    APPLIED.with(|n| n.set(n.get() + 1));
+    applied();
     if inst.status.is_finished() {
         // Only what the machine can have needs cancelling; an instance that takes events
         // is running, so its inbox is empty.
         finish_with(tx, machines, inst, machine.declares, false, true, now)?;
     }
     Ok(history)
+}
+
+/// Counts a start or an applied event in the current unit (for metrics, once committed).
+pub(crate) fn applied() {
+    APPLIED.with(|n| n.set(n.get() + 1));
+}
+
+/// Moves the instance's entry times from the configuration `from` to `to` and adds the
+/// time spent in each state it left to the figures (`dwell_ms`, `dwell_visits`), in the
+/// unit that makes the move: `stats` reads them instead of replaying history.
+fn track_dwell(
+    tx: &mut dyn Tx,
+    inst: &mut InstanceRecord,
+    from: &[String],
+    to: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    for (leaf, ms) in cairn_store::dwell(&mut inst.entered, from, to, now) {
+        for (kind, value) in [("dwell_ms", ms), ("dwell_visits", 1)] {
+            tx.add_figure(&cairn_store::Figure {
+                namespace: inst.namespace.clone(),
+                kind: kind.into(),
+                name: inst.machine.clone(),
+                detail: leaf.clone(),
+                value,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Carries a step's effects into the unit: timers, approvals, tasks, children and maps

@@ -751,6 +751,7 @@ fn repair_deletes_unreadable_versions_no_instance_runs_on_and_keeps_the_rest() {
         last_error: None,
         created_at: chrono::Utc::now(),
         updated_at: chrono::Utc::now(),
+        entered: Default::default(),
     };
     e.store()
         .write(move |tx| tx.insert_instance(&busy))

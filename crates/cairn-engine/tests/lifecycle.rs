@@ -542,6 +542,153 @@ fn stats_count_instances_transitions_and_time_in_states() {
     assert_eq!(s.mean_time_in_state_ms["life"]["review"], 90_000.0);
 }
 
+const PAR: &str = r#"
+machine: par
+context: { n: 0 }
+initial: p
+states:
+  p:
+    type: parallel
+    on: { stop: done }
+    states:
+      left:
+        initial: l1
+        states:
+          l1: { on: { lgo: l2, lself: l1, lin: { assign: { n: "context.n + 1" } } } }
+          l2: { on: { lgo: l1 } }
+      right:
+        initial: r1
+        states:
+          r1: { on: { rgo: r2 } }
+          r2: { on: { rgo: r1 } }
+  done: { type: final }
+"#;
+
+/// The mean time in each state, as `stats` computed it before figures were kept: a replay
+/// of every instance's history (a leaf is left when it is in a record's `from` and not
+/// in its `to`, and was entered when it first appeared in a `to` since).
+fn replayed_time_in_states(
+    e: &Engine<AnyStore>,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>> {
+    use std::collections::{BTreeMap, HashMap};
+    let mut time: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    for (_, id) in e.instance_ids(Some("default")).unwrap() {
+        let inst = e.get("default", &id).unwrap();
+        let mut entered: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
+        for h in e.history("default", &id).unwrap() {
+            for leaf in &h.from_configuration {
+                if !h.to_configuration.contains(leaf)
+                    && let Some(t) = entered.remove(leaf)
+                {
+                    let v = time
+                        .entry((inst.machine.clone(), leaf.clone()))
+                        .or_default();
+                    v.0 += (h.created_at - t).num_milliseconds();
+                    v.1 += 1;
+                }
+            }
+            for leaf in &h.to_configuration {
+                entered.entry(leaf.clone()).or_insert(h.created_at);
+            }
+        }
+    }
+    let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for ((machine, state), (ms, n)) in time {
+        out.entry(machine)
+            .or_default()
+            .insert(state, (ms as f64 / n as f64 * 10.0).round() / 10.0);
+    }
+    out
+}
+
+/// `stats` reads figures the units keep; on a workload of parallel regions, self and
+/// internal transitions, pauses, forks and refusals they equal a replay of all history.
+#[test]
+fn stats_kept_by_units_equal_a_replay_of_history() {
+    let w = world();
+    let e = &w.engine;
+    e.apply("default", PAR, None, None).unwrap();
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let events = ["lgo", "lself", "lin", "rgo", "stop", "nope"];
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let id = format!("p{i}");
+        e.start(
+            "default",
+            StartRequest {
+                machine: "par".into(),
+                id: Some(id.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        ids.push(id);
+    }
+    start(e, "l1");
+    for step in 0..300 {
+        w.clock
+            .advance(Duration::milliseconds(1 + next(5_000) as i64));
+        let id = ids[next(ids.len() as u64) as usize].clone();
+        match next(20) {
+            0 => {
+                let _ = e.pause("default", &id, "t", "");
+            }
+            1 => {
+                let _ = e.resume("default", &id, "t", "");
+            }
+            2 if step % 3 == 0 => {
+                let fork = format!("f{step}");
+                let from = cairn_engine::ForkFrom::Version(1);
+                if e.fork("default", &id, from, Some(fork.clone()), None)
+                    .is_ok()
+                {
+                    ids.push(fork);
+                }
+            }
+            _ => {
+                let _ = send(e, &id, events[next(events.len() as u64) as usize]);
+            }
+        }
+    }
+    w.clock.advance(Duration::seconds(45));
+    send(e, "l1", "submit").unwrap();
+    let s = e.stats("default").unwrap();
+    let replayed = replayed_time_in_states(e);
+    assert!(replayed["par"].len() >= 4, "{replayed:?}");
+    assert_eq!(s.mean_time_in_state_ms, replayed);
+    let histories: u64 = e
+        .instance_ids(Some("default"))
+        .unwrap()
+        .iter()
+        .map(|(_, id)| {
+            e.history("default", id)
+                .unwrap()
+                .iter()
+                .filter(|h| {
+                    matches!(
+                        h.kind,
+                        cairn_store::HistoryKind::Start | cairn_store::HistoryKind::Event
+                    )
+                })
+                .count() as u64
+        })
+        .sum();
+    assert_eq!(s.transitions, histories);
+    let running = e
+        .instance_ids(Some("default"))
+        .unwrap()
+        .iter()
+        .filter(|(_, id)| e.get("default", id).unwrap().machine == "par")
+        .count() as u64;
+    assert_eq!(s.instances["par"].values().sum::<u64>(), running);
+}
+
 #[test]
 fn the_timer_service_fires_due_timers_in_the_background() {
     let w = world();

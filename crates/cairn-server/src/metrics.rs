@@ -1,5 +1,8 @@
 //! Prometheus metrics, kept by hand with atomics: requests by status, request latency as
-//! a histogram, open streams, and the engine's figures read at scrape time.
+//! a histogram, open streams; the engine's counters (events applied and refused, unit
+//! commit latency, task attempts); and the store's figures, which the units that change
+//! what they count keep (instances by status, tasks and queue depth, timers, the outbox):
+//! a scrape reads a few rows, never scans.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -93,6 +96,200 @@ impl Metrics {
         );
         out
     }
+}
+
+/// A label value, escaped as the text format wants it.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// One series per key, with the help and type lines first.
+fn family<K: Ord>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    series: std::collections::BTreeMap<K, i64>,
+    labels: impl Fn(&K) -> String,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (k, v) in &series {
+        let l = labels(k);
+        if l.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{l}}} {v}");
+        }
+    }
+}
+
+/// The engine's counters and the store's figures, for the namespaces `allows` admits.
+/// With `named` (a token scoped to `*`) series carry `namespace` and `machine` labels;
+/// otherwise they are summed over the caller's namespaces and carry neither.
+pub fn engine_text(
+    counters: &cairn_engine::CountersSnapshot,
+    figures: &[cairn_store::Figure],
+    timers_due: &[(String, u64)],
+    allows: impl Fn(&str) -> bool,
+    named: bool,
+) -> String {
+    use std::collections::BTreeMap;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP cairn_transitions_total Events applied (starts included) and committed by this process.\n# TYPE cairn_transitions_total counter\ncairn_transitions_total {}",
+        counters.transitions
+    );
+    let _ = writeln!(
+        out,
+        "# HELP cairn_transitions_refused_total Events this process refused: not accepted, a guard that failed, a limit.\n# TYPE cairn_transitions_refused_total counter\ncairn_transitions_refused_total {}",
+        counters.refused
+    );
+    out.push_str("# HELP cairn_unit_commit_seconds Time from submitting a unit of work to its commit.\n# TYPE cairn_unit_commit_seconds histogram\n");
+    for (i, b) in cairn_engine::COMMIT_BUCKETS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "cairn_unit_commit_seconds_bucket{{le=\"{b}\"}} {}",
+            counters.commit_buckets[i]
+        );
+    }
+    let total = counters.commit_buckets.last().copied().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "cairn_unit_commit_seconds_bucket{{le=\"+Inf\"}} {total}\ncairn_unit_commit_seconds_sum {}\ncairn_unit_commit_seconds_count {total}",
+        counters.commit_seconds
+    );
+    // (namespace, name, detail) with the namespace blank unless `named`.
+    let key = |ns: &str, name: &str, detail: &str| {
+        let ns = if named { ns.to_string() } else { String::new() };
+        (ns, name.to_string(), detail.to_string())
+    };
+    let mut attempts = BTreeMap::new();
+    for ((ns, queue, outcome), n) in &counters.attempts {
+        if allows(ns) {
+            *attempts.entry(key(ns, queue, outcome)).or_insert(0) += *n as i64;
+        }
+    }
+    let mut by_kind: BTreeMap<&str, BTreeMap<(String, String, String), i64>> = BTreeMap::new();
+    for f in figures.iter().filter(|f| allows(&f.namespace)) {
+        let name = if f.kind == "instances" && !named {
+            ""
+        } else {
+            f.name.as_str()
+        };
+        *by_kind
+            .entry(f.kind.as_str())
+            .or_default()
+            .entry(key(&f.namespace, name, &f.detail))
+            .or_insert(0) += f.value;
+    }
+    let mut due = BTreeMap::new();
+    for (ns, n) in timers_due.iter().filter(|(ns, _)| allows(ns)) {
+        *due.entry(key(ns, "", "")).or_insert(0) += *n as i64;
+    }
+    let mut fig = |kind: &str| by_kind.remove(kind).unwrap_or_default();
+    let ns_label = |k: &(String, String, String)| {
+        if named {
+            format!("namespace=\"{}\"", label(&k.0))
+        } else {
+            String::new()
+        }
+    };
+    let with = |base: String, more: String| match (base.is_empty(), more.is_empty()) {
+        (true, _) => more,
+        (_, true) => base,
+        _ => format!("{base},{more}"),
+    };
+    family(
+        &mut out,
+        "cairn_task_attempts_total",
+        "counter",
+        "Task attempts this process ended, by queue and outcome.",
+        attempts,
+        |k| {
+            with(
+                ns_label(k),
+                format!("queue=\"{}\",outcome=\"{}\"", label(&k.1), label(&k.2)),
+            )
+        },
+    );
+    family(
+        &mut out,
+        "cairn_instances",
+        "gauge",
+        "Instances stored, by status (and machine, for a token scoped to every namespace).",
+        fig("instances"),
+        |k| {
+            let machine = if named {
+                format!("machine=\"{}\",", label(&k.1))
+            } else {
+                String::new()
+            };
+            with(ns_label(k), format!("{machine}status=\"{}\"", label(&k.2)))
+        },
+    );
+    let tasks = fig("tasks");
+    let depth: BTreeMap<_, _> = tasks
+        .iter()
+        .filter(|(k, _)| k.2 == "pending")
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    family(
+        &mut out,
+        "cairn_tasks",
+        "gauge",
+        "Tasks stored, by queue and status.",
+        tasks,
+        |k| {
+            with(
+                ns_label(k),
+                format!("queue=\"{}\",status=\"{}\"", label(&k.1), label(&k.2)),
+            )
+        },
+    );
+    family(
+        &mut out,
+        "cairn_queue_depth",
+        "gauge",
+        "Tasks waiting to be claimed, by queue.",
+        depth,
+        |k| with(ns_label(k), format!("queue=\"{}\"", label(&k.1))),
+    );
+    family(
+        &mut out,
+        "cairn_timers",
+        "gauge",
+        "Timers set.",
+        fig("timers"),
+        ns_label,
+    );
+    family(
+        &mut out,
+        "cairn_timers_due",
+        "gauge",
+        "Timers due now and not fired yet (counted up to 100,000).",
+        due,
+        ns_label,
+    );
+    family(
+        &mut out,
+        "cairn_outbox_backlog",
+        "gauge",
+        "Events for other instances written and not delivered yet.",
+        fig("outbox"),
+        ns_label,
+    );
+    family(
+        &mut out,
+        "cairn_transitions_stored",
+        "gauge",
+        "History records of applied events (starts included) stored.",
+        fig("transitions"),
+        ns_label,
+    );
+    out
 }
 
 /// Middleware: counts and times every request, and logs it.

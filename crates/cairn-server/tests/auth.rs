@@ -350,6 +350,128 @@ async fn a_token_for_one_namespace_can_neither_read_nor_change_another() {
     assert_eq!(s, StatusCode::OK, "health is open");
 }
 
+/// `/metrics` as text.
+async fn scrape(w: &World, token: &str) -> String {
+    let req = Request::get("/metrics")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = w.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// The value of one series (the line that starts with `series` and a space).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// After a known workload, `/metrics` has the figures the units kept and the engine's
+/// counters, by namespace and machine for a token scoped to `*`, and for any other token
+/// only summed over its own namespaces, with no label naming a namespace or machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_known_workload_and_name_namespaces_only_to_a_global_token() {
+    let w = blocking(world);
+    // b/i3's task is claimed and its attempt fails (no retries: the task fails, and the
+    // instance with it), then an event i1 does not accept.
+    let claimed = blocking(|| {
+        w.engine
+            .claim(&["q".to_string()], "w1", 1, Duration::from_secs(60))
+            .unwrap()
+    });
+    assert_eq!(claimed.len(), 1);
+    let (id, attempt) = (claimed[0].id.clone(), claimed[0].attempt);
+    blocking(|| {
+        w.engine
+            .fail(&id, attempt, "boom", true, Default::default())
+            .unwrap()
+    });
+    let refused = blocking(|| {
+        w.engine.send(
+            "a",
+            "i1",
+            SendRequest {
+                event: "nope".into(),
+                ..Default::default()
+            },
+        )
+    });
+    assert!(refused.is_err());
+    let (_, all) = blocking(|| {
+        w.engine
+            .create_token("ops", Role::Admin, vec!["*".into()])
+            .unwrap()
+    });
+    let text = scrape(&w, &all).await;
+    // Five starts, three submits and an approval, applied by this engine.
+    for (series, value) in [
+        ("cairn_transitions_total", 9.0),
+        (
+            "cairn_instances{namespace=\"a\",machine=\"flow\",status=\"running\"}",
+            2.0,
+        ),
+        (
+            "cairn_instances{namespace=\"b\",machine=\"flow\",status=\"running\"}",
+            2.0,
+        ),
+        (
+            "cairn_instances{namespace=\"b\",machine=\"flow\",status=\"failed\"}",
+            1.0,
+        ),
+        (
+            "cairn_tasks{namespace=\"b\",queue=\"q\",status=\"failed\"}",
+            1.0,
+        ),
+        ("cairn_queue_depth{namespace=\"b\",queue=\"q\"}", f64::NAN),
+        (
+            "cairn_task_attempts_total{namespace=\"b\",queue=\"q\",outcome=\"failed\"}",
+            1.0,
+        ),
+        ("cairn_transitions_stored{namespace=\"a\"}", 3.0),
+        ("cairn_transitions_stored{namespace=\"b\"}", 6.0),
+        ("cairn_timers_due{namespace=\"a\"}", f64::NAN),
+        ("cairn_outbox_backlog{namespace=\"b\"}", f64::NAN),
+        ("cairn_open_streams", 0.0),
+    ] {
+        let got = sample(&text, series);
+        if value.is_nan() {
+            assert_eq!(got, None, "{series} should be absent (zero):\n{text}");
+        } else {
+            assert_eq!(got, Some(value), "{series}:\n{text}");
+        }
+    }
+    assert_eq!(sample(&text, "cairn_transitions_refused_total"), Some(1.0));
+    assert!(sample(&text, "cairn_unit_commit_seconds_count").unwrap() >= 10.0);
+    for name in [
+        "cairn_unit_commit_seconds histogram",
+        "cairn_instances gauge",
+        "cairn_tasks gauge",
+        "cairn_queue_depth gauge",
+        "cairn_timers gauge",
+        "cairn_timers_due gauge",
+        "cairn_outbox_backlog gauge",
+        "cairn_task_attempts_total counter",
+        "cairn_http_request_duration_seconds histogram",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name}")), "{name}:\n{text}");
+    }
+    // A token of namespace a: its own figures, summed, with no namespace or machine.
+    let text = scrape(&w, &w.viewer_a).await;
+    assert!(
+        !text.contains("namespace=") && !text.contains("machine="),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "cairn_instances{status=\"running\"}"),
+        Some(2.0)
+    );
+    assert_eq!(sample(&text, "cairn_transitions_stored"), Some(3.0));
+    assert_eq!(sample(&text, "cairn_queue_depth{queue=\"q\"}"), None);
+    assert!(!text.contains("cairn_task_attempts_total{"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_reads_but_cannot_write_and_roles_rank() {
     let w = blocking(world);

@@ -7,7 +7,7 @@ pub mod testing;
 use std::path::Path;
 
 use cairn_store::{
-    ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, Counts, Error, HistoryRecord,
+    ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, Error, Figure, HistoryRecord,
     InboxRecord, InstanceFilter, InstanceRecord, LogEntry, MachineRecord, Page, Reader,
     ScheduleRecord, Space, Store, TaskRecord, TaskStatus, TimerRecord, TokenRecord, TriggerRecord,
     Tx, Vacuumed,
@@ -228,8 +228,11 @@ impl Reader for AnyStore {
     fn outbox_waiting(&self) -> Result<bool, Error> {
         both!(self, s => s.outbox_waiting())
     }
-    fn counts(&self, ns: &str) -> Result<Counts, Error> {
-        both!(self, s => s.counts(ns))
+    fn figures(&self, ns: Option<&str>) -> Result<Vec<Figure>, Error> {
+        both!(self, s => s.figures(ns))
+    }
+    fn timers_due(&self, now: DateTime<Utc>, cap: usize) -> Result<Vec<(String, u64)>, Error> {
+        both!(self, s => s.timers_due(now, cap))
     }
     fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error> {
         both!(self, s => s.log(after, limit))

@@ -33,7 +33,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use cairn_store::{
-    ApprovalRecord, ApprovalStatus, CheckpointRecord, Counts, Error, HistoryRecord, InboxRecord,
+    ApprovalRecord, ApprovalStatus, CheckpointRecord, Error, Figure, HistoryRecord, InboxRecord,
     InstanceFilter, InstanceRecord, LogEntry, MachineRecord, Page, Reader, Space, Store,
     TimerRecord, Tx, Vacuumed,
 };
@@ -58,7 +58,62 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("../migrations/0004_deletion_indexes.sql"),
     ),
     (5, "meta", include_str!("../migrations/0005_meta.sql")),
+    (6, "figures", include_str!("../migrations/0006_figures.sql")),
 ];
+
+/// The migration that adds `figures`: after its SQL, the time spent in states so far is
+/// replayed from history.
+const FIGURES: u32 = 6;
+
+/// The time spent in states by every instance so far, replayed from its history (as each
+/// unit keeps it from now on), and when each of its active leaves was entered.
+fn backfill_dwell(tx: &mut postgres::Transaction<'_>) -> Result<(), Error> {
+    use std::collections::{BTreeMap, HashMap};
+    let instances: Vec<(String, String, String)> = tx
+        .query("SELECT namespace, id, machine FROM instances", &[])
+        .map_err(db_err)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let history = tx
+        .prepare(
+            "SELECT from_configuration, to_configuration, created_at FROM history \
+             WHERE namespace = $1 AND instance_id = $2 ORDER BY seq",
+        )
+        .map_err(db_err)?;
+    let set = tx
+        .prepare("UPDATE instances SET entered = $3 WHERE namespace = $1 AND id = $2")
+        .map_err(db_err)?;
+    let mut sums: HashMap<(String, String, String), (i64, i64)> = HashMap::new();
+    for (ns, id, machine) in instances {
+        let mut entered = BTreeMap::new();
+        for r in tx.query(&history, &[&ns, &id]).map_err(db_err)? {
+            let from: postgres::types::Json<Vec<String>> = r.get(0);
+            let to: postgres::types::Json<Vec<String>> = r.get(1);
+            let at: DateTime<Utc> = r.get(2);
+            for (leaf, ms) in cairn_store::dwell(&mut entered, &from.0, &to.0, at) {
+                let e = sums.entry((ns.clone(), machine.clone(), leaf)).or_default();
+                e.0 += ms;
+                e.1 += 1;
+            }
+        }
+        tx.execute(&set, &[&ns, &id, &postgres::types::Json(&entered)])
+            .map_err(db_err)?;
+    }
+    for ((ns, machine, state), (ms, visits)) in sums {
+        for (kind, value) in [("dwell_ms", ms), ("dwell_visits", visits)] {
+            tx.execute(
+                "INSERT INTO figures (namespace, kind, name, detail, value) VALUES ($1, $2, $3, $4, $5)",
+                &[&ns, &kind, &machine, &state, &value],
+            )
+            .map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Commits of a node between two folds of the figures' changes (`figure_deltas`).
+const FOLD_EVERY: u64 = 256;
 
 /// The advisory lock key migrations run under.
 const MIGRATION_LOCK: i64 = 0x0063_6169_726e_0001;
@@ -318,6 +373,9 @@ impl PgStore {
                     continue;
                 }
                 tx.batch_execute(sql).map_err(db_err)?;
+                if *version == FIGURES {
+                    backfill_dwell(&mut tx)?;
+                }
                 tx.execute(
                     "INSERT INTO cairn_migrations (version, name) VALUES ($1, $2)",
                     &[&(*version as i32), name],
@@ -512,9 +570,17 @@ impl Store for PgStore {
             match r {
                 Ok(v) => {
                     let committed = tx.commit();
-                    inner.commits.fetch_add(1, Ordering::Relaxed);
+                    let n = inner.commits.fetch_add(1, Ordering::Relaxed) + 1;
                     if committed.is_err() {
                         inner.failed_commits.fetch_add(1, Ordering::Relaxed);
+                    } else if n.is_multiple_of(FOLD_EVERY) {
+                        // The figures' changes, folded now and then so reads stay short; a
+                        // fold that fails is done by a later one.
+                        let mut db = Db {
+                            c: &mut c.client,
+                            stmts: &mut c.stmts,
+                        };
+                        let _ = sql::fold_figures(&mut db, 10_000);
                     }
                     committed.map(|()| v)
                 }
@@ -697,8 +763,11 @@ impl Reader for PgStore {
     fn outbox_waiting(&self) -> Result<bool, Error> {
         self.read(sql::outbox_waiting)
     }
-    fn counts(&self, ns: &str) -> Result<Counts, Error> {
-        self.read(|db| sql::counts(db, ns))
+    fn figures(&self, ns: Option<&str>) -> Result<Vec<Figure>, Error> {
+        self.read(|db| sql::figures(db, ns))
+    }
+    fn timers_due(&self, now: DateTime<Utc>, cap: usize) -> Result<Vec<(String, u64)>, Error> {
+        self.read(|db| sql::timers_due(db, now, cap))
     }
     fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error> {
         self.read(|db| sql::log(db, after, limit))

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use cairn_core::Status;
 use cairn_store::{
-    ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, ChildRecord, Counts, Error,
+    ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, ChildRecord, Error, Figure,
     HistoryKind, HistoryRecord, IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord,
     LogEntry, MachineRecord, NewLogEntry, OutboxRecord, Page, ScheduleRecord, TaskRecord,
     TaskStatus, TimerRecord, TokenRecord, TriggerRecord,
@@ -206,7 +206,7 @@ pub fn insert_machine<C: GenericClient>(db: &mut Db<C>, m: &MachineRecord) -> Re
 
 // Instances
 
-const INSTANCE_COLS: &str = "seq, namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at, history_seq";
+const INSTANCE_COLS: &str = "seq, namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at, history_seq, entered";
 
 fn instance_row(r: &Row) -> Result<InstanceRecord, Error> {
     Ok(InstanceRecord {
@@ -224,6 +224,7 @@ fn instance_row(r: &Row) -> Result<InstanceRecord, Error> {
         created_at: get(r, "created_at")?,
         updated_at: get(r, "updated_at")?,
         history_seq: get::<i64>(r, "history_seq")? as u64,
+        entered: json_of(r, "entered")?,
     })
 }
 
@@ -263,8 +264,8 @@ pub fn claim_instance<C: GenericClient>(
 
 pub fn insert_instance<C: GenericClient>(db: &mut Db<C>, i: &InstanceRecord) -> Result<(), Error> {
     let r = db.exec(
-        "INSERT INTO instances (namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at, history_seq) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        "INSERT INTO instances (namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at, history_seq, entered) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         &[
             &i.namespace,
             &i.id,
@@ -280,6 +281,7 @@ pub fn insert_instance<C: GenericClient>(db: &mut Db<C>, i: &InstanceRecord) -> 
             &i.created_at,
             &i.updated_at,
             &i64_of(i.history_seq),
+            &Json(&i.entered),
         ],
     );
     unique(r, || {
@@ -300,7 +302,7 @@ pub fn update_instance<C: GenericClient>(
     expected: u64,
 ) -> Result<(), Error> {
     let n = db.exec(
-        "UPDATE instances SET machine_version = $3, status = $4, configuration = $5, context = $6, version = $7, last_error = $8, updated_at = $9, history_seq = $11 \
+        "UPDATE instances SET machine_version = $3, status = $4, configuration = $5, context = $6, version = $7, last_error = $8, updated_at = $9, history_seq = $11, entered = $12 \
          WHERE namespace = $1 AND id = $2 AND version = $10",
         &[
             &i.namespace,
@@ -314,6 +316,7 @@ pub fn update_instance<C: GenericClient>(
             &i.updated_at,
             &i64_of(expected),
             &i64_of(i.history_seq),
+            &Json(&i.entered),
         ],
     )?;
     if n == 1 {
@@ -423,27 +426,69 @@ pub fn finished_before<C: GenericClient>(
     .collect()
 }
 
-pub fn counts<C: GenericClient>(db: &mut Db<C>, ns: &str) -> Result<Counts, Error> {
-    let instances = db
-        .query(
-            "SELECT machine, status, COUNT(*) AS n FROM instances WHERE namespace = $1 GROUP BY machine, status ORDER BY machine, status",
-            &[&ns],
-        )?
-        .iter()
-        .map(|r| Ok((get(r, "machine")?, get(r, "status")?, get::<i64>(r, "n")? as u64)))
-        .collect::<Result<Vec<_>, Error>>()?;
-    let transitions = db
-        .opt(
-            "SELECT COUNT(*) AS n FROM history WHERE namespace = $1 AND kind IN ('start', 'event')",
-            &[&ns],
-        )?
-        .map(|r| get::<i64>(&r, "n"))
-        .transpose()?
-        .unwrap_or(0) as u64;
-    Ok(Counts {
-        instances,
-        transitions,
+/// The figures: what was folded plus the changes not folded yet.
+pub fn figures<C: GenericClient>(db: &mut Db<C>, ns: Option<&str>) -> Result<Vec<Figure>, Error> {
+    db.query(
+        "SELECT namespace, kind, name, detail, sum(value)::bigint AS value FROM ( \
+           SELECT namespace, kind, name, detail, value FROM figures WHERE $1::text IS NULL OR namespace = $1 \
+           UNION ALL \
+           SELECT namespace, kind, name, detail, value FROM figure_deltas WHERE $1::text IS NULL OR namespace = $1) f \
+         GROUP BY namespace, kind, name, detail HAVING sum(value) <> 0 \
+         ORDER BY namespace, kind, name, detail",
+        &[&ns],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Figure {
+            namespace: get(r, "namespace")?,
+            kind: get(r, "kind")?,
+            name: get(r, "name")?,
+            detail: get(r, "detail")?,
+            value: get(r, "value")?,
+        })
     })
+    .collect()
+}
+
+pub fn add_figure<C: GenericClient>(db: &mut Db<C>, f: &Figure) -> Result<(), Error> {
+    db.exec(
+        "INSERT INTO figure_deltas (namespace, kind, name, detail, value) VALUES ($1, $2, $3, $4, $5)",
+        &[&f.namespace, &f.kind, &f.name, &f.detail, &f.value],
+    )?;
+    Ok(())
+}
+
+/// Moves up to `limit` changes from `figure_deltas` into `figures`; how many it moved.
+/// Two nodes folding at once take different rows (a row one deletes, the other skips).
+pub fn fold_figures<C: GenericClient>(db: &mut Db<C>, limit: i64) -> Result<u64, Error> {
+    let row = db.opt(
+        "WITH moved AS ( \
+           DELETE FROM figure_deltas WHERE id IN (SELECT id FROM figure_deltas ORDER BY id LIMIT $1) \
+           RETURNING namespace, kind, name, detail, value), \
+         folded AS ( \
+           INSERT INTO figures (namespace, kind, name, detail, value) \
+           SELECT namespace, kind, name, detail, sum(value) FROM moved GROUP BY namespace, kind, name, detail \
+           ON CONFLICT (namespace, kind, name, detail) DO UPDATE SET value = figures.value + excluded.value \
+           RETURNING 1) \
+         SELECT (SELECT count(*) FROM moved)::bigint AS n",
+        &[&limit],
+    )?;
+    Ok(row.map(|r| get::<i64>(&r, "n")).transpose()?.unwrap_or(0) as u64)
+}
+
+pub fn timers_due<C: GenericClient>(
+    db: &mut Db<C>,
+    now: DateTime<Utc>,
+    cap: usize,
+) -> Result<Vec<(String, u64)>, Error> {
+    db.query(
+        "SELECT namespace, count(*)::bigint AS n FROM (SELECT namespace FROM timers WHERE due_at <= $1 LIMIT $2) t \
+         GROUP BY namespace ORDER BY namespace",
+        &[&now, &(cap.min(i64::MAX as usize) as i64)],
+    )?
+    .iter()
+    .map(|r| Ok((get(r, "namespace")?, get::<i64>(r, "n")? as u64)))
+    .collect()
 }
 
 pub fn delete_instance<C: GenericClient>(

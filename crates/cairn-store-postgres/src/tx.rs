@@ -288,4 +288,7 @@ impl Tx for PgTx<'_> {
     ) -> Result<u64, Error> {
         sql::trim_log(&mut self.db(), before, keep, limit)
     }
+    fn add_figure(&mut self, f: &cairn_store::Figure) -> Result<(), Error> {
+        sql::add_figure(&mut self.db(), f)
+    }
 }

@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cairn_store::{
-    ApprovalRecord, ApprovalStatus, CheckpointRecord, Counts, Error, HistoryRecord, InboxRecord,
+    ApprovalRecord, ApprovalStatus, CheckpointRecord, Error, Figure, HistoryRecord, InboxRecord,
     InstanceFilter, InstanceRecord, LogEntry, MachineRecord, Page, Reader, Space, Store,
     TimerRecord, Tx, Vacuumed,
 };
@@ -957,7 +957,14 @@ impl Reader for SqliteStore {
     fn attempts(&self, task_id: &str) -> Result<Vec<cairn_store::AttemptRecord>, Error> {
         self.read(|c| tasks::attempts(c, task_id))
     }
-    fn counts(&self, ns: &str) -> Result<Counts, Error> {
-        self.read(|c| lifecycle::counts(c, ns))
+    fn figures(&self, ns: Option<&str>) -> Result<Vec<Figure>, Error> {
+        self.read(|c| lifecycle::figures(c, ns))
+    }
+    fn timers_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        cap: usize,
+    ) -> Result<Vec<(String, u64)>, Error> {
+        self.read(|c| lifecycle::timers_due(c, now, cap))
     }
 }

@@ -2,7 +2,7 @@
 //! instance, deletion and compaction, and the counts of `stats`.
 
 use cairn_store::{
-    ApprovalRecord, ApprovalStatus, CheckpointRecord, Counts, Error, HistoryRecord, InboxRecord,
+    ApprovalRecord, ApprovalStatus, CheckpointRecord, Error, Figure, HistoryRecord, InboxRecord,
     TimerRecord,
 };
 use chrono::{DateTime, Utc};
@@ -475,30 +475,52 @@ pub fn finished_before(
     rows.map(|r| r.map_err(db_err)).collect()
 }
 
-pub fn counts(c: &Connection, ns: &str) -> Result<Counts, Error> {
+pub fn figures(c: &Connection, ns: Option<&str>) -> Result<Vec<Figure>, Error> {
     let mut s = c
-        .prepare_cached("SELECT machine, status, COUNT(*) FROM instances WHERE namespace = ?1 GROUP BY machine, status ORDER BY machine, status")
+        .prepare_cached(
+            "SELECT namespace, kind, name, detail, value FROM figures \
+             WHERE (?1 IS NULL OR namespace = ?1) AND value <> 0 ORDER BY namespace, kind, name, detail",
+        )
         .map_err(db_err)?;
     let rows = s
         .query_map(params![ns], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)? as u64,
-            ))
+            Ok(Figure {
+                namespace: r.get(0)?,
+                kind: r.get(1)?,
+                name: r.get(2)?,
+                detail: r.get(3)?,
+                value: r.get(4)?,
+            })
         })
         .map_err(db_err)?;
-    let instances = rows
-        .map(|r| r.map_err(db_err))
-        .collect::<Result<Vec<_>, _>>()?;
-    let transitions: i64 = c
+    rows.map(|r| r.map_err(db_err)).collect()
+}
+
+pub fn add_figure(c: &Connection, f: &Figure) -> Result<(), Error> {
+    c.prepare_cached(
+        "INSERT INTO figures (namespace, kind, name, detail, value) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT DO UPDATE SET value = value + excluded.value",
+    )
+    .and_then(|mut s| s.execute(params![f.namespace, f.kind, f.name, f.detail, f.value]))
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub fn timers_due(
+    c: &Connection,
+    now: DateTime<Utc>,
+    cap: usize,
+) -> Result<Vec<(String, u64)>, Error> {
+    let mut s = c
         .prepare_cached(
-            "SELECT COUNT(*) FROM history WHERE namespace = ?1 AND kind IN ('start', 'event')",
+            "SELECT namespace, count(*) FROM (SELECT namespace FROM timers WHERE due_at <= ?1 LIMIT ?2) \
+             GROUP BY namespace ORDER BY namespace",
         )
-        .and_then(|mut s| s.query_row(params![ns], |r| r.get(0)))
         .map_err(db_err)?;
-    Ok(Counts {
-        instances,
-        transitions: transitions as u64,
-    })
+    let rows = s
+        .query_map(params![ts(&now), cap.min(i64::MAX as usize) as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(db_err)?;
+    rows.map(|r| r.map_err(db_err)).collect()
 }

@@ -152,10 +152,10 @@ pub fn unreadable_machines(c: &Connection) -> Result<Vec<MachineRecord>, Error> 
     Ok(out)
 }
 
-const INSTANCE_COLS: &str = "seq, namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at, history_seq";
+const INSTANCE_COLS: &str = "seq, namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at, history_seq, entered";
 
 fn instance_row(r: &Row<'_>) -> rusqlite::Result<Vec<SqlValue>> {
-    (0..15).map(|i| r.get(i)).collect()
+    (0..16).map(|i| r.get(i)).collect()
 }
 
 fn decode_instance(v: Vec<SqlValue>) -> Result<(i64, InstanceRecord), Error> {
@@ -176,6 +176,7 @@ fn decode_instance(v: Vec<SqlValue>) -> Result<(i64, InstanceRecord), Error> {
             created_at: parse_ts(text(&v[12])?)?,
             updated_at: parse_ts(text(&v[13])?)?,
             history_seq: int(&v[14])? as u64,
+            entered: parse_json(text(&v[15])?, "entered times")?,
         },
     ))
 }
@@ -487,8 +488,8 @@ impl Tx for SqlTx<'_> {
         let r = self
             .conn
             .prepare_cached(
-                "INSERT INTO instances (namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at, history_seq) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                "INSERT INTO instances (namespace, id, machine, machine_version, status, configuration, context, version, labels, parent, last_error, created_at, updated_at, history_seq, entered) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -505,7 +506,8 @@ impl Tx for SqlTx<'_> {
                     i.last_error,
                     ts(&i.created_at),
                     ts(&i.updated_at),
-                    i.history_seq as i64
+                    i.history_seq as i64,
+                    json(&i.entered)
                 ])
             });
         conflict_if_duplicate(r, || {
@@ -524,7 +526,7 @@ impl Tx for SqlTx<'_> {
         let n = self
             .conn
             .prepare_cached(
-                "UPDATE instances SET machine_version = ?3, status = ?4, configuration = ?5, context = ?6, version = ?7, last_error = ?8, updated_at = ?9, history_seq = ?11 \
+                "UPDATE instances SET machine_version = ?3, status = ?4, configuration = ?5, context = ?6, version = ?7, last_error = ?8, updated_at = ?9, history_seq = ?11, entered = ?12 \
                  WHERE namespace = ?1 AND id = ?2 AND version = ?10",
             )
             .and_then(|mut s| {
@@ -539,7 +541,8 @@ impl Tx for SqlTx<'_> {
                     i.last_error,
                     ts(&i.updated_at),
                     expected_version as i64,
-                    i.history_seq as i64
+                    i.history_seq as i64,
+                    json(&i.entered)
                 ])
             })
             .map_err(db_err)?;
@@ -926,6 +929,9 @@ impl Tx for SqlTx<'_> {
         limit: usize,
     ) -> Result<u64, Error> {
         trim_log(self.conn, before, keep, limit)
+    }
+    fn add_figure(&mut self, f: &cairn_store::Figure) -> Result<(), Error> {
+        lc::add_figure(self.conn, f)
     }
 }
 

@@ -90,6 +90,80 @@ fn tokens_from_before_subjects_get_one_of_their_own() {
     assert_eq!((t.name.as_str(), t.subject.as_str()), ("ann", "token:abc"));
 }
 
+/// A data directory from before figures: the migration counts what is stored and replays
+/// each instance's history for the time spent in states (and when its leaves were entered),
+/// so `stats` answers as it did by scanning.
+#[test]
+fn figures_of_an_older_data_directory_are_counted_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("cairn.db")).unwrap();
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(10) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        let instance = |id: &str, status: &str, config: &str| {
+            conn.execute(
+                "INSERT INTO instances (namespace, id, machine, machine_version, status, configuration, context, version, history_seq, labels, created_at, updated_at) \
+                 VALUES ('default', ?1, 'm', 1, ?2, ?3, '{}', 1, 1, '{}', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                rusqlite::params![id, status, config],
+            )
+            .unwrap();
+        };
+        // (instance, seq, kind, from, to, second)
+        let history = |id: &str, seq: i64, kind: &str, from: &str, to: &str, sec: i64| {
+            conn.execute(
+                "INSERT INTO history (namespace, instance_id, seq, kind, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, microsteps, effects, created_at) \
+                 VALUES ('default', ?1, ?2, ?3, ?2, '', '{}', 'a', '', ?4, ?5, '{}', 'running', '[]', '[]', ?6)",
+                rusqlite::params![id, seq, kind, from, to, format!("2026-01-01T00:00:{sec:02}Z")],
+            )
+            .unwrap();
+        };
+        instance("i1", "completed", r#"["done"]"#);
+        history("i1", 1, "start", "[]", r#"["a"]"#, 0);
+        history("i1", 2, "event", r#"["a"]"#, r#"["b"]"#, 4);
+        history("i1", 3, "pause", r#"["b"]"#, r#"["b"]"#, 5);
+        history("i1", 4, "event", r#"["b"]"#, r#"["done"]"#, 10);
+        instance("i2", "running", r#"["b"]"#);
+        history("i2", 1, "start", "[]", r#"["a"]"#, 0);
+        history("i2", 2, "event", r#"["a"]"#, r#"["b"]"#, 2);
+        conn.execute(
+            "INSERT INTO timers (namespace, instance_id, event, state, due_at, created_at) VALUES ('default', 'i2', 'timer.x', 'b', '2026-01-02T00:00:00Z', '2026-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), Options::default()).unwrap();
+    let mut figures: Vec<(String, String, String, i64)> = store
+        .figures(Some("default"))
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.kind, f.name, f.detail, f.value))
+        .collect();
+    figures.sort();
+    let f = |k: &str, n: &str, d: &str, v: i64| (k.to_string(), n.to_string(), d.to_string(), v);
+    assert_eq!(
+        figures,
+        [
+            // a: 4 s (i1) and 2 s (i2); b: 6 s (i1, the pause kept it); i2 is still in b.
+            f("dwell_ms", "m", "a", 6000),
+            f("dwell_ms", "m", "b", 6000),
+            f("dwell_visits", "m", "a", 2),
+            f("dwell_visits", "m", "b", 1),
+            f("instances", "m", "completed", 1),
+            f("instances", "m", "running", 1),
+            f("timers", "", "", 1),
+            f("transitions", "", "", 5),
+        ]
+    );
+    let i2 = store.instance("default", "i2").unwrap().unwrap();
+    assert_eq!(
+        i2.entered.get("b").map(|t| t.to_rfc3339()),
+        Some("2026-01-01T00:00:02+00:00".to_string())
+    );
+}
+
 #[test]
 fn a_newer_schema_is_refused_not_damaged() {
     let dir = tempfile::tempdir().unwrap();

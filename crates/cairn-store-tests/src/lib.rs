@@ -35,7 +35,7 @@ macro_rules! suite {
             deleted_machine_versions_stay_taken_and_unreadable_ones_are_found,
             tasks_are_claimed_leased_and_reclaimed_once, claims_skip_deleted_instances,
             log_retention_trims_the_oldest_and_moves_the_horizon,
-            vacuum_gives_space_back_and_keeps_every_row);
+            vacuum_gives_space_back_and_keeps_every_row, figures_count_what_is_stored);
     };
     (@tests $open:expr; $($name:ident),*) => {
         $(
@@ -78,6 +78,7 @@ pub fn instance(
         last_error: None,
         created_at: t0(),
         updated_at: t0(),
+        entered: BTreeMap::new(),
     }
 }
 
@@ -1361,16 +1362,148 @@ pub fn retention_and_counts<S: Store>(s: &S) {
         s.finished_before("default", at(5000), 10).unwrap(),
         ["old", "recent"]
     );
-    let c = s.counts("default").unwrap();
+    let instances: Vec<_> = s
+        .figures(Some("default"))
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.kind == "instances")
+        .map(|f| (f.name, f.detail, f.value))
+        .collect();
     assert_eq!(
-        c.instances,
+        instances,
         [
             ("m".to_string(), "completed".to_string(), 1),
             ("m".to_string(), "failed".to_string(), 1),
             ("m2".to_string(), "running".to_string(), 1)
         ]
     );
-    assert_eq!(c.transitions, 2);
+    assert_eq!(figure(s, "default", "transitions", "", ""), 2);
+}
+
+/// A figure's value (0 when absent).
+fn figure<S: Reader>(s: &S, ns: &str, kind: &str, name: &str, detail: &str) -> i64 {
+    s.figures(Some(ns))
+        .unwrap()
+        .iter()
+        .find(|f| f.kind == kind && f.name == name && f.detail == detail)
+        .map_or(0, |f| f.value)
+}
+
+/// The figures follow every change of what they count, however it is made, and stay
+/// exact across many units (on PostgreSQL, across folds of their changes).
+pub fn figures_count_what_is_stored<S: Store>(s: &S) {
+    // 300 instances, one unit each (more commits than a PostgreSQL node folds after).
+    for i in 0..300 {
+        let r = instance(
+            "default",
+            &format!("f{i}"),
+            "m",
+            Status::Running,
+            &["a"],
+            &[],
+        );
+        s.write(move |tx| {
+            tx.insert_instance(&r)?;
+            tx.append_history(&history("default", &r.id, 1))
+        })
+        .unwrap();
+    }
+    assert_eq!(figure(s, "default", "instances", "m", "running"), 300);
+    assert_eq!(figure(s, "default", "transitions", "", ""), 300);
+    // Status changes move an instance between figures; other updates do not count.
+    s.write(|tx| {
+        for i in 0..10 {
+            let mut r = tx.instance("default", &format!("f{i}"))?.unwrap();
+            r.status = Status::Completed;
+            r.version += 1;
+            tx.update_instance(&r, 1)?;
+            tx.append_history(&history("default", &r.id, 2))?;
+        }
+        let mut r = tx.instance("default", "f10")?.unwrap();
+        r.context = json!({"n": 1});
+        r.version += 1;
+        tx.update_instance(&r, 1)
+    })
+    .unwrap();
+    assert_eq!(figure(s, "default", "instances", "m", "running"), 290);
+    assert_eq!(figure(s, "default", "instances", "m", "completed"), 10);
+    assert_eq!(figure(s, "default", "transitions", "", ""), 310);
+    // Compaction: a record turned into a base, older ones deleted.
+    s.write(|tx| {
+        let mut base = tx.history_at("default", "f0", 2)?.unwrap();
+        base.kind = HistoryKind::Base;
+        tx.replace_history(&base)?;
+        tx.delete_history_before("default", "f0", 2)
+    })
+    .unwrap();
+    assert_eq!(figure(s, "default", "transitions", "", ""), 308);
+    // Tasks by queue and status, timers (set twice: one), the outbox.
+    s.write(|tx| {
+        tx.insert_task(&task("t1", "f1", "q1"))?;
+        tx.insert_task(&task("t2", "f1", "q1"))?;
+        tx.insert_task(&task("t3", "f2", "q2"))?;
+        let mut t = task("t1", "f1", "q1");
+        t.status = cairn_store::TaskStatus::Leased;
+        tx.update_task(&t)?;
+        tx.set_timer(&timer("f1", "timer.a", 10))?;
+        tx.set_timer(&timer("f1", "timer.a", 20))?;
+        tx.set_timer(&timer("f2", "timer.b", 10))?;
+        tx.push_outbox(&outbox_entry("f3", "f4"))?;
+        tx.push_outbox(&outbox_entry("f3", "f5"))?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(figure(s, "default", "tasks", "q1", "pending"), 1);
+    assert_eq!(figure(s, "default", "tasks", "q1", "leased"), 1);
+    assert_eq!(figure(s, "default", "tasks", "q2", "pending"), 1);
+    assert_eq!(figure(s, "default", "timers", "", ""), 2);
+    assert_eq!(figure(s, "default", "outbox", "", ""), 2);
+    assert_eq!(
+        s.timers_due(at(15), 100).unwrap(),
+        [("default".to_string(), 1)]
+    );
+    assert_eq!(s.timers_due(at(15), 0).unwrap(), []);
+    // Deleting instances takes everything of theirs out of the figures.
+    s.write(|tx| {
+        for id in ["f1", "f2", "f3"] {
+            tx.delete_instance("default", id)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(figure(s, "default", "instances", "m", "running"), 290);
+    assert_eq!(figure(s, "default", "instances", "m", "completed"), 7);
+    assert_eq!(figure(s, "default", "transitions", "", ""), 302);
+    for (kind, name, detail) in [
+        ("tasks", "q1", "pending"),
+        ("tasks", "q1", "leased"),
+        ("tasks", "q2", "pending"),
+        ("timers", "", ""),
+        ("outbox", "", ""),
+    ] {
+        assert_eq!(figure(s, "default", kind, name, detail), 0, "{kind}");
+    }
+    // What the engine adds, added up; other namespaces apart.
+    for v in [1500, 500] {
+        s.write(move |tx| {
+            tx.add_figure(&cairn_store::Figure {
+                namespace: "default".into(),
+                kind: "dwell_ms".into(),
+                name: "m".into(),
+                detail: "a".into(),
+                value: v,
+            })
+        })
+        .unwrap();
+    }
+    assert_eq!(figure(s, "default", "dwell_ms", "m", "a"), 2000);
+    assert!(s.figures(Some("other")).unwrap().is_empty());
+    assert!(
+        s.figures(None)
+            .unwrap()
+            .iter()
+            .all(|f| f.namespace == "default")
+    );
 }
 
 pub fn children_are_linked_and_listed_by_parent<S: Store>(s: &S) {

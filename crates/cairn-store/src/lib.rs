@@ -13,10 +13,10 @@ mod record;
 
 pub use error::Error;
 pub use record::{
-    ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, ChildRecord, Decision,
+    ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, ChildRecord, Decision, Figure,
     HistoryKind, HistoryRecord, IdempotencyRecord, InboxRecord, InstanceFilter, InstanceRecord,
     LogEntry, MachineRecord, NewLogEntry, OutboxRecord, Page, ScheduleRecord, TaskRecord,
-    TaskStatus, TimerRecord, TokenRecord, TriggerRecord,
+    TaskStatus, TimerRecord, TokenRecord, TriggerRecord, dwell,
 };
 
 /// The answer to [`Tx::claim_instance`].
@@ -317,6 +317,10 @@ pub trait Tx {
         keep: Option<u64>,
         limit: usize,
     ) -> Result<u64, Error>;
+
+    /// Adds `figure.value` to a figure the engine keeps (the time spent in states); the
+    /// counts of stored rows are kept by the store itself.
+    fn add_figure(&mut self, figure: &Figure) -> Result<(), Error>;
 }
 
 /// Reads of committed data.
@@ -430,8 +434,21 @@ pub trait Reader: Send + Sync {
     fn schedules_due(&self, now: chrono::DateTime<chrono::Utc>) -> Result<bool, Error>;
     /// Whether the outbox holds entries waiting for delivery.
     fn outbox_waiting(&self) -> Result<bool, Error>;
-    /// Counts for `stats`: instances per (machine, status), and history records.
-    fn counts(&self, namespace: &str) -> Result<Counts, Error>;
+    /// The figures of a namespace (of every namespace when `None`), as maintained by the
+    /// units that changed what they count: a read of a few rows, never a scan.
+    ///
+    /// # Contract
+    /// Each figure equals a count of what is stored: instances by (machine, status),
+    /// `transitions` (history records of kind start or event), tasks by (queue, status),
+    /// timers, outbox entries addressed to the namespace; `dwell_ms`/`dwell_visits` are
+    /// what [`Tx::add_figure`] added. Figures at zero may be left out.
+    fn figures(&self, namespace: Option<&str>) -> Result<Vec<Figure>, Error>;
+    /// Timers due at `now`, per namespace, counting at most `cap` in all.
+    fn timers_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        cap: usize,
+    ) -> Result<Vec<(String, u64)>, Error>;
     /// Log entries after `position`, in position order.
     fn log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>, Error>;
     /// The log's horizon: the last position retention removed (0 while none was).
@@ -458,15 +475,6 @@ pub struct Vacuumed {
     pub steps: u64,
     /// The longest of them, in microseconds (how long it held writers up, at most).
     pub longest_step_us: u64,
-}
-
-/// Aggregate counts of a namespace.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counts {
-    /// (machine, status, instances).
-    pub instances: Vec<(String, String, u64)>,
-    /// Applied events (start and event records).
-    pub transitions: u64,
 }
 
 /// A storage backend.

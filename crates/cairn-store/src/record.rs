@@ -41,6 +41,46 @@ pub struct InstanceRecord {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When each active leaf was entered (for the time spent in states: see [`dwell`]).
+    pub entered: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// The time spent in states, kept as each record is written: moves `entered` from the
+/// configuration `from` to `to` at `at`, and returns each leaf left with the milliseconds
+/// spent in it since it was entered. A leaf in both is not left (an internal or
+/// self-transition keeps its clock); a leaf whose entry is unknown is not counted.
+pub fn dwell(
+    entered: &mut BTreeMap<String, DateTime<Utc>>,
+    from: &[String],
+    to: &[String],
+    at: DateTime<Utc>,
+) -> Vec<(String, i64)> {
+    let mut left = Vec::new();
+    for leaf in from {
+        if !to.contains(leaf)
+            && let Some(t) = entered.remove(leaf)
+        {
+            left.push((leaf.clone(), (at - t).num_milliseconds()));
+        }
+    }
+    for leaf in to {
+        entered.entry(leaf.clone()).or_insert(at);
+    }
+    left
+}
+
+/// A figure the store keeps as units change what it counts, so reading it scans nothing:
+/// instances by machine and status, transitions, tasks by queue and status, timers, the
+/// outbox, the time spent in states. As a change, `value` is added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Figure {
+    pub namespace: String,
+    /// `instances` (name: machine, detail: status), `transitions`, `tasks` (queue,
+    /// status), `timers`, `outbox`, `dwell_ms` and `dwell_visits` (machine, state).
+    pub kind: String,
+    pub name: String,
+    pub detail: String,
+    pub value: i64,
 }
 
 /// What a history record records.

@@ -180,6 +180,22 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
             "{id}: log and history disagree"
         );
     }
+    // The figures the units kept (by trigger and by the engine) count what is stored.
+    let mut running = 0u64;
+    let mut completed = 0u64;
+    for (_, id) in &ids {
+        match engine.get("bench", id).unwrap().status {
+            cairn_core::Status::Running => running += 1,
+            cairn_core::Status::Completed => completed += 1,
+            s => panic!("{id}: {s:?}"),
+        }
+    }
+    let stats = engine.stats("bench").unwrap();
+    let by_status = &stats.instances["w1-chain"];
+    assert_eq!(by_status.get("running").copied().unwrap_or(0), running);
+    assert_eq!(by_status.get("completed").copied().unwrap_or(0), completed);
+    let stored: u64 = histories.values().map(|h| h.len() as u64).sum();
+    assert_eq!(stats.transitions, stored);
     eprintln!(
         "{} acknowledged events over {ROUNDS} kills, {} instances verified; slowest start to first ack: {slowest_start:?}",
         acked.len(),

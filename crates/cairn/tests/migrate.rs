@@ -161,7 +161,8 @@ fn a_data_directory_moves_to_postgres_with_everything_and_carries_on() {
     assert_eq!(report["instances_verified"], 6);
     assert!(report["rows"]["history"].as_u64().unwrap() > 6, "{report}");
 
-    // The same instances, the same records, on PostgreSQL.
+    // The same figures (counts and time spent in states), instances and records.
+    assert_eq!(on_pg(&db.url, &["stats"]), ok_in(&d, &["stats"]));
     for (id, b) in ids.iter().zip(&before) {
         assert_eq!(
             &on_pg(&db.url, &["export", id, "--format", "json"]),

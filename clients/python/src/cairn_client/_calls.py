@@ -111,6 +111,10 @@ def repair(dry_run: bool) -> Call[Dict[str, Any]]:
     return Call("POST", "/v1/repair", dict, json={"dry_run": dry_run})
 
 
+def vacuum() -> Call[Dict[str, Any]]:
+    return Call("POST", "/v1/vacuum", dict, json={}, safe=True)
+
+
 def diagram(name: str, format: str, instance: Optional[str]) -> Call[str]:
     params = _body(format=format, instance=instance)
     return Call("GET", f"/v1/machines/{seg(name)}/diagram", str, params=params, safe=True, text=True)

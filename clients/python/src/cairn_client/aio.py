@@ -124,6 +124,12 @@ class AsyncClient:
         instance runs on (a token scoped to ``*``): ``deleted``, ``deletable``, ``in_use``."""
         return await self.call(c.repair(dry_run))
 
+    async def vacuum(self) -> Dict[str, Any]:
+        """Reclaims free space in bounded incremental steps (a token scoped to ``*``):
+        ``bytes_before``, ``bytes_after``, ``free_bytes_before``, ``free_bytes_after``,
+        ``steps``, ``longest_step_ms``, ``duration_ms``."""
+        return await self.call(c.vacuum())
+
     async def diagram(self, name: str, *, format: str = "mermaid", instance: Optional[str] = None) -> str:
         return await self.call(c.diagram(name, format, instance))
 

@@ -124,6 +124,12 @@ class Client:
         instance runs on (a token scoped to ``*``): ``deleted``, ``deletable``, ``in_use``."""
         return self.call(c.repair(dry_run))
 
+    def vacuum(self) -> Dict[str, Any]:
+        """Reclaims free space in bounded incremental steps (a token scoped to ``*``):
+        ``bytes_before``, ``bytes_after``, ``free_bytes_before``, ``free_bytes_after``,
+        ``steps``, ``longest_step_ms``, ``duration_ms``."""
+        return self.call(c.vacuum())
+
     def diagram(self, name: str, *, format: str = "mermaid", instance: Optional[str] = None) -> str:
         return self.call(c.diagram(name, format, instance))
 

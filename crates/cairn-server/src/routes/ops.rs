@@ -11,7 +11,7 @@ use cairn_store::Store;
 use serde_json::{Value, json};
 
 use crate::Ctx;
-use crate::auth::{Caller, Namespace};
+use crate::auth::{Caller, Namespace, Namespaces};
 use crate::error::{ApiError, Body, MaybeBody, blocking};
 
 /// Creates a token no stronger and no wider than the caller's; the answer holds its
@@ -225,15 +225,36 @@ pub(super) async fn healthz<S: Store + Send + Sync>(
     Ok(Json(json!({"status": "ok"})))
 }
 
+/// The server's counters, the engine's, the store's figures for the caller's namespaces
+/// (with namespace and machine labels for a token scoped to `*` only), and the store's
+/// own counters (commits, units, batch sizes, the WAL).
 pub(super) async fn metrics<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        // The server's counters, then the store's (commits, units, batch sizes).
-        ctx.metrics.render() + &ctx.store_metrics.as_ref().map_or_else(String::new, |f| f()),
-    )
+    scope: Namespaces,
+) -> Result<impl IntoResponse, ApiError> {
+    let engine = ctx.engine.clone();
+    let (figures, due) = blocking(move || {
+        Ok((
+            engine.store().figures(None)?,
+            engine.timers_due(TIMERS_DUE_CAP)?,
+        ))
+    })
+    .await?;
+    let named = scope.0.is_none();
+    let text = ctx.metrics.render()
+        + &crate::metrics::engine_text(
+            &ctx.engine.counters().snapshot(),
+            &figures,
+            &due,
+            |ns| scope.allows(ns),
+            named,
+        )
+        + &ctx.store_metrics.as_ref().map_or_else(String::new, |f| f());
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
+
+/// The most due timers a scrape counts.
+const TIMERS_DUE_CAP: usize = 100_000;
 
 pub(super) async fn stats<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,

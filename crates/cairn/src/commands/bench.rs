@@ -62,9 +62,10 @@ states:
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The workload: W1-events, W1-tasks, W2, W3, W5 (needs `--database`) or soak.
+    /// The workload: W1-events, W1-tasks, W2, W3, W5 (needs `--database`), soak or stats.
     workload: String,
-    /// Workflows to run (default 2000; W2 500; W3 200); 0 runs W1 until killed.
+    /// Workflows to run (default 2000; W2 500; W3 200; stats: instances, 1,000,000); 0
+    /// runs W1 until killed.
     #[arg(long)]
     n: Option<u64>,
     /// Workflows in flight at once (W2 runs at 1).
@@ -106,6 +107,7 @@ impl Args {
         self.n.unwrap_or(match self.workload.as_str() {
             "W2" => 500,
             "W3" => 200,
+            "stats" => 1_000_000,
             _ => 2000,
         })
     }
@@ -330,9 +332,12 @@ pub fn run(data: Option<PathBuf>, database: Option<String>, a: Args) -> Result<(
     if a.workload == "soak" {
         return super::soak::run(data, &a);
     }
+    if a.workload == "stats" {
+        return super::soak::stats(data, &a);
+    }
     if !matches!(a.workload.as_str(), "W1-events" | "W1-tasks" | "W2") {
         return Err(Failure::usage(anyhow!(
-            "unknown workload `{}`; available: W1-events, W1-tasks, W2, W3, W5, soak",
+            "unknown workload `{}`; available: W1-events, W1-tasks, W2, W3, W5, soak, stats",
             a.workload
         )));
     }
