@@ -29,7 +29,8 @@ pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, Verif
 pub use error::Error;
 pub use executors::{Captured, ExecutorService, Executors, Finished, Secrets, run_process};
 pub use lifecycle::{
-    DecideRequest, Decided, ForkFrom, LOG_TRIM_STEP, Retention, Stats, TimerService, merge_patch,
+    DecideRequest, Decided, ForkFrom, LOG_TRIM_STEP, RETENTION_STEP, Retention, Stats,
+    TimerService, merge_patch,
 };
 pub use tasks::{
     Claimed, DEFAULT_LEASE, Handler, LEASE_RANGE, TaskError, TaskOutcome, Usage, WorkerService,

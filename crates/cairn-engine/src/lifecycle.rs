@@ -631,32 +631,13 @@ impl<S: Store> Engine<S> {
         let (ns, id) = (ns.to_string(), id.to_string());
         let now = self.now();
         self.write(move |tx| {
-            let root = Self::load_instance(tx, &ns, &id)?;
-            // The whole tree, parents before children; deleted children first.
-            let mut tree = vec![root];
-            let mut i = 0;
-            while i < tree.len() {
-                let links = tx.children(&ns, &tree[i].id)?;
-                for link in links {
-                    if let Some(child) = tx.instance(&ns, &link.child_id)?
-                        && !tree.iter().any(|t| t.id == child.id)
-                    {
-                        tree.push(child);
-                    }
-                }
-                i += 1;
+            if delete_tree(tx, &ns, &id, now)? {
+                Ok(())
+            } else {
+                Err(Error::NotFound(format!(
+                    "no instance `{id}` in namespace `{ns}`"
+                )))
             }
-            for inst in tree.iter().rev() {
-                tx.delete_instance(&ns, &inst.id)?;
-                unit::log(
-                    tx,
-                    inst,
-                    "instance_deleted",
-                    json!({"machine": inst.machine, "parent": inst.parent}),
-                    now,
-                )?;
-            }
-            Ok(())
         })
     }
 
@@ -740,12 +721,28 @@ impl<S: Store> Engine<S> {
     pub fn enforce_retention(&self, ns: &str, policy: &Retention) -> Result<(u64, u64), Error> {
         let mut removed = 0;
         if let Some(age) = policy.finished_after {
-            for id in self.finished_before(ns, age)? {
-                match self.delete(ns, &id) {
-                    Ok(()) => removed += 1,
-                    // Deleted already, with its parent.
-                    Err(Error::NotFound(_)) => {}
-                    Err(e) => return Err(e),
+            // A page of the oldest at a time, deleted RETENTION_STEP to a unit: retention
+            // keeps up with a writer that finishes thousands of instances a second, and
+            // no unit holds the writer longer than a group commit.
+            let cutoff = self.cutoff(age, "a retention age")?;
+            loop {
+                let page = self.store().finished_before(ns, cutoff, RETENTION_PAGE)?;
+                let last = page.len() < RETENTION_PAGE;
+                for chunk in page.chunks(RETENTION_STEP) {
+                    let (ns, ids, now) = (ns.to_string(), chunk.to_vec(), self.now());
+                    removed += self.write(move |tx| {
+                        let mut n = 0;
+                        for id in &ids {
+                            // Gone already, with its parent: nothing to do.
+                            if delete_tree(tx, &ns, id, now)? {
+                                n += 1;
+                            }
+                        }
+                        Ok(n)
+                    })?;
+                }
+                if last {
+                    break;
                 }
             }
         }
@@ -965,4 +962,47 @@ pub(crate) fn fire_due_in_unit(
         }
     }
     Ok(fired)
+}
+
+/// Finished instances retention deletes in one unit.
+pub const RETENTION_STEP: usize = 64;
+/// Finished instances retention lists at a time.
+const RETENTION_PAGE: usize = 4096;
+
+/// Deletes an instance and the tree it spawned (children first), logging
+/// `instance_deleted` for each, inside the unit; false when there is no such instance.
+fn delete_tree(
+    tx: &mut dyn cairn_store::Tx,
+    ns: &str,
+    id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, Error> {
+    let Some(root) = tx.instance(ns, id)? else {
+        return Ok(false);
+    };
+    // The whole tree, parents before children; deleted children first.
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let links = tx.children(ns, &tree[i].id)?;
+        for link in links {
+            if let Some(child) = tx.instance(ns, &link.child_id)?
+                && !tree.iter().any(|t| t.id == child.id)
+            {
+                tree.push(child);
+            }
+        }
+        i += 1;
+    }
+    for inst in tree.iter().rev() {
+        tx.delete_instance(ns, &inst.id)?;
+        unit::log(
+            tx,
+            inst,
+            "instance_deleted",
+            json!({"machine": inst.machine, "parent": inst.parent}),
+            now,
+        )?;
+    }
+    Ok(true)
 }

@@ -515,6 +515,48 @@ fn delete_retention_and_compaction_keep_verify_passing() {
 }
 
 #[test]
+fn retention_deletes_many_finished_instances_in_bounded_units_and_keeps_the_young() {
+    let w = world();
+    let e = &w.engine;
+    let n = 3 * cairn_engine::RETENTION_STEP + 5;
+    for i in 0..n {
+        let id = format!("old-{i}");
+        start(e, &id);
+        e.cancel("default", &id, "", "").unwrap();
+    }
+    start(e, "running");
+    w.clock.advance(Duration::days(10));
+    start(e, "young");
+    e.cancel("default", "young", "", "").unwrap();
+    let policy = Retention {
+        finished_after: Some(Duration::days(7)),
+        max_history: None,
+    };
+    let (removed, _) = e.enforce_retention("default", &policy).unwrap();
+    assert_eq!(removed, n as u64);
+    for i in [0, n / 2, n - 1] {
+        assert!(matches!(
+            e.get("default", &format!("old-{i}")),
+            Err(Error::NotFound(_))
+        ));
+    }
+    assert_eq!(e.get("default", "running").unwrap().status, Status::Running);
+    assert_eq!(e.get("default", "young").unwrap().status, Status::Cancelled);
+    // Every deletion is in the log, and nothing is left to remove.
+    e.store().settle_log();
+    let deleted = e
+        .store()
+        .log(0, 100_000)
+        .unwrap()
+        .iter()
+        .filter(|l| l.entry.kind == "instance_deleted")
+        .count();
+    assert_eq!(deleted, n);
+    assert_eq!(e.enforce_retention("default", &policy).unwrap().0, 0);
+    verified(e, "running");
+}
+
+#[test]
 fn stats_count_instances_transitions_and_time_in_states() {
     let w = world();
     let e = &w.engine;
