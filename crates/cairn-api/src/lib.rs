@@ -1,5 +1,5 @@
 //! Wire types (requests, responses, stream events) shared by `cairn-server`, the CLI and
-//! the dashboard. They are converted explicitly from internal records (in
+//! the clients. They are converted explicitly from internal records (in
 //! `cairn-engine`'s `wire` module), so a storage change never silently changes the API.
 //! Must not know about storage.
 
@@ -32,13 +32,14 @@ pub struct Instance {
     pub updated_at: DateTime<Utc>,
 }
 
-/// One record of an instance's history: its start, an applied event, or a lifecycle
-/// change (pause, resume, cancel).
+/// One record of an instance's history: its start, an applied event, a lifecycle change
+/// (pause, resume, cancel), a base snapshot (a fork's first record, or what compaction
+/// folded older history into), a task attempt's end, or a failure the engine recorded.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Transition {
     /// 1, 2, 3... in commit order.
     pub seq: u64,
-    /// `start`, `event`, `pause`, `resume` or `cancel`.
+    /// `start`, `event`, `pause`, `resume`, `cancel`, `base`, `attempt` or `fail`.
     pub kind: String,
     /// The instance's version after this record (only starts and events advance it).
     pub version: u64,

@@ -12,25 +12,19 @@
 //! parent that finishes cancels the children still running; pause, resume and cancel
 //! cascade down (a child cancelled by its parent does not report back).
 
-use cairn_core::{Env, Event, Rejection, Status};
-use cairn_store::{
-    ChildRecord, HistoryKind, HistoryRecord, InstanceRecord, OutboxRecord, Store, Tx,
-};
+use cairn_core::{Event, Rejection, Status};
+use cairn_store::{ChildRecord, HistoryKind, InstanceRecord, OutboxRecord, Store};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, Machines};
+use crate::unit::Unit;
 use crate::{Actor, Error, unit};
 
 /// How deep children may nest (a machine that spawns itself stops here).
 pub const MAX_DEPTH: u32 = 16;
 
-thread_local! {
-    /// Outbox entries written by the unit running on this thread: delivered after commit.
-    pub(crate) static OUTBOX: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-fn depth_of(tx: &mut dyn Tx, inst: &InstanceRecord) -> Result<u32, Error> {
+fn depth_of(tx: &mut Unit<'_>, inst: &InstanceRecord) -> Result<u32, Error> {
     let mut depth = 0;
     let mut parent = inst.parent.clone();
     while let Some(p) = parent {
@@ -48,7 +42,7 @@ fn depth_of(tx: &mut dyn Tx, inst: &InstanceRecord) -> Result<u32, Error> {
 /// event, so nothing of it is written.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     parent: &InstanceRecord,
     state: Option<&str>,
@@ -71,7 +65,7 @@ pub(crate) fn spawn(
         Some(id) => id.to_string(),
         None => uuid::Uuid::now_v7().to_string(),
     };
-    let child = start_in_unit(
+    let child = crate::start::in_unit(
         tx,
         machines,
         &parent.namespace,
@@ -99,110 +93,6 @@ pub(crate) fn spawn(
     )
 }
 
-/// Starts an instance of the latest version of `machine` inside the current unit (a
-/// child, or a trigger's start): row, start record, log, effects, triggers. `refuse` turns
-/// a problem with the request into the caller's error.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn start_in_unit(
-    tx: &mut dyn Tx,
-    machines: &Machines,
-    ns: &str,
-    machine: &str,
-    id: &str,
-    input: &Value,
-    parent: Option<&InstanceRecord>,
-    actor: &str,
-    now: DateTime<Utc>,
-    refuse: &dyn Fn(String) -> Error,
-) -> Result<InstanceRecord, Error> {
-    let record = tx
-        .machine(ns, machine, None)?
-        .ok_or_else(|| refuse(format!("no machine `{machine}` in namespace `{ns}`")))?;
-    let compiled = machines.load(&record)?;
-    crate::engine::check_id(id).map_err(|e| refuse(e.to_string()))?;
-    if tx.instance(ns, id)?.is_some() {
-        return Err(refuse(format!("instance `{id}` already exists")));
-    }
-    let mut inst = InstanceRecord {
-        namespace: ns.to_string(),
-        id: id.to_string(),
-        machine: record.name.clone(),
-        machine_version: record.version,
-        status: Status::Running,
-        configuration: Vec::new(),
-        context: Value::Null,
-        version: 1,
-        history_seq: 1,
-        labels: Default::default(),
-        parent: parent.map(|p| p.id.clone()),
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-        entered: Default::default(),
-    };
-    let env = Env {
-        now,
-        instance: unit::instance_env(&inst),
-        records: json!({}),
-        limits: machines.limits,
-    };
-    let outcome = cairn_core::guarded(|| cairn_core::start(&compiled, input, &env))
-        .map_err(|r| refuse(r.to_string()))?;
-    inst.configuration = outcome.snapshot.configuration.clone();
-    inst.context = outcome.snapshot.context.clone();
-    inst.status = outcome.snapshot.status;
-    cairn_store::dwell(&mut inst.entered, &[], &inst.configuration, now);
-    tx.insert_instance(&inst)?;
-    unit::applied();
-    tx.append_history(&HistoryRecord {
-        namespace: ns.to_string(),
-        instance_id: id.to_string(),
-        seq: 1,
-        kind: HistoryKind::Start,
-        version: 1,
-        event: String::new(),
-        payload: if input.is_null() {
-            json!({})
-        } else {
-            input.clone()
-        },
-        actor: actor.to_string(),
-        reason: String::new(),
-        token_id: None,
-        on_behalf_of: None,
-        from_configuration: Vec::new(),
-        to_configuration: inst.configuration.clone(),
-        context: inst.context.clone(),
-        status: inst.status,
-        idempotency_key: None,
-        microsteps: serde_json::to_value(&outcome.microsteps).unwrap_or_default(),
-        effects: serde_json::to_value(&outcome.effects).unwrap_or_default(),
-        time_in_states_ms: None,
-        created_at: now,
-    })?;
-    unit::log(
-        tx,
-        &inst,
-        "started",
-        json!({"machine": inst.machine, "configuration": inst.configuration, "status": inst.status, "parent": inst.parent}),
-        now,
-    )?;
-    unit::apply_effects(tx, machines, &inst, &outcome.effects, now)?;
-    crate::triggers::fire(
-        tx,
-        machines,
-        &inst,
-        &outcome.microsteps,
-        (inst.status == Status::Running).then_some(Status::Running),
-        || unit::start_event(input),
-        now,
-    )?;
-    if inst.status.is_finished() {
-        unit::finish_instance(tx, machines, &inst, now)?;
-    }
-    Ok(inst)
-}
-
 /// What a cascade does to each descendant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Cascade {
@@ -215,7 +105,7 @@ pub(crate) enum Cascade {
 /// descendants, in this unit. Children already finished are left alone; a cancelled child
 /// does not report to the parent that cancelled it.
 pub(crate) fn cascade(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     parent: &InstanceRecord,
     state: Option<&str>,
@@ -272,7 +162,7 @@ pub(crate) fn cascade(
 
 /// Resumes a paused instance in this unit: queued events in order, then due timers.
 pub(crate) fn resume_in_unit(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &mut InstanceRecord,
     actor: &Actor,
@@ -322,7 +212,7 @@ pub(crate) fn resume_in_unit(
 
 /// A finished child tells its parent, through the outbox.
 pub(crate) fn notify_parent(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     child: &InstanceRecord,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
@@ -349,7 +239,7 @@ pub(crate) fn notify_parent(
     tx.push_outbox(&OutboxRecord {
         seq: 0,
         kind: "system".into(),
-        hops: crate::triggers::HOPS.with(|h| h.get()),
+        hops: tx.hops(),
         namespace: child.namespace.clone(),
         instance_id: parent.clone(),
         event: event.to_string(),
@@ -359,7 +249,6 @@ pub(crate) fn notify_parent(
         source: format!("child:{}", child.id),
         created_at: now,
     })?;
-    OUTBOX.with(|n| n.set(n.get() + 1));
     Ok(())
 }
 
@@ -367,20 +256,17 @@ pub(crate) fn notify_parent(
 /// dropped (and logged) if it is gone or finished, or takes no such event at all. A
 /// receiver whose machine fails on it goes to `failed`.
 fn deliver(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     e: &OutboxRecord,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
     // What this delivery sets off (the receiver's own triggers) counts one hop more.
-    crate::triggers::HOPS.with(|h| h.set(e.hops));
-    let r = deliver_entry(tx, machines, e, now);
-    crate::triggers::HOPS.with(|h| h.set(0));
-    r
+    tx.at_hops(e.hops, |tx| deliver_entry(tx, machines, e, now))
 }
 
 fn deliver_entry(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     e: &OutboxRecord,
     now: DateTime<Utc>,
@@ -391,7 +277,7 @@ fn deliver_entry(
             return Ok(());
         }
         let refuse = |m: String| Error::Invalid(format!("{}: {m}", e.source));
-        start_in_unit(
+        crate::start::in_unit(
             tx,
             machines,
             &e.namespace,
@@ -486,17 +372,20 @@ impl<S: Store> Engine<S> {
             // (with several nodes draining, the oldest entry may be another's by then).
             let failing = std::sync::Arc::new(std::sync::Mutex::new(None));
             let seen = std::sync::Arc::clone(&failing);
-            let r = self.write(move |tx| {
-                let Some(e) = tx.outbox(1)?.pop() else {
-                    return Ok(None);
-                };
-                if let Ok(mut s) = seen.lock() {
-                    *s = Some(e.clone());
-                }
-                tx.delete_outbox(e.seq)?;
-                deliver(tx, &m, &e, now)?;
-                Ok(Some(e.seq))
-            });
+            let r = self.write_unit(
+                move |tx| {
+                    let Some(e) = tx.outbox(1)?.pop() else {
+                        return Ok(None);
+                    };
+                    if let Ok(mut s) = seen.lock() {
+                        *s = Some(e.clone());
+                    }
+                    tx.delete_outbox(e.seq)?;
+                    deliver(tx, &m, &e, now)?;
+                    Ok(Some(e.seq))
+                },
+                false,
+            );
             match r {
                 Ok(Some(_)) => total += 1,
                 Ok(None) => return Ok(total),

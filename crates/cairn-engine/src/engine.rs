@@ -6,20 +6,15 @@ use std::sync::{Arc, Mutex};
 use cairn_core::{Env, Event, Format, Machine, Snapshot, Status, is_reserved_event};
 use cairn_store::{
     HistoryKind, HistoryRecord, InstanceFilter, InstanceRecord, MachineRecord, NewLogEntry, Page,
-    Store, Tx,
+    Store,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::unit::{self, instance_env, snapshot};
+use crate::unit::{self, Unit, instance_env, snapshot};
 use crate::{Actor, Clock, Error};
-
-thread_local! {
-    /// Set while this thread drains the outbox, so the drain's own units do not recurse.
-    static DRAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -313,73 +308,60 @@ impl<S: Store> Engine<S> {
         &self.config
     }
 
-    /// Runs a unit of work whose errors are engine errors; a failed unit rolls back.
+    /// Runs a unit of work whose errors are engine errors; a failed unit rolls back. Once
+    /// it has committed, what it wrote for other instances is delivered.
     pub(crate) fn write<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static,
+        F: FnOnce(&mut Unit<'_>) -> Result<T, Error> + Send + 'static,
     {
-        let slot: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
-        let inner = Arc::clone(&slot);
+        self.write_unit(f, true)
+    }
+
+    /// [`Engine::write`]; `deliver` false for the outbox drain's own units (the drain
+    /// loops until the outbox is empty, so they need not start another).
+    pub(crate) fn write_unit<T, F>(&self, f: F, deliver: bool) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Unit<'_>) -> Result<T, Error> + Send + 'static,
+    {
         let submitted = std::time::Instant::now();
         let r = self.store.write(move |tx| {
-            let before = unit::APPLIED.with(|n| n.get());
-            let enqueued_before = unit::ENQUEUED.with(|n| n.get());
-            let outbox_before = crate::children::OUTBOX.with(|n| n.get());
-            unit::ENQUEUED_ON.with(|q| q.borrow_mut().clear());
-            unit::ATTEMPTS_ENDED.with(|q| q.borrow_mut().clear());
+            let mut unit = Unit::new(tx);
             // A panic in a unit fails that unit alone (the store rolls back its savepoint);
             // the thread, and every other unit of its batch, go on.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(tx)))
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut unit)))
                 .unwrap_or_else(|_| {
                     Err(Error::Refused(cairn_core::Rejection::Internal(
                         "a unit of work panicked".into(),
                     )))
                 });
-            let result = result.map(|t| {
-                let applied = unit::APPLIED.with(|n| n.get()) - before;
-                let enqueued = unit::ENQUEUED.with(|n| n.get()) - enqueued_before;
-                let outbox = crate::children::OUTBOX.with(|n| n.get()) - outbox_before;
-                let on = unit::ENQUEUED_ON.with(|q| std::mem::take(&mut *q.borrow_mut()));
-                let ended = unit::ATTEMPTS_ENDED.with(|q| std::mem::take(&mut *q.borrow_mut()));
-                (t, (applied, enqueued, outbox, on, ended))
-            });
-            result.map_err(|e| {
-                let message = e.to_string();
-                if let Ok(mut s) = inner.lock() {
-                    *s = Some(e);
-                }
-                cairn_store::Error::Refused(message)
-            })
+            result.map(|t| (t, unit.done()))
         });
         match r {
-            Ok((t, (applied, enqueued, outbox, on, ended))) => {
+            Ok((t, done)) => {
                 // Counted once committed: a unit that rolled back applied nothing.
-                self.counters.committed(submitted.elapsed(), applied);
-                self.counters.attempts_ended(ended);
-                if enqueued > 0 {
-                    self.tasks_ready.signal_queues(&on);
+                self.counters.committed(submitted.elapsed(), done.applied);
+                self.counters.attempts_ended(done.attempts_ended);
+                if !done.enqueued_on.is_empty() {
+                    self.tasks_ready.signal_queues(&done.enqueued_on);
                 }
                 // What the unit wrote for other instances is delivered now, by the caller
                 // (once: deliveries that write more are drained by the same loop). A crash
                 // before this leaves the entries for the next drain.
-                if outbox > 0 && !DRAINING.with(|d| d.replace(true)) {
+                if done.outbox > 0 && deliver {
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         self.drain_outbox()
                     }));
-                    DRAINING.with(|d| d.set(false));
                 }
                 Ok(t)
             }
-            Err(e) => match slot.lock().ok().and_then(|mut s| s.take()) {
-                Some(engine_error) => {
-                    if matches!(engine_error, Error::Refused(_)) {
-                        self.counters.refused();
-                    }
-                    Err(engine_error)
+            Err(e) => {
+                if matches!(e, Error::Refused(_)) {
+                    self.counters.refused();
                 }
-                None => Err(Error::Store(e)),
-            },
+                Err(e)
+            }
         }
     }
 
@@ -581,100 +563,25 @@ impl<S: Store> Engine<S> {
         }
         let (record, machine) = self.machine(ns, &req.machine, req.version)?;
         let now = self.clock.now();
-        let mut inst = InstanceRecord {
-            namespace: ns.to_string(),
-            id: id.clone(),
-            machine: record.name.clone(),
-            machine_version: record.version,
-            status: Status::Running,
-            configuration: Vec::new(),
-            context: Value::Null,
-            version: 1,
-            history_seq: 1,
-            labels: req.labels,
-            parent: None,
-            last_error: None,
-            created_at: now,
-            updated_at: now,
-            entered: Default::default(),
-        };
-        let env = Env {
-            now,
-            instance: instance_env(&inst),
-            records: json!({}),
-            limits: self.config.limits,
-        };
-        let outcome = cairn_core::guarded(|| cairn_core::start(&machine, &req.input, &env))
-            .map_err(|r| match r {
-                cairn_core::Rejection::Input(m) => {
-                    Error::Invalid(format!("invalid start input: {m}"))
-                }
-                other => Error::Refused(other),
-            })?;
-        inst.configuration = outcome.snapshot.configuration.clone();
-        inst.context = outcome.snapshot.context.clone();
-        inst.status = outcome.snapshot.status;
-        cairn_store::dwell(&mut inst.entered, &[], &inst.configuration, now);
-        let history = HistoryRecord {
-            namespace: ns.to_string(),
-            instance_id: id.clone(),
-            seq: 1,
-            kind: HistoryKind::Start,
-            version: 1,
-            event: String::new(),
-            payload: if req.input.is_null() {
-                json!({})
-            } else {
-                req.input
+        let prepared = crate::start::prepare(
+            crate::start::Start {
+                namespace: ns,
+                id: &id,
+                machine: (&record.name, record.version, &machine),
+                input: &req.input,
+                labels: req.labels,
+                parent: None,
+                actor: &req.actor,
             },
-            actor: req.actor.name,
-            reason: String::new(),
-            token_id: req.actor.token,
-            on_behalf_of: req.actor.on_behalf_of,
-            from_configuration: Vec::new(),
-            to_configuration: inst.configuration.clone(),
-            context: inst.context.clone(),
-            status: inst.status,
-            idempotency_key: None,
-            microsteps: serde_json::to_value(&outcome.microsteps).unwrap_or_default(),
-            effects: serde_json::to_value(&outcome.effects).unwrap_or_default(),
-            time_in_states_ms: None,
-            created_at: now,
-        };
-        let stored = inst.clone();
-        let start_input = history.payload.clone();
-        let machines = self.machine_cache();
-        self.write(move |tx| {
-            if tx.instance(&stored.namespace, &stored.id)?.is_some() {
-                return Err(Error::Exists(stored.id.clone()));
-            }
-            tx.insert_instance(&stored)?;
-            tx.append_history(&history)?;
-            unit::applied();
-            unit::apply_effects(tx, &machines, &stored, &outcome.effects, now)?;
-            crate::triggers::fire(
-                tx,
-                &machines,
-                &stored,
-                &outcome.microsteps,
-                (stored.status == Status::Running).then_some(Status::Running),
-                || unit::start_event(&start_input),
-                now,
-            )?;
-            if stored.status.is_finished() {
-                unit::finish_instance(tx, &machines, &stored, now)?;
-            }
-            tx.append_log(&NewLogEntry {
-                namespace: stored.namespace.clone(),
-                instance_id: stored.id.clone(),
-                kind: "started".into(),
-                version: 1,
-                data: json!({"machine": stored.machine, "configuration": stored.configuration, "status": stored.status}),
-                created_at: now,
-            })?;
-            Ok(())
+            self.config.limits,
+            now,
+        )
+        .map_err(|r| match r {
+            cairn_core::Rejection::Input(m) => Error::Invalid(format!("invalid start input: {m}")),
+            other => Error::Refused(other),
         })?;
-        Ok(inst)
+        let machines = self.machine_cache();
+        self.write(move |tx| crate::start::write(tx, &machines, prepared, now))
     }
 
     /// Applies one event to an instance, durably, and returns the recorded transition.

@@ -4,8 +4,10 @@
 //! commit, then acknowledge.
 //!
 //! Must not speak HTTP (that is `cairn-server`). Time comes through a [`Clock`].
-//! Carrying effects out (timers, tasks, approvals) arrives with the lifecycle issue; the
-//! effects are already recorded with every transition.
+//! Everything that runs inside one transaction takes the unit (`unit::Unit`): the store's
+//! transaction and what the caller acts on once it commits (counters, claims to wake,
+//! outbox entries to deliver). A step's effects (timers, approvals, tasks, children,
+//! maps, sends) are carried out in the unit that records the step.
 
 mod auth;
 mod children;
@@ -17,6 +19,7 @@ mod executors;
 mod lifecycle;
 mod maps;
 mod schedules;
+mod start;
 mod tasks;
 mod triggers;
 mod unit;

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::children::Cascade;
 use crate::engine::Engine;
-use crate::unit::{self, instance_env};
+use crate::unit::{self, Unit, instance_env};
 use crate::{Actor, Error};
 
 /// The outcome of an approval decision.
@@ -128,11 +128,7 @@ fn valid_name(kind: &str, name: &str) -> Result<(), Error> {
 }
 
 impl<S: Store> Engine<S> {
-    fn load_instance(
-        tx: &mut dyn cairn_store::Tx,
-        ns: &str,
-        id: &str,
-    ) -> Result<InstanceRecord, Error> {
+    fn load_instance(tx: &mut Unit<'_>, ns: &str, id: &str) -> Result<InstanceRecord, Error> {
         tx.instance(ns, id)?
             .ok_or_else(|| Error::NotFound(format!("no instance `{id}` in namespace `{ns}`")))
     }
@@ -916,7 +912,7 @@ impl TimerService {
 
 /// Fires the instance's due timers inside the current unit.
 pub(crate) fn fire_due_in_unit(
-    tx: &mut dyn cairn_store::Tx,
+    tx: &mut Unit<'_>,
     machines: &crate::engine::Machines,
     inst: &mut InstanceRecord,
     now: chrono::DateTime<chrono::Utc>,
@@ -972,7 +968,7 @@ const RETENTION_PAGE: usize = 4096;
 /// Deletes an instance and the tree it spawned (children first), logging
 /// `instance_deleted` for each, inside the unit; false when there is no such instance.
 fn delete_tree(
-    tx: &mut dyn cairn_store::Tx,
+    tx: &mut Unit<'_>,
     ns: &str,
     id: &str,
     now: chrono::DateTime<chrono::Utc>,

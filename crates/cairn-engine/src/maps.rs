@@ -11,12 +11,13 @@
 
 use cairn_core::step::MapItem;
 use cairn_core::{Event, Status};
-use cairn_store::{InstanceRecord, OutboxRecord, Tx};
+use cairn_store::{InstanceRecord, OutboxRecord};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::engine::Machines;
+use crate::unit::Unit;
 use crate::{Error, unit};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -75,7 +76,7 @@ enum Finish<'a> {
 /// Entering a map state: records its items and starts the first children.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn start(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &InstanceRecord,
     state: &str,
@@ -116,7 +117,7 @@ pub(crate) fn start(
 /// Starts every item whose dependencies completed, up to the concurrency; skips those
 /// whose dependencies cannot complete. Nothing starts while the instance is paused.
 fn advance(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &InstanceRecord,
     state: &str,
@@ -193,7 +194,7 @@ fn advance(
 /// After a change: stores the progress, or, when every item has finished (or one failed
 /// under `fail_fast`), forgets it and tells the instance.
 fn settle(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     finish: Finish<'_>,
     inst: &InstanceRecord,
@@ -259,7 +260,6 @@ fn settle(
                 source: format!("map:{}:{state}", inst.id),
                 created_at: now,
             })?;
-            crate::children::OUTBOX.with(|n| n.set(n.get() + 1));
             Ok(())
         }
         Finish::Apply(inst) => {
@@ -278,7 +278,7 @@ fn settle(
 /// the item and moves the map on. Returns false when no map of that state is running
 /// (the outcome is then an ordinary `child.*` event).
 pub(crate) fn child_finished(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &mut InstanceRecord,
     event: &Event,
@@ -321,7 +321,7 @@ pub(crate) fn child_finished(
 
 /// After a resume: starts the items held while the instance was paused.
 pub(crate) fn resume(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &mut InstanceRecord,
     now: DateTime<Utc>,
@@ -343,7 +343,7 @@ pub(crate) fn resume(
 /// Leaving a map state, or the instance ending: the map is forgotten (its children are
 /// cancelled by the caller).
 pub(crate) fn forget(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     inst: &InstanceRecord,
     state: Option<&str>,
 ) -> Result<(), Error> {

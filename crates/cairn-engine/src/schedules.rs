@@ -174,7 +174,6 @@ impl<S: Store> Engine<S> {
                         source: format!("schedule:{}@{}", s.name, tick.to_rfc3339()),
                         created_at: now,
                     })?;
-                    crate::children::OUTBOX.with(|n| n.set(n.get() + 1));
                     r.last_at = Some(tick);
                     started += 1;
                 }

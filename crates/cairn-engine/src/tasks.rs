@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use cairn_core::machine::RetryPolicy;
 use cairn_core::{Event, Status};
-use cairn_store::{AttemptRecord, HistoryKind, InstanceRecord, Store, TaskRecord, TaskStatus, Tx};
+use cairn_store::{AttemptRecord, HistoryKind, InstanceRecord, Store, TaskRecord, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, Machines};
+use crate::unit::Unit;
 use crate::{Actor, Error, unit};
 
 /// The default lease when a task declares no timeout.
@@ -129,7 +130,7 @@ fn reporter(t: &TaskRecord, by: Option<&Actor>) -> Actor {
 /// Ends the current attempt of `t` with `outcome` and records it in history.
 #[allow(clippy::too_many_arguments)]
 fn end_attempt(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     inst: Option<&mut InstanceRecord>,
     t: &TaskRecord,
     outcome: &str,
@@ -140,10 +141,7 @@ fn end_attempt(
 ) -> Result<(), Error> {
     let worker = t.lease_owner.clone().unwrap_or_default();
     let started = t.updated_at;
-    unit::ATTEMPTS_ENDED.with(|q| {
-        q.borrow_mut()
-            .push((t.namespace.clone(), t.queue.clone(), outcome.to_string()))
-    });
+    tx.attempt_ended(&t.namespace, &t.queue, outcome);
     tx.put_attempt(&AttemptRecord {
         task_id: t.id.clone(),
         attempt: t.attempt,
@@ -173,7 +171,7 @@ fn end_attempt(
 /// runs, queued if paused; if its machine refuses it, the instance fails with
 /// `last_error` set, so it never silently sticks.
 pub(crate) fn deliver_system(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &mut InstanceRecord,
     event: Event,
@@ -313,7 +311,7 @@ impl<S: Store> Engine<S> {
         })
     }
 
-    fn leased(tx: &mut dyn Tx, id: &str, attempt: u32) -> Result<TaskRecord, Error> {
+    fn leased(tx: &mut Unit<'_>, id: &str, attempt: u32) -> Result<TaskRecord, Error> {
         let t = tx
             .task(id)?
             .ok_or_else(|| Error::NotFound(format!("no task `{id}`")))?;
@@ -489,7 +487,7 @@ impl<S: Store> Engine<S> {
 
     #[allow(clippy::too_many_arguments)]
     fn after_failure(
-        tx: &mut dyn Tx,
+        tx: &mut Unit<'_>,
         machines: &Machines,
         t: &mut TaskRecord,
         inst: Option<&mut InstanceRecord>,

@@ -16,20 +16,16 @@ use cairn_api::Trigger;
 use cairn_core::expr::{self, Compiled, Scope};
 use cairn_core::step::Microstep;
 use cairn_core::{Status, is_reserved_event};
-use cairn_store::{InstanceRecord, OutboxRecord, Store, TriggerRecord, Tx};
+use cairn_store::{InstanceRecord, OutboxRecord, Store, TriggerRecord};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, Machines};
+use crate::unit::Unit;
 use crate::{Error, unit};
 
 /// The longest chain of triggers feeding each other.
 pub const MAX_HOPS: u32 = 16;
-
-thread_local! {
-    /// The hops of the outbox entry being delivered by the unit on this thread.
-    pub(crate) static HOPS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
 
 /// A trigger with its expressions compiled.
 pub(crate) struct Armed {
@@ -60,7 +56,7 @@ impl Cache {
         }
     }
 
-    fn of(&self, tx: &mut dyn Tx, ns: &str) -> Result<Arc<Vec<Armed>>, Error> {
+    fn of(&self, tx: &mut Unit<'_>, ns: &str) -> Result<Arc<Vec<Armed>>, Error> {
         let fresh = |at: &std::time::Instant| self.ttl.is_none_or(|t| at.elapsed() < t);
         if let Some(list) = self.loaded.lock().ok().and_then(|m| {
             m.get(ns)
@@ -195,7 +191,7 @@ fn matches(t: &Armed, entered: &[&str], ended: Option<Status>) -> bool {
 /// it just ended with: each writes an outbox entry. Never fails the source for a trigger's
 /// own problem; those are logged.
 pub(crate) fn fire(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &InstanceRecord,
     microsteps: &[Microstep],
@@ -225,7 +221,7 @@ pub(crate) fn fire(
         match acted {
             Ok(None) => {}
             Ok(Some(mut entry)) => {
-                let hops = HOPS.with(|h| h.get()) + 1;
+                let hops = tx.next_hop();
                 if hops > MAX_HOPS {
                     unit::log(
                         tx,
@@ -238,7 +234,6 @@ pub(crate) fn fire(
                 }
                 entry.hops = hops;
                 tx.push_outbox(&entry)?;
-                crate::children::OUTBOX.with(|n| n.set(n.get() + 1));
                 unit::log(
                     tx,
                     inst,

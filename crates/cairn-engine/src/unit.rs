@@ -39,7 +39,7 @@ pub fn snapshot(i: &InstanceRecord) -> Snapshot {
 
 /// The compiled machine of an instance, from the cache or (first use) the store.
 pub fn machine_of(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &InstanceRecord,
 ) -> Result<Arc<Machine>, Error> {
@@ -62,7 +62,7 @@ pub fn machine_of(
 }
 
 pub fn log(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     inst: &InstanceRecord,
     kind: &str,
     data: Value,
@@ -82,7 +82,7 @@ pub fn log(
 /// Appends a non-transition history record (pause, resume, cancel, fail, attempt) and
 /// saves the instance.
 pub fn record_history(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     inst: &mut InstanceRecord,
     kind: HistoryKind,
     actor: &Actor,
@@ -120,7 +120,7 @@ pub fn record_history(
 
 /// Appends a lifecycle record (pause, resume, cancel) and saves the instance.
 pub fn record_lifecycle(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     inst: &mut InstanceRecord,
     kind: HistoryKind,
     actor: &Actor,
@@ -155,7 +155,7 @@ pub fn with_actor(mut data: Value, actor: &Actor) -> Value {
 /// The instance could not take an event the engine delivered: it fails, with the reason
 /// in `last_error`, so an operator sees it and can repair it (fork from a good version).
 pub fn fail_instance(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &mut InstanceRecord,
     error: &str,
@@ -182,22 +182,117 @@ pub fn fail_instance(
     finish_instance(tx, machines, inst, now)
 }
 
-thread_local! {
-    /// Events applied by the unit running on this (writer) thread; see `Engine::write`.
-    pub(crate) static APPLIED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    /// Tasks enqueued by the unit running on this thread: waiting claims wake on commit.
-    pub(crate) static ENQUEUED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    /// The queues the unit on this thread enqueued tasks on.
-    pub(crate) static ENQUEUED_ON: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// (namespace, queue, outcome) of the task attempts the current unit ended.
-    pub(crate) static ATTEMPTS_ENDED: std::cell::RefCell<Vec<(String, String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+/// One unit of work of the engine: the store's transaction, and what the unit did that
+/// its caller acts on once it has committed (counters, waking claims, delivering the
+/// outbox). Everything that runs inside one transaction takes it; it derefs to the
+/// store's [`Tx`].
+pub(crate) struct Unit<'t> {
+    tx: &'t mut dyn Tx,
+    /// Starts and events applied.
+    applied: u64,
+    /// The queues tasks were enqueued on: claims waiting on them wake on commit.
+    enqueued_on: Vec<String>,
+    /// Outbox entries written: delivered after commit.
+    outbox: u64,
+    /// (namespace, queue, outcome) of the task attempts the unit ended.
+    attempts_ended: Vec<(String, String, String)>,
+    /// The hops of the outbox entry this unit delivers: what it sets off (a trigger's or
+    /// an instance's send) counts one more, so loops stop at [`crate::MAX_TRIGGER_HOPS`].
+    hops: u32,
+}
+
+/// What a committed unit leaves its caller to do.
+#[derive(Debug, Default)]
+pub(crate) struct Done {
+    pub applied: u64,
+    pub enqueued_on: Vec<String>,
+    pub outbox: u64,
+    pub attempts_ended: Vec<(String, String, String)>,
+}
+
+impl<'t> Unit<'t> {
+    pub(crate) fn new(tx: &'t mut dyn Tx) -> Unit<'t> {
+        Unit {
+            tx,
+            applied: 0,
+            enqueued_on: Vec::new(),
+            outbox: 0,
+            attempts_ended: Vec::new(),
+            hops: 0,
+        }
+    }
+
+    /// Counts a start or an applied event (for metrics, once committed).
+    pub(crate) fn applied(&mut self) {
+        self.applied += 1;
+    }
+
+    /// Writes a task and remembers its queue, so claims waiting on it wake on commit.
+    pub(crate) fn insert_task(&mut self, t: &TaskRecord) -> Result<(), Error> {
+        self.tx.insert_task(t)?;
+        self.enqueued_on.push(t.queue.clone());
+        Ok(())
+    }
+
+    /// Writes an entry for another instance, delivered after commit.
+    pub(crate) fn push_outbox(&mut self, e: &cairn_store::OutboxRecord) -> Result<(), Error> {
+        self.tx.push_outbox(e)?;
+        self.outbox += 1;
+        Ok(())
+    }
+
+    /// Counts a task attempt this unit ended, by namespace, queue and outcome.
+    pub(crate) fn attempt_ended(&mut self, ns: &str, queue: &str, outcome: &str) {
+        self.attempts_ended
+            .push((ns.to_string(), queue.to_string(), outcome.to_string()));
+    }
+
+    /// The hops of the entry this unit delivers (0 when it delivers none).
+    pub(crate) fn hops(&self) -> u32 {
+        self.hops
+    }
+
+    /// The hop count of what this unit sets off for another instance.
+    pub(crate) fn next_hop(&self) -> u32 {
+        self.hops + 1
+    }
+
+    /// Runs `f` as the delivery of an entry that travelled `hops` hops.
+    pub(crate) fn at_hops<T>(&mut self, hops: u32, f: impl FnOnce(&mut Self) -> T) -> T {
+        let was = std::mem::replace(&mut self.hops, hops);
+        let r = f(self);
+        self.hops = was;
+        r
+    }
+
+    pub(crate) fn done(self) -> Done {
+        Done {
+            applied: self.applied,
+            enqueued_on: self.enqueued_on,
+            outbox: self.outbox,
+            attempts_ended: self.attempts_ended,
+        }
+    }
+}
+
+impl<'t> std::ops::Deref for Unit<'t> {
+    type Target = dyn Tx + 't;
+    fn deref(&self) -> &Self::Target {
+        &*self.tx
+    }
+}
+
+impl<'t> std::ops::DerefMut for Unit<'t> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut *self.tx
+    }
 }
 
 /// Applies one event to `inst` (which must be running) and writes everything it implies.
 /// The event names its actor; `by` adds the token and on-behalf-of claim history keeps
 /// beside it (`Actor::default()` for the engine's own events).
 pub fn apply_event(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &mut InstanceRecord,
     event: &Event,
@@ -281,7 +376,7 @@ pub fn apply_event(
         || json!({"name": event.name, "payload": event.payload, "actor": event.actor, "reason": event.reason}),
         now,
     )?;
-    applied();
+    tx.applied();
     if inst.status.is_finished() {
         // Only what the machine can have needs cancelling; an instance that takes events
         // is running, so its inbox is empty.
@@ -290,16 +385,11 @@ pub fn apply_event(
     Ok(history)
 }
 
-/// Counts a start or an applied event in the current unit (for metrics, once committed).
-pub(crate) fn applied() {
-    APPLIED.with(|n| n.set(n.get() + 1));
-}
-
 /// Moves the instance's entry times from the configuration `from` to `to` and adds the
 /// time spent in each state it left to the figures (`dwell_ms`, `dwell_visits`), in the
 /// unit that makes the move: `stats` reads them instead of replaying history.
 fn track_dwell(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     inst: &mut InstanceRecord,
     from: &[String],
     to: &[String],
@@ -322,7 +412,7 @@ fn track_dwell(
 /// Carries a step's effects into the unit: timers, approvals, tasks, children and maps
 /// here; sends to other instances through the outbox; emits on the event stream.
 pub fn apply_effects(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &InstanceRecord,
     effects: &[Effect],
@@ -413,8 +503,6 @@ pub fn apply_effects(
                     updated_at: now,
                 };
                 tx.insert_task(&t)?;
-                ENQUEUED.with(|n| n.set(n.get() + 1));
-                ENQUEUED_ON.with(|q| q.borrow_mut().push(t.queue.clone()));
                 log(
                     tx,
                     inst,
@@ -470,7 +558,7 @@ pub fn apply_effects(
             // To another instance, after commit, through the outbox; like a trigger's send
             // it counts a hop, so instances that send to each other in a loop stop.
             Effect::Send { to, event, payload } => {
-                let hops = crate::triggers::HOPS.with(|h| h.get()) + 1;
+                let hops = tx.next_hop();
                 if cairn_core::is_reserved_event(event) {
                     log(
                         tx,
@@ -504,7 +592,6 @@ pub fn apply_effects(
                     source: format!("send:{}", inst.id),
                     created_at: now,
                 })?;
-                crate::children::OUTBOX.with(|n| n.set(n.get() + 1));
             }
             // On the instance's event stream.
             Effect::Emit { event, payload } => log(
@@ -520,7 +607,7 @@ pub fn apply_effects(
 }
 
 fn cancel_approval(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     inst: &InstanceRecord,
     a: &mut ApprovalRecord,
     now: DateTime<Utc>,
@@ -539,7 +626,7 @@ fn cancel_approval(
 
 /// Cancels the instance's open tasks (of one state, or all).
 fn cancel_tasks(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     inst: &InstanceRecord,
     state: Option<&str>,
     now: DateTime<Utc>,
@@ -585,7 +672,7 @@ fn cancel_tasks(
 /// Its children still running are cancelled, and a child tells its parent (`child.done`
 /// or `child.failed`, through the outbox).
 pub fn finish_instance(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &InstanceRecord,
     now: DateTime<Utc>,
@@ -595,7 +682,7 @@ pub fn finish_instance(
 
 /// [`finish_instance`] for a child its parent cancelled: it does not report back.
 pub fn finish_quietly(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &InstanceRecord,
     now: DateTime<Utc>,
@@ -614,7 +701,7 @@ const ALL: cairn_core::machine::Declares = cairn_core::machine::Declares {
 /// and the inbox when the instance was not paused.
 #[allow(clippy::too_many_arguments)]
 pub fn finish_with(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     machines: &Machines,
     inst: &InstanceRecord,
     declares: cairn_core::machine::Declares,
@@ -674,7 +761,7 @@ pub fn finish_with(
 
 /// Keeps an event for a paused instance, in order, until it resumes.
 pub fn queue_event(
-    tx: &mut dyn Tx,
+    tx: &mut Unit<'_>,
     inst: &InstanceRecord,
     event: &Event,
     by: &Actor,

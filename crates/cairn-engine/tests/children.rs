@@ -1,4 +1,4 @@
-//! Child instances on a real SQLite file: spawned in the parent's unit, `child.done` and
+//! Child instances on a real store (SQLite or PostgreSQL): spawned in the parent's unit, `child.done` and
 //! `child.failed` delivered through the outbox, the spawning state's exit cancelling its
 //! children, pause/resume/cancel cascading through the tree, a refused spawn writing
 //! nothing, and every instance passing `verify`.

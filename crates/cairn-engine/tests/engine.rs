@@ -1,4 +1,4 @@
-//! The engine on a real SQLite file: versions, start, send, idempotency, optimistic
+//! The engine on a real store (SQLite or PostgreSQL): versions, start, send, idempotency, optimistic
 //! concurrency, refusals that change nothing, listing, and verify.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! The built-in executors on a real SQLite file, real processes and a stub HTTP server on
+//! The built-in executors on a real store (SQLite or PostgreSQL), real processes and a stub HTTP server on
 //! 127.0.0.1: `exec` output, exit status, retries, timeout, cancellation killing the
 //! command, the allowlist and admin checks at apply; `http` requests built from CEL with
 //! secrets filled in, responses as output, retryable and final failures. Secrets never

@@ -1,4 +1,4 @@
-//! The instance lifecycle on a real SQLite file and a manual clock (no test sleeps):
+//! The instance lifecycle on a real store (SQLite or PostgreSQL) and a manual clock (no test sleeps):
 //! timers, approvals, pause / resume / cancel, checkpoints and fork, deletion, retention,
 //! compaction and stats. Every scenario ends with `verify`.
 

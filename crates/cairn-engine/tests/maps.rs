@@ -1,4 +1,4 @@
-//! Map states on a real SQLite file: one child per item with a concurrency limit and
+//! Map states on a real store (SQLite or PostgreSQL): one child per item with a concurrency limit and
 //! `depends_on` ordering (a DAG), completion with every result, fail-fast and
 //! collect-and-continue failure policies, an empty list, leaving the state, and items that
 //! cannot be ordered.

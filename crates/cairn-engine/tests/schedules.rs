@@ -1,4 +1,4 @@
-//! Cron schedules on a real SQLite file and a manual clock: the first tick after now, a
+//! Cron schedules on a real store (SQLite or PostgreSQL) and a manual clock: the first tick after now, a
 //! due tick starting one instance, many missed ticks starting one (or none with `skip`),
 //! time zones, and the checks made when a schedule is added.
 

@@ -1,4 +1,4 @@
-//! Tasks on a real SQLite file and a manual clock: enqueue with the state, exclusive
+//! Tasks on a real store (SQLite or PostgreSQL) and a manual clock: enqueue with the state, exclusive
 //! claims, completion reaching the instance, stale and duplicate completions refused,
 //! retries with backoff, expired leases reclaimed, cancellation with the state, a machine
 //! that cannot take `task.done` failing visibly, attempts in history, in-process handlers.

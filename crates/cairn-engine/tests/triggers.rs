@@ -1,4 +1,4 @@
-//! Triggers on a real SQLite file: an A → B start with a condition and an input built from
+//! Triggers on a real store (SQLite or PostgreSQL): an A → B start with a condition and an input built from
 //! A's output, a send on entering a state, a loop of triggers stopped at its bound, a
 //! failing expression that leaves the source alone, checks when a trigger is added, and
 //! removal.

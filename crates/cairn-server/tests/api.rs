@@ -1,4 +1,4 @@
-//! The HTTP API through `app()` without a socket, on a real SQLite file: every route,
+//! The HTTP API through `app()` without a socket, on a real store (SQLite or PostgreSQL): every route,
 //! problem+json errors with stable types and the right statuses, no 500 for bad input,
 //! and the event stream resuming from `Last-Event-ID`.
 

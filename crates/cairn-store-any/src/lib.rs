@@ -96,10 +96,11 @@ macro_rules! both {
 }
 
 impl Store for AnyStore {
-    fn write<T, F>(&self, work: F) -> Result<T, Error>
+    fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
     {
         both!(self, s => s.write(work))
     }

@@ -555,17 +555,19 @@ pub fn redact(url: &str) -> String {
 }
 
 impl Store for PgStore {
-    fn write<T, F>(&self, work: F) -> Result<T, Error>
+    fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
     {
         let inner = &self.inner;
-        self.with_conn(|c| {
+        let mut c = inner.pool.get()?;
+        let r = (|| {
             let t = c.client.transaction().map_err(db_err)?;
             let mut tx = tx::PgTx::new(t, &mut c.stmts);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut tx)))
-                .unwrap_or_else(|_| Err(Error::Database("a unit of work panicked".into())));
+                .unwrap_or_else(|_| Err(Error::Database("a unit of work panicked".into()).into()));
             inner.units.fetch_add(1, Ordering::Relaxed);
             match r {
                 Ok(v) => {
@@ -582,14 +584,16 @@ impl Store for PgStore {
                         };
                         let _ = sql::fold_figures(&mut db, 10_000);
                     }
-                    committed.map(|()| v)
+                    Ok(committed.map(|()| v)?)
                 }
                 Err(e) => {
                     tx.rollback();
                     Err(e)
                 }
             }
-        })
+        })();
+        inner.pool.put(c);
+        r
     }
 
     fn space(&self) -> Result<Space, Error> {

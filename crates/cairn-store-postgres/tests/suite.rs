@@ -6,9 +6,10 @@
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use cairn_store::{Error, NewLogEntry, Reader, Store};
+use cairn_store::{Error, NewLogEntry, Reader};
 use cairn_store_postgres::testing::TestDb;
 use cairn_store_postgres::{Options, PgStore};
+use cairn_store_tests::Units;
 use serde_json::json;
 
 fn open() -> (PgStore, TestDb) {
@@ -42,7 +43,7 @@ fn log_positions_hold_back_behind_a_unit_still_running() {
     let slow_store = s.clone();
     let slow = std::thread::spawn(move || {
         slow_store
-            .write(move |tx| {
+            .unit(move |tx| {
                 let p = tx.append_log(&entry("slow", 1))?;
                 st.wait();
                 fi.wait();
@@ -51,7 +52,7 @@ fn log_positions_hold_back_behind_a_unit_still_running() {
             .unwrap()
     });
     started.wait();
-    let fast = s.write(|tx| tx.append_log(&entry("fast", 1))).unwrap();
+    let fast = s.unit(|tx| tx.append_log(&entry("fast", 1))).unwrap();
     // The fast unit committed, but the slow one (an older transaction) still runs.
     assert!(
         s.log(0, 10).unwrap().is_empty(),
@@ -75,7 +76,7 @@ fn concurrent_units_log_in_an_order_every_reader_agrees_on() {
             let s = s.clone();
             std::thread::spawn(move || {
                 for v in 0..40u64 {
-                    s.write(move |tx| {
+                    s.unit(move |tx| {
                         tx.append_log(&entry(&format!("w{w}"), v))?;
                         tx.append_log(&entry(&format!("w{w}"), v))
                     })
@@ -118,7 +119,7 @@ fn a_claimed_task_is_skipped_by_a_concurrent_claim() {
         &["a"],
         &[],
     );
-    s.write(move |tx| tx.insert_instance(&inst)).unwrap();
+    s.unit(move |tx| tx.insert_instance(&inst)).unwrap();
     let now = chrono::Utc::now();
     for n in 0..2 {
         let t = cairn_store::TaskRecord {
@@ -142,14 +143,14 @@ fn a_claimed_task_is_skipped_by_a_concurrent_claim() {
             created_at: now,
             updated_at: now,
         };
-        s.write(move |tx| tx.insert_task(&t)).unwrap();
+        s.unit(move |tx| tx.insert_task(&t)).unwrap();
     }
     let holding = Arc::new(Barrier::new(2));
     let release = Arc::new(Barrier::new(2));
     let (h, r) = (Arc::clone(&holding), Arc::clone(&release));
     let s1 = s.clone();
     let first = std::thread::spawn(move || {
-        s1.write(move |tx| {
+        s1.unit(move |tx| {
             let got = tx.claimable_tasks(&["q".into()], None, chrono::Utc::now(), 1)?;
             h.wait();
             r.wait();
@@ -161,7 +162,7 @@ fn a_claimed_task_is_skipped_by_a_concurrent_claim() {
     // The first unit holds a task of instance `i`, and so the instance: a second claim
     // skips it rather than waiting or taking it twice.
     let second = s
-        .write(|tx| tx.claimable_tasks(&["q".into()], None, chrono::Utc::now(), 10))
+        .unit(|tx| tx.claimable_tasks(&["q".into()], None, chrono::Utc::now(), 10))
         .unwrap();
     release.wait();
     assert_eq!(first.join().unwrap(), 1);
@@ -266,7 +267,7 @@ fn a_throwaway_server_starts_from_the_installed_binaries() {
     let url = cairn_store_postgres::testing::throwaway_server().unwrap();
     let s = PgStore::open(&url, Options::default()).unwrap();
     assert_eq!(s.schema_version().unwrap(), latest());
-    s.write(|tx| tx.append_log(&entry("x", 1))).unwrap();
+    s.unit(|tx| tx.append_log(&entry("x", 1))).unwrap();
     assert_eq!(cairn_store_tests::log_settled(&s, 0, 10, 1).len(), 1);
 }
 
@@ -284,13 +285,13 @@ fn claiming_an_instance_skips_one_held_elsewhere() {
         &["a"],
         &[],
     );
-    s.write(move |tx| tx.insert_instance(&inst)).unwrap();
+    s.unit(move |tx| tx.insert_instance(&inst)).unwrap();
     let holding = Arc::new(Barrier::new(2));
     let release = Arc::new(Barrier::new(2));
     let (h, r) = (Arc::clone(&holding), Arc::clone(&release));
     let s1 = s.clone();
     let holder = std::thread::spawn(move || {
-        s1.write(move |tx| {
+        s1.unit(move |tx| {
             tx.instance("default", "i")?;
             h.wait();
             r.wait();
@@ -299,14 +300,14 @@ fn claiming_an_instance_skips_one_held_elsewhere() {
         .unwrap()
     });
     holding.wait();
-    let busy = s.write(|tx| tx.claim_instance("default", "i")).unwrap();
-    let missing = s.write(|tx| tx.claim_instance("default", "nope")).unwrap();
+    let busy = s.unit(|tx| tx.claim_instance("default", "i")).unwrap();
+    let missing = s.unit(|tx| tx.claim_instance("default", "nope")).unwrap();
     release.wait();
     holder.join().unwrap();
     assert_eq!(busy, Claim::Busy);
     assert_eq!(missing, Claim::Missing);
     assert!(
-        matches!(s.write(|tx| tx.claim_instance("default", "i")).unwrap(), Claim::Got(i) if i.id == "i")
+        matches!(s.unit(|tx| tx.claim_instance("default", "i")).unwrap(), Claim::Got(i) if i.id == "i")
     );
 }
 

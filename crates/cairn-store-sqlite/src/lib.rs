@@ -86,23 +86,24 @@ trait Job: Send {
     fn finish(self: Box<Self>, commit: Result<(), Error>);
 }
 
-struct Unit<T, F> {
+struct Unit<T, E, F> {
     work: Option<F>,
-    result: Option<Result<T, Error>>,
-    reply: mpsc::SyncSender<Result<T, Error>>,
+    result: Option<Result<T, E>>,
+    reply: mpsc::SyncSender<Result<T, E>>,
 }
 
-impl<T, F> Job for Unit<T, F>
+impl<T, E, F> Job for Unit<T, E, F>
 where
     T: Send + 'static,
-    F: FnOnce(&mut tx::SqlTx<'_>) -> Result<T, Error> + Send + 'static,
+    E: From<Error> + Send + 'static,
+    F: FnOnce(&mut tx::SqlTx<'_>) -> Result<T, E> + Send + 'static,
 {
     fn run(&mut self, tx: &mut tx::SqlTx<'_>) -> bool {
         let Some(work) = self.work.take() else {
             return false;
         };
         let r = std::panic::catch_unwind(AssertUnwindSafe(|| work(tx)))
-            .unwrap_or_else(|_| Err(Error::Database("a unit of work panicked".into())));
+            .unwrap_or_else(|_| Err(Error::Database("a unit of work panicked".into()).into()));
         let ok = r.is_ok();
         self.result = Some(r);
         ok
@@ -111,10 +112,10 @@ where
     fn finish(self: Box<Self>, commit: Result<(), Error>) {
         let answer = match (self.result, commit) {
             (Some(Ok(t)), Ok(())) => Ok(t),
-            (Some(Ok(_)), Err(e)) => Err(e),
+            (Some(Ok(_)), Err(e)) => Err(e.into()),
             (Some(Err(e)), _) => Err(e),
-            (None, Err(e)) => Err(e),
-            (None, Ok(())) => Err(Error::Database("a unit of work was not run".into())),
+            (None, Err(e)) => Err(e.into()),
+            (None, Ok(())) => Err(Error::Database("a unit of work was not run".into()).into()),
         };
         let _ = self.reply.send(answer);
     }
@@ -721,10 +722,11 @@ fn checkpoint_loop(conn: Connection, stop: Arc<AtomicBool>) {
 }
 
 impl Store for SqliteStore {
-    fn write<T, F>(&self, work: F) -> Result<T, Error>
+    fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static,
     {
         self.write_sql(move |tx: &mut tx::SqlTx<'_>| work(tx))
     }
@@ -741,23 +743,24 @@ impl Store for SqliteStore {
         let before = self.space()?;
         let (mut steps, mut longest_step_us) = (0, 0);
         loop {
-            let (freed, left, us) = self.write_sql(|tx: &mut tx::SqlTx<'_>| {
-                let t = std::time::Instant::now();
-                let c = tx.conn;
-                let free = |c: &Connection| {
-                    c.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))
-                        .map_err(db_err)
-                };
-                let was = free(c)?;
-                // One page is given back per row stepped through.
-                let mut s = c
-                    .prepare(&format!("PRAGMA incremental_vacuum({VACUUM_STEP})"))
-                    .map_err(db_err)?;
-                let mut rows = s.query([]).map_err(db_err)?;
-                while rows.next().map_err(db_err)?.is_some() {}
-                let now = free(c)?;
-                Ok((was - now, now, t.elapsed().as_micros() as u64))
-            })?;
+            let (freed, left, us) =
+                self.write_sql(|tx: &mut tx::SqlTx<'_>| -> Result<_, Error> {
+                    let t = std::time::Instant::now();
+                    let c = tx.conn;
+                    let free = |c: &Connection| {
+                        c.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))
+                            .map_err(db_err)
+                    };
+                    let was = free(c)?;
+                    // One page is given back per row stepped through.
+                    let mut s = c
+                        .prepare(&format!("PRAGMA incremental_vacuum({VACUUM_STEP})"))
+                        .map_err(db_err)?;
+                    let mut rows = s.query([]).map_err(db_err)?;
+                    while rows.next().map_err(db_err)?.is_some() {}
+                    let now = free(c)?;
+                    Ok((was - now, now, t.elapsed().as_micros() as u64))
+                })?;
             steps += 1;
             longest_step_us = longest_step_us.max(us);
             if left == 0 || freed == 0 {
@@ -767,7 +770,7 @@ impl Store for SqliteStore {
         // The file shrinks when the WAL is checkpointed: ask the writer to truncate it
         // after the next commit (this empty one).
         self.inner.stats.truncate_now.store(true, Ordering::Relaxed);
-        self.write_sql(|_| Ok(()))?;
+        self.write_sql(|_| Ok::<(), Error>(()))?;
         Ok(Vacuumed {
             before,
             after: self.space()?,
@@ -795,10 +798,11 @@ fn space(c: &Connection) -> Result<Space, Error> {
 
 impl SqliteStore {
     /// Runs `work` as one unit of work on the writer, with its connection.
-    fn write_sql<T, F>(&self, work: F) -> Result<T, Error>
+    fn write_sql<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut tx::SqlTx<'_>) -> Result<T, Error> + Send + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce(&mut tx::SqlTx<'_>) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = mpsc::sync_channel(1);
         let job: Box<dyn Job> = Box::new(Unit {

@@ -1,8 +1,9 @@
 //! The shared behaviour suite on SQLite, plus what only SQLite has: the directory lock,
 //! migrations from each earlier schema, and durability settings.
 
-use cairn_store::{Error, Reader, Store};
+use cairn_store::{Error, Reader};
 use cairn_store_sqlite::{MIGRATIONS, Options, SqliteStore};
+use cairn_store_tests::Units;
 
 fn open() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -204,7 +205,7 @@ fn backup_is_online_and_restore_replaces_the_database() {
             &["a"],
             &[],
         );
-        store.write(move |tx| tx.insert_instance(&inst)).unwrap();
+        store.unit(move |tx| tx.insert_instance(&inst)).unwrap();
     }
     // Writers carry on while the backup runs.
     let writer = {
@@ -219,7 +220,7 @@ fn backup_is_online_and_restore_replaces_the_database() {
                     &["a"],
                     &[],
                 );
-                s.write(move |tx| tx.insert_instance(&inst)).unwrap();
+                s.unit(move |tx| tx.insert_instance(&inst)).unwrap();
             }
         })
     };
@@ -248,7 +249,7 @@ fn backup_is_online_and_restore_replaces_the_database() {
         let s = SqliteStore::open(other.path(), Options::default()).unwrap();
         let inst =
             cairn_store_tests::instance("default", "only-here", "m", Status::Running, &["a"], &[]);
-        s.write(move |tx| tx.insert_instance(&inst)).unwrap();
+        s.unit(move |tx| tx.insert_instance(&inst)).unwrap();
     }
     SqliteStore::restore(other.path(), &file).unwrap();
     let restored = SqliteStore::open(other.path(), Options::default()).unwrap();

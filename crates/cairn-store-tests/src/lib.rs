@@ -15,6 +15,20 @@ use cairn_store::{
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+/// [`Store::write`] with the store's own error, which is what every unit of the suite
+/// returns (the method is generic over the error type; here it is fixed).
+pub trait Units: Store {
+    fn unit<T, F>(&self, work: F) -> Result<T, cairn_store::Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn cairn_store::Tx) -> Result<T, cairn_store::Error> + Send + 'static,
+    {
+        Store::write(self, work)
+    }
+}
+
+impl<S: Store> Units for S {}
+
 /// Expands to one test per contract; `$open` is an expression giving a fresh store (and
 /// whatever must live as long as it, e.g. a temporary directory) as `(store, guard)`.
 #[macro_export]
@@ -137,7 +151,7 @@ fn filter(ns: &str) -> InstanceFilter {
 
 /// A unit that writes and then fails leaves nothing behind.
 pub fn failed_units_leave_no_trace<S: Store>(s: &S) {
-    let r: Result<(), Error> = s.write(|tx| {
+    let r: Result<(), Error> = s.unit(|tx| {
         tx.insert_instance(&instance(
             "default",
             "x",
@@ -169,7 +183,7 @@ pub fn one_failing_unit_does_not_spoil_its_batch<S: Store>(s: &S) {
         .map(|i| {
             let s = s.clone();
             std::thread::spawn(move || {
-                s.write(move |tx| {
+                s.unit(move |tx| {
                     tx.insert_instance(&instance(
                         "default",
                         &format!("i{i}"),
@@ -202,31 +216,31 @@ pub fn one_failing_unit_does_not_spoil_its_batch<S: Store>(s: &S) {
 pub fn duplicates_and_stale_versions_conflict<S: Store>(s: &S) {
     let i = instance("default", "d", "m", Status::Running, &["a"], &[]);
     let i2 = i.clone();
-    s.write(move |tx| tx.insert_instance(&i2)).unwrap();
+    s.unit(move |tx| tx.insert_instance(&i2)).unwrap();
     let i3 = i.clone();
     assert!(matches!(
-        s.write(move |tx| tx.insert_instance(&i3)),
+        s.unit(move |tx| tx.insert_instance(&i3)),
         Err(Error::Conflict(_))
     ));
     // The same id in another namespace is another instance.
     let other = instance("other", "d", "m", Status::Running, &["a"], &[]);
-    s.write(move |tx| tx.insert_instance(&other)).unwrap();
+    s.unit(move |tx| tx.insert_instance(&other)).unwrap();
 
     let mut next = i.clone();
     next.version = 2;
     let n2 = next.clone();
-    s.write(move |tx| tx.update_instance(&n2, 1)).unwrap();
+    s.unit(move |tx| tx.update_instance(&n2, 1)).unwrap();
     let n3 = next.clone();
     assert!(matches!(
-        s.write(move |tx| tx.update_instance(&n3, 1)),
+        s.unit(move |tx| tx.update_instance(&n3, 1)),
         Err(Error::Conflict(_))
     ));
     assert_eq!(s.instance("default", "d").unwrap().unwrap().version, 2);
 
-    s.write(|tx| tx.append_history(&history("default", "d", 1)))
+    s.unit(|tx| tx.append_history(&history("default", "d", 1)))
         .unwrap();
     assert!(matches!(
-        s.write(|tx| tx.append_history(&history("default", "d", 1))),
+        s.unit(|tx| tx.append_history(&history("default", "d", 1))),
         Err(Error::Conflict(_))
     ));
     // Another record for version 1 under a new seq is refused for a transition...
@@ -236,7 +250,7 @@ pub fn duplicates_and_stale_versions_conflict<S: Store>(s: &S) {
         ..history("default", "d", 1)
     };
     assert!(matches!(
-        s.write(move |tx| tx.append_history(&again)),
+        s.unit(move |tx| tx.append_history(&again)),
         Err(Error::Conflict(_))
     ));
     // ...and fine for a lifecycle record, which does not advance the version.
@@ -247,7 +261,7 @@ pub fn duplicates_and_stale_versions_conflict<S: Store>(s: &S) {
         ..history("default", "d", 1)
     };
     let p2 = pause.clone();
-    s.write(move |tx| tx.append_history(&p2)).unwrap();
+    s.unit(move |tx| tx.append_history(&p2)).unwrap();
     assert_eq!(
         s.history("default", "d", 0, 10).unwrap(),
         vec![history("default", "d", 1), pause.clone()]
@@ -270,7 +284,7 @@ pub fn committed_writes_are_visible_to_readers<S: Store>(s: &S) {
         &[("team", "x")],
     );
     let stored = inst.clone();
-    s.write(move |tx| {
+    s.unit(move |tx| {
         tx.insert_instance(&stored)?;
         tx.append_history(&history("default", "v", 1))?;
         // A unit sees its own writes.
@@ -300,10 +314,7 @@ pub fn log_settled<S: Reader>(s: &S, after: i64, limit: usize, want: usize) -> V
 pub fn log_positions_follow_commit_order<S: Store>(s: &S) {
     let mut positions = Vec::new();
     for v in 1..=20u64 {
-        positions.push(
-            s.write(move |tx| tx.append_log(&log_entry("l", v)))
-                .unwrap(),
-        );
+        positions.push(s.unit(move |tx| tx.append_log(&log_entry("l", v))).unwrap());
     }
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
     let all = log_settled(s, 0, 100, 20);
@@ -330,11 +341,11 @@ pub fn log_retention_trims_the_oldest_and_moves_the_horizon<S: Store>(s: &S) {
             created_at: at(v as i64),
             ..log_entry("r", v)
         };
-        positions.push(s.write(move |tx| tx.append_log(&e)).unwrap());
+        positions.push(s.unit(move |tx| tx.append_log(&e)).unwrap());
     }
     log_settled(s, 0, 100, 20);
     let trim = |before: Option<i64>, keep: Option<u64>, limit: usize| {
-        s.write(move |tx| tx.trim_log(before.map(at), keep, limit))
+        s.unit(move |tx| tx.trim_log(before.map(at), keep, limit))
             .unwrap()
     };
     let left = || {
@@ -374,7 +385,7 @@ pub fn log_retention_trims_the_oldest_and_moves_the_horizon<S: Store>(s: &S) {
             .collect::<Vec<_>>(),
         positions[14..].to_vec()
     );
-    let next = s.write(|tx| tx.append_log(&log_entry("r", 21))).unwrap();
+    let next = s.unit(|tx| tx.append_log(&log_entry("r", 21))).unwrap();
     assert!(next > positions[19]);
     assert_eq!(log_settled(s, positions[19], 10, 1).len(), 1);
 }
@@ -382,7 +393,7 @@ pub fn log_retention_trims_the_oldest_and_moves_the_horizon<S: Store>(s: &S) {
 pub fn vacuum_gives_space_back_and_keeps_every_row<S: Store>(s: &S) {
     // 300 instances with 8 KiB contexts, then all but ten deleted.
     for chunk in 0..10 {
-        s.write(move |tx| {
+        s.unit(move |tx| {
             for i in 0..30 {
                 let mut r = instance(
                     "default",
@@ -401,7 +412,7 @@ pub fn vacuum_gives_space_back_and_keeps_every_row<S: Store>(s: &S) {
     }
     let full = s.space().unwrap();
     assert!(full.bytes > 0, "{full:?}");
-    s.write(|tx| {
+    s.unit(|tx| {
         for i in 10..300 {
             assert!(tx.delete_instance("default", &format!("v{i}"))?);
         }
@@ -424,7 +435,7 @@ pub fn vacuum_gives_space_back_and_keeps_every_row<S: Store>(s: &S) {
         assert_eq!(r.context["pad"].as_str().unwrap().len(), 8192);
     }
     assert_eq!(s.instance("default", "v10").unwrap(), None);
-    s.write(|tx| {
+    s.unit(|tx| {
         tx.insert_instance(&instance(
             "default",
             "after",
@@ -454,7 +465,7 @@ pub fn pagination_visits_each_instance_once<S: Store>(s: &S) {
             &["a"],
             &[],
         );
-        s.write(move |tx| tx.insert_instance(&inst)).unwrap();
+        s.unit(move |tx| tx.insert_instance(&inst)).unwrap();
     }
     let mut seen = Vec::new();
     let mut after = None;
@@ -514,7 +525,7 @@ pub fn filters_by_machine_status_state_and_label<S: Store>(s: &S) {
         ),
     ];
     for r in rows {
-        s.write(move |tx| tx.insert_instance(&r)).unwrap();
+        s.unit(move |tx| tx.insert_instance(&r)).unwrap();
     }
     let ids = |f: InstanceFilter| -> Vec<String> {
         s.instances(&f)
@@ -587,7 +598,7 @@ pub fn machines_keep_every_version<S: Store>(s: &S) {
             definition: json!({"machine": "m", "v": v}),
             created_at: t0(),
         };
-        s.write(move |tx| tx.insert_machine(&m)).unwrap();
+        s.unit(move |tx| tx.insert_machine(&m)).unwrap();
     }
     let dup = MachineRecord {
         namespace: "default".into(),
@@ -598,7 +609,7 @@ pub fn machines_keep_every_version<S: Store>(s: &S) {
         created_at: t0(),
     };
     assert!(matches!(
-        s.write(move |tx| tx.insert_machine(&dup)),
+        s.unit(move |tx| tx.insert_machine(&dup)),
         Err(Error::Conflict(_))
     ));
     assert_eq!(s.machine("default", "m", None).unwrap().unwrap().version, 3);
@@ -623,42 +634,41 @@ pub fn deleted_machine_versions_stay_taken_and_unreadable_ones_are_found<S: Stor
     };
     for v in 1..=2u32 {
         let m = record("m", v, json!({"machine": "m", "v": v}));
-        s.write(move |tx| tx.insert_machine(&m)).unwrap();
+        s.unit(move |tx| tx.insert_machine(&m)).unwrap();
     }
     let i = instance("default", "i", "m", Status::Running, &["a"], &[]);
-    s.write(move |tx| tx.insert_instance(&i)).unwrap();
+    s.unit(move |tx| tx.insert_instance(&i)).unwrap();
     assert_eq!(
-        s.write(|tx| tx.machine_in_use("default", "m", 1)).unwrap(),
+        s.unit(|tx| tx.machine_in_use("default", "m", 1)).unwrap(),
         1
     );
     assert_eq!(
-        s.write(|tx| tx.machine_in_use("default", "m", 2)).unwrap(),
+        s.unit(|tx| tx.machine_in_use("default", "m", 2)).unwrap(),
         0
     );
     assert!(
-        s.write(|tx| tx.delete_machine("default", "m", 2, at(3)))
+        s.unit(|tx| tx.delete_machine("default", "m", 2, at(3)))
             .unwrap()
     );
     assert!(
-        !s.write(|tx| tx.delete_machine("default", "m", 2, at(4)))
+        !s.unit(|tx| tx.delete_machine("default", "m", 2, at(4)))
             .unwrap(),
         "deleted once"
     );
     assert!(
-        !s.write(|tx| tx.delete_machine("default", "m", 7, at(4)))
+        !s.unit(|tx| tx.delete_machine("default", "m", 7, at(4)))
             .unwrap()
     );
     assert_eq!(s.machine("default", "m", Some(2)).unwrap(), None);
     assert_eq!(s.machine("default", "m", None).unwrap().unwrap().version, 1);
     assert_eq!(s.machines("default").unwrap()[0].version, 1);
     assert_eq!(
-        s.write(|tx| tx.max_machine_version("default", "m"))
-            .unwrap(),
+        s.unit(|tx| tx.max_machine_version("default", "m")).unwrap(),
         Some(2),
         "a deleted version's number stays taken"
     );
     assert_eq!(
-        s.write(|tx| tx.max_machine_version("default", "none"))
+        s.unit(|tx| tx.max_machine_version("default", "none"))
             .unwrap(),
         None
     );
@@ -669,7 +679,7 @@ pub fn deleted_machine_versions_stay_taken_and_unreadable_ones_are_found<S: Stor
         deep = json!([deep]);
     }
     let bad = record("deep", 1, json!({"machine": "deep", "context": deep}));
-    s.write(move |tx| tx.insert_machine(&bad)).unwrap();
+    s.unit(move |tx| tx.insert_machine(&bad)).unwrap();
     let found = s.unreadable_machines().unwrap();
     assert_eq!(
         found
@@ -692,7 +702,7 @@ pub fn deleted_machine_versions_stay_taken_and_unreadable_ones_are_found<S: Stor
         "listing does not fail on it"
     );
     assert!(
-        s.write(|tx| tx.delete_machine("default", "deep", 1, at(5)))
+        s.unit(|tx| tx.delete_machine("default", "deep", 1, at(5)))
             .unwrap()
     );
     assert!(s.unreadable_machines().unwrap().is_empty());
@@ -708,17 +718,16 @@ pub fn idempotency_keys_are_unique_per_instance<S: Store>(s: &S) {
         created_at: t0(),
     };
     let (a, b, c) = (rec("i", "k"), rec("i", "k"), rec("j", "k"));
-    s.write(move |tx| tx.insert_idempotency(&a)).unwrap();
+    s.unit(move |tx| tx.insert_idempotency(&a)).unwrap();
     assert!(matches!(
-        s.write(move |tx| tx.insert_idempotency(&b)),
+        s.unit(move |tx| tx.insert_idempotency(&b)),
         Err(Error::Conflict(_))
     ));
-    s.write(move |tx| tx.insert_idempotency(&c)).unwrap();
-    let got = s.write(|tx| tx.idempotency("default", "i", "k")).unwrap();
+    s.unit(move |tx| tx.insert_idempotency(&c)).unwrap();
+    let got = s.unit(|tx| tx.idempotency("default", "i", "k")).unwrap();
     assert_eq!(got, Some(rec("i", "k")));
     assert_eq!(
-        s.write(|tx| tx.idempotency("default", "i", "nope"))
-            .unwrap(),
+        s.unit(|tx| tx.idempotency("default", "i", "nope")).unwrap(),
         None
     );
 }
@@ -726,13 +735,13 @@ pub fn idempotency_keys_are_unique_per_instance<S: Store>(s: &S) {
 /// Many threads advancing one counter through read-modify-write units lose no update.
 pub fn concurrent_writers_are_serialised<S: Store>(s: &S) {
     let start = instance("default", "counter", "m", Status::Running, &["a"], &[]);
-    s.write(move |tx| tx.insert_instance(&start)).unwrap();
+    s.unit(move |tx| tx.insert_instance(&start)).unwrap();
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let s = s.clone();
             std::thread::spawn(move || {
                 for _ in 0..50 {
-                    s.write(|tx| {
+                    s.unit(|tx| {
                         let mut i = tx
                             .instance("default", "counter")?
                             .ok_or(Error::NotFound("counter".into()))?;
@@ -772,7 +781,7 @@ fn timer(id: &str, event: &str, due: i64) -> TimerRecord {
 }
 
 pub fn timers_reset_fire_once_and_come_due_in_order<S: Store>(s: &S) {
-    s.write(|tx| {
+    s.unit(|tx| {
         tx.set_timer(&timer("a", "timer.s.10s", 10))?;
         tx.set_timer(&timer("b", "timer.s.5s", 5))?;
         tx.set_timer(&timer("a", "timer.s.1h", 3600))?;
@@ -800,7 +809,7 @@ pub fn timers_reset_fire_once_and_come_due_in_order<S: Store>(s: &S) {
         .map(|_| {
             let s = s.clone();
             std::thread::spawn(move || {
-                s.write(|tx| tx.delete_timer("default", "a", "timer.s.10s"))
+                s.unit(|tx| tx.delete_timer("default", "a", "timer.s.10s"))
                     .unwrap()
             })
         })
@@ -810,13 +819,13 @@ pub fn timers_reset_fire_once_and_come_due_in_order<S: Store>(s: &S) {
         .collect();
     assert_eq!(hits.iter().filter(|h| **h).count(), 1, "{hits:?}");
     let mine = s
-        .write(|tx| tx.due_timers_of("default", "a", at(7200)))
+        .unit(|tx| tx.due_timers_of("default", "a", at(7200)))
         .unwrap();
     assert_eq!(
         mine.iter().map(|t| t.event.as_str()).collect::<Vec<_>>(),
         ["timer.s.1h"]
     );
-    s.write(|tx| tx.delete_timers("default", "a")).unwrap();
+    s.unit(|tx| tx.delete_timers("default", "a")).unwrap();
     assert!(s.timers("default", "a").unwrap().is_empty());
     assert_eq!(s.timers("default", "b").unwrap().len(), 1);
 }
@@ -840,13 +849,13 @@ fn approval(id: &str, instance: &str) -> ApprovalRecord {
 }
 
 pub fn approvals_are_stored_and_decided<S: Store>(s: &S) {
-    s.write(|tx| {
+    s.unit(|tx| {
         tx.insert_approval(&approval("ap1", "i"))?;
         tx.insert_approval(&approval("ap2", "j"))
     })
     .unwrap();
     assert!(matches!(
-        s.write(|tx| tx.insert_approval(&approval("ap1", "i"))),
+        s.unit(|tx| tx.insert_approval(&approval("ap1", "i"))),
         Err(Error::Conflict(_))
     ));
     let mut a = approval("ap1", "i");
@@ -862,12 +871,12 @@ pub fn approvals_are_stored_and_decided<S: Store>(s: &S) {
     a.decided_at = Some(at(1));
     a.decided_by = Some("ann".into());
     let stored = a.clone();
-    s.write(move |tx| tx.update_approval(&stored)).unwrap();
-    assert_eq!(s.write(|tx| tx.approval("ap1")).unwrap(), Some(a.clone()));
+    s.unit(move |tx| tx.update_approval(&stored)).unwrap();
+    assert_eq!(s.unit(|tx| tx.approval("ap1")).unwrap(), Some(a.clone()));
     assert_eq!(Reader::approval(s, "ap1").unwrap(), Some(a));
     assert_eq!(Reader::approval(s, "nope").unwrap(), None);
     assert!(
-        s.write(|tx| tx.pending_approvals("default", "i"))
+        s.unit(|tx| tx.pending_approvals("default", "i"))
             .unwrap()
             .is_empty()
     );
@@ -882,7 +891,7 @@ pub fn approvals_are_stored_and_decided<S: Store>(s: &S) {
         ApprovalStatus::Approved
     );
     assert!(matches!(
-        s.write(|tx| tx.update_approval(&approval("nope", "i"))),
+        s.unit(|tx| tx.update_approval(&approval("nope", "i"))),
         Err(Error::NotFound(_))
     ));
 }
@@ -900,20 +909,20 @@ pub fn checkpoints_are_unique_by_name<S: Store>(s: &S) {
         created_at: t0(),
     };
     let k2 = k.clone();
-    s.write(move |tx| tx.insert_checkpoint(&k2)).unwrap();
+    s.unit(move |tx| tx.insert_checkpoint(&k2)).unwrap();
     let k3 = k.clone();
     assert!(matches!(
-        s.write(move |tx| tx.insert_checkpoint(&k3)),
+        s.unit(move |tx| tx.insert_checkpoint(&k3)),
         Err(Error::Conflict(_))
     ));
     assert_eq!(s.checkpoints("default", "i").unwrap(), vec![k.clone()]);
     assert_eq!(
-        s.write(|tx| tx.checkpoint("default", "i", "after_planning"))
+        s.unit(|tx| tx.checkpoint("default", "i", "after_planning"))
             .unwrap(),
         Some(k)
     );
     assert_eq!(
-        s.write(|tx| tx.checkpoint("default", "i", "nope")).unwrap(),
+        s.unit(|tx| tx.checkpoint("default", "i", "nope")).unwrap(),
         None
     );
 }
@@ -933,16 +942,16 @@ pub fn the_inbox_keeps_order_and_empties_once<S: Store>(s: &S) {
             idempotency_key: key.map(str::to_string),
             created_at: t0(),
         };
-        s.write(move |tx| tx.push_inbox(&rec)).unwrap();
+        s.unit(move |tx| tx.push_inbox(&rec)).unwrap();
     }
     assert_eq!(
-        s.write(|tx| tx.inbox_key("default", "i", "k1"))
+        s.unit(|tx| tx.inbox_key("default", "i", "k1"))
             .unwrap()
             .map(|e| e.event),
         Some("e1".into())
     );
     assert_eq!(s.inbox("default", "i").unwrap().len(), 3);
-    let taken = s.write(|tx| tx.take_inbox("default", "i")).unwrap();
+    let taken = s.unit(|tx| tx.take_inbox("default", "i")).unwrap();
     assert_eq!(
         taken.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
         ["e1", "e2", "e3"]
@@ -964,7 +973,7 @@ pub fn the_inbox_keeps_order_and_empties_once<S: Store>(s: &S) {
         (None, None)
     );
     assert!(
-        s.write(|tx| tx.take_inbox("default", "i"))
+        s.unit(|tx| tx.take_inbox("default", "i"))
             .unwrap()
             .is_empty()
     );
@@ -1029,7 +1038,7 @@ pub fn deleting_an_instance_removes_everything_of_it<S: Store>(s: &S) {
         &["a"],
         &[("k", "v")],
     );
-    s.write(move |tx| {
+    s.unit(move |tx| {
         for i in [&keep, &gone] {
             let id = i.id.as_str();
             tx.insert_instance(i)?;
@@ -1097,8 +1106,8 @@ pub fn deleting_an_instance_removes_everything_of_it<S: Store>(s: &S) {
         Ok(())
     })
     .unwrap();
-    assert!(s.write(|tx| tx.delete_instance("default", "gone")).unwrap());
-    assert!(!s.write(|tx| tx.delete_instance("default", "gone")).unwrap());
+    assert!(s.unit(|tx| tx.delete_instance("default", "gone")).unwrap());
+    assert!(!s.unit(|tx| tx.delete_instance("default", "gone")).unwrap());
     // Nothing of `gone` is left...
     assert_eq!(s.instance("default", "gone").unwrap(), None);
     assert!(s.history("default", "gone", 0, 10).unwrap().is_empty());
@@ -1113,7 +1122,7 @@ pub fn deleting_an_instance_removes_everything_of_it<S: Store>(s: &S) {
     assert_eq!(s.task("t-gone").unwrap(), None);
     assert!(s.attempts("t-gone").unwrap().is_empty());
     let (idem, maps, children, outbox) = s
-        .write(|tx| {
+        .unit(|tx| {
             Ok((
                 tx.idempotency("default", "gone", "k")?,
                 tx.maps_of("default", "gone")?,
@@ -1156,7 +1165,7 @@ pub fn deleting_an_instance_removes_everything_of_it<S: Store>(s: &S) {
     assert!(s.task("t-keep").unwrap().is_some());
     assert_eq!(s.attempts("t-keep").unwrap().len(), 1);
     let (idem, maps) = s
-        .write(|tx| {
+        .unit(|tx| {
             Ok((
                 tx.idempotency("default", "keep", "k")?,
                 tx.maps_of("default", "keep")?,
@@ -1175,7 +1184,7 @@ pub fn tasks_are_claimed_leased_and_reclaimed_once<S: Store>(s: &S) {
         namespace: "other".into(),
         ..instance("other", "j", "m", Status::Running, &["a"], &[])
     };
-    s.write(move |tx| {
+    s.unit(move |tx| {
         tx.insert_instance(&i)?;
         tx.insert_instance(&other)?;
         tx.insert_task(&task("t1", "i", "q"))?;
@@ -1192,7 +1201,7 @@ pub fn tasks_are_claimed_leased_and_reclaimed_once<S: Store>(s: &S) {
     })
     .unwrap();
     assert!(matches!(
-        s.write(|tx| tx.insert_task(&task("t1", "i", "q"))),
+        s.unit(|tx| tx.insert_task(&task("t1", "i", "q"))),
         Err(Error::Conflict(_))
     ));
     let q = vec!["q".to_string()];
@@ -1203,13 +1212,13 @@ pub fn tasks_are_claimed_leased_and_reclaimed_once<S: Store>(s: &S) {
     let (q2, q3) = (q.clone(), q.clone());
     assert_eq!(
         ids(s
-            .write(move |tx| tx.claimable_tasks(&q2, None, at(10), 10))
+            .unit(move |tx| tx.claimable_tasks(&q2, None, at(10), 10))
             .unwrap()),
         ["t1", "t4"]
     );
     assert_eq!(
         ids(s
-            .write(move |tx| tx.claimable_tasks(&q3, Some(&["default".to_string()]), at(200), 10))
+            .unit(move |tx| tx.claimable_tasks(&q3, Some(&["default".to_string()]), at(200), 10))
             .unwrap()),
         ["t1", "t2"]
     );
@@ -1219,7 +1228,7 @@ pub fn tasks_are_claimed_leased_and_reclaimed_once<S: Store>(s: &S) {
     );
     assert!(!s.task_work(&["none".to_string()], None, at(10)).unwrap());
     // Leased, it is no longer claimable; its lease expires and is found once.
-    s.write(|tx| {
+    s.unit(|tx| {
         let mut t = tx.task("t1")?.expect("t1");
         t.status = cairn_store::TaskStatus::Leased;
         t.attempt = 1;
@@ -1231,39 +1240,36 @@ pub fn tasks_are_claimed_leased_and_reclaimed_once<S: Store>(s: &S) {
     let q4 = q.clone();
     assert_eq!(
         ids(s
-            .write(move |tx| tx.claimable_tasks(&q4, None, at(50), 10))
+            .unit(move |tx| tx.claimable_tasks(&q4, None, at(50), 10))
             .unwrap()),
         ["t4"]
     );
     assert!(
-        s.write(|tx| tx.expired_leases(at(20), 10))
+        s.unit(|tx| tx.expired_leases(at(20), 10))
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        ids(s.write(|tx| tx.expired_leases(at(40), 10)).unwrap()),
+        ids(s.unit(|tx| tx.expired_leases(at(40), 10)).unwrap()),
         ["t1"]
     );
-    let open = s.write(|tx| tx.open_tasks("default", "i")).unwrap();
+    let open = s.unit(|tx| tx.open_tasks("default", "i")).unwrap();
     assert_eq!(open.len(), 3);
-    s.write(|tx| {
+    s.unit(|tx| {
         let mut t = tx.task("t1")?.expect("t1");
         t.status = cairn_store::TaskStatus::Completed;
         tx.update_task(&t)
     })
     .unwrap();
     assert!(
-        s.write(|tx| tx.expired_leases(at(40), 10))
+        s.unit(|tx| tx.expired_leases(at(40), 10))
             .unwrap()
             .is_empty()
     );
-    assert_eq!(
-        s.write(|tx| tx.open_tasks("default", "i")).unwrap().len(),
-        2
-    );
+    assert_eq!(s.unit(|tx| tx.open_tasks("default", "i")).unwrap().len(), 2);
     // Attempts are kept by number, replaced in place.
     for outcome in [None, Some("completed")] {
-        s.write(move |tx| {
+        s.unit(move |tx| {
             tx.put_attempt(&cairn_store::AttemptRecord {
                 task_id: "t1".into(),
                 attempt: 1,
@@ -1289,7 +1295,7 @@ pub fn tasks_are_claimed_leased_and_reclaimed_once<S: Store>(s: &S) {
 /// A task whose instance is gone is never handed out, on any backend.
 pub fn claims_skip_deleted_instances<S: Store>(s: &S) {
     let i = instance("default", "i", "m", Status::Running, &["a"], &[]);
-    s.write(move |tx| {
+    s.unit(move |tx| {
         tx.insert_instance(&i)?;
         // A task without its instance, as a store written before deletion was complete
         // could hold one.
@@ -1300,15 +1306,15 @@ pub fn claims_skip_deleted_instances<S: Store>(s: &S) {
     let q = vec!["q".to_string()];
     let q2 = q.clone();
     let claimable = s
-        .write(move |tx| tx.claimable_tasks(&q2, None, at(10), 10))
+        .unit(move |tx| tx.claimable_tasks(&q2, None, at(10), 10))
         .unwrap();
     assert_eq!(
         claimable.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
         ["t"]
     );
-    s.write(|tx| tx.delete_instance("default", "i")).unwrap();
+    s.unit(|tx| tx.delete_instance("default", "i")).unwrap();
     assert!(
-        s.write(move |tx| tx.claimable_tasks(&q, None, at(10), 10))
+        s.unit(move |tx| tx.claimable_tasks(&q, None, at(10), 10))
             .unwrap()
             .is_empty()
     );
@@ -1317,11 +1323,11 @@ pub fn claims_skip_deleted_instances<S: Store>(s: &S) {
 
 pub fn history_can_be_compacted<S: Store>(s: &S) {
     for v in 1..=5 {
-        s.write(move |tx| tx.append_history(&history("default", "h", v)))
+        s.unit(move |tx| tx.append_history(&history("default", "h", v)))
             .unwrap();
     }
     let removed = s
-        .write(|tx| tx.delete_history_before("default", "h", 4))
+        .unit(|tx| tx.delete_history_before("default", "h", 4))
         .unwrap();
     assert_eq!(removed, 3);
     let base = HistoryRecord {
@@ -1330,14 +1336,14 @@ pub fn history_can_be_compacted<S: Store>(s: &S) {
         ..history("default", "h", 4)
     };
     let b2 = base.clone();
-    s.write(move |tx| tx.replace_history(&b2)).unwrap();
+    s.unit(move |tx| tx.replace_history(&b2)).unwrap();
     let left = s.history("default", "h", 0, 10).unwrap();
     assert_eq!(
         left.iter().map(|h| (h.seq, h.kind)).collect::<Vec<_>>(),
         [(4, HistoryKind::Base), (5, HistoryKind::Event)]
     );
     assert_eq!(
-        s.write(|tx| tx.history_at("default", "h", 4)).unwrap(),
+        s.unit(|tx| tx.history_at("default", "h", 4)).unwrap(),
         Some(base)
     );
 }
@@ -1349,7 +1355,7 @@ pub fn retention_and_counts<S: Store>(s: &S) {
     recent.updated_at = at(1000);
     let mut running = instance("default", "running", "m2", Status::Running, &["a"], &[]);
     running.updated_at = at(10);
-    s.write(move |tx| {
+    s.unit(move |tx| {
         tx.insert_instance(&old)?;
         tx.insert_instance(&recent)?;
         tx.insert_instance(&running)?;
@@ -1402,7 +1408,7 @@ pub fn figures_count_what_is_stored<S: Store>(s: &S) {
             &["a"],
             &[],
         );
-        s.write(move |tx| {
+        s.unit(move |tx| {
             tx.insert_instance(&r)?;
             tx.append_history(&history("default", &r.id, 1))
         })
@@ -1411,7 +1417,7 @@ pub fn figures_count_what_is_stored<S: Store>(s: &S) {
     assert_eq!(figure(s, "default", "instances", "m", "running"), 300);
     assert_eq!(figure(s, "default", "transitions", "", ""), 300);
     // Status changes move an instance between figures; other updates do not count.
-    s.write(|tx| {
+    s.unit(|tx| {
         for i in 0..10 {
             let mut r = tx.instance("default", &format!("f{i}"))?.unwrap();
             r.status = Status::Completed;
@@ -1429,7 +1435,7 @@ pub fn figures_count_what_is_stored<S: Store>(s: &S) {
     assert_eq!(figure(s, "default", "instances", "m", "completed"), 10);
     assert_eq!(figure(s, "default", "transitions", "", ""), 310);
     // Compaction: a record turned into a base, older ones deleted.
-    s.write(|tx| {
+    s.unit(|tx| {
         let mut base = tx.history_at("default", "f0", 2)?.unwrap();
         base.kind = HistoryKind::Base;
         tx.replace_history(&base)?;
@@ -1438,7 +1444,7 @@ pub fn figures_count_what_is_stored<S: Store>(s: &S) {
     .unwrap();
     assert_eq!(figure(s, "default", "transitions", "", ""), 308);
     // Tasks by queue and status, timers (set twice: one), the outbox.
-    s.write(|tx| {
+    s.unit(|tx| {
         tx.insert_task(&task("t1", "f1", "q1"))?;
         tx.insert_task(&task("t2", "f1", "q1"))?;
         tx.insert_task(&task("t3", "f2", "q2"))?;
@@ -1464,7 +1470,7 @@ pub fn figures_count_what_is_stored<S: Store>(s: &S) {
     );
     assert_eq!(s.timers_due(at(15), 0).unwrap(), []);
     // Deleting instances takes everything of theirs out of the figures.
-    s.write(|tx| {
+    s.unit(|tx| {
         for id in ["f1", "f2", "f3"] {
             tx.delete_instance("default", id)?;
         }
@@ -1485,7 +1491,7 @@ pub fn figures_count_what_is_stored<S: Store>(s: &S) {
     }
     // What the engine adds, added up; other namespaces apart.
     for v in [1500, 500] {
-        s.write(move |tx| {
+        s.unit(move |tx| {
             tx.add_figure(&cairn_store::Figure {
                 namespace: "default".into(),
                 kind: "dwell_ms".into(),
@@ -1514,7 +1520,7 @@ pub fn children_are_linked_and_listed_by_parent<S: Store>(s: &S) {
         c.parent = Some("p".into());
         kids.push((c, state));
     }
-    s.write(move |tx| {
+    s.unit(move |tx| {
         tx.insert_instance(&parent)?;
         for (i, (c, state)) in kids.iter().enumerate() {
             tx.insert_instance(c)?;
@@ -1529,7 +1535,7 @@ pub fn children_are_linked_and_listed_by_parent<S: Store>(s: &S) {
         Ok(())
     })
     .unwrap();
-    let links = s.write(|tx| tx.children("default", "p")).unwrap();
+    let links = s.unit(|tx| tx.children("default", "p")).unwrap();
     assert_eq!(
         links
             .iter()
@@ -1538,7 +1544,7 @@ pub fn children_are_linked_and_listed_by_parent<S: Store>(s: &S) {
         [("c1", Some("a")), ("c2", None), ("c3", Some("a"))]
     );
     assert!(
-        s.write(|tx| tx.children("default", "c1"))
+        s.unit(|tx| tx.children("default", "c1"))
             .unwrap()
             .is_empty()
     );
@@ -1557,20 +1563,16 @@ pub fn children_are_linked_and_listed_by_parent<S: Store>(s: &S) {
         ["c1", "c2", "c3"]
     );
     // Deleting a child drops its link; deleting the parent drops the rest.
-    assert!(s.write(|tx| tx.delete_instance("default", "c2")).unwrap());
-    assert_eq!(s.write(|tx| tx.children("default", "p")).unwrap().len(), 2);
-    assert!(s.write(|tx| tx.delete_instance("default", "p")).unwrap());
-    assert!(
-        s.write(|tx| tx.children("default", "p"))
-            .unwrap()
-            .is_empty()
-    );
+    assert!(s.unit(|tx| tx.delete_instance("default", "c2")).unwrap());
+    assert_eq!(s.unit(|tx| tx.children("default", "p")).unwrap().len(), 2);
+    assert!(s.unit(|tx| tx.delete_instance("default", "p")).unwrap());
+    assert!(s.unit(|tx| tx.children("default", "p")).unwrap().is_empty());
 }
 
 pub fn the_outbox_keeps_order_until_delivered<S: Store>(s: &S) {
     assert!(!s.outbox_waiting().unwrap());
     let seqs = s
-        .write(|tx| {
+        .unit(|tx| {
             let mut seqs = Vec::new();
             for n in ["e1", "e2", "e3"] {
                 seqs.push(tx.push_outbox(&cairn_store::OutboxRecord {
@@ -1594,12 +1596,12 @@ pub fn the_outbox_keeps_order_until_delivered<S: Store>(s: &S) {
     assert!(s.outbox_waiting().unwrap());
     // A unit that fails leaves its deliveries in place.
     let first = seqs[0];
-    let failed: Result<(), cairn_store::Error> = s.write(move |tx| {
+    let failed: Result<(), cairn_store::Error> = s.unit(move |tx| {
         tx.delete_outbox(first)?;
         Err(cairn_store::Error::Refused("rolled back".into()))
     });
     assert!(failed.is_err());
-    let all = s.write(|tx| tx.outbox(10)).unwrap();
+    let all = s.unit(|tx| tx.outbox(10)).unwrap();
     assert_eq!(
         all.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
         ["e1", "e2", "e3"]
@@ -1608,8 +1610,8 @@ pub fn the_outbox_keeps_order_until_delivered<S: Store>(s: &S) {
     assert_eq!(all[0].source, "child:c");
     assert_eq!((all[0].kind.as_str(), all[0].hops), ("system", 2));
     for seq in seqs {
-        assert!(s.write(move |tx| tx.delete_outbox(seq)).unwrap());
-        assert!(!s.write(move |tx| tx.delete_outbox(seq)).unwrap());
+        assert!(s.unit(move |tx| tx.delete_outbox(seq)).unwrap());
+        assert!(!s.unit(move |tx| tx.delete_outbox(seq)).unwrap());
     }
     assert!(!s.outbox_waiting().unwrap());
 }
@@ -1623,14 +1625,14 @@ pub fn triggers_are_unique_by_name<S: Store>(s: &S) {
         created_at: t0(),
     };
     let (b, a, other) = (t("default", "b"), t("default", "a"), t("other", "a"));
-    s.write(move |tx| {
+    s.unit(move |tx| {
         tx.insert_trigger(&b)?;
         tx.insert_trigger(&a)?;
         tx.insert_trigger(&other)
     })
     .unwrap();
     let again = t("default", "a");
-    let e = s.write(move |tx| tx.insert_trigger(&again)).unwrap_err();
+    let e = s.unit(move |tx| tx.insert_trigger(&again)).unwrap_err();
     assert!(matches!(e, cairn_store::Error::Conflict(_)), "{e}");
     let names: Vec<String> = s
         .triggers("default")
@@ -1640,11 +1642,11 @@ pub fn triggers_are_unique_by_name<S: Store>(s: &S) {
         .collect();
     assert_eq!(names, ["a", "b"]);
     assert_eq!(
-        s.write(|tx| tx.triggers("default")).unwrap()[0].definition,
+        s.unit(|tx| tx.triggers("default")).unwrap()[0].definition,
         json!({"name": "a", "machine": "a"})
     );
-    assert!(s.write(|tx| tx.delete_trigger("default", "a")).unwrap());
-    assert!(!s.write(|tx| tx.delete_trigger("default", "a")).unwrap());
+    assert!(s.unit(|tx| tx.delete_trigger("default", "a")).unwrap());
+    assert!(!s.unit(|tx| tx.delete_trigger("default", "a")).unwrap());
     assert_eq!(s.triggers("default").unwrap().len(), 1);
     assert_eq!(s.triggers("other").unwrap().len(), 1);
 }
@@ -1659,7 +1661,7 @@ pub fn schedules_come_due_in_order<S: Store>(s: &S) {
         created_at: t0(),
     };
     let (late, early, later) = (sched("late", 20), sched("early", 10), sched("later", 30));
-    s.write(move |tx| {
+    s.unit(move |tx| {
         tx.insert_schedule(&late)?;
         tx.insert_schedule(&early)?;
         tx.insert_schedule(&later)
@@ -1667,7 +1669,7 @@ pub fn schedules_come_due_in_order<S: Store>(s: &S) {
     .unwrap();
     let dup = sched("early", 5);
     assert!(matches!(
-        s.write(move |tx| tx.insert_schedule(&dup)).unwrap_err(),
+        s.unit(move |tx| tx.insert_schedule(&dup)).unwrap_err(),
         cairn_store::Error::Conflict(_)
     ));
     assert!(
@@ -1679,7 +1681,7 @@ pub fn schedules_come_due_in_order<S: Store>(s: &S) {
             .unwrap()
     );
     let due = s
-        .write(|tx| tx.due_schedules(t0() + chrono::Duration::seconds(25), 10))
+        .unit(|tx| tx.due_schedules(t0() + chrono::Duration::seconds(25), 10))
         .unwrap();
     assert_eq!(
         due.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
@@ -1689,15 +1691,15 @@ pub fn schedules_come_due_in_order<S: Store>(s: &S) {
     moved.next_at = t0() + chrono::Duration::seconds(100);
     moved.last_at = Some(t0() + chrono::Duration::seconds(10));
     let m = moved.clone();
-    s.write(move |tx| tx.update_schedule(&m)).unwrap();
+    s.unit(move |tx| tx.update_schedule(&m)).unwrap();
     let listed = s.schedules("default").unwrap();
     assert_eq!(
         listed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
         ["early", "late", "later"]
     );
     assert_eq!(listed[0], moved);
-    assert!(s.write(|tx| tx.delete_schedule("default", "late")).unwrap());
-    assert!(!s.write(|tx| tx.delete_schedule("default", "late")).unwrap());
+    assert!(s.unit(|tx| tx.delete_schedule("default", "late")).unwrap());
+    assert!(!s.unit(|tx| tx.delete_schedule("default", "late")).unwrap());
     assert_eq!(s.schedules("default").unwrap().len(), 2);
 }
 
@@ -1714,7 +1716,7 @@ pub fn tokens_keep_their_subject_and_are_revoked_once<S: Store>(s: &S) {
     };
     let (ann, bot) = (token("t1", "ann", "h1"), token("t2", "token:t2", "h2"));
     let stored = (ann.clone(), bot.clone());
-    s.write(move |tx| {
+    s.unit(move |tx| {
         tx.insert_token(&stored.0)?;
         tx.insert_token(&stored.1)
     })
@@ -1722,7 +1724,7 @@ pub fn tokens_keep_their_subject_and_are_revoked_once<S: Store>(s: &S) {
     let again = token("t3", "eve", "h1");
     assert!(
         matches!(
-            s.write(move |tx| tx.insert_token(&again)),
+            s.unit(move |tx| tx.insert_token(&again)),
             Err(Error::Conflict(_))
         ),
         "a secret's hash is unique"
@@ -1730,12 +1732,12 @@ pub fn tokens_keep_their_subject_and_are_revoked_once<S: Store>(s: &S) {
     assert_eq!(s.token_by_hash("h1").unwrap(), Some(ann.clone()));
     assert_eq!(s.token_by_hash("nope").unwrap(), None);
     assert_eq!(s.tokens().unwrap(), vec![ann, bot]);
-    assert!(s.write(|tx| tx.revoke_token("t1", at(5))).unwrap());
+    assert!(s.unit(|tx| tx.revoke_token("t1", at(5))).unwrap());
     assert!(
-        s.write(|tx| tx.revoke_token("t1", at(9))).unwrap(),
+        s.unit(|tx| tx.revoke_token("t1", at(9))).unwrap(),
         "revoking again is harmless"
     );
-    assert!(!s.write(|tx| tx.revoke_token("none", at(9))).unwrap());
+    assert!(!s.unit(|tx| tx.revoke_token("none", at(9))).unwrap());
     assert_eq!(
         s.token_by_hash("h1").unwrap().and_then(|t| t.revoked_at),
         Some(at(5)),

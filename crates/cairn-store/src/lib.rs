@@ -5,7 +5,7 @@
 //! [`Store::write`]: a closure over a [`Tx`] that the backend runs atomically. Reads go
 //! through [`Reader`]. Each promise is written as a `# Contract` and tested, against
 //! every backend, by `cairn-store-tests`. This crate knows no database driver; backends
-//! are `cairn-store-sqlite` (and later `cairn-store-postgres`). It knows no statechart
+//! are `cairn-store-sqlite` and `cairn-store-postgres`. It knows no statechart
 //! logic either: that is `cairn-core`, driven by `cairn-engine`.
 
 mod error;
@@ -487,12 +487,17 @@ pub trait Store: Reader + Clone + 'static {
     ///   survives a crash of the process and of the machine).
     /// - Isolated: the units of one store are serialised; each sees the committed effect
     ///   of every unit acknowledged before it was submitted.
-    /// - An `Err` from `work` rolls back that unit only and is returned as it is.
-    /// - If the commit itself fails, every unit in it gets the error; none is applied.
-    fn write<T, F>(&self, work: F) -> Result<T, Error>
+    /// - An `Err` from `work` rolls back that unit only and is returned as it is: the
+    ///   caller's own error type `E`, so a layer above the store (the engine) keeps its
+    ///   typed errors through the unit.
+    /// - If the commit itself fails, every unit in it gets the error (as `E::from`); none
+    ///   is applied.
+    /// - A unit that panics is rolled back alone and answered with [`Error::Database`].
+    fn write<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut dyn Tx) -> Result<T, Error> + Send + 'static;
+        E: From<Error> + Send + 'static,
+        F: FnOnce(&mut dyn Tx) -> Result<T, E> + Send + 'static;
 
     /// The space the store takes now.
     fn space(&self) -> Result<Space, Error>;

@@ -145,7 +145,7 @@ enum Command {
     Serve(commands::serve::Args),
     /// Show every setting with its value and where it came from.
     Config,
-    /// Run a benchmark workload of BENCHMARKS.md and print its JSON line.
+    /// Run a benchmark workload of docs/benchmarks.md and print its JSON line.
     Bench(commands::bench::Args),
     /// Copy a SQLite data directory into an empty PostgreSQL database, and verify the copy.
     MigrateStore(commands::migrate::Args),

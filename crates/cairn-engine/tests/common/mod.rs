@@ -1,4 +1,4 @@
-//! Shared by the engine's integration tests: an engine on a real SQLite file in a
+//! Shared by the engine's integration tests: an engine on a real store (SQLite or PostgreSQL) in a
 //! temporary directory, on a manual clock, with machines applied; and short forms of the
 //! operations the tests repeat.
 #![allow(dead_code)]

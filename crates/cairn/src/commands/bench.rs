@@ -1,4 +1,4 @@
-//! `cairn bench WORKLOAD`: the workloads of BENCHMARKS.md, one JSON line per run.
+//! `cairn bench WORKLOAD`: the workloads of docs/benchmarks.md, one JSON line per run.
 //!
 //! - `W1-events`: a chain of five states and a final one; a workflow is a start and five
 //!   `next` events, each a durable transition.

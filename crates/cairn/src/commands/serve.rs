@@ -1,5 +1,5 @@
-//! `cairn serve`: the HTTP API on the embedded SQLite store of a data directory, with the
-//! timer service running. SIGTERM (or Ctrl-C) stops accepting, finishes in-flight requests
+//! `cairn serve`: the HTTP API on the store of the settings (the embedded SQLite store of
+//! a data directory, or PostgreSQL with `database`), with the timer service running. SIGTERM (or Ctrl-C) stops accepting, finishes in-flight requests
 //! and their commits, then exits.
 
 use std::net::SocketAddr;

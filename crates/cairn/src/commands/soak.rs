@@ -255,7 +255,7 @@ pub fn stats(data: Option<PathBuf>, a: &Args) -> Result<(), Failure> {
                         created_at: now,
                     })?;
                 }
-                Ok(())
+                Ok::<(), cairn_store::Error>(())
             })
             .map_err(|e| anyhow!("{e}"))?;
         written = upto;

@@ -1,4 +1,4 @@
-//! `cairn bench W3`: crash recovery (BENCHMARKS.md W3).
+//! `cairn bench W3`: crash recovery (docs/benchmarks.md W3).
 //!
 //! The bench runs the workload in a child process (`--w3-phase 1`): it starts `n`
 //! workflows of five slow steps, each step a task that in-process workers execute (a sleep
