@@ -18,6 +18,7 @@ mod error;
 mod executors;
 mod lifecycle;
 mod maps;
+mod ready;
 mod schedules;
 mod start;
 mod tasks;

@@ -322,6 +322,19 @@ impl Drop for TempDir {
     }
 }
 
+/// The data directory a benchmark runs in: `data` when given (kept), else a fresh one
+/// under the system's temporary directory named `cairn-<what>-<pid>`, removed when the
+/// returned guard drops.
+pub(crate) fn bench_dir(data: Option<PathBuf>, what: &str) -> (PathBuf, Option<TempDir>) {
+    match data {
+        Some(d) => (d, None),
+        None => {
+            let t = std::env::temp_dir().join(format!("cairn-{what}-{}", std::process::id()));
+            (t.clone(), Some(TempDir(t)))
+        }
+    }
+}
+
 pub fn run(data: Option<PathBuf>, database: Option<String>, a: Args) -> Result<(), Failure> {
     if a.workload == "W3" {
         return super::w3::run(data, a);
@@ -347,15 +360,7 @@ pub fn run(data: Option<PathBuf>, database: Option<String>, a: Args) -> Result<(
             a.mode
         )));
     }
-    let _tmp;
-    let dir = match data {
-        Some(d) => d,
-        None => {
-            let t = std::env::temp_dir().join(format!("cairn-bench-{}", std::process::id()));
-            _tmp = TempDir(t.clone());
-            t
-        }
-    };
+    let (dir, _tmp) = bench_dir(data, "bench");
     let options = Options {
         group_commit: !a.no_group_commit,
         wal_limit: a.wal_limit.unwrap_or(Options::default().wal_limit),

@@ -20,7 +20,7 @@ use cairn_engine::{Config, Engine, Retention, SendRequest, StartRequest};
 use cairn_store_sqlite::{Options, SqliteStore};
 use serde_json::json;
 
-use super::bench::{Args, TempDir, percentile, round};
+use super::bench::{Args, bench_dir, percentile, round};
 use crate::Failure;
 
 const CHAIN: &str = r#"
@@ -38,15 +38,7 @@ states:
 pub fn run(data: Option<PathBuf>, a: &Args) -> Result<(), Failure> {
     let minutes = a.minutes.unwrap_or(10).max(1);
     let minute = Duration::from_secs(a.report_every.unwrap_or(60).max(1));
-    let _tmp;
-    let dir = match data {
-        Some(d) => d,
-        None => {
-            let t = std::env::temp_dir().join(format!("cairn-soak-{}", std::process::id()));
-            _tmp = TempDir(t.clone());
-            t
-        }
-    };
+    let (dir, _tmp) = bench_dir(data, "soak");
     let options = Options {
         wal_limit: a.wal_limit.unwrap_or(Options::default().wal_limit),
         ..Options::default()
@@ -181,15 +173,7 @@ pub fn run(data: Option<PathBuf>, a: &Args) -> Result<(), Failure> {
 pub fn stats(data: Option<PathBuf>, a: &Args) -> Result<(), Failure> {
     use cairn_store::{HistoryKind, HistoryRecord, InstanceRecord, Store};
     let n = a.n();
-    let _tmp;
-    let dir = match data {
-        Some(d) => d,
-        None => {
-            let t = std::env::temp_dir().join(format!("cairn-stats-{}", std::process::id()));
-            _tmp = TempDir(t.clone());
-            t
-        }
-    };
+    let (dir, _tmp) = bench_dir(data, "stats");
     let store = SqliteStore::open(&dir, Options::default()).map_err(|e| anyhow!("{e}"))?;
     let engine = Engine::new(
         store.clone(),

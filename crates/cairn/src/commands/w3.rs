@@ -23,7 +23,7 @@ use cairn_engine::{Config, Engine, StartRequest};
 use cairn_store_sqlite::{Options, SqliteStore};
 use serde_json::{Value, json};
 
-use super::bench::{Args, TempDir, round};
+use super::bench::{Args, bench_dir, round};
 use crate::Failure;
 
 const W3: &str = r#"
@@ -73,15 +73,7 @@ pub fn run(data: Option<PathBuf>, a: Args) -> Result<(), Failure> {
         let dir = data.ok_or_else(|| Failure::usage(anyhow!("W3 phases need --data")))?;
         return child(&dir, &a, phase);
     }
-    let _tmp;
-    let dir = match data {
-        Some(d) => d,
-        None => {
-            let t = std::env::temp_dir().join(format!("cairn-w3-{}", std::process::id()));
-            _tmp = TempDir(t.clone());
-            t
-        }
-    };
+    let (dir, _tmp) = bench_dir(data, "w3");
     if dir.join("cairn.db").exists() {
         return Err(Failure::usage(anyhow!(
             "W3 needs an empty data directory; {} holds a database",
