@@ -677,16 +677,25 @@ fn bound_wal(conn: &Connection, opts: &Options, stats: &WriteStats) {
 
 fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> Result<(), Error> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
+    // What the batch's units that succeeded add to figures, summed, written before COMMIT.
+    let mut figures: std::collections::HashMap<(String, String, String, String), i64> =
+        std::collections::HashMap::new();
     for job in batch.iter_mut() {
         let step = (|| -> Result<(), Error> {
             conn.prepare_cached("SAVEPOINT unit")
                 .and_then(|mut s| s.execute([]))
                 .map_err(db_err)?;
-            let ok = job.run(&mut tx::SqlTx::new(conn));
+            let mut tx = tx::SqlTx::new(conn);
+            let ok = job.run(&mut tx);
             if ok {
                 conn.prepare_cached("RELEASE unit")
                     .and_then(|mut s| s.execute([]))
                     .map_err(db_err)?;
+                for f in tx.figures {
+                    *figures
+                        .entry((f.namespace, f.kind, f.name, f.detail))
+                        .or_default() += f.value;
+                }
             } else {
                 conn.execute_batch("ROLLBACK TO unit; RELEASE unit")
                     .map_err(db_err)?;
@@ -694,6 +703,19 @@ fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> Result<(), Er
             Ok(())
         })();
         if let Err(e) = step {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    for ((namespace, kind, name, detail), value) in figures {
+        let figure = cairn_store::Figure {
+            namespace,
+            kind,
+            name,
+            detail,
+            value,
+        };
+        if let Err(e) = lifecycle::add_figure(conn, &figure) {
             let _ = conn.execute_batch("ROLLBACK");
             return Err(e);
         }

@@ -19,11 +19,18 @@ use crate::lifecycle as lc;
 /// The writer's view of one unit of work.
 pub struct SqlTx<'c> {
     pub(crate) conn: &'c Connection,
+    /// The unit's additions to figures ([`Tx::add_figure`]), summed over the units of a
+    /// group commit and written once, before it commits (see `run_batch`): the units of
+    /// one commit mostly add to the same few figures.
+    pub(crate) figures: Vec<cairn_store::Figure>,
 }
 
 impl<'c> SqlTx<'c> {
     pub fn new(conn: &'c Connection) -> SqlTx<'c> {
-        SqlTx { conn }
+        SqlTx {
+            conn,
+            figures: Vec::new(),
+        }
     }
 }
 
@@ -931,7 +938,8 @@ impl Tx for SqlTx<'_> {
         trim_log(self.conn, before, keep, limit)
     }
     fn add_figure(&mut self, f: &cairn_store::Figure) -> Result<(), Error> {
-        lc::add_figure(self.conn, f)
+        self.figures.push(f.clone());
+        Ok(())
     }
 }
 

@@ -1503,6 +1503,30 @@ pub fn figures_count_what_is_stored<S: Store>(s: &S) {
         .unwrap();
     }
     assert_eq!(figure(s, "default", "dwell_ms", "m", "a"), 2000);
+    // Units committed together add up; a unit that rolls back adds nothing.
+    let dwell = |v: i64| cairn_store::Figure {
+        namespace: "default".into(),
+        kind: "dwell_ms".into(),
+        name: "m".into(),
+        detail: "a".into(),
+        value: v,
+    };
+    std::thread::scope(|scope| {
+        for i in 0..16 {
+            let s = s.clone();
+            scope.spawn(move || {
+                let r = s.unit(move |tx| {
+                    tx.add_figure(&dwell(10))?;
+                    if i % 4 == 0 {
+                        return Err(cairn_store::Error::Conflict("rolled back".into()));
+                    }
+                    Ok(())
+                });
+                assert_eq!(r.is_ok(), i % 4 != 0);
+            });
+        }
+    });
+    assert_eq!(figure(s, "default", "dwell_ms", "m", "a"), 2000 + 12 * 10);
     assert!(s.figures(Some("other")).unwrap().is_empty());
     assert!(
         s.figures(None)

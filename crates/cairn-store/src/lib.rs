@@ -319,7 +319,9 @@ pub trait Tx {
     ) -> Result<u64, Error>;
 
     /// Adds `figure.value` to a figure the engine keeps (the time spent in states); the
-    /// counts of stored rows are kept by the store itself.
+    /// counts of stored rows are kept by the store itself. The addition commits with the
+    /// unit (and not if it rolls back); a backend may write it when the unit commits, so
+    /// reading figures inside the unit need not see it.
     fn add_figure(&mut self, figure: &Figure) -> Result<(), Error>;
 }
 
