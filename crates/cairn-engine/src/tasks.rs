@@ -8,7 +8,6 @@
 //! A completion that is late, stale (after a reclaim), repeated, or for a cancelled task
 //! changes nothing and is refused with the reason, so the worker knows.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_core::machine::RetryPolicy;
@@ -232,8 +231,9 @@ impl<S: Store> Engine<S> {
         self.claim_any(queues, namespaces, worker, batch, lease)
     }
 
-    /// Claims from any queue, the built-in executors' included.
-    pub(crate) fn claim_reserved(
+    /// Claims from any queue, the built-in executors' reserved queues included (for
+    /// the runtime that runs them; workers use [`Engine::claim`]).
+    pub fn claim_reserved(
         &self,
         queues: &[String],
         worker: &str,
@@ -573,62 +573,5 @@ impl<S: Store> Engine<S> {
         instance: Option<&str>,
     ) -> Result<Vec<TaskRecord>, Error> {
         Ok(self.store().tasks(ns, queue, status, instance)?)
-    }
-}
-
-/// Why an in-process handler failed.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TaskError {
-    pub message: String,
-    pub retryable: bool,
-}
-
-/// An in-process handler: gets a claimed task, returns its output.
-pub type Handler = Arc<dyn Fn(&Claimed) -> Result<Value, TaskError> + Send + Sync>;
-
-/// Runs in-process handlers for embedded Rust users: claims tasks of its queues and
-/// completes or fails them with the handler's result, until dropped.
-pub struct WorkerService(#[allow(dead_code)] crate::clock::Background);
-
-impl WorkerService {
-    pub fn start<S: Store + Send + Sync>(
-        engine: Engine<S>,
-        queues: Vec<String>,
-        name: &str,
-        handler: Handler,
-        poll: Duration,
-    ) -> WorkerService {
-        let worker = name.to_string();
-        WorkerService(crate::clock::Background::spawn(
-            &format!("cairn-worker-{name}"),
-            poll,
-            move || {
-                let claimed = engine
-                    .claim(&queues, &worker, 16, DEFAULT_LEASE)
-                    .unwrap_or_default();
-                let found = !claimed.is_empty();
-                if !found {
-                    // Woken as soon as a unit that enqueues tasks commits.
-                    engine.tasks_ready().wait(poll);
-                }
-                for task in claimed {
-                    let _ = match handler(&task) {
-                        Ok(output) => engine
-                            .complete(&task.id, task.attempt, output, Usage::default())
-                            .map(|_| ()),
-                        Err(e) => engine
-                            .fail(
-                                &task.id,
-                                task.attempt,
-                                &e.message,
-                                e.retryable,
-                                Usage::default(),
-                            )
-                            .map(|_| ()),
-                    };
-                }
-                found
-            },
-        ))
     }
 }

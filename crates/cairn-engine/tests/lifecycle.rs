@@ -730,27 +730,3 @@ fn stats_kept_by_units_equal_a_replay_of_history() {
         .count() as u64;
     assert_eq!(s.instances["par"].values().sum::<u64>(), running);
 }
-
-#[test]
-fn the_timer_service_fires_due_timers_in_the_background() {
-    let w = world();
-    start(&w.engine, "bg");
-    let service =
-        cairn_engine::TimerService::start(w.engine.clone(), std::time::Duration::from_millis(5));
-    w.clock.advance(Duration::minutes(11));
-    // Wait (bounded) for the service to notice; the clock, not the wait, makes it due.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while w.engine.get("default", "bg").unwrap().status == Status::Running {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the timer service did not fire a due timer"
-        );
-        std::thread::yield_now();
-    }
-    drop(service);
-    assert_eq!(
-        w.engine.get("default", "bg").unwrap().configuration,
-        ["timed_out"]
-    );
-    verified(&w.engine, "bg");
-}

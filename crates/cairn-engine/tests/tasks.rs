@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use cairn_core::Status;
-use cairn_engine::{
-    Config, Engine, Error, ManualClock, SendRequest, StartRequest, TaskError, Usage, WorkerService,
-};
+use cairn_engine::{Config, Engine, Error, ManualClock, SendRequest, StartRequest, Usage};
 use cairn_store::{HistoryKind, Reader, TaskStatus};
 use cairn_store_any::AnyStore;
 use cairn_store_any::testing::Backend;
@@ -325,41 +323,4 @@ fn a_machine_that_cannot_take_task_done_fails_visibly_instead_of_sticking() {
         inst.last_error
     );
     verified(&w.e, "f");
-}
-
-#[test]
-fn in_process_handlers_complete_and_fail_tasks() {
-    let w = world();
-    let handler: cairn_engine::Handler = Arc::new(|t| {
-        if t.instance == "bad" {
-            Err(TaskError {
-                message: "nope".into(),
-                retryable: false,
-            })
-        } else {
-            Ok(json!({"answer": t.input["n"].as_i64().unwrap() * 10}))
-        }
-    });
-    let service = WorkerService::start(
-        w.e.clone(),
-        q(),
-        "inproc",
-        handler,
-        StdDuration::from_millis(5),
-    );
-    start(&w.e, "good");
-    start(&w.e, "bad");
-    let deadline = std::time::Instant::now() + StdDuration::from_secs(10);
-    while w.e.get("default", "good").unwrap().status == Status::Running
-        || w.e.get("default", "bad").unwrap().status == Status::Running
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the handlers did not run"
-        );
-        std::thread::yield_now();
-    }
-    drop(service);
-    assert_eq!(w.e.get("default", "good").unwrap().context["result"], 10);
-    assert_eq!(w.e.get("default", "bad").unwrap().configuration, ["broken"]);
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use cairn_store_postgres::testing::TestDb;
+pub use cairn_store_postgres::testing::TestDb;
 
 use crate::AnyStore;
 

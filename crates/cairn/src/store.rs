@@ -1,24 +1,11 @@
 //! The store the settings choose (`cairn_store_any::AnyStore`: SQLite in the data
-//! directory by default, PostgreSQL when `database` names one) and an engine on it, timed
-//! by the database's clock on PostgreSQL.
+//! directory by default, PostgreSQL when `database` names one) and an engine on it
+//! (`cairn_runtime::open`, timed by the database's clock on PostgreSQL).
 
-use std::sync::Arc;
-
-use cairn_engine::{Clock, Engine};
+use cairn_engine::Engine;
 pub use cairn_store_any::AnyStore;
-use cairn_store_any::PgStore;
-use chrono::{DateTime, Utc};
 
 use crate::config::Settings;
-
-/// The database's clock, so nodes with skewed clocks agree on what is due.
-struct DbClock(PgStore);
-
-impl Clock for DbClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.now()
-    }
-}
 
 /// Opens the store the settings name and an engine on it.
 pub fn engine(
@@ -29,15 +16,5 @@ pub fn engine(
         wal_limit: settings.sqlite.wal_limit,
         ..Default::default()
     };
-    let store = AnyStore::open_with(&settings.data, settings.database.as_deref(), sqlite)?;
-    let clock: Arc<dyn Clock> = match store.postgres() {
-        Some(pg) => Arc::new(DbClock(pg.clone())),
-        None => Arc::new(cairn_engine::SystemClock),
-    };
-    let config = cairn_engine::Config {
-        // Other nodes may share a PostgreSQL database.
-        shared_store: store.postgres().is_some(),
-        ..config
-    };
-    Ok(Engine::new(store, clock, config))
+    cairn_runtime::open(&settings.data, settings.database.as_deref(), sqlite, config)
 }

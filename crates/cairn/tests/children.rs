@@ -375,9 +375,9 @@ fn killing_the_server_while_children_report_loses_and_repeats_nothing() {
     server.wait().unwrap();
     let elapsed = began.elapsed();
 
-    let engine = cairn_engine::open_sqlite(
+    let engine = cairn_runtime::open_sqlite(
         &data,
-        cairn_store_sqlite::Options::default(),
+        cairn_store_any::SqliteOptions::default(),
         cairn_engine::Config::default(),
     )
     .unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use cairn_engine::Config;
 use cairn_store::Reader;
-use cairn_store_sqlite::Options;
+use cairn_store_any::SqliteOptions as Options;
 use serde_json::Value;
 
 const ROUNDS: usize = 24;
@@ -116,7 +116,7 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
     }
 
     let engine =
-        cairn_engine::open_sqlite(dir.path(), Options::default(), Config::default()).unwrap();
+        cairn_runtime::open_sqlite(dir.path(), Options::default(), Config::default()).unwrap();
     let store = engine.store();
     let ids = store.instance_ids(Some("bench")).unwrap();
     assert!(ids.len() > ROUNDS * 8, "only {} instances", ids.len());

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cairn_engine::Config;
 use cairn_store::{HistoryKind, Reader, TaskStatus};
-use cairn_store_sqlite::Options;
+use cairn_store_any::SqliteOptions as Options;
 
 const MACHINE: &str = r#"
 machine: steps
@@ -132,7 +132,7 @@ fn killing_the_server_under_workers_applies_no_completion_twice() {
     server.kill().unwrap();
     server.wait().unwrap();
 
-    let engine = cairn_engine::open_sqlite(&data, Options::default(), Config::default()).unwrap();
+    let engine = cairn_runtime::open_sqlite(&data, Options::default(), Config::default()).unwrap();
     let mut attempts_total = 0;
     for i in 0..INSTANCES {
         let id = format!("i{i}");
@@ -219,7 +219,7 @@ fn w3_kill_after_step_two_reexecutes_only_steps_in_flight() {
     assert_eq!(r["unfinished"], 0);
 
     // The data agrees: every instance completed, each step's task completed once.
-    let store = cairn_store_sqlite::SqliteStore::open(dir.path(), Options::default()).unwrap();
+    let store = cairn_store_any::SqliteStore::open(dir.path(), Options::default()).unwrap();
     let engine = cairn_engine::Engine::new(
         store,
         std::sync::Arc::new(cairn_engine::SystemClock),

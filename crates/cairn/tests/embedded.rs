@@ -340,7 +340,7 @@ fn the_wal_stays_within_its_limit_under_sustained_load() {
     }
     // Log retention ran: the oldest entries are gone and the horizon says so.
     let store =
-        cairn_store_sqlite::SqliteStore::open(dir.path(), cairn_store_sqlite::Options::default())
+        cairn_store_any::SqliteStore::open(dir.path(), cairn_store_any::SqliteOptions::default())
             .unwrap();
     let horizon = cairn_store::Reader::log_horizon(&store).unwrap();
     assert!(horizon > 0);

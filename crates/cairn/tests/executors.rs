@@ -174,9 +174,9 @@ fn exec_tasks_survive_a_server_killed_while_commands_run() {
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(s);
-    let engine = cairn_engine::open_sqlite(
+    let engine = cairn_runtime::open_sqlite(
         &data,
-        cairn_store_sqlite::Options::default(),
+        cairn_store_any::SqliteOptions::default(),
         cairn_engine::Config::default(),
     )
     .unwrap();

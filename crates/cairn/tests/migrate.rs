@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use cairn_store_postgres::testing::TestDb;
+use cairn_store_any::testing::TestDb;
 use common::{ok_in, run_in};
 use serde_json::{Value, json};
 

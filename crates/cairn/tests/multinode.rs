@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_store_postgres::testing::TestDb;
+use cairn_store_any::testing::TestDb;
 use common::{Killed, free_port, ok_at, serve_with};
 use serde_json::{Value, json};
 

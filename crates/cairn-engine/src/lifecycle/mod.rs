@@ -18,7 +18,6 @@ pub use approvals::{DecideRequest, Decided};
 pub use fork::{ForkFrom, merge_patch};
 pub use report::Stats;
 pub use retention::{LOG_TRIM_STEP, RETENTION_STEP, Retention};
-pub use timers::TimerService;
 pub(crate) use timers::fire_due_in_unit;
 
 use cairn_store::{InstanceRecord, Store};

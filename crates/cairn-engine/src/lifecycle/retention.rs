@@ -114,6 +114,21 @@ impl<S: Store> Engine<S> {
         })
     }
 
+    /// The namespaces that hold instances, from the figures the units keep (a read of a
+    /// few rows, never a list of instances): where retention has work to look for.
+    pub fn namespaces(&self) -> Result<Vec<String>, Error> {
+        let mut out: Vec<String> = self
+            .store()
+            .figures(None)?
+            .into_iter()
+            .filter(|f| f.kind == "instances" && f.value > 0)
+            .map(|f| f.namespace)
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Applies a retention policy to a namespace: removes old finished instances and
     /// compacts long histories. Returns (instances removed, history records removed).
     pub fn enforce_retention(&self, ns: &str, policy: &Retention) -> Result<(u64, u64), Error> {

@@ -2,7 +2,6 @@
 //! event), and the background service that does it.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use cairn_core::{Event, Status};
 use cairn_store::{InstanceRecord, Store};
@@ -63,31 +62,6 @@ impl<S: Store> Engine<S> {
     /// Timers due now, per namespace, counting at most `cap` in all.
     pub fn timers_due(&self, cap: usize) -> Result<Vec<(String, u64)>, Error> {
         Ok(self.store().timers_due(self.now(), cap)?)
-    }
-}
-
-/// The timer service: fires due timers (and reclaims expired task leases) in the
-/// background while it lives.
-pub struct TimerService(#[allow(dead_code)] crate::clock::Background);
-
-impl TimerService {
-    /// Starts firing `engine`'s due timers and schedules every `every`, and delivering
-    /// outbox entries a crash left behind.
-    pub fn start<S: Store + Send + Sync>(engine: Engine<S>, every: Duration) -> TimerService {
-        TimerService(crate::clock::Background::spawn(
-            "cairn-timers",
-            every,
-            move || {
-                // Outbox entries left by a crash between a commit and its delivery.
-                if engine.store().outbox_waiting().unwrap_or(false) {
-                    let _ = engine.drain_outbox();
-                }
-                // Due schedules start their instances (through the outbox, drained at once).
-                let _ = engine.fire_due_schedules();
-                // Fired timers may set new ones due now: look again at once.
-                matches!(engine.fire_due_timers(), Ok(n) if n > 0)
-            },
-        ))
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use cairn_engine::{Config, DecideRequest, Engine, SendRequest, StartRequest};
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_any::{SqliteOptions as Options, SqliteStore};
 use serde_json::json;
 
 use crate::Failure;
@@ -418,9 +418,9 @@ pub fn run(data: Option<PathBuf>, database: Option<String>, a: Args) -> Result<(
 
 /// Starts and deletes padded instances in namespace `churn` and vacuums, until dropped: the
 /// deletions free pages that each vacuum moves and gives back under the load.
-fn churn(engine: Engine<SqliteStore>) -> cairn_engine::Background {
+fn churn(engine: Engine<SqliteStore>) -> cairn_runtime::Running {
     let mut round = 0u64;
-    cairn_engine::Background::spawn("cairn-churn", Duration::from_millis(1), move || {
+    let churn = cairn_runtime::Periodic::new("cairn-churn", Duration::from_millis(1), move || {
         round += 1;
         if engine.apply("churn", W1, None, None).is_err() {
             return false;
@@ -440,7 +440,8 @@ fn churn(engine: Engine<SqliteStore>) -> cairn_engine::Background {
         }
         let _ = engine.vacuum();
         true
-    })
+    });
+    cairn_runtime::Running::spawn(churn).expect("starting a thread")
 }
 
 fn w1(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Failure> {

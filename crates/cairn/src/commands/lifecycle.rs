@@ -447,7 +447,7 @@ pub fn backup(g: &Global, c: &dyn Client, a: FileArg) -> Result<(), Failure> {
 /// Restores without opening the store first: restoring needs the directory unlocked.
 pub fn restore(g: &Global, data: &Path, a: FileArg) -> Result<(), Failure> {
     let bar = progress(None, "restoring");
-    let r = cairn_store_sqlite::SqliteStore::restore(data, &a.file);
+    let r = cairn_store_any::SqliteStore::restore(data, &a.file);
     bar.finish_and_clear();
     r.map_err(|e| {
         let code = match e {

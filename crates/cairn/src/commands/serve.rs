@@ -1,13 +1,14 @@
-//! `cairn serve`: the HTTP API on the store of the settings (the embedded SQLite store of
-//! a data directory, or PostgreSQL with `database`), with the timer service running. SIGTERM (or Ctrl-C) stops accepting, finishes in-flight requests
-//! and their commits, then exits.
+//! `cairn serve`: the HTTP API on the store of the settings (the SQLite store of a data
+//! directory, or PostgreSQL with `database`), beside a runtime node (`cairn_runtime::Node`:
+//! timers, executors, retention, and on PostgreSQL the notifications between nodes).
+//! SIGTERM (or Ctrl-C) stops accepting, finishes in-flight requests and their commits,
+//! stops the node's services, then exits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use cairn_engine::{ExecutorService, TimerService};
 use cairn_server::{Ctx, Settings};
 
 use crate::Failure;
@@ -39,20 +40,6 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
         .try_init();
     let engine =
         crate::store::engine(settings, settings.engine_config()).map_err(crate::client::failure)?;
-    let _clock = engine.store().postgres().map(|pg| {
-        // The database clock is measured again now and then: a node's clock drifts.
-        let pg = pg.clone();
-        cairn_engine::Background::spawn("cairn-clock", Duration::from_secs(30), move || {
-            if let Err(e) = pg.sync_clock() {
-                tracing::warn!(error = %e, "measuring the database clock failed");
-            }
-            false
-        })
-    });
-    let _timers = TimerService::start(engine.clone(), Duration::from_millis(100));
-    // `exec` and `http` tasks run here; when serve stops, commands still running are killed
-    // and their attempts fail as retryable.
-    let _executors = ExecutorService::start(engine.clone());
     // PostgreSQL has its own backup tools; `/v1/backup` answers "not supported" there.
     // Backups are written beside the data, then streamed to the client and removed.
     let store = engine.store().clone();
@@ -94,20 +81,27 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
         allowed_hosts: settings.http.allowed_hosts.clone(),
         cors_origins: settings.http.cors_origins.clone(),
     };
-    // Retention runs every minute: of instances (when configured) in every namespace,
-    // and of the log.
-    let _retention = retention(engine.clone(), &settings.retention);
     let stats_store = engine.store().clone();
     let label = stats_store.label();
     let store_metrics: Arc<dyn Fn() -> String + Send + Sync> =
         Arc::new(move || stats_store.metrics());
     let ctx = Ctx::with_hooks(engine, server_settings, backup, Some(store_metrics));
-    let _notify = notifications(&ctx);
+    let node = cairn_runtime::Node::start(
+        ctx.engine.clone(),
+        cairn_runtime::NodeOptions {
+            timers: cairn_runtime::TimerOptions {
+                every: Duration::from_millis(100),
+            },
+            retention: retention(&settings.retention),
+            log_moved: Some(Arc::clone(&ctx.log_moved)),
+        },
+    )
+    .context("starting the node's services")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Failure::from(anyhow!("cannot listen on {addr}: {e}")))?;
@@ -121,9 +115,11 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
         cairn_server::serve(listener, cairn_server::app(Arc::clone(&ctx)), shutdown())
             .await
             .context("serving")?;
-        tracing::info!("stopped");
         Ok::<(), Failure>(())
-    })
+    });
+    node.stop();
+    tracing::info!("stopped");
+    served
 }
 
 async fn shutdown() {
@@ -141,94 +137,21 @@ async fn shutdown() {
     }
 }
 
-/// On PostgreSQL, nodes tell each other what moved: every 20 ms at most, this node sends
-/// `NOTIFY cairn_log` when it has committed since the last time and `NOTIFY cairn_tasks`
-/// when it has enqueued tasks (never one per unit, which would serialise commits). It
-/// listens for the others': the log wakes its event streams, tasks its waiting claims.
-fn notifications(
-    ctx: &Arc<Ctx<crate::store::AnyStore>>,
-) -> Option<(cairn_engine::Background, std::thread::JoinHandle<()>)> {
-    let pg = ctx.engine.store().postgres()?.clone();
-    let sender = pg.clone();
-    let ready = Arc::clone(ctx.engine.tasks_ready());
-    let (mut last_commits, mut last_enqueued) = (0, 0);
-    let notify =
-        cairn_engine::Background::spawn("cairn-notify", Duration::from_millis(20), move || {
-            let (commits, enqueued) = (sender.commits(), ready.enqueued_here());
-            let (log, tasks) = (commits != last_commits, enqueued != last_enqueued);
-            (last_commits, last_enqueued) = (commits, enqueued);
-            if let Err(e) = sender.notify(log, tasks) {
-                tracing::warn!(error = %e, "NOTIFY failed");
-            }
-            false
-        });
-    let (moved, engine) = (Arc::clone(&ctx.log_moved), ctx.engine.clone());
-    let listen = std::thread::Builder::new()
-        .name("cairn-listen".into())
-        .spawn(move || {
-            loop {
-                match pg.listen() {
-                    Ok(mut l) => loop {
-                        match l.wait(Duration::from_secs(1)) {
-                            Ok(m) => {
-                                if m.log {
-                                    moved.notify_waiters();
-                                }
-                                // Claims wake for new tasks only, not for every commit.
-                                if m.tasks {
-                                    engine.tasks_ready().wake();
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
-                                break;
-                            }
-                        }
-                    },
-                    Err(e) => tracing::warn!(error = %e, "LISTEN failed; retrying"),
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        })
-        .ok()?;
-    Some((notify, listen))
-}
-
-fn retention(
-    engine: cairn_engine::Engine<crate::store::AnyStore>,
-    r: &crate::config::Retention,
-) -> cairn_engine::Background {
+/// Retention as the settings say: of instances (when configured) in every namespace,
+/// and of the log, every minute.
+fn retention(r: &crate::config::Retention) -> cairn_runtime::RetentionOptions {
     let age = |v: &Option<String>| {
         v.as_deref()
             .and_then(crate::config::duration)
             .and_then(|d| chrono::Duration::from_std(d).ok())
     };
-    let policy = cairn_engine::Retention {
-        finished_after: age(&r.finished_after),
-        max_history: r.max_history,
-    };
-    let (log_after, log_max) = (age(&r.log_after), r.log_max_entries);
-    cairn_engine::Background::spawn("cairn-retention", Duration::from_secs(60), move || {
-        if policy.finished_after.is_some() || policy.max_history.is_some() {
-            let mut namespaces: Vec<String> = engine
-                .instance_ids(None)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(ns, _)| ns)
-                .collect();
-            namespaces.sort();
-            namespaces.dedup();
-            for ns in namespaces {
-                if let Err(e) = engine.enforce_retention(&ns, &policy) {
-                    tracing::warn!(namespace = %ns, error = %e, "retention failed");
-                }
-            }
-        }
-        match engine.trim_log(log_after, log_max) {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(removed = n, "log retention"),
-            Err(e) => tracing::warn!(error = %e, "log retention failed"),
-        }
-        false
-    })
+    cairn_runtime::RetentionOptions {
+        instances: cairn_engine::Retention {
+            finished_after: age(&r.finished_after),
+            max_history: r.max_history,
+        },
+        log_after: age(&r.log_after),
+        log_max_entries: r.log_max_entries,
+        every: Duration::from_secs(60),
+    }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use cairn_engine::{Config, Engine, Retention, SendRequest, StartRequest};
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_any::{SqliteOptions as Options, SqliteStore};
 use serde_json::json;
 
 use super::bench::{Args, bench_dir, percentile, round};

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use cairn_engine::{Config, Engine, StartRequest};
-use cairn_store_sqlite::{Options, SqliteStore};
+use cairn_store_any::{SqliteOptions as Options, SqliteStore};
 use serde_json::{Value, json};
 
 use super::bench::{Args, bench_dir, round};

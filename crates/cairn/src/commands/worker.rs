@@ -214,7 +214,7 @@ fn run_one(
         // The server is unreachable for now: keep working, beat again later.
         _ => Ok(()),
     };
-    let run = cairn_engine::run_process(
+    let run = cairn_runtime::run_process(
         cmd,
         task.input.to_string().into_bytes(),
         MAX_OUTPUT + 1,

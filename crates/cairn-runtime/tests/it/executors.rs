@@ -1,4 +1,4 @@
-//! The built-in executors on a real store (SQLite or PostgreSQL), real processes and a stub HTTP server on
+//! The built-in executors (the runtime's `ExecutorService`) on a real store (SQLite or PostgreSQL), real processes and a stub HTTP server on
 //! 127.0.0.1: `exec` output, exit status, retries, timeout, cancellation killing the
 //! command, the allowlist and admin checks at apply; `http` requests built from CEL with
 //! secrets filled in, responses as output, retryable and final failures. Secrets never
@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_core::Status;
-use cairn_engine::{
-    Config, Engine, Error, ExecutorService, Executors, Role, Secrets, StartRequest, SystemClock,
-};
+use cairn_engine::{Config, Engine, Error, Executors, Role, Secrets, StartRequest, SystemClock};
+use cairn_runtime::{ExecutorService, Running};
 use cairn_store::Reader;
 use cairn_store_any::AnyStore;
 use cairn_store_any::testing::Backend;
@@ -23,7 +22,7 @@ const SECRET: &str = "s3cr3t-7c1d";
 
 struct W {
     e: Engine<AnyStore>,
-    _svc: ExecutorService,
+    _svc: Running,
     _dir: Backend,
 }
 
@@ -44,7 +43,7 @@ fn world(allow: &[&str]) -> W {
             ..Config::default()
         },
     );
-    let svc = ExecutorService::start(e.clone());
+    let svc = Running::spawn(ExecutorService::new(e.clone())).unwrap();
     W {
         e,
         _svc: svc,
