@@ -4,6 +4,7 @@
 //! that, every acknowledged event must be in the history exactly once, no transition may
 //! be half-written, and `verify` must pass for every instance.
 
+#[path = "it/common.rs"]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

@@ -3,6 +3,7 @@
 //! port each time. Afterwards every instance has finished, no task completion was applied
 //! twice (each step's `task.done` is in history exactly once), and `verify` passes.
 
+#[path = "it/common.rs"]
 mod common;
 
 use std::process::{Command, Stdio};

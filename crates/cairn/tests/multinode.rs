@@ -5,6 +5,7 @@
 //! twice, a trigger added on one node firing on all of them, the event stream read across
 //! nodes delivering the whole log in order, `verify` passing for every instance.
 
+#[path = "it/common.rs"]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,7 +2,7 @@
 //! never panic, always yield a legal configuration, are deterministic, and replaying the
 //! recorded microsteps reproduces every snapshot.
 
-mod support;
+use crate::support;
 
 use std::fmt::Write;
 

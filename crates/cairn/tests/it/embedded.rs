@@ -1,7 +1,7 @@
 //! The embedded CLI on a data directory: apply, machines, start, send, show, ls, history,
 //! accepts, verify, with `--json`, exit codes, and the one-writer lock.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

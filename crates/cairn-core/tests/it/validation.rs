@@ -276,7 +276,7 @@ fn reading_records_is_refused_until_records_exist() {
 
 #[test]
 fn the_design_example_is_valid() {
-    let text = include_str!("../../../examples/coding-agent.yaml");
+    let text = include_str!("../../../../examples/coding-agent.yaml");
     assert_eq!(
         Machine::load(text, None, Some("coding-agent.yaml")).map(|m| m.name().to_string()),
         Ok("coding-agent".to_string())

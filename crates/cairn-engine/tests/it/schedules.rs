@@ -16,7 +16,7 @@ states:
   finished: { type: final }
 "#;
 
-mod common;
+use crate::common;
 
 fn every_five(name: &str) -> Schedule {
     Schedule {

@@ -5,7 +5,7 @@
 //! trigger fired exactly once, no tick ran twice, no child is left running without its
 //! parent, the outbox is empty, and `verify` passes for all.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

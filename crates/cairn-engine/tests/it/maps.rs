@@ -41,7 +41,7 @@ states:
   aborted: { type: final, status: cancelled }
 "#;
 
-mod common;
+use crate::common;
 
 use common::{send, verified};
 

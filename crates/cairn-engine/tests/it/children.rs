@@ -75,7 +75,7 @@ states:
   h: { spawn: { machine: busy, id: "instance.id + '.busy'" } }
 "#;
 
-mod common;
+use crate::common;
 
 use common::{send, verified};
 

@@ -2,7 +2,7 @@
 //! output shapes and exit codes as embedded mode, and a `cairn worker` claiming over HTTP.
 //! On PostgreSQL too, with `CAIRN_TEST_BACKEND=postgres` (`scripts/test` runs both).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Child;

@@ -1,7 +1,7 @@
 //! Trace snapshots for each rule of the step semantics (SCXML). Entry and exit actions
 //! append to `context.log`, so each trace shows the order actions ran in.
 
-mod support;
+use crate::support;
 
 use expect_test::expect;
 use support::trace;

@@ -4,7 +4,7 @@
 //! stage, workers run with `cairn worker`, and a worker SIGKILLed in the middle of a task:
 //! the run continues exactly where it stood. "List resumable" is `ls --status running`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

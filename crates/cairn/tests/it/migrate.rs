@@ -4,7 +4,7 @@
 //! sides, the work carries on on PostgreSQL, and a second migration into the now
 //! non-empty database is refused.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! the data directory (the embedded CLI is refused with a pointer to --server), and on
 //! SIGTERM finishes and exits cleanly with its data intact.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -10,7 +10,7 @@
 //! approval) when retries run out, and findings counted into a guard that blocks a phase's
 //! completion above a threshold until a human accepts it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -33,7 +33,7 @@ states:
   s: { on: { again: s } }
 "#;
 
-mod common;
+use crate::common;
 
 use common::send;
 

@@ -3,7 +3,7 @@
 //! hidden by `cairn config`, and a server SIGKILLed while commands run: afterwards every
 //! instance completes, each task completion applied once, and `verify` passes.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

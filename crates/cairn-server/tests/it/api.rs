@@ -573,33 +573,50 @@ async fn malformed_requests_never_get_a_500() {
         "{\"a\": \"".repeat(10).into_bytes(),
         vec![b'['; 100_000],
     ];
-    let routes = [
-        "/v1/machines",
-        "/v1/instances",
-        "/v1/instances/f/events",
-        "/v1/instances/f/checkpoints",
-        "/v1/instances/f/fork",
-        "/v1/instances/f/pause",
-        "/v1/verify",
-        "/v1/tasks/claim",
-        "/v1/tasks/x/complete",
-        "/v1/tasks/x/fail",
-        "/v1/tasks/x/heartbeat",
-        "/v1/approvals/x/approve",
-    ];
-    for route in routes {
+    // Every route that takes a body, from the OpenAPI document (which a test keeps equal
+    // to the route table): a new route cannot escape the sweep.
+    let mut routes = Vec::new();
+    for (path, item) in cairn_server::openapi::document()["paths"]
+        .as_object()
+        .unwrap()
+    {
+        for method in ["post", "put", "patch"] {
+            if item.get(method).is_some() {
+                let uri = path
+                    .replace("{id}", "f")
+                    .replace("{name}", "flow")
+                    .replace("{version}", "1")
+                    .replace("{aid}", "x");
+                assert!(
+                    !uri.contains('{'),
+                    "a path parameter the sweep does not know: {path}"
+                );
+                routes.push((method.to_uppercase(), uri));
+            }
+        }
+    }
+    assert!(
+        routes.len() >= 20,
+        "only {} routes with bodies",
+        routes.len()
+    );
+    for (method, route) in &routes {
         for body in &bodies {
             for ct in [Some("application/json"), Some("application/yaml"), None] {
-                let (s, got_ct, text) = a.raw("POST", route, ct, body.clone()).await;
+                let (s, got_ct, text) = a.raw(method, route, ct, body.clone()).await;
+                // 501 is the designed answer of a route this store does not support
+                // (online backup here); anything else 5xx is a fault.
+                let unsupported =
+                    s.as_u16() == 501 && text.contains("\"type\":\"/problems/not-supported\"");
                 assert!(
-                    s.as_u16() < 500,
-                    "POST {route} ({ct:?}, {} bytes) gave {s}: {text}",
+                    s.as_u16() < 500 || unsupported,
+                    "{method} {route} ({ct:?}, {} bytes) gave {s}: {text}",
                     body.len()
                 );
                 if !s.is_success() {
                     assert_eq!(
                         got_ct, "application/problem+json",
-                        "POST {route}: {s} {text}"
+                        "{method} {route}: {s} {text}"
                     );
                 }
             }
