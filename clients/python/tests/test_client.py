@@ -328,3 +328,18 @@ def test_sync_and_async_clients_offer_the_same_calls() -> None:
         fn = getattr(AsyncClient, name)
         assert inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn), name
     assert set(cairn_client.__all__) <= set(dir(cairn_client))
+
+
+def test_every_problem_type_of_the_server_maps_to_its_exception(server: Server) -> None:
+    """The exception map is the server's list of problem types (cairn-api's `ProblemType`,
+    published in the OpenAPI document), no more and no fewer."""
+    import httpx
+
+    doc = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
+    uris = doc["components"]["schemas"]["Problem"]["properties"]["type"]["enum"]
+    slugs = {u.removeprefix("/problems/") for u in uris}
+    assert len(slugs) == len(uris) > 20
+    assert set(errors._BY_TYPE) == slugs
+    # Each maps to an exception that agrees with the problem's HTTP status family.
+    for slug in slugs:
+        assert issubclass(errors._BY_TYPE[slug], errors.ApiError), slug

@@ -3,7 +3,10 @@
 //! `cairn-engine`'s `wire` module), so a storage change never silently changes the API.
 //! Must not know about storage.
 
+mod problem;
 pub mod report;
+
+pub use problem::ProblemType;
 
 use std::collections::BTreeMap;
 
@@ -283,7 +286,9 @@ pub struct Stats {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Problem {
     /// A stable identifier: `/problems/not-found`, `/problems/event-not-accepted`, ...
+    /// (one of [`ProblemType::ALL`]).
     #[serde(rename = "type")]
+    #[schemars(schema_with = "problem_types")]
     pub kind: String,
     pub title: String,
     pub status: u16,
@@ -291,6 +296,16 @@ pub struct Problem {
     /// Extra members some problems carry (`accepts`, `current_version`, `problems`...).
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+/// The schema of a problem's `type`: the URI of one of [`ProblemType::ALL`].
+fn problem_types(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let uris: Vec<String> = ProblemType::ALL.iter().map(|p| p.uri()).collect();
+    schemars::json_schema!({
+        "type": "string",
+        "description": "A stable identifier of the problem type.",
+        "enum": uris,
+    })
 }
 
 /// A trigger: when an instance of `machine` enters `on_state` (or a descendant of it) or
@@ -554,4 +569,162 @@ pub struct Unreadable {
     pub version: u32,
     /// How many instances run on it.
     pub instances: u64,
+}
+
+/// `POST /v1/instances/{id}/checkpoints`: a name for the instance's current version.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointRequest {
+    pub name: String,
+}
+
+/// `POST /v1/verify`: one instance, or every instance of the namespace when `id` is absent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// What verification found: each instance's result, and how many failed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct VerifyReport {
+    /// No instance failed.
+    pub ok: bool,
+    pub checked: usize,
+    pub failed: usize,
+    pub instances: Vec<Verified>,
+}
+
+impl VerifyReport {
+    /// The report of these results (the server's and the CLI's, one way).
+    pub fn new(instances: Vec<Verified>) -> VerifyReport {
+        let failed = instances.iter().filter(|r| !r.ok).count();
+        VerifyReport {
+            ok: failed == 0,
+            checked: instances.len(),
+            failed,
+            instances,
+        }
+    }
+}
+
+/// `POST /v1/tick`: fire what is due now, and apply retention with these settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TickRequest {
+    /// Remove instances finished longer ago than this many milliseconds (0 to about
+    /// 100 years).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_finished_ms: Option<i64>,
+    /// Fold all but this many of each instance's newest history records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_history: Option<usize>,
+}
+
+/// What a tick did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Ticked {
+    pub timers_fired: usize,
+    pub instances_removed: u64,
+    pub history_folded: u64,
+}
+
+/// `POST /v1/repair`: whether only to report.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepairRequest {
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The body of a state change that takes no parameters (`/v1/backup`, `/v1/vacuum`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// `POST /v1/tasks/claim`: up to `batch` tasks of `queues` for `worker`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    pub queues: Vec<String>,
+    /// Recorded on the attempt.
+    pub worker: String,
+    /// 1 to 100.
+    #[serde(default = "one")]
+    pub batch: usize,
+    /// How long to wait for a task when none is ready (bounded by the server's
+    /// `http.max_claim_wait`).
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// The lease; the server's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// `POST /v1/tasks/{id}/heartbeat`: renew the lease of an attempt.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+}
+
+/// A renewed lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Heartbeat {
+    pub task: String,
+    pub attempt: u32,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /v1/tasks/{id}/complete`: an attempt's output, and what it used.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    pub attempt: u32,
+    #[serde(default)]
+    pub output: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+}
+
+/// `POST /v1/tasks/{id}/fail`: why an attempt failed, and whether another may succeed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    pub attempt: u32,
+    pub error: String,
+    /// Another attempt may succeed (the task's retry policy then applies); default true.
+    #[serde(default = "yes")]
+    pub retryable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A failed attempt's task, and whether it will be tried again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Failed {
+    pub task: Task,
+    pub retrying: bool,
+}
+
+/// `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Health {
+    /// Always `ok`: an unhealthy server answers a problem instead.
+    pub status: String,
 }

@@ -1,6 +1,7 @@
 //! `engine::Error`: every way an engine operation can fail, each mapping to one exit code
 //! in the CLI and one problem type in the server.
 
+use cairn_api::ProblemType;
 use cairn_core::{LoadError, Rejection, Status};
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -64,6 +65,32 @@ pub enum Error {
 
 impl Error {
     /// Whether the error is a refusal of a well-formed request (exit code 4, HTTP 409/422).
+    /// The API's problem type for this error: the HTTP status a server answers with and
+    /// the exit code the CLI gives, decided here once.
+    pub fn problem(&self) -> ProblemType {
+        match self {
+            Error::Definition(_) => ProblemType::InvalidDefinition,
+            Error::Invalid(_) => ProblemType::InvalidRequest,
+            Error::TooLarge { .. } => ProblemType::TooLarge,
+            Error::NotFound(_) => ProblemType::NotFound,
+            Error::Exists(_) => ProblemType::AlreadyExists,
+            Error::Refused(cairn_core::Rejection::NotAccepted { .. }) => {
+                ProblemType::EventNotAccepted
+            }
+            Error::Refused(_) => ProblemType::EventRefused,
+            Error::Reserved(_) => ProblemType::ReservedEvent,
+            Error::Finished { .. } => ProblemType::InstanceFinished,
+            Error::Paused(_) => ProblemType::InstancePaused,
+            Error::Conflict(_) => ProblemType::Conflict,
+            Error::NotAllowed(_) => ProblemType::Forbidden,
+            Error::VersionMismatch { .. } => ProblemType::VersionConflict,
+            Error::KeyReused { .. } => ProblemType::IdempotencyKeyReused,
+            Error::Store(cairn_store::Error::Locked(_)) => ProblemType::Unavailable,
+            Error::Store(cairn_store::Error::Conflict(_)) => ProblemType::Conflict,
+            Error::Store(_) => ProblemType::Internal,
+        }
+    }
+
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,

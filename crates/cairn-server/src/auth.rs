@@ -17,12 +17,13 @@
 //! Objects addressed by id outside the namespaces (tasks, approvals, tokens) are checked
 //! by their handlers against [`Namespaces`] and answer 404.
 
+use cairn_api::ProblemType;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cairn_engine::{Principal, Role};
@@ -225,8 +226,7 @@ async fn admit<S: Store + Send + Sync>(
     };
     if principal.role < access.role {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ProblemType::Forbidden,
             format!(
                 "`{} {}` needs the {} role; this token is {}",
                 method,
@@ -257,8 +257,7 @@ async fn admit<S: Store + Send + Sync>(
         Scope::Global => {
             if !principal.is_global() {
                 return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
+                    ProblemType::Forbidden,
                     format!(
                         "`{} {}` reaches every namespace: it needs a token scoped to `*`",
                         method,
@@ -314,8 +313,7 @@ fn check_site(
         && !host_allowed(settings, host)
     {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden-host",
+            ProblemType::ForbiddenHost,
             format!(
                 "`Host: {host}` is not this server's: use a loopback name or the listen address, or list the name in `http.allowed_hosts`"
             ),
@@ -333,8 +331,7 @@ fn check_site(
         });
         if !same && !settings.cors_origins.iter().any(|o| o == origin) {
             return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "cross-site",
+                ProblemType::CrossSite,
                 format!(
                     "a request from `{origin}` is refused: list the origin in `http.cors_origins` to allow it"
                 ),
@@ -372,8 +369,7 @@ fn check_site(
                 "application/json (even when the body is empty)"
             };
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
+                ProblemType::UnsupportedMediaType,
                 format!(
                     "`Content-Type: {}`: send {expected}",
                     if media.is_empty() { "(none)" } else { &media }
@@ -413,13 +409,12 @@ pub fn host_allowed(settings: &crate::Settings, host: &str) -> bool {
 }
 
 fn unauthorized(detail: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    ApiError::new(ProblemType::Unauthorized, detail)
 }
 
 pub fn forbidden_namespace(ns: &str) -> ApiError {
     ApiError::new(
-        StatusCode::FORBIDDEN,
-        "forbidden",
+        ProblemType::Forbidden,
         format!("this token may not use namespace `{ns}`"),
     )
 }

@@ -7,6 +7,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cairn_api::ProblemType;
 use cairn_core::Rejection;
 use cairn_engine::Error;
 use serde::de::DeserializeOwned;
@@ -15,17 +16,20 @@ use serde_json::{Map, Value, json};
 /// A problem (RFC 9457).
 #[derive(Debug)]
 pub struct ApiError {
+    /// Its problem type's status, unless the answer it stands for had another
+    /// (a 408 timeout).
     pub status: StatusCode,
-    /// The stable problem type, e.g. `not-found`; rendered as `/problems/not-found`.
-    pub kind: &'static str,
+    /// The stable problem type, rendered as `/problems/<slug>`.
+    pub kind: ProblemType,
     pub detail: String,
     pub extra: Map<String, Value>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> ApiError {
+    /// A problem of type `kind`, answered with its status.
+    pub fn new(kind: ProblemType, detail: impl Into<String>) -> ApiError {
         ApiError {
-            status,
+            status: StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::BAD_REQUEST),
             kind,
             detail: detail.into(),
             extra: Map::new(),
@@ -33,20 +37,19 @@ impl ApiError {
     }
 
     pub fn bad_request(detail: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid-request", detail)
+        ApiError::new(ProblemType::InvalidRequest, detail)
     }
 
     /// A failure of ours; its cause is logged where it happened, never sent.
     pub fn internal() -> ApiError {
         ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ProblemType::Internal,
             "an internal error occurred; it has been logged",
         )
     }
 
     pub fn not_found(detail: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not-found", detail)
+        ApiError::new(ProblemType::NotFound, detail)
     }
 
     pub fn with(mut self, key: &str, value: Value) -> ApiError {
@@ -57,7 +60,9 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
-        let detail = e.to_string();
+        // The problem type is the engine's to decide (`Error::problem`, which the CLI's
+        // exit codes use too); here the members some problems carry are added.
+        let mut problem = ApiError::new(e.problem(), e.to_string());
         match e {
             Error::Definition(load) => {
                 let problems: Vec<Value> = load
@@ -65,61 +70,42 @@ impl From<Error> for ApiError {
                     .iter()
                     .map(|d| json!({"kind": d.kind.code(), "file": d.file, "line": d.pos.line, "column": d.pos.col, "state": d.state, "message": d.message}))
                     .collect();
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid-definition", detail)
-                    .with("problems", Value::Array(problems))
+                problem = problem.with("problems", Value::Array(problems));
             }
-            Error::Invalid(_) => ApiError::bad_request(detail),
             Error::TooLarge { limit, size, .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail)
+                problem = problem
                     .with("limit", json!(limit))
-                    .with("size", json!(size))
+                    .with("size", json!(size));
             }
-            Error::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not-found", detail),
-            Error::Exists(_) => ApiError::new(StatusCode::CONFLICT, "already-exists", detail),
             Error::Refused(Rejection::NotAccepted {
                 accepts,
                 configuration,
                 ..
-            }) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "event-not-accepted",
-                detail,
-            )
-            .with("accepts", json!(accepts))
-            .with("configuration", json!(configuration)),
-            Error::Refused(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "event-refused", detail)
-            }
-            Error::Reserved(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "reserved-event", detail)
+            }) => {
+                problem = problem
+                    .with("accepts", json!(accepts))
+                    .with("configuration", json!(configuration));
             }
             Error::Finished { status, .. } => {
-                ApiError::new(StatusCode::CONFLICT, "instance-finished", detail)
-                    .with("instance_status", json!(status.as_str()))
+                problem = problem.with("instance_status", json!(status.as_str()));
             }
-            Error::Paused(_) => ApiError::new(StatusCode::CONFLICT, "instance-paused", detail),
-            Error::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
-            Error::NotAllowed(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", detail),
             Error::VersionMismatch {
                 current, expected, ..
-            } => ApiError::new(StatusCode::CONFLICT, "version-conflict", detail)
-                .with("current_version", json!(current))
-                .with("expected_version", json!(expected)),
+            } => {
+                problem = problem
+                    .with("current_version", json!(current))
+                    .with("expected_version", json!(expected));
+            }
             Error::KeyReused { version, .. } => {
-                ApiError::new(StatusCode::CONFLICT, "idempotency-key-reused", detail)
-                    .with("version", json!(version))
+                problem = problem.with("version", json!(version));
             }
-            Error::Store(cairn_store::Error::Locked(_)) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
-            }
-            Error::Store(cairn_store::Error::Conflict(_)) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", detail)
-            }
-            Error::Store(other) => {
+            Error::Store(other) if problem.kind == ProblemType::Internal => {
                 tracing::error!(error = %other, "storage failure");
-                ApiError::internal()
+                problem = ApiError::internal();
             }
+            _ => {}
         }
+        problem
     }
 }
 
@@ -132,8 +118,7 @@ pub async fn problems(req: axum::extract::Request, next: axum::middleware::Next)
     const MAX_URI: usize = 8 * 1024;
     if req.uri().to_string().len() > MAX_URI {
         return ApiError::new(
-            StatusCode::URI_TOO_LONG,
-            "uri-too-long",
+            ProblemType::UriTooLong,
             format!("the request's address is over {MAX_URI} bytes"),
         )
         .into_response();
@@ -157,32 +142,40 @@ pub async fn problems(req: axum::extract::Request, next: axum::middleware::Next)
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .unwrap_or_default();
     let (kind, default) = match status {
-        StatusCode::NOT_FOUND => ("not-found", "no such route"),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ("method-not-allowed", "this route does not take that method")
-        }
+        StatusCode::NOT_FOUND => (ProblemType::NotFound, "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ProblemType::MethodNotAllowed,
+            "this route does not take that method",
+        ),
         StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => (
-            "timeout",
+            ProblemType::Timeout,
             "the request took longer than the server allows (setting `http.request_timeout`)",
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (
-            "too-large",
+            ProblemType::TooLarge,
             "the body is over the limit (setting `http.max_body_bytes`)",
         ),
-        StatusCode::URI_TOO_LONG => ("uri-too-long", "the request's address is too long"),
+        StatusCode::URI_TOO_LONG => (ProblemType::UriTooLong, "the request's address is too long"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported-media-type",
+            ProblemType::UnsupportedMediaType,
             "send the body as application/json",
         ),
-        s if s.is_server_error() => ("internal", "an internal error occurred; it has been logged"),
-        _ => ("invalid-request", "the request is malformed"),
+        s if s.is_server_error() => (
+            ProblemType::Internal,
+            "an internal error occurred; it has been logged",
+        ),
+        _ => (ProblemType::InvalidRequest, "the request is malformed"),
     };
     let detail = if text.is_empty() || status.is_server_error() {
         default.to_string()
     } else {
         text
     };
-    let mut problem = ApiError::new(status, kind, detail).into_response();
+    let mut problem = ApiError {
+        status,
+        ..ApiError::new(kind, detail)
+    }
+    .into_response();
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             problem.headers_mut().insert(name.clone(), value.clone());
@@ -194,7 +187,7 @@ pub async fn problems(req: axum::extract::Request, next: axum::middleware::Next)
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = Map::new();
-        body.insert("type".into(), json!(format!("/problems/{}", self.kind)));
+        body.insert("type".into(), json!(self.kind.uri()));
         body.insert(
             "title".into(),
             json!(self.status.canonical_reason().unwrap_or("error")),
@@ -255,12 +248,11 @@ pub fn json_rejection(r: JsonRejection) -> ApiError {
     let text = r.body_text();
     match r {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
+            ProblemType::UnsupportedMediaType,
             "send the body as application/json",
         ),
         JsonRejection::BytesRejection(_) if text.contains("length limit") => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", text)
+            ApiError::new(ProblemType::TooLarge, text)
         }
         _ => ApiError::bad_request(text),
     }
@@ -291,7 +283,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for MaybeBody
             .map_err(|e| {
                 let text = e.body_text();
                 if text.contains("length limit") {
-                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", text)
+                    ApiError::new(ProblemType::TooLarge, text)
                 } else {
                     ApiError::bad_request(text)
                 }
@@ -318,7 +310,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
             .map_err(|e| {
                 let text = e.body_text();
                 if text.contains("length limit") {
-                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", text)
+                    ApiError::new(ProblemType::TooLarge, text)
                 } else {
                     ApiError::bad_request(text)
                 }

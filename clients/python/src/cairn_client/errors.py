@@ -143,6 +143,16 @@ class ServerError(ApiError):
     """500: an internal failure, logged by the server."""
 
 
+class Timeout(ServerError):
+    """504 (or 408): the request took longer than the server allows."""
+
+
+class NotSupported(ServerError):
+    """501: this server's store does not do that (online backup on PostgreSQL)."""
+
+
+# One entry per problem type of the server (cairn-api's `ProblemType`, listed in the
+# OpenAPI document); a test keeps the two equal.
 _BY_TYPE: Dict[str, Type[ApiError]] = {
     "invalid-request": InvalidRequest,
     "invalid-definition": InvalidDefinition,
@@ -158,6 +168,8 @@ _BY_TYPE: Dict[str, Type[ApiError]] = {
     "instance-finished": InstanceFinished,
     "instance-paused": InstancePaused,
     "too-large": TooLarge,
+    "uri-too-long": InvalidRequest,
+    "method-not-allowed": InvalidRequest,
     "unsupported-media-type": UnsupportedMediaType,
     "event-not-accepted": EventNotAccepted,
     "event-refused": EventRefused,
@@ -165,6 +177,8 @@ _BY_TYPE: Dict[str, Type[ApiError]] = {
     "unavailable": Unavailable,
     "too-many-streams": TooManyStreams,
     "internal": ServerError,
+    "timeout": Timeout,
+    "not-supported": NotSupported,
 }
 
 _BY_STATUS: Dict[int, Type[ApiError]] = {

@@ -1,6 +1,7 @@
 //! `/v1/machines`: apply (JSON, YAML or TOML by content type), list, get, versions,
 //! diagrams.
 
+use cairn_api::ProblemType;
 use std::sync::Arc;
 
 use axum::Json;
@@ -30,7 +31,7 @@ pub(super) async fn apply<S: Store + Send + Sync>(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let format = Format::from_media_type(media).ok_or_else(|| {
-        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", format!("`{media}`: send a definition as application/json, application/yaml or application/toml"))
+        ApiError::new(ProblemType::UnsupportedMediaType, format!("`{media}`: send a definition as application/json, application/yaml or application/toml"))
     })?;
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::bad_request("the definition is not UTF-8 text"))?;

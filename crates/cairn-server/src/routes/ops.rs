@@ -1,6 +1,7 @@
 //! `/healthz`, `/metrics`, `/openapi.json`, `/v1/stats`, `/v1/tick`, `/v1/backup` and
 //! `/v1/tokens`.
 
+use cairn_api::ProblemType;
 use std::sync::Arc;
 
 use axum::Json;
@@ -116,8 +117,7 @@ pub(super) async fn backup<S: Store + Send + Sync>(
 ) -> Result<Response, ApiError> {
     let Some((write, dir)) = ctx.backup.clone() else {
         return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not-supported",
+            ProblemType::NotSupported,
             "this store has no online backup (on PostgreSQL, use pg_dump)",
         ));
     };

@@ -6,6 +6,7 @@
 //! A stream that starts or resumes below the log's horizon (what log retention removed)
 //! first gets a `reset` event naming the horizon, then everything after it.
 
+use cairn_api::ProblemType;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -65,8 +66,7 @@ pub(super) async fn events<S: Store + Send + Sync>(
         .map_err(|_| ApiError::bad_request("a log position is at most 9223372036854775807"))?;
     let permit = Arc::clone(&ctx.streams).try_acquire_owned().map_err(|_| {
         ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "too-many-streams",
+            ProblemType::TooManyStreams,
             "too many event streams are open; retry later",
         )
     })?;

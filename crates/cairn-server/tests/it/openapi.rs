@@ -363,3 +363,19 @@ fn the_document_lists_exactly_the_routed_operations() {
         "global"
     );
 }
+
+#[test]
+fn the_document_lists_every_problem_type() {
+    let doc = cairn_server::openapi::document();
+    let listed: Vec<&str> = doc["components"]["schemas"]["Problem"]["properties"]["type"]["enum"]
+        .as_array()
+        .expect("Problem.type is an enum")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let all: Vec<String> = cairn_api::ProblemType::ALL
+        .iter()
+        .map(|p| p.uri())
+        .collect();
+    assert_eq!(listed, all);
+}

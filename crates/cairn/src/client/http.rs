@@ -30,29 +30,6 @@ fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// Exit code for a problem type.
-fn code_for(kind: &str, status: u16) -> u8 {
-    match kind.trim_start_matches("/problems/") {
-        "not-found" => 3,
-        "invalid-request"
-        | "invalid-definition"
-        | "too-large"
-        | "reserved-event"
-        | "unsupported-media-type" => 2,
-        "event-not-accepted"
-        | "event-refused"
-        | "version-conflict"
-        | "already-exists"
-        | "idempotency-key-reused"
-        | "instance-finished"
-        | "instance-paused"
-        | "conflict"
-        | "forbidden" => 4,
-        _ if status == 401 || status == 403 => 4,
-        _ => 1,
-    }
-}
-
 impl Http {
     pub fn new(base: &str, token: Option<String>, namespace: &str) -> Result<Http, Failure> {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -156,7 +133,7 @@ fn problem(status: u16, bytes: &[u8]) -> Failure {
                 .unwrap_or("the server refused the request")
                 .to_string();
             Failure {
-                code: code_for(kind, status),
+                code: cairn_api::ProblemType::exit_code_for(kind, status),
                 error: anyhow!("{detail}"),
             }
         }

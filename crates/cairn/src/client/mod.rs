@@ -25,14 +25,9 @@ use crate::store::AnyStore;
 
 /// Maps engine errors to exit codes: 2 malformed, 3 not found, 4 refused, 1 other.
 pub fn failure(e: Error) -> Failure {
-    let code = match &e {
-        Error::NotFound(_) => 3,
-        Error::Definition(_) | Error::Invalid(_) | Error::TooLarge { .. } | Error::Reserved(_) => 2,
-        e if e.is_refusal() => 4,
-        _ => 1,
-    };
     Failure {
-        code,
+        // The same exit code a server's answer for this error gives (`ProblemType`).
+        code: e.problem().exit_code(),
         error: anyhow::Error::msg(e.to_string()),
     }
 }
