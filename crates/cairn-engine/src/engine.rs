@@ -713,6 +713,28 @@ impl<S: Store> Engine<S> {
         Ok(cairn_core::accepts(&machine, &snapshot(&inst)))
     }
 
+    /// Verifies one instance, or every instance of the namespace when `id` is `None`,
+    /// as the API reports it.
+    pub fn verify_report(
+        &self,
+        ns: &str,
+        id: Option<&str>,
+    ) -> Result<cairn_api::VerifyReport, Error> {
+        let ids = match id {
+            Some(id) => vec![id.to_string()],
+            None => self
+                .instance_ids(Some(ns))?
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect(),
+        };
+        let results = ids
+            .iter()
+            .map(|id| self.verify(ns, id).map(|v| crate::wire::verified(&v)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(cairn_api::VerifyReport::new(results))
+    }
+
     /// Replays an instance's history through the step function and checks that it
     /// reproduces every recorded version and the stored instance.
     pub fn verify(&self, ns: &str, id: &str) -> Result<Verified, Error> {

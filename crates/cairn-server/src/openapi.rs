@@ -23,10 +23,6 @@ fn r(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
-fn obj(props: Value, required: &[&str]) -> Value {
-    json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
-}
-
 /// Every documented operation; a test keeps this list equal to the route table.
 pub fn operations() -> Vec<(&'static str, &'static str)> {
     ops().iter().map(|o| (o.method, o.path)).collect()
@@ -34,7 +30,6 @@ pub fn operations() -> Vec<(&'static str, &'static str)> {
 
 fn ops() -> Vec<Op> {
     let who = r("Who");
-    let any = json!({});
     vec![
         Op {
             method: "post",
@@ -138,7 +133,7 @@ fn ops() -> Vec<Op> {
             method: "post",
             path: "/v1/instances/{id}/checkpoints",
             summary: "Take a named checkpoint",
-            body: Some(obj(json!({"name": {"type": "string"}}), &["name"])),
+            body: Some(r("CheckpointRequest")),
             ok: &[(201, Some("Checkpoint"))],
         },
         Op {
@@ -180,7 +175,7 @@ fn ops() -> Vec<Op> {
             method: "post",
             path: "/v1/verify",
             summary: "Replay history and compare (one instance, or all)",
-            body: Some(obj(json!({"id": {"type": ["string", "null"]}}), &[])),
+            body: Some(r("VerifyRequest")),
             ok: &[(200, Some("VerifyReport"))],
         },
         Op {
@@ -215,40 +210,28 @@ fn ops() -> Vec<Op> {
             method: "post",
             path: "/v1/tasks/claim",
             summary: "Claim tasks (a long poll up to wait_ms)",
-            body: Some(obj(
-                json!({"queues": {"type": "array", "items": {"type": "string"}}, "worker": {"type": "string"}, "batch": {"type": "integer"}, "wait_ms": {"type": "integer"}, "lease_ms": {"type": ["integer", "null"]}}),
-                &["queues", "worker"],
-            )),
+            body: Some(r("ClaimRequest")),
             ok: &[(200, Some("ClaimedList"))],
         },
         Op {
             method: "post",
             path: "/v1/tasks/{id}/heartbeat",
             summary: "Renew a lease",
-            body: Some(obj(
-                json!({"attempt": {"type": "integer"}, "lease_ms": {"type": ["integer", "null"]}}),
-                &["attempt"],
-            )),
+            body: Some(r("HeartbeatRequest")),
             ok: &[(200, Some("Heartbeat"))],
         },
         Op {
             method: "post",
             path: "/v1/tasks/{id}/complete",
             summary: "Complete an attempt",
-            body: Some(obj(
-                json!({"attempt": {"type": "integer"}, "output": any, "tokens": {"type": ["integer", "null"]}, "cost": {"type": ["number", "null"]}}),
-                &["attempt"],
-            )),
+            body: Some(r("CompleteRequest")),
             ok: &[(200, Some("Task"))],
         },
         Op {
             method: "post",
             path: "/v1/tasks/{id}/fail",
             summary: "Fail an attempt",
-            body: Some(obj(
-                json!({"attempt": {"type": "integer"}, "error": {"type": "string"}, "retryable": {"type": "boolean"}, "tokens": {"type": ["integer", "null"]}, "cost": {"type": ["number", "null"]}}),
-                &["attempt", "error"],
-            )),
+            body: Some(r("FailRequest")),
             ok: &[(200, Some("Failed"))],
         },
         Op {
@@ -262,31 +245,28 @@ fn ops() -> Vec<Op> {
             method: "post",
             path: "/v1/tick",
             summary: "Fire due timers and schedules, reclaim leases, deliver the outbox, apply retention now",
-            body: Some(obj(
-                json!({"retain_finished_ms": {"type": ["integer", "null"]}, "max_history": {"type": ["integer", "null"]}}),
-                &[],
-            )),
+            body: Some(r("TickRequest")),
             ok: &[(200, Some("Ticked"))],
         },
         Op {
             method: "post",
             path: "/v1/backup",
             summary: "An online backup of every namespace, streamed (a SQLite database file; a token scoped to `*`)",
-            body: Some(obj(json!({}), &[])),
+            body: Some(r("Empty")),
             ok: &[(200, None)],
         },
         Op {
             method: "post",
             path: "/v1/repair",
             summary: "Find stored machine versions that cannot be read back and delete those no instance runs on (a token scoped to `*`)",
-            body: Some(obj(json!({"dry_run": {"type": "boolean"}}), &[])),
+            body: Some(r("RepairRequest")),
             ok: &[(200, Some("Repair"))],
         },
         Op {
             method: "post",
             path: "/v1/vacuum",
             summary: "Give the space deletions freed back, in bounded steps that never stall writers; the space before and after (a token scoped to `*`)",
-            body: Some(obj(json!({}), &[])),
+            body: Some(r("Empty")),
             ok: &[(200, Some("Vacuum"))],
         },
         Op {
@@ -521,6 +501,12 @@ fn build() -> Value {
         "Send" => api::Send, "Who" => api::Who, "Decide" => api::Decide, "Fork" => api::Fork,
         "Repair" => api::Repair,
         "Vacuum" => api::Vacuum,
+        "CheckpointRequest" => api::CheckpointRequest, "VerifyRequest" => api::VerifyRequest,
+        "VerifyReport" => api::VerifyReport, "TickRequest" => api::TickRequest,
+        "Ticked" => api::Ticked, "RepairRequest" => api::RepairRequest, "Empty" => api::Empty,
+        "ClaimRequest" => api::ClaimRequest, "HeartbeatRequest" => api::HeartbeatRequest,
+        "Heartbeat" => api::Heartbeat, "CompleteRequest" => api::CompleteRequest,
+        "FailRequest" => api::FailRequest, "Failed" => api::Failed, "Health" => api::Health,
     );
     let mut schemas: Map<String, Value> = g.take_definitions(true).into_iter().collect();
     for (k, v) in named {
@@ -548,39 +534,7 @@ fn build() -> Value {
         ("Triggers", list("Trigger")),
         ("Schedules", list("Schedule")),
         ("ClaimedList", list("Claimed")),
-        (
-            "VerifyReport",
-            obj(
-                json!({"ok": {"type": "boolean"}, "checked": {"type": "integer"}, "failed": {"type": "integer"}, "instances": list("Verified")}),
-                &["ok", "checked", "failed", "instances"],
-            ),
-        ),
-        (
-            "Heartbeat",
-            obj(
-                json!({"task": {"type": "string"}, "attempt": {"type": "integer"}, "lease_expires_at": {"type": ["string", "null"]}}),
-                &["task", "attempt"],
-            ),
-        ),
-        (
-            "Failed",
-            obj(
-                json!({"task": r("Task"), "retrying": {"type": "boolean"}}),
-                &["task", "retrying"],
-            ),
-        ),
-        (
-            "Ticked",
-            obj(
-                json!({"timers_fired": {"type": "integer"}, "instances_removed": {"type": "integer"}, "history_folded": {"type": "integer"}}),
-                &["timers_fired", "instances_removed", "history_folded"],
-            ),
-        ),
         ("TokenList", list("Token")),
-        (
-            "Health",
-            obj(json!({"status": {"const": "ok"}}), &["status"]),
-        ),
     ];
     for (k, v) in extra {
         schemas.insert(k.into(), v);

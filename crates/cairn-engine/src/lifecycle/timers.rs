@@ -9,9 +9,25 @@ use serde_json::json;
 
 use crate::engine::Engine;
 use crate::unit::{self, Unit};
-use crate::{Actor, Error};
+use crate::{Actor, Error, Retention};
 
 impl<S: Store> Engine<S> {
+    /// Everything due now, at once (`cairn tick`, `POST /v1/tick`): reclaims expired
+    /// leases, fires due schedules, delivers the outbox, fires due timers, and applies
+    /// `retention` to the namespace.
+    pub fn tick(&self, ns: &str, retention: &Retention) -> Result<cairn_api::Ticked, Error> {
+        self.reclaim_expired()?;
+        self.fire_due_schedules()?;
+        self.drain_outbox()?;
+        let timers_fired = self.fire_due_timers()?;
+        let (instances_removed, history_folded) = self.enforce_retention(ns, retention)?;
+        Ok(cairn_api::Ticked {
+            timers_fired,
+            instances_removed,
+            history_folded,
+        })
+    }
+
     /// Fires every timer due now, each exactly once (a timer is deleted in the same unit of
     /// work that applies its event). Paused instances keep theirs until they resume.
     /// Returns how many timer events were applied.

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use cairn_engine::{ForkFrom, SendRequest, StartRequest, wire};
 use cairn_store::{InstanceFilter, Store};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::Ctx;
 use crate::auth::{Caller, Namespace};
@@ -191,17 +191,11 @@ pub(super) async fn checkpoints<S: Store + Send + Sync>(
     Ok(Json(ks.iter().map(wire::checkpoint).collect()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct CheckpointBody {
-    name: String,
-}
-
 pub(super) async fn checkpoint<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     Namespace(ns): Namespace,
     Path(id): Path<String>,
-    Body(b): Body<CheckpointBody>,
+    Body(b): Body<cairn_api::CheckpointRequest>,
 ) -> Result<Response, ApiError> {
     let engine = ctx.engine.clone();
     let k = blocking(move || engine.checkpoint(&ns, &id, &b.name)).await?;
@@ -332,35 +326,13 @@ pub(super) async fn export<S: Store + Send + Sync>(
     })
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct VerifyBody {
-    id: Option<String>,
-}
-
 pub(super) async fn verify<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     Namespace(ns): Namespace,
-    MaybeBody(b): MaybeBody<VerifyBody>,
-) -> Result<Json<Value>, ApiError> {
-    let id = b.id;
+    MaybeBody(b): MaybeBody<cairn_api::VerifyRequest>,
+) -> Result<Json<cairn_api::VerifyReport>, ApiError> {
     let engine = ctx.engine.clone();
-    let results = blocking(move || {
-        let ids = match id {
-            Some(id) => vec![id],
-            None => engine
-                .instance_ids(Some(&ns))?
-                .into_iter()
-                .map(|(_, id)| id)
-                .collect(),
-        };
-        ids.iter()
-            .map(|id| engine.verify(&ns, id).map(|v| wire::verified(&v)))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await?;
-    let failed = results.iter().filter(|r| !r.ok).count();
     Ok(Json(
-        json!({"ok": failed == 0, "checked": results.len(), "failed": failed, "instances": results}),
+        blocking(move || engine.verify_report(&ns, b.id.as_deref())).await?,
     ))
 }

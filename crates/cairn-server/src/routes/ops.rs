@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_store::Store;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::Ctx;
 use crate::auth::{Caller, Namespace, Namespaces};
@@ -60,20 +60,13 @@ pub(super) async fn revoke_token<S: Store + Send + Sync>(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Tick {
-    retain_finished_ms: Option<i64>,
-    max_history: Option<usize>,
-}
-
 /// Fires due timers, reclaims expired leases and applies retention now (the server does
 /// the first two on its own every 100 ms).
 pub(super) async fn tick<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     Namespace(ns): Namespace,
-    MaybeBody(t): MaybeBody<Tick>,
-) -> Result<Json<Value>, ApiError> {
+    MaybeBody(t): MaybeBody<cairn_api::TickRequest>,
+) -> Result<Json<cairn_api::Ticked>, ApiError> {
     // Up to about 100 years; beyond that no date arithmetic is attempted.
     const MAX_RETAIN_MS: i64 = 100 * 366 * 24 * 3600 * 1000;
     let retain = match t.retain_finished_ms {
@@ -85,35 +78,19 @@ pub(super) async fn tick<S: Store + Send + Sync>(
         Some(ms) => Some(chrono::Duration::milliseconds(ms)),
         None => None,
     };
+    let policy = cairn_engine::Retention {
+        finished_after: retain,
+        max_history: t.max_history,
+    };
     let engine = ctx.engine.clone();
-    let (fired, removed, folded) = blocking(move || {
-        engine.reclaim_expired()?;
-        engine.fire_due_schedules()?;
-        engine.drain_outbox()?;
-        let fired = engine.fire_due_timers()?;
-        let policy = cairn_engine::Retention {
-            finished_after: retain,
-            max_history: t.max_history,
-        };
-        let (removed, folded) = engine.enforce_retention(&ns, &policy)?;
-        Ok((fired, removed, folded))
-    })
-    .await?;
-    Ok(Json(
-        json!({"timers_fired": fired, "instances_removed": removed, "history_folded": folded}),
-    ))
+    Ok(Json(blocking(move || engine.tick(&ns, &policy)).await?))
 }
-
-/// `POST /v1/backup` takes no parameters.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Backup {}
 
 /// An online, consistent backup of every namespace, streamed in the response (a SQLite
 /// database file): the client writes it where it likes; nothing stays on the server.
 pub(super) async fn backup<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    MaybeBody(Backup {}): MaybeBody<Backup>,
+    MaybeBody(cairn_api::Empty {}): MaybeBody<cairn_api::Empty>,
 ) -> Result<Response, ApiError> {
     let Some((write, dir)) = ctx.backup.clone() else {
         return Err(ApiError::new(
@@ -177,34 +154,21 @@ pub(super) async fn backup<S: Store + Send + Sync>(
         .into_response())
 }
 
-/// `POST /v1/repair`: whether to only report.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RepairBody {
-    #[serde(default)]
-    dry_run: bool,
-}
-
 /// Finds stored machine versions that cannot be read back and deletes those no instance
 /// runs on (every namespace: a token scoped to `*`).
 pub(super) async fn repair<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    MaybeBody(b): MaybeBody<RepairBody>,
+    MaybeBody(b): MaybeBody<cairn_api::RepairRequest>,
 ) -> Result<Json<cairn_api::Repair>, ApiError> {
     let engine = ctx.engine.clone();
     Ok(Json(blocking(move || engine.repair(b.dry_run)).await?))
 }
 
-/// `POST /v1/vacuum` takes no parameters.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct VacuumBody {}
-
 /// Gives the space deletions freed back, in bounded steps (every namespace: a token
 /// scoped to `*`).
 pub(super) async fn vacuum<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-    MaybeBody(_): MaybeBody<VacuumBody>,
+    MaybeBody(_): MaybeBody<cairn_api::Empty>,
 ) -> Result<Json<cairn_api::Vacuum>, ApiError> {
     let engine = ctx.engine.clone();
     Ok(Json(blocking(move || engine.vacuum()).await?))
@@ -218,11 +182,13 @@ pub(super) async fn openapi<S: Store + Send + Sync>() -> Json<Value> {
 
 pub(super) async fn healthz<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<cairn_api::Health>, ApiError> {
     // Healthy means the store answers (a read that no stored record can fail).
     let store = ctx.engine.store().clone();
     blocking(move || Ok(store.log(i64::MAX, 1).map(|_| ())?)).await?;
-    Ok(Json(json!({"status": "ok"})))
+    Ok(Json(cairn_api::Health {
+        status: "ok".into(),
+    }))
 }
 
 /// The server's counters, the engine's, the store's figures for the caller's namespaces

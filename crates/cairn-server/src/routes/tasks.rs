@@ -9,7 +9,6 @@ use axum::extract::{Path, State};
 use cairn_engine::{DEFAULT_LEASE, Usage, wire};
 use cairn_store::{Store, TaskStatus};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::Ctx;
 use crate::auth::{Caller, Namespace, Namespaces};
@@ -58,26 +57,10 @@ pub(super) async fn list<S: Store + Send + Sync>(
     Ok(Json(list.iter().map(wire::task).collect()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ClaimBody {
-    queues: Vec<String>,
-    worker: String,
-    #[serde(default = "one")]
-    batch: usize,
-    #[serde(default)]
-    wait_ms: u64,
-    lease_ms: Option<u64>,
-}
-
-fn one() -> usize {
-    1
-}
-
 pub(super) async fn claim<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     Namespaces(scope): Namespaces,
-    Body(b): Body<ClaimBody>,
+    Body(b): Body<cairn_api::ClaimRequest>,
 ) -> Result<Json<Vec<cairn_api::Claimed>>, ApiError> {
     if b.batch == 0 || b.batch > 100 {
         return Err(ApiError::bad_request("batch must be 1 to 100"));
@@ -119,37 +102,22 @@ pub(super) async fn claim<S: Store + Send + Sync>(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Heartbeat {
-    attempt: u32,
-    lease_ms: Option<u64>,
-}
-
 pub(super) async fn heartbeat<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     scope: Namespaces,
     Path(id): Path<String>,
-    Body(b): Body<Heartbeat>,
-) -> Result<Json<Value>, ApiError> {
+    Body(b): Body<cairn_api::HeartbeatRequest>,
+) -> Result<Json<cairn_api::Heartbeat>, ApiError> {
     let lease = b.lease_ms.map_or(DEFAULT_LEASE, Duration::from_millis);
     cairn_engine::check_lease(lease)?;
     visible(&ctx, &scope, &id).await?;
     let engine = ctx.engine.clone();
     let t = blocking(move || engine.heartbeat(&id, b.attempt, lease)).await?;
-    Ok(Json(
-        json!({"task": t.id, "attempt": t.attempt, "lease_expires_at": t.lease_expires_at}),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Complete {
-    attempt: u32,
-    #[serde(default)]
-    output: Value,
-    tokens: Option<i64>,
-    cost: Option<f64>,
+    Ok(Json(cairn_api::Heartbeat {
+        task: t.id,
+        attempt: t.attempt,
+        lease_expires_at: t.lease_expires_at,
+    }))
 }
 
 pub(super) async fn complete<S: Store + Send + Sync>(
@@ -157,7 +125,7 @@ pub(super) async fn complete<S: Store + Send + Sync>(
     scope: Namespaces,
     Caller(who): Caller,
     Path(id): Path<String>,
-    Body(b): Body<Complete>,
+    Body(b): Body<cairn_api::CompleteRequest>,
 ) -> Result<Json<cairn_api::Task>, ApiError> {
     visible(&ctx, &scope, &id).await?;
     let engine = ctx.engine.clone();
@@ -177,28 +145,13 @@ pub(super) async fn complete<S: Store + Send + Sync>(
     Ok(Json(wire::task(&o.task)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Fail {
-    attempt: u32,
-    error: String,
-    #[serde(default = "yes")]
-    retryable: bool,
-    tokens: Option<i64>,
-    cost: Option<f64>,
-}
-
-fn yes() -> bool {
-    true
-}
-
 pub(super) async fn fail<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     scope: Namespaces,
     Caller(who): Caller,
     Path(id): Path<String>,
-    Body(b): Body<Fail>,
-) -> Result<Json<Value>, ApiError> {
+    Body(b): Body<cairn_api::FailRequest>,
+) -> Result<Json<cairn_api::Failed>, ApiError> {
     visible(&ctx, &scope, &id).await?;
     let engine = ctx.engine.clone();
     let o = blocking(move || {
@@ -215,9 +168,10 @@ pub(super) async fn fail<S: Store + Send + Sync>(
         )
     })
     .await?;
-    Ok(Json(
-        json!({"task": wire::task(&o.task), "retrying": o.retrying}),
-    ))
+    Ok(Json(cairn_api::Failed {
+        task: wire::task(&o.task),
+        retrying: o.retrying,
+    }))
 }
 
 /// Who reports an outcome: with a token, its subject (the worker's name stays on the

@@ -30,6 +30,20 @@ fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// A request body as JSON; the bodies are `cairn-api` types, as the server reads them.
+fn body<T: serde::Serialize>(value: T) -> Value {
+    serde_json::to_value(value).expect("a cairn-api body serialises")
+}
+
+/// The body of a lifecycle change.
+fn who(actor: &str, reason: &str) -> Value {
+    body(cairn_api::Who {
+        actor: actor.to_string(),
+        reason: reason.to_string(),
+        on_behalf_of: None,
+    })
+}
+
 impl Http {
     pub fn new(base: &str, token: Option<String>, namespace: &str) -> Result<Http, Failure> {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -201,11 +215,16 @@ impl Client for Http {
     }
 
     fn repair(&self, dry_run: bool) -> Result<cairn_api::Repair, Failure> {
-        self.json("POST", "/v1/repair", &[], Some(json!({"dry_run": dry_run})))
+        self.json(
+            "POST",
+            "/v1/repair",
+            &[],
+            Some(body(cairn_api::RepairRequest { dry_run })),
+        )
     }
 
     fn vacuum(&self) -> Result<cairn_api::Vacuum, Failure> {
-        self.json("POST", "/v1/vacuum", &[], Some(json!({})))
+        self.json("POST", "/v1/vacuum", &[], Some(body(cairn_api::Empty {})))
     }
 
     fn start(
@@ -316,9 +335,16 @@ impl Client for Http {
     }
 
     fn verify(&self, id: &str) -> Result<Verified, Failure> {
-        let v: Value = self.json("POST", "/v1/verify", &[], Some(json!({"id": id})))?;
-        serde_json::from_value(v["instances"][0].clone())
-            .map_err(|e| Failure::from(anyhow!("unexpected answer: {e}")))
+        let req = cairn_api::VerifyRequest {
+            id: Some(id.to_string()),
+        };
+        let report: cairn_api::VerifyReport =
+            self.json("POST", "/v1/verify", &[], Some(body(req)))?;
+        report
+            .instances
+            .into_iter()
+            .next()
+            .ok_or_else(|| Failure::from(anyhow!("unexpected answer: no instance verified")))
     }
 
     fn ids(&self) -> Result<Vec<String>, Failure> {
@@ -338,17 +364,12 @@ impl Client for Http {
         }
     }
 
-    fn tick(&self, r: &Retention) -> Result<(usize, u64, u64), Failure> {
-        let body = json!({
-            "retain_finished_ms": r.finished_after.map(|d| d.num_milliseconds()),
-            "max_history": r.max_history,
-        });
-        let v: Value = self.json("POST", "/v1/tick", &[], Some(body))?;
-        Ok((
-            v["timers_fired"].as_u64().unwrap_or(0) as usize,
-            v["instances_removed"].as_u64().unwrap_or(0),
-            v["history_folded"].as_u64().unwrap_or(0),
-        ))
+    fn tick(&self, r: &Retention) -> Result<cairn_api::Ticked, Failure> {
+        let req = cairn_api::TickRequest {
+            retain_finished_ms: r.finished_after.map(|d| d.num_milliseconds()),
+            max_history: r.max_history,
+        };
+        self.json("POST", "/v1/tick", &[], Some(body(req)))
     }
 
     fn checkpoint(&self, id: &str, name: &str) -> Result<Checkpoint, Failure> {
@@ -356,7 +377,9 @@ impl Client for Http {
             "POST",
             &format!("/v1/instances/{}/checkpoints", enc(id)),
             &[],
-            Some(json!({"name": name})),
+            Some(body(cairn_api::CheckpointRequest {
+                name: name.to_string(),
+            })),
         )
     }
 
@@ -375,7 +398,12 @@ impl Client for Http {
             "POST",
             &format!("/v1/instances/{}/fork", enc(id)),
             &[],
-            Some(json!({"from": from, "id": new_id, "patch": patch})),
+            Some(body(cairn_api::Fork {
+                from,
+                id: new_id,
+                patch,
+                ..Default::default()
+            })),
         )
     }
 
@@ -384,7 +412,7 @@ impl Client for Http {
             "POST",
             &format!("/v1/instances/{}/pause", enc(id)),
             &[],
-            Some(json!({"actor": actor, "reason": reason})),
+            Some(who(actor, reason)),
         )
     }
 
@@ -393,7 +421,7 @@ impl Client for Http {
             "POST",
             &format!("/v1/instances/{}/resume", enc(id)),
             &[],
-            Some(json!({"actor": actor, "reason": reason})),
+            Some(who(actor, reason)),
         )
     }
 
@@ -402,7 +430,7 @@ impl Client for Http {
             "POST",
             &format!("/v1/instances/{}/cancel", enc(id)),
             &[],
-            Some(json!({"actor": actor, "reason": reason})),
+            Some(who(actor, reason)),
         )
     }
 
@@ -598,7 +626,18 @@ impl Client for Http {
         batch: usize,
         lease: std::time::Duration,
     ) -> Result<Vec<cairn_api::Claimed>, Failure> {
-        self.json("POST", "/v1/tasks/claim", &[], Some(json!({"queues": queues, "worker": worker, "batch": batch, "wait_ms": 2000, "lease_ms": lease.as_millis() as u64})))
+        self.json(
+            "POST",
+            "/v1/tasks/claim",
+            &[],
+            Some(body(cairn_api::ClaimRequest {
+                queues: queues.to_vec(),
+                worker: worker.to_string(),
+                batch,
+                wait_ms: 2000,
+                lease_ms: Some(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
+            })),
+        )
     }
 
     fn heartbeat(
@@ -611,7 +650,10 @@ impl Client for Http {
             "POST",
             &format!("/v1/tasks/{}/heartbeat", enc(task)),
             &[],
-            Some(json!({"attempt": attempt, "lease_ms": lease.as_millis() as u64})),
+            Some(body(cairn_api::HeartbeatRequest {
+                attempt,
+                lease_ms: Some(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
+            })),
         )
         .map(|_| ())
     }
@@ -623,8 +665,18 @@ impl Client for Http {
         output: Value,
         usage: Usage,
     ) -> Result<(), Failure> {
-        self.json::<Value>("POST", &format!("/v1/tasks/{}/complete", enc(task)), &[], Some(json!({"attempt": attempt, "output": output, "tokens": usage.tokens, "cost": usage.cost})))
-            .map(|_| ())
+        self.json::<Value>(
+            "POST",
+            &format!("/v1/tasks/{}/complete", enc(task)),
+            &[],
+            Some(body(cairn_api::CompleteRequest {
+                attempt,
+                output,
+                tokens: usage.tokens,
+                cost: usage.cost,
+            })),
+        )
+        .map(|_| ())
     }
 
     fn fail(
@@ -635,7 +687,18 @@ impl Client for Http {
         retryable: bool,
         usage: Usage,
     ) -> Result<(), Failure> {
-        self.json::<Value>("POST", &format!("/v1/tasks/{}/fail", enc(task)), &[], Some(json!({"attempt": attempt, "error": error, "retryable": retryable, "tokens": usage.tokens, "cost": usage.cost})))
-            .map(|_| ())
+        self.json::<Value>(
+            "POST",
+            &format!("/v1/tasks/{}/fail", enc(task)),
+            &[],
+            Some(body(cairn_api::FailRequest {
+                attempt,
+                error: error.to_string(),
+                retryable,
+                tokens: usage.tokens,
+                cost: usage.cost,
+            })),
+        )
+        .map(|_| ())
     }
 }

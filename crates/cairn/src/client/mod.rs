@@ -65,7 +65,7 @@ pub trait Client {
     fn ids(&self) -> Result<Vec<String>, Failure>;
     /// Fires due timers and applies retention; returns (timer events, instances removed,
     /// history records folded).
-    fn tick(&self, retention: &Retention) -> Result<(usize, u64, u64), Failure>;
+    fn tick(&self, retention: &Retention) -> Result<cairn_api::Ticked, Failure>;
     fn checkpoint(&self, id: &str, name: &str) -> Result<Checkpoint, Failure>;
     fn fork(
         &self,
@@ -253,16 +253,8 @@ impl Client for Local {
         ))
     }
 
-    fn tick(&self, retention: &Retention) -> Result<(usize, u64, u64), Failure> {
-        self.engine.reclaim_expired().map_err(failure)?;
-        self.engine.fire_due_schedules().map_err(failure)?;
-        self.engine.drain_outbox().map_err(failure)?;
-        let fired = self.engine.fire_due_timers().map_err(failure)?;
-        let (removed, folded) = self
-            .engine
-            .enforce_retention(self.ns(), retention)
-            .map_err(failure)?;
-        Ok((fired, removed, folded))
+    fn tick(&self, retention: &Retention) -> Result<cairn_api::Ticked, Failure> {
+        self.engine.tick(self.ns(), retention).map_err(failure)
     }
 
     fn checkpoint(&self, id: &str, name: &str) -> Result<Checkpoint, Failure> {

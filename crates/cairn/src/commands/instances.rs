@@ -511,19 +511,18 @@ pub fn verify(g: &Global, c: &dyn Client, a: Verify) -> Result<(), Failure> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let failed = results.iter().filter(|r| !r.ok).count();
+    let report = cairn_api::VerifyReport::new(results);
+    let failed = report.failed;
     if g.json {
-        print_json(
-            &serde_json::json!({"ok": failed == 0, "checked": results.len(), "failed": failed, "instances": results}),
-        );
+        print_json(&report);
     } else {
-        for r in &results {
+        for r in &report.instances {
             match &r.problem {
                 None => println!("ok      {}  ({} versions)", r.id, r.versions),
                 Some(p) => println!("FAILED  {}: {p}", r.id),
             }
         }
-        println!("{} checked, {failed} failed", results.len());
+        println!("{} checked, {failed} failed", report.checked);
     }
     if failed > 0 {
         return Err(Failure {

@@ -121,14 +121,13 @@ pub fn tick(g: &Global, c: &dyn Client, a: Tick) -> Result<(), Failure> {
             .transpose()?,
         max_history: a.max_history,
     };
-    let (fired, removed, folded) = c.tick(&retention)?;
+    let t = c.tick(&retention)?;
     if g.json {
-        print_json(
-            &serde_json::json!({"timers_fired": fired, "instances_removed": removed, "history_folded": folded}),
-        );
+        print_json(&t);
     } else {
         println!(
-            "{fired} timer event(s) applied, {removed} finished instance(s) removed, {folded} history record(s) folded"
+            "{} timer event(s) applied, {} finished instance(s) removed, {} history record(s) folded",
+            t.timers_fired, t.instances_removed, t.history_folded
         );
     }
     Ok(())
