@@ -2,6 +2,7 @@
 //! PostgreSQL when a database URL is given. Every command, the server and the tests that
 //! run on both backends are written once against [`AnyStore`].
 
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::path::Path;

@@ -24,6 +24,7 @@
 //! Holds no statechart logic. Driver errors become `store::Error` in `db_err` only.
 
 mod sql;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod tx;
 
