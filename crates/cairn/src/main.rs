@@ -227,7 +227,7 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
                 g.token.clone(),
                 &g.namespace,
             )?)),
-            None => Ok(Box::new(client::Local::open(
+            None => Ok(Box::new(client::http::Http::embedded(
                 &loaded.settings,
                 &g.namespace,
                 engine_config.clone(),

@@ -1,6 +1,9 @@
-//! The HTTP implementation of [`Client`]: every command against a running `cairn serve`
-//! (`--server URL` / `CAIRN_SERVER`, with `--token` / `CAIRN_TOKEN`). Problems map to the
-//! same exit codes as the embedded client: 2 malformed, 3 not found, 4 refused, 1 other.
+//! The one implementation of [`Client`]: every command is an HTTP request to the API,
+//! either over the network to a running `cairn serve` (`--server URL` / `CAIRN_SERVER`,
+//! with `--token` / `CAIRN_TOKEN`) or, embedded, to the server's own router in this
+//! process (`Http::embedded`: the store of the data directory or `database`, as an
+//! unrestricted local principal without the HTTP limits). Both modes share every piece
+//! of logic; problems map to exit codes through `cairn_api::ProblemType`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,10 +22,65 @@ use super::Client;
 use crate::Failure;
 
 pub struct Http {
-    base: String,
-    token: Option<String>,
+    transport: Transport,
     namespace: String,
-    agent: ureq::Agent,
+}
+
+/// Where requests go.
+enum Transport {
+    /// A server over the network.
+    Net {
+        base: String,
+        token: Option<String>,
+        agent: ureq::Agent,
+    },
+    /// The server's router in this process; its runtime runs the handlers.
+    Embedded {
+        app: axum::Router,
+        runtime: tokio::runtime::Runtime,
+    },
+}
+
+/// An answer's body, read once.
+enum Answer<'a> {
+    Net(ureq::Body),
+    Embedded(axum::body::Body, &'a tokio::runtime::Runtime),
+}
+
+impl Answer<'_> {
+    /// The whole body, up to `limit` bytes.
+    fn bytes(self, limit: usize) -> Result<Vec<u8>, Failure> {
+        match self {
+            Answer::Net(mut b) => b
+                .with_config()
+                .limit(limit as u64)
+                .read_to_vec()
+                .map_err(|e| Failure::from(anyhow!("reading the response: {e}"))),
+            Answer::Embedded(b, runtime) => runtime
+                .block_on(axum::body::to_bytes(b, limit))
+                .map(|b| b.to_vec())
+                .map_err(|e| Failure::from(anyhow!("reading the response: {e}"))),
+        }
+    }
+
+    /// Copies the body into `out` as it comes; the bytes copied.
+    fn copy_to(self, out: &mut impl std::io::Write) -> std::io::Result<u64> {
+        match self {
+            Answer::Net(mut b) => std::io::copy(&mut b.as_reader(), out),
+            Answer::Embedded(mut b, runtime) => {
+                use http_body_util::BodyExt as _;
+                let mut n = 0u64;
+                while let Some(frame) = runtime.block_on(b.frame()) {
+                    let frame = frame.map_err(std::io::Error::other)?;
+                    if let Ok(data) = frame.into_data() {
+                        out.write_all(&data)?;
+                        n += data.len() as u64;
+                    }
+                }
+                Ok(n)
+            }
+        }
+    }
 }
 
 /// A path segment, percent-encoded (`a/b` stays one segment).
@@ -45,6 +103,7 @@ fn who(actor: &str, reason: &str) -> Value {
 }
 
 impl Http {
+    /// A client of the server at `base`.
     pub fn new(base: &str, token: Option<String>, namespace: &str) -> Result<Http, Failure> {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Failure::usage(anyhow!(
@@ -56,33 +115,64 @@ impl Http {
             .build()
             .into();
         Ok(Http {
-            base: base.trim_end_matches('/').to_string(),
-            token,
+            transport: Transport::Net {
+                base: base.trim_end_matches('/').to_string(),
+                token,
+                agent,
+            },
             namespace: namespace.to_string(),
-            agent,
         })
     }
 
+    /// The embedded client: the server's router in this process, on the store the
+    /// settings name (which it opens, and locks when it is a data directory), as an
+    /// unrestricted local principal, without body, page or time limits.
+    pub fn embedded(
+        settings: &crate::config::Settings,
+        namespace: &str,
+        config: cairn_engine::Config,
+    ) -> Result<Http, Failure> {
+        let engine = crate::store::engine(settings, config).map_err(super::failure)?;
+        let local = cairn_server::Settings {
+            auth: false,
+            max_body_bytes: usize::MAX,
+            max_page: usize::MAX,
+            request_timeout: std::time::Duration::from_secs(365 * 24 * 3600),
+            max_claim_wait: std::time::Duration::from_secs(365 * 24 * 3600),
+            ..cairn_server::Settings::default()
+        };
+        let ctx = crate::commands::serve::context(engine, local, settings);
+        // This thread drives the router (and blocking handlers run on the runtime's pool).
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::from(anyhow!("starting the async runtime: {e}")))?;
+        Ok(Http {
+            transport: Transport::Embedded {
+                app: cairn_server::app(ctx),
+                runtime,
+            },
+            namespace: namespace.to_string(),
+        })
+    }
+
+    /// A path with its query, the namespace first.
     fn url(&self, path: &str, query: &[(&str, String)]) -> String {
         let mut q = form_urlencoded::Serializer::new(String::new());
         q.append_pair("namespace", &self.namespace);
         for (k, v) in query {
             q.append_pair(k, v);
         }
-        format!("{}{path}?{}", self.base, q.finish())
+        format!("{path}?{}", q.finish())
     }
 
-    /// Sends a request; the response, or the problem it carries as a failure.
+    /// Sends a request; the answer's body, or the problem it carries as a failure.
     fn request(
         &self,
         method: &str,
         url: &str,
         body: Option<(&str, Vec<u8>)>,
-    ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        let mut req = ureq::http::Request::builder().method(method).uri(url);
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
+    ) -> Result<Answer<'_>, Failure> {
         // Every POST carries a JSON content type, even when empty: the server refuses a
         // state change without one (no cross-site form can send it).
         let body = match (body, method) {
@@ -90,27 +180,51 @@ impl Http {
             (None, "POST") => Some(("application/json", Vec::new())),
             (None, _) => None,
         };
-        let result = match body {
-            Some((ct, bytes)) => self.agent.run(
-                req.header("Content-Type", ct)
-                    .body(bytes)
-                    .map_err(|e| anyhow!("{e}"))?,
-            ),
-            None => self.agent.run(req.body(()).map_err(|e| anyhow!("{e}"))?),
+        let (status, answer) = match &self.transport {
+            Transport::Net { base, token, agent } => {
+                let mut req = ureq::http::Request::builder()
+                    .method(method)
+                    .uri(format!("{base}{url}"));
+                if let Some(t) = token {
+                    req = req.header("Authorization", format!("Bearer {t}"));
+                }
+                let result = match body {
+                    Some((ct, bytes)) => agent.run(
+                        req.header("Content-Type", ct)
+                            .body(bytes)
+                            .map_err(|e| anyhow!("{e}"))?,
+                    ),
+                    None => agent.run(req.body(()).map_err(|e| anyhow!("{e}"))?),
+                };
+                let resp = result.map_err(|e| {
+                    Failure::from(anyhow!("cannot reach the server at {base}: {e}"))
+                })?;
+                (resp.status().as_u16(), Answer::Net(resp.into_body()))
+            }
+            Transport::Embedded { app, runtime } => {
+                use tower::ServiceExt as _;
+                let mut req = axum::http::Request::builder().method(method).uri(url);
+                let bytes = match body {
+                    Some((ct, bytes)) => {
+                        req = req.header("Content-Type", ct);
+                        bytes
+                    }
+                    None => Vec::new(),
+                };
+                let req = req
+                    .body(axum::body::Body::from(bytes))
+                    .map_err(|e| anyhow!("{e}"))?;
+                let resp = runtime
+                    .block_on(app.clone().oneshot(req))
+                    .map_err(|e| Failure::from(anyhow!("{e}")))?;
+                let status = resp.status().as_u16();
+                (status, Answer::Embedded(resp.into_body(), runtime))
+            }
         };
-        let mut resp = result
-            .map_err(|e| Failure::from(anyhow!("cannot reach the server at {}: {e}", self.base)))?;
-        let status = resp.status().as_u16();
         if status >= 400 {
-            let bytes = resp
-                .body_mut()
-                .with_config()
-                .limit(1024 * 1024)
-                .read_to_vec()
-                .map_err(|e| anyhow!("reading the response: {e}"))?;
-            return Err(problem(status, &bytes));
+            return Err(problem(status, &answer.bytes(1024 * 1024)?));
         }
-        Ok(resp)
+        Ok(answer)
     }
 
     fn send(
@@ -118,16 +232,8 @@ impl Http {
         method: &str,
         url: &str,
         body: Option<(&str, Vec<u8>)>,
-    ) -> Result<(u16, Vec<u8>), Failure> {
-        let mut resp = self.request(method, url, body)?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024 * 1024)
-            .read_to_vec()
-            .map_err(|e| anyhow!("reading the response: {e}"))?;
-        Ok((status, bytes))
+    ) -> Result<Vec<u8>, Failure> {
+        self.request(method, url, body)?.bytes(64 * 1024 * 1024)
     }
 }
 
@@ -158,7 +264,7 @@ impl Http {
     /// A raw call for commands without a `Client` method (tokens); `Null` for no content.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
         let url = self.url(path, &[]);
-        let (_, bytes) = self.send(
+        let bytes = self.send(
             method,
             &url,
             body.map(|b| ("application/json", b.to_string().into_bytes())),
@@ -178,7 +284,7 @@ impl Http {
         body: Option<Value>,
     ) -> Result<T, Failure> {
         let url = self.url(path, query);
-        let (_, bytes) = self.send(
+        let bytes = self.send(
             method,
             &url,
             body.map(|b| ("application/json", b.to_string().into_bytes())),
@@ -198,7 +304,7 @@ impl Client for Http {
             cairn_core::Format::Toml => "application/toml",
         };
         let url = self.url("/v1/machines", &[]);
-        let (_, bytes) = self.send("POST", &url, Some((ct, text.as_bytes().to_vec())))?;
+        let bytes = self.send("POST", &url, Some((ct, text.as_bytes().to_vec())))?;
         serde_json::from_slice(&bytes).map_err(|e| Failure::from(anyhow!("unexpected answer: {e}")))
     }
 
@@ -583,13 +689,13 @@ impl Client for Http {
             });
         }
         let url = self.url("/v1/backup", &[]);
-        let mut resp = self.request("POST", &url, None)?;
+        let answer = self.request("POST", &url, None)?;
         let mut partial = file.as_os_str().to_owned();
         partial.push(".partial");
         let partial = std::path::PathBuf::from(partial);
         let copied = (|| -> std::io::Result<u64> {
             let mut out = std::fs::File::create(&partial)?;
-            let n = std::io::copy(&mut resp.body_mut().as_reader(), &mut out)?;
+            let n = answer.copy_to(&mut out)?;
             out.sync_all()?;
             std::fs::rename(&partial, file)?;
             Ok(n)

@@ -40,14 +40,6 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
         .try_init();
     let engine =
         crate::store::engine(settings, settings.engine_config()).map_err(crate::client::failure)?;
-    // PostgreSQL has its own backup tools; `/v1/backup` answers "not supported" there.
-    // Backups are written beside the data, then streamed to the client and removed.
-    let store = engine.store().clone();
-    let backup = store.postgres().is_none().then(|| {
-        let write =
-            Arc::new(move |file: &std::path::Path| store.backup(file)) as cairn_server::BackupFn;
-        (write, settings.data.clone())
-    });
     let auth = match settings.auth.as_deref() {
         Some("on") => true,
         Some("off") => false,
@@ -81,11 +73,8 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
         allowed_hosts: settings.http.allowed_hosts.clone(),
         cors_origins: settings.http.cors_origins.clone(),
     };
-    let stats_store = engine.store().clone();
-    let label = stats_store.label();
-    let store_metrics: Arc<dyn Fn() -> String + Send + Sync> =
-        Arc::new(move || stats_store.metrics());
-    let ctx = Ctx::with_hooks(engine, server_settings, backup, Some(store_metrics));
+    let label = engine.store().label();
+    let ctx = context(engine, server_settings, settings);
     let node = cairn_runtime::Node::start(
         ctx.engine.clone(),
         cairn_runtime::NodeOptions {
@@ -135,6 +124,27 @@ async fn shutdown() {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// The server's context on `engine`: with the backend's backup (SQLite: written beside
+/// the data, then streamed to the client and removed; PostgreSQL has its own tools and
+/// `/v1/backup` answers "not supported") and its metrics. `cairn serve` and the embedded
+/// client build it the same way.
+pub fn context(
+    engine: cairn_engine::Engine<crate::store::AnyStore>,
+    server_settings: Settings,
+    settings: &crate::config::Settings,
+) -> Arc<Ctx<crate::store::AnyStore>> {
+    let store = engine.store().clone();
+    let backup = store.postgres().is_none().then(|| {
+        let write =
+            Arc::new(move |file: &std::path::Path| store.backup(file)) as cairn_server::BackupFn;
+        (write, settings.data.clone())
+    });
+    let stats_store = engine.store().clone();
+    let store_metrics: Arc<dyn Fn() -> String + Send + Sync> =
+        Arc::new(move || stats_store.metrics());
+    Ctx::with_hooks(engine, server_settings, backup, Some(store_metrics))
 }
 
 /// Retention as the settings say: of instances (when configured) in every namespace,

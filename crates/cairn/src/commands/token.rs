@@ -1,8 +1,7 @@
 //! `cairn token create|ls|revoke`: API tokens for `cairn serve`. Embedded (to create the
-//! first admin token before the server starts) or over HTTP with an admin token, which
-//! administers tokens within its own namespaces only.
+//! first admin token before the server starts; the local principal is unrestricted) or
+//! over HTTP with an admin token, which administers tokens within its own namespaces only.
 
-use anyhow::anyhow;
 use serde_json::{Value, json};
 
 use crate::{Failure, Global};
@@ -36,64 +35,35 @@ pub fn run(g: &Global, settings: &crate::config::Settings, mut t: Token) -> Resu
     {
         namespaces.push(g.namespace.clone());
     }
-    let result: Value = match &g.server {
-        Some(url) => {
-            let http = crate::client::http::Http::new(url, g.token.clone(), &g.namespace)?;
-            match t {
-                Token::Create {
-                    role,
-                    namespaces,
-                    name,
-                } => http.call(
-                    "POST",
-                    "/v1/tokens",
-                    Some(json!({"role": role, "namespaces": namespaces, "name": name})),
-                )?,
-                Token::Ls => http.call("GET", "/v1/tokens", None)?,
-                Token::Revoke { id } => {
-                    http.call("DELETE", &format!("/v1/tokens/{id}"), None)?;
-                    json!({"revoked": id})
-                }
-            }
-        }
+    // Embedded (the first admin token, before the server starts) or over HTTP: the same
+    // requests to the same routes.
+    let http = match &g.server {
+        Some(url) => crate::client::http::Http::new(url, g.token.clone(), &g.namespace)?,
         None => {
-            let engine = crate::store::engine(settings, cairn_engine::Config::default())
-                .map_err(crate::client::failure)?;
-            match t {
-                Token::Create {
-                    role,
-                    namespaces,
-                    name,
-                } => {
-                    let role = cairn_engine::Role::parse(&role).ok_or_else(|| {
-                        Failure::usage(anyhow!(
-                            "unknown role `{role}`; expected viewer, worker, operator or admin"
-                        ))
-                    })?;
-                    let (t, secret) = engine
-                        .create_token(&name, role, namespaces)
-                        .map_err(crate::client::failure)?;
-                    serde_json::to_value(cairn_api::CreatedToken {
-                        token: cairn_engine::wire::token(&t),
-                        secret,
-                    })
-                    .expect("serialises")
-                }
-                Token::Ls => Value::Array(
-                    engine
-                        .tokens()
-                        .map_err(crate::client::failure)?
-                        .iter()
-                        .map(|t| {
-                            serde_json::to_value(cairn_engine::wire::token(t)).expect("serialises")
-                        })
-                        .collect(),
-                ),
-                Token::Revoke { id } => {
-                    engine.revoke_token(&id).map_err(crate::client::failure)?;
-                    json!({"revoked": id})
-                }
-            }
+            crate::client::http::Http::embedded(settings, &g.namespace, settings.engine_config())?
+        }
+    };
+    let result: Value = match t {
+        Token::Create {
+            role,
+            namespaces,
+            name,
+        } => {
+            let new = cairn_api::NewToken {
+                name,
+                role,
+                namespaces,
+            };
+            http.call(
+                "POST",
+                "/v1/tokens",
+                Some(serde_json::to_value(new).expect("serialises")),
+            )?
+        }
+        Token::Ls => http.call("GET", "/v1/tokens", None)?,
+        Token::Revoke { id } => {
+            http.call("DELETE", &format!("/v1/tokens/{id}"), None)?;
+            json!({"revoked": id})
         }
     };
     if g.json {
