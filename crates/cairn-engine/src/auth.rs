@@ -26,6 +26,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role a name stands for (`viewer`, `worker`, `operator`, `admin`).
     pub fn parse(s: &str) -> Option<Role> {
         Some(match s {
             "viewer" => Role::Viewer,
@@ -36,6 +37,7 @@ impl Role {
         })
     }
 
+    /// The role's name.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
@@ -52,8 +54,11 @@ impl Role {
 /// instead of it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Actor {
+    /// Who acted: a token's subject, a worker's or a person's name, or an engine name (`timer`, `cairn`).
     pub name: String,
+    /// The id of the token the change was made with, when the server checks tokens.
     pub token: Option<String>,
+    /// Whom the caller said it acted for; recorded beside `name`, never instead of it.
     pub on_behalf_of: Option<String>,
 }
 
@@ -88,6 +93,7 @@ pub struct Principal {
     pub subject: String,
     /// The token's id; `None` without auth.
     pub token: Option<String>,
+    /// What it may do.
     pub role: Role,
     /// `None`: every namespace.
     pub namespaces: Option<Vec<String>>,
@@ -104,6 +110,7 @@ impl Principal {
         }
     }
 
+    /// Whether the principal may act in `namespace` (`*` allows every one).
     pub fn allows(&self, namespace: &str) -> bool {
         self.namespaces
             .as_ref()
@@ -280,6 +287,7 @@ impl<S: Store> Engine<S> {
         Ok((record, secret))
     }
 
+    /// Revokes a token: it authenticates nothing from now on (its record stays, marked).
     pub fn revoke_token(&self, id: &str) -> Result<(), Error> {
         self.revoke_token_as(&Principal::unrestricted(), id)
     }
@@ -294,6 +302,7 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
+    /// Every token (hashes and secrets are never returned).
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, Error> {
         Ok(self.store().tokens()?)
     }

@@ -8,6 +8,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 
 /// A source of the current time.
 pub trait Clock: Send + Sync {
+    /// The current time, truncated to microseconds.
     fn now(&self) -> DateTime<Utc>;
 }
 
@@ -26,10 +27,12 @@ impl Clock for SystemClock {
 pub struct ManualClock(Mutex<DateTime<Utc>>);
 
 impl ManualClock {
+    /// A clock that reads `start` until advanced.
     pub fn new(start: DateTime<Utc>) -> ManualClock {
         ManualClock(Mutex::new(start.trunc_subsecs(6)))
     }
 
+    /// Moves the clock on by `by`.
     pub fn advance(&self, by: chrono::Duration) {
         let mut t = self.0.lock().expect("clock lock");
         *t = (*t + by).trunc_subsecs(6);

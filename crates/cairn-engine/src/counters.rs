@@ -14,6 +14,7 @@ pub const COMMIT_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// What this process's units did once they committed, for `/metrics`: events applied and refused, commit latency, task attempts ended.
 #[derive(Default)]
 pub struct Counters {
     transitions: AtomicU64,
@@ -35,6 +36,7 @@ pub struct CountersSnapshot {
     /// Committed units per latency bucket (cumulative, as Prometheus has it), the last
     /// for `+Inf`.
     pub commit_buckets: Vec<u64>,
+    /// The sum of the commit latencies, in seconds.
     pub commit_seconds: f64,
     /// (namespace, queue, outcome) -> task attempts ended.
     pub attempts: BTreeMap<(String, String, String), u64>,
@@ -68,6 +70,7 @@ impl Counters {
         }
     }
 
+    /// A copy of the counters as they are now.
     pub fn snapshot(&self) -> CountersSnapshot {
         let mut cumulative = 0;
         let commit_buckets = self

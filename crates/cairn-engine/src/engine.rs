@@ -47,7 +47,9 @@ impl Default for Config {
 /// The result of applying a definition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Applied {
+    /// The machine's name.
     pub machine: String,
+    /// The version applied (or found, when the definition was unchanged).
     pub version: u32,
     /// False when the content equalled the latest version (nothing was written).
     pub created: bool,
@@ -56,24 +58,34 @@ pub struct Applied {
 /// Starting an instance.
 #[derive(Clone, Debug, Default)]
 pub struct StartRequest {
+    /// The machine to start (its latest version).
     pub machine: String,
     /// A specific version; the latest when `None`.
     pub version: Option<u32>,
     /// The caller's id; generated when `None`.
     pub id: Option<String>,
+    /// The start input, checked against the machine's `input_schema`.
     pub input: Value,
+    /// Labels to filter instances by.
     pub labels: BTreeMap<String, String>,
+    /// Who starts it.
     pub actor: Actor,
 }
 
 /// Sending an event.
 #[derive(Clone, Debug, Default)]
 pub struct SendRequest {
+    /// The event's name.
     pub event: String,
+    /// Its payload (an object).
     pub payload: Value,
+    /// An idempotency key, scoped to the instance: a repeat answers with the first result.
     pub key: Option<String>,
+    /// Refuse the event unless the instance is at this version.
     pub expected_version: Option<u64>,
+    /// Who sends it.
     pub actor: Actor,
+    /// Why, for the audit trail.
     pub reason: String,
 }
 
@@ -81,7 +93,9 @@ pub struct SendRequest {
 /// none when the instance is paused and the event was queued.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Sent {
+    /// The instance after the event.
     pub instance: InstanceRecord,
+    /// The history record written (the first one, for a repeated key); none when the event was queued.
     pub transition: Option<HistoryRecord>,
     /// True when the idempotency key had been used: nothing new was applied.
     pub replayed: bool,
@@ -92,10 +106,15 @@ pub struct Sent {
 /// The result of verifying one instance.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Verified {
+    /// The instance's namespace.
     pub namespace: String,
+    /// The instance's id.
     pub id: String,
+    /// How many versions were replayed.
     pub versions: u64,
+    /// Replay reproduced every version and the stored instance.
     pub ok: bool,
+    /// What differed, when something did.
     pub problem: Option<String>,
 }
 
@@ -202,6 +221,7 @@ pub(crate) fn check_namespace(ns: &str) -> Result<(), Error> {
 }
 
 impl<S: Store> Engine<S> {
+    /// An engine on `store`, timed by `clock`.
     pub fn new(store: S, clock: Arc<dyn Clock>, config: Config) -> Engine<S> {
         Engine {
             store,
@@ -231,10 +251,12 @@ impl<S: Store> Engine<S> {
         &self.tasks_ready
     }
 
+    /// The store it writes through.
     pub fn store(&self) -> &S {
         &self.store
     }
 
+    /// Its configuration.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -653,12 +675,14 @@ impl<S: Store> Engine<S> {
         })
     }
 
+    /// One instance.
     pub fn get(&self, ns: &str, id: &str) -> Result<InstanceRecord, Error> {
         self.store
             .instance(ns, id)?
             .ok_or_else(|| Error::NotFound(format!("no instance `{id}` in namespace `{ns}`")))
     }
 
+    /// A page of instances that match `filter`.
     pub fn list(&self, filter: &InstanceFilter) -> Result<Page<InstanceRecord>, Error> {
         if let Some(a) = &filter.after
             && a.parse::<u64>().is_err()

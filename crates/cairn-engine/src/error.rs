@@ -4,6 +4,7 @@
 use cairn_api::ProblemType;
 use cairn_core::{LoadError, Rejection, Status};
 
+/// Every way an engine operation can fail.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum Error {
     /// The definition is not valid; every problem is listed.
@@ -15,8 +16,11 @@ pub enum Error {
     /// A payload or input larger than the configured limit.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {
+        /// What was too large (`payload`, `input`...).
         what: &'static str,
+        /// Its size.
         size: usize,
+        /// The limit it is over.
         limit: usize,
     },
     /// No such machine, version or instance.
@@ -30,7 +34,12 @@ pub enum Error {
     Refused(Rejection),
     /// The instance is finished.
     #[error("instance `{id}` is {}; it takes no more events", .status.as_str())]
-    Finished { id: String, status: Status },
+    Finished {
+        /// The instance.
+        id: String,
+        /// How it finished.
+        status: Status,
+    },
     /// The instance is paused (for operations that need it running).
     #[error("instance `{0}` is paused; resume it first")]
     Paused(String),
@@ -44,15 +53,23 @@ pub enum Error {
     /// `expected_version` did not match.
     #[error("instance `{id}` is at version {current}, not {expected}")]
     VersionMismatch {
+        /// The instance.
         id: String,
+        /// The version the caller expected.
         expected: u64,
+        /// The version it is at.
         current: u64,
     },
     /// The idempotency key was used with another event or payload.
     #[error(
         "idempotency key `{key}` was first used with a different event or payload (at version {version})"
     )]
-    KeyReused { key: String, version: u64 },
+    KeyReused {
+        /// The key.
+        key: String,
+        /// The version its first use produced.
+        version: u64,
+    },
     /// Clients may not send events the engine delivers.
     #[error(
         "event `{0}` is reserved: the engine delivers it (approve/reject through the approval operations; task., child., done. and timer. events by the engine)"
@@ -91,6 +108,7 @@ impl Error {
         }
     }
 
+    /// Whether the error is a refusal of the request (the CLI's exit code 4), not a malformed one or a failure.
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,

@@ -53,6 +53,7 @@ pub struct Executors {
     pub http_max_response: usize,
     /// The timeout of a request whose task declares none.
     pub http_timeout: Duration,
+    /// Secret values `{{secret.NAME}}` placeholders name.
     pub secrets: Secrets,
 }
 

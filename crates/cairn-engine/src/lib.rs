@@ -11,6 +11,7 @@
 //! transaction and what the caller acts on once it commits (counters, claims to wake,
 //! outbox entries to deliver). A step's effects (timers, approvals, tasks, children,
 //! maps, sends) are carried out in the unit that records the step.
+#![warn(missing_docs)]
 
 mod auth;
 mod children;

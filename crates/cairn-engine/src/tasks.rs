@@ -45,16 +45,25 @@ pub fn check_lease(lease: Duration) -> Result<(), Error> {
 /// A task handed to a worker.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Claimed {
+    /// The task's id.
     pub id: String,
+    /// Its instance's namespace.
     pub namespace: String,
+    /// Its instance.
     pub instance: String,
+    /// The state that owns it.
     pub state: String,
+    /// Its queue.
     pub queue: String,
+    /// What to do (the state's `action`).
     pub action: String,
+    /// Its input.
     pub input: Value,
     /// From 1; with the id, the idempotency key of the worker's own side effects.
     pub attempt: u32,
+    /// How many attempts it may take.
     pub max_attempts: u32,
+    /// When the lease ends unless renewed.
     pub lease_expires_at: DateTime<Utc>,
     /// The per-attempt timeout the state declares.
     #[serde(skip)]
@@ -64,13 +73,16 @@ pub struct Claimed {
 /// Token and cost figures a worker reports with an outcome.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Usage {
+    /// Tokens the attempt used, as the worker reported them.
     pub tokens: Option<i64>,
+    /// What the attempt cost, as the worker reported it.
     pub cost: Option<f64>,
 }
 
 /// What became of a task after a completion or failure.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TaskOutcome {
+    /// The task after the outcome.
     pub task: TaskRecord,
     /// Whether the failure will be retried (the task is pending again).
     pub retrying: bool,

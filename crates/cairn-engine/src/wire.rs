@@ -6,6 +6,7 @@ use cairn_store::{
     TokenRecord,
 };
 
+/// An instance as the API gives it.
 pub fn instance(i: &InstanceRecord) -> cairn_api::Instance {
     cairn_api::Instance {
         id: i.id.clone(),
@@ -24,6 +25,7 @@ pub fn instance(i: &InstanceRecord) -> cairn_api::Instance {
     }
 }
 
+/// A history record as the API gives it.
 pub fn transition(h: &HistoryRecord) -> cairn_api::Transition {
     cairn_api::Transition {
         seq: h.seq,
@@ -46,6 +48,7 @@ pub fn transition(h: &HistoryRecord) -> cairn_api::Transition {
     }
 }
 
+/// A machine version as the API gives it.
 pub fn machine(m: &MachineRecord) -> cairn_api::Machine {
     cairn_api::Machine {
         name: m.name.clone(),
@@ -61,6 +64,7 @@ pub fn machine(m: &MachineRecord) -> cairn_api::Machine {
     }
 }
 
+/// The result of a send as the API gives it.
 pub fn sent(s: &crate::Sent) -> cairn_api::Sent {
     cairn_api::Sent {
         instance: instance(&s.instance),
@@ -70,6 +74,7 @@ pub fn sent(s: &crate::Sent) -> cairn_api::Sent {
     }
 }
 
+/// A verification result as the API gives it.
 pub fn verified(v: &crate::Verified) -> cairn_api::Verified {
     cairn_api::Verified {
         namespace: v.namespace.clone(),
@@ -80,6 +85,7 @@ pub fn verified(v: &crate::Verified) -> cairn_api::Verified {
     }
 }
 
+/// An approval as the API gives it.
 pub fn approval(a: &ApprovalRecord) -> cairn_api::Approval {
     cairn_api::Approval {
         id: a.id.clone(),
@@ -109,6 +115,7 @@ pub fn approval(a: &ApprovalRecord) -> cairn_api::Approval {
     }
 }
 
+/// A decision as the API gives it.
 pub fn decided(d: &crate::Decided) -> cairn_api::Decided {
     cairn_api::Decided {
         approval: approval(&d.approval),
@@ -117,6 +124,7 @@ pub fn decided(d: &crate::Decided) -> cairn_api::Decided {
     }
 }
 
+/// A checkpoint as the API gives it.
 pub fn checkpoint(k: &CheckpointRecord) -> cairn_api::Checkpoint {
     cairn_api::Checkpoint {
         name: k.name.clone(),
@@ -130,6 +138,7 @@ pub fn checkpoint(k: &CheckpointRecord) -> cairn_api::Checkpoint {
     }
 }
 
+/// A timer as the API gives it.
 pub fn timer(t: &TimerRecord) -> cairn_api::Timer {
     cairn_api::Timer {
         event: t.event.clone(),
@@ -138,6 +147,7 @@ pub fn timer(t: &TimerRecord) -> cairn_api::Timer {
     }
 }
 
+/// A task as the API gives it.
 pub fn task(t: &cairn_store::TaskRecord) -> cairn_api::Task {
     cairn_api::Task {
         id: t.id.clone(),
@@ -159,6 +169,7 @@ pub fn task(t: &cairn_store::TaskRecord) -> cairn_api::Task {
     }
 }
 
+/// A claimed task as the API gives it.
 pub fn claimed(c: &crate::Claimed) -> cairn_api::Claimed {
     cairn_api::Claimed {
         id: c.id.clone(),
@@ -174,6 +185,7 @@ pub fn claimed(c: &crate::Claimed) -> cairn_api::Claimed {
     }
 }
 
+/// A task attempt as the API gives it.
 pub fn attempt(a: &cairn_store::AttemptRecord) -> cairn_api::Attempt {
     cairn_api::Attempt {
         attempt: a.attempt,
@@ -188,6 +200,7 @@ pub fn attempt(a: &cairn_store::AttemptRecord) -> cairn_api::Attempt {
     }
 }
 
+/// A token as the API gives it (never its hash).
 pub fn token(t: &TokenRecord) -> cairn_api::Token {
     cairn_api::Token {
         id: t.id.clone(),

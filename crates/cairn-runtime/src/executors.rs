@@ -31,6 +31,7 @@ use crate::service::{Service, Shutdown};
 /// Bytes read from a stream, up to a limit.
 #[derive(Clone, Debug, Default)]
 pub struct Captured {
+    /// The bytes kept.
     pub bytes: Vec<u8>,
     /// More was written than was kept.
     pub truncated: bool,
@@ -41,11 +42,15 @@ pub struct Captured {
 pub struct Finished {
     /// `None` when the process was killed for the timeout or because `beat` said stop.
     pub status: Option<ExitStatus>,
+    /// What the process wrote to stdout (the first bytes).
     pub stdout: Captured,
+    /// What the process wrote to stderr (the last bytes).
     pub stderr: Captured,
+    /// The process was killed at its timeout.
     pub timed_out: bool,
     /// Why `beat` stopped the run.
     pub abandoned: Option<String>,
+    /// How long it ran.
     pub duration: Duration,
 }
 

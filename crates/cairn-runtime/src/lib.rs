@@ -5,6 +5,7 @@
 //!
 //! Every part has one shape ([`service`]): built from its options, run until its
 //! [`Shutdown`] is triggered, held by a [`Running`] handle that stops it explicitly.
+#![warn(missing_docs)]
 
 pub mod executors;
 pub mod node;

@@ -50,7 +50,9 @@ pub enum Scope {
 /// What a route requires: a role, a [`Scope`], what its body is, whether it may run long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Access {
+    /// The least role the route needs.
     pub role: Role,
+    /// How the route picks its namespaces.
     pub scope: Scope,
     /// The body is a definition (JSON, YAML or TOML by content type), not JSON only.
     pub definition: bool,
@@ -67,6 +69,7 @@ impl Access {
         long: false,
     };
 
+    /// A route on one namespace (`?namespace=`, default `default`).
     pub const fn one(role: Role) -> Access {
         Access {
             role,
@@ -76,6 +79,7 @@ impl Access {
         }
     }
 
+    /// A route over the token's namespaces, or the one asked for.
     pub const fn set(role: Role) -> Access {
         Access {
             scope: Scope::Set,
@@ -83,6 +87,7 @@ impl Access {
         }
     }
 
+    /// A route over every namespace: a token scoped to `*`.
     pub const fn global(role: Role) -> Access {
         Access {
             scope: Scope::Global,
@@ -90,6 +95,7 @@ impl Access {
         }
     }
 
+    /// The same access for a route that applies definitions (which an admin needs when they run commands).
     pub const fn definition(self) -> Access {
         Access {
             definition: true,
@@ -97,6 +103,7 @@ impl Access {
         }
     }
 
+    /// The same access for a long request (a stream or a long poll): no request timeout.
     pub const fn long(self) -> Access {
         Access { long: true, ..self }
     }
@@ -115,6 +122,7 @@ pub struct Namespace(pub String);
 pub struct Namespaces(pub Option<Vec<String>>);
 
 impl Namespaces {
+    /// Whether the resolved scope includes `ns`.
     pub fn allows(&self, ns: &str) -> bool {
         self.0.as_ref().is_none_or(|n| n.iter().any(|x| x == ns))
     }
@@ -412,6 +420,7 @@ fn unauthorized(detail: &str) -> ApiError {
     ApiError::new(ProblemType::Unauthorized, detail)
 }
 
+/// The problem of a namespace beyond the token's.
 pub fn forbidden_namespace(ns: &str) -> ApiError {
     ApiError::new(
         ProblemType::Forbidden,

@@ -21,7 +21,9 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The stable problem type, rendered as `/problems/<slug>`.
     pub kind: ProblemType,
+    /// What went wrong and where, for the person reading it.
     pub detail: String,
+    /// Members some problems carry (`accepts`, `current_version`, `problems`...).
     pub extra: Map<String, Value>,
 }
 
@@ -36,6 +38,7 @@ impl ApiError {
         }
     }
 
+    /// An `invalid-request` problem.
     pub fn bad_request(detail: impl Into<String>) -> ApiError {
         ApiError::new(ProblemType::InvalidRequest, detail)
     }
@@ -48,10 +51,12 @@ impl ApiError {
         )
     }
 
+    /// A `not-found` problem.
     pub fn not_found(detail: impl Into<String>) -> ApiError {
         ApiError::new(ProblemType::NotFound, detail)
     }
 
+    /// Adds a member to the problem.
     pub fn with(mut self, key: &str, value: Value) -> ApiError {
         self.extra.insert(key.into(), value);
         self

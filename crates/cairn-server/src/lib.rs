@@ -4,6 +4,7 @@
 //! every route declares who may call it (`auth::Access`). Holds no business rules: every
 //! decision is the engine's; handlers parse, call the engine off the async runtime, and
 //! render wire types or problems.
+#![warn(missing_docs)]
 
 pub mod auth;
 mod error;
@@ -71,9 +72,13 @@ pub type BackupFn = Arc<dyn Fn(&std::path::Path) -> Result<u64, cairn_store::Err
 
 /// What every handler shares.
 pub struct Ctx<S: Store> {
+    /// The engine the handlers call.
     pub engine: Engine<S>,
+    /// The server's settings.
     pub settings: Settings,
+    /// The HTTP counters.
     pub metrics: Arc<Metrics>,
+    /// Permits for open event streams (`max_streams`).
     pub streams: Arc<Semaphore>,
     /// The backend's backup, when it has one, and the directory its temporary files go
     /// in (beside the data).
@@ -86,6 +91,7 @@ pub struct Ctx<S: Store> {
 }
 
 impl<S: Store> Ctx<S> {
+    /// A context without backup or store metrics.
     pub fn new(engine: Engine<S>, settings: Settings) -> Arc<Ctx<S>> {
         Ctx::with_backup(engine, settings, None)
     }
@@ -104,6 +110,7 @@ impl<S: Store> Ctx<S> {
         ctx
     }
 
+    /// A context with the backend's backup (a writer and the directory its temporary files go in).
     pub fn with_backup(
         engine: Engine<S>,
         settings: Settings,

@@ -17,12 +17,15 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// The HTTP layer's counters, rendered with the engine's and the store's at `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
     requests: [AtomicU64; 6],
     latency: [AtomicU64; 13],
     latency_sum_us: AtomicU64,
+    /// Event streams open now.
     pub open_streams: AtomicU64,
+    /// Requests refused by the access guard.
     pub refusals: AtomicU64,
 }
 

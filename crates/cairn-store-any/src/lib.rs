@@ -1,6 +1,7 @@
 //! One store type for both backends: SQLite in a data directory (the default), or
 //! PostgreSQL when a database URL is given. Every command, the server and the tests that
 //! run on both backends are written once against [`AnyStore`].
+#![warn(missing_docs)]
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -17,9 +18,12 @@ pub use cairn_store_postgres::PgStore;
 pub use cairn_store_sqlite::SqliteStore;
 use chrono::{DateTime, Utc};
 
+/// The store the settings name.
 #[derive(Clone)]
 pub enum AnyStore {
+    /// The embedded SQLite store of a data directory.
     Sqlite(SqliteStore),
+    /// A PostgreSQL database, shared by any number of nodes.
     Postgres(PgStore),
 }
 
@@ -79,6 +83,7 @@ impl AnyStore {
         }
     }
 
+    /// The PostgreSQL store, when this is one.
     pub fn postgres(&self) -> Option<&PgStore> {
         match self {
             AnyStore::Postgres(p) => Some(p),

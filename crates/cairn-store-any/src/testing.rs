@@ -20,6 +20,8 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// A store of its own for one test: a temporary directory, and on PostgreSQL a
+    /// database of its own.
     pub fn new() -> Backend {
         Backend {
             dir: tempfile::tempdir().expect("a temporary directory"),

@@ -12,6 +12,7 @@
 //!   stall it, and every read is one short statement, so no reader pins the WAL for long.
 //!
 //! Holds no statechart logic. Driver errors become `store::Error` in [`db_err`] only.
+#![warn(missing_docs)]
 
 mod lifecycle;
 mod migrate;
@@ -124,14 +125,18 @@ where
 /// Counters of the writer: commits, units, and a histogram of units per commit.
 #[derive(Default)]
 pub struct WriteStats {
+    /// Group commits written.
     pub commits: std::sync::atomic::AtomicU64,
+    /// Units committed.
     pub units: std::sync::atomic::AtomicU64,
+    /// Group commits that failed (their units were retried one by one).
     pub failed_commits: std::sync::atomic::AtomicU64,
     /// Commits with at most 1, 2, 4, ... 1024 units.
     pub batch_le: [std::sync::atomic::AtomicU64; 11],
     /// Checkpoints the writer ran because the WAL passed its limit, and those readers
     /// held up (tried again after the next commit).
     pub wal_restarts: std::sync::atomic::AtomicU64,
+    /// RESTART checkpoints that found readers in the way and could not finish.
     pub wal_restarts_busy: std::sync::atomic::AtomicU64,
     /// Pages in the WAL since it last started over, after the last commit (the writer's
     /// WAL hook keeps it).
@@ -392,9 +397,11 @@ impl SqliteStore {
 /// The durability settings actually in force, read from the connections themselves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Durability {
+    /// The connection's journal mode (`wal`).
     pub journal_mode: String,
     /// `PRAGMA synchronous` of the writer and of a reader (2 = FULL).
     pub writer_synchronous: i64,
+    /// The readers' `synchronous` setting.
     pub reader_synchronous: i64,
 }
 

@@ -3,6 +3,7 @@
 //! expands to one `#[test]` per contract, given an expression that opens a fresh store.
 //! SQLite runs it in `cairn-store-sqlite`'s tests (with and without group commit),
 //! PostgreSQL in `cairn-store-postgres`'s.
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,7 @@ use serde_json::json;
 /// [`Store::write`] with the store's own error, which is what every unit of the suite
 /// returns (the method is generic over the error type; here it is fixed).
 pub trait Units: Store {
+    /// Runs `work` as one unit of work.
     fn unit<T, F>(&self, work: F) -> Result<T, cairn_store::Error>
     where
         T: Send + 'static,
@@ -66,6 +68,7 @@ fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_700_000_000, 0).unwrap()
 }
 
+/// A new instance record for the suite.
 pub fn instance(
     ns: &str,
     id: &str,
@@ -96,6 +99,7 @@ pub fn instance(
     }
 }
 
+/// A history record for the suite.
 pub fn history(ns: &str, id: &str, version: u64) -> HistoryRecord {
     HistoryRecord {
         namespace: ns.into(),
@@ -213,6 +217,7 @@ pub fn one_failing_unit_does_not_spoil_its_batch<S: Store>(s: &S) {
     }
 }
 
+/// A duplicate instance or a stale version conflicts, and the unit changes nothing.
 pub fn duplicates_and_stale_versions_conflict<S: Store>(s: &S) {
     let i = instance("default", "d", "m", Status::Running, &["a"], &[]);
     let i2 = i.clone();
@@ -274,6 +279,7 @@ pub fn duplicates_and_stale_versions_conflict<S: Store>(s: &S) {
     assert_eq!(s.transition("default", "d", 2).unwrap(), None);
 }
 
+/// What a unit wrote is visible to readers once it has committed.
 pub fn committed_writes_are_visible_to_readers<S: Store>(s: &S) {
     let inst = instance(
         "default",
@@ -311,6 +317,7 @@ pub fn log_settled<S: Reader>(s: &S, after: i64, limit: usize, want: usize) -> V
     }
 }
 
+/// Log positions follow commit order.
 pub fn log_positions_follow_commit_order<S: Store>(s: &S) {
     let mut positions = Vec::new();
     for v in 1..=20u64 {
@@ -333,6 +340,7 @@ pub fn log_positions_follow_commit_order<S: Store>(s: &S) {
     );
 }
 
+/// Log retention trims the oldest entries and moves the horizon.
 pub fn log_retention_trims_the_oldest_and_moves_the_horizon<S: Store>(s: &S) {
     assert_eq!(s.log_horizon().unwrap(), 0);
     let mut positions = Vec::new();
@@ -390,6 +398,7 @@ pub fn log_retention_trims_the_oldest_and_moves_the_horizon<S: Store>(s: &S) {
     assert_eq!(log_settled(s, positions[19], 10, 1).len(), 1);
 }
 
+/// Vacuum gives space back and keeps every row.
 pub fn vacuum_gives_space_back_and_keeps_every_row<S: Store>(s: &S) {
     // 300 instances with 8 KiB contexts, then all but ten deleted.
     for chunk in 0..10 {
@@ -455,6 +464,7 @@ pub fn vacuum_gives_space_back_and_keeps_every_row<S: Store>(s: &S) {
     }
 }
 
+/// Pagination visits each instance once.
 pub fn pagination_visits_each_instance_once<S: Store>(s: &S) {
     for i in 0..25 {
         let inst = instance(
@@ -489,6 +499,7 @@ pub fn pagination_visits_each_instance_once<S: Store>(s: &S) {
     );
 }
 
+/// Instances are filtered by machine, status, state and label.
 pub fn filters_by_machine_status_state_and_label<S: Store>(s: &S) {
     let rows = [
         instance(
@@ -588,6 +599,7 @@ pub fn filters_by_machine_status_state_and_label<S: Store>(s: &S) {
     assert!(ids(filter("elsewhere")).is_empty());
 }
 
+/// Every version of a machine is kept.
 pub fn machines_keep_every_version<S: Store>(s: &S) {
     for v in 1..=3u32 {
         let m = MachineRecord {
@@ -623,6 +635,7 @@ pub fn machines_keep_every_version<S: Store>(s: &S) {
     assert_eq!(all[0].version, 3);
 }
 
+/// Deleted machine versions stay taken, and unreadable ones are found.
 pub fn deleted_machine_versions_stay_taken_and_unreadable_ones_are_found<S: Store>(s: &S) {
     let record = |name: &str, v: u32, definition: serde_json::Value| MachineRecord {
         namespace: "default".into(),
@@ -708,6 +721,7 @@ pub fn deleted_machine_versions_stay_taken_and_unreadable_ones_are_found<S: Stor
     assert!(s.unreadable_machines().unwrap().is_empty());
 }
 
+/// Idempotency keys are unique per instance.
 pub fn idempotency_keys_are_unique_per_instance<S: Store>(s: &S) {
     let rec = |id: &str, key: &str| IdempotencyRecord {
         namespace: "default".into(),
@@ -780,6 +794,7 @@ fn timer(id: &str, event: &str, due: i64) -> TimerRecord {
     }
 }
 
+/// Timers are reset, fire once, and come due in order.
 pub fn timers_reset_fire_once_and_come_due_in_order<S: Store>(s: &S) {
     s.unit(|tx| {
         tx.set_timer(&timer("a", "timer.s.10s", 10))?;
@@ -848,6 +863,7 @@ fn approval(id: &str, instance: &str) -> ApprovalRecord {
     }
 }
 
+/// Approvals are stored and decided once.
 pub fn approvals_are_stored_and_decided<S: Store>(s: &S) {
     s.unit(|tx| {
         tx.insert_approval(&approval("ap1", "i"))?;
@@ -896,6 +912,7 @@ pub fn approvals_are_stored_and_decided<S: Store>(s: &S) {
     ));
 }
 
+/// Checkpoints are unique by name per instance.
 pub fn checkpoints_are_unique_by_name<S: Store>(s: &S) {
     let k = CheckpointRecord {
         namespace: "default".into(),
@@ -927,6 +944,7 @@ pub fn checkpoints_are_unique_by_name<S: Store>(s: &S) {
     );
 }
 
+/// The inbox keeps its order and empties once.
 pub fn the_inbox_keeps_order_and_empties_once<S: Store>(s: &S) {
     for (n, key) in [("e1", Some("k1")), ("e2", None), ("e3", None)] {
         let rec = InboxRecord {
@@ -1321,6 +1339,7 @@ pub fn claims_skip_deleted_instances<S: Store>(s: &S) {
     assert!(!s.task_work(&["q".to_string()], None, at(10)).unwrap());
 }
 
+/// Compaction folds history into a base record and keeps the newest.
 pub fn history_can_be_compacted<S: Store>(s: &S) {
     for v in 1..=5 {
         s.unit(move |tx| tx.append_history(&history("default", "h", v)))
@@ -1348,6 +1367,7 @@ pub fn history_can_be_compacted<S: Store>(s: &S) {
     );
 }
 
+/// Finished instances are found by age, and counted.
 pub fn retention_and_counts<S: Store>(s: &S) {
     let mut old = instance("default", "old", "m", Status::Completed, &["done"], &[]);
     old.updated_at = at(10);
@@ -1536,6 +1556,7 @@ pub fn figures_count_what_is_stored<S: Store>(s: &S) {
     );
 }
 
+/// Children are linked to their parent and listed by it.
 pub fn children_are_linked_and_listed_by_parent<S: Store>(s: &S) {
     let parent = instance("default", "p", "m", Status::Running, &["a"], &[]);
     let mut kids = Vec::new();
@@ -1593,6 +1614,7 @@ pub fn children_are_linked_and_listed_by_parent<S: Store>(s: &S) {
     assert!(s.unit(|tx| tx.children("default", "p")).unwrap().is_empty());
 }
 
+/// Outbox entries keep their order until delivered.
 pub fn the_outbox_keeps_order_until_delivered<S: Store>(s: &S) {
     assert!(!s.outbox_waiting().unwrap());
     let seqs = s
@@ -1640,6 +1662,7 @@ pub fn the_outbox_keeps_order_until_delivered<S: Store>(s: &S) {
     assert!(!s.outbox_waiting().unwrap());
 }
 
+/// Triggers are unique by name per namespace.
 pub fn triggers_are_unique_by_name<S: Store>(s: &S) {
     let t = |ns: &str, name: &str| cairn_store::TriggerRecord {
         namespace: ns.into(),
@@ -1675,6 +1698,7 @@ pub fn triggers_are_unique_by_name<S: Store>(s: &S) {
     assert_eq!(s.triggers("other").unwrap().len(), 1);
 }
 
+/// Schedules come due in order of their next tick.
 pub fn schedules_come_due_in_order<S: Store>(s: &S) {
     let sched = |name: &str, next: i64| cairn_store::ScheduleRecord {
         namespace: "default".into(),
@@ -1727,6 +1751,7 @@ pub fn schedules_come_due_in_order<S: Store>(s: &S) {
     assert_eq!(s.schedules("default").unwrap().len(), 2);
 }
 
+/// Tokens keep their subject, and are revoked once.
 pub fn tokens_keep_their_subject_and_are_revoked_once<S: Store>(s: &S) {
     let token = |id: &str, subject: &str, hash: &str| cairn_store::TokenRecord {
         id: id.into(),

@@ -13,7 +13,9 @@ use crate::{Actor, Error};
 /// The outcome of an approval decision.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Decided {
+    /// The approval after the decision.
     pub approval: ApprovalRecord,
+    /// The instance after the decision (moved on when the approval was decided).
     pub instance: InstanceRecord,
     /// The `approve` / `reject` transition, when the decision was final and delivered now
     /// (none while a quorum is still short, or when the instance is paused and the event
@@ -28,6 +30,7 @@ pub struct DecideRequest {
     pub approval: Option<String>,
     /// Approve (`true`) or reject.
     pub approve: bool,
+    /// Who decides; matched against the approval's `approvers`.
     pub actor: Actor,
     /// Why; required for a rejection.
     pub reason: String,
@@ -36,6 +39,7 @@ pub struct DecideRequest {
 }
 
 impl DecideRequest {
+    /// An approval by `actor`.
     pub fn approve(actor: &str, reason: &str) -> DecideRequest {
         DecideRequest {
             approve: true,
@@ -45,6 +49,7 @@ impl DecideRequest {
         }
     }
 
+    /// A rejection by `actor`, saying why.
     pub fn reject(actor: &str, reason: &str) -> DecideRequest {
         DecideRequest {
             approve: false,

@@ -93,6 +93,7 @@ impl<S: Store> Engine<S> {
         })
     }
 
+    /// The instance's checkpoints, oldest first.
     pub fn checkpoints(&self, ns: &str, id: &str) -> Result<Vec<CheckpointRecord>, Error> {
         self.get(ns, id)?;
         Ok(self.store().checkpoints(ns, id)?)

@@ -27,6 +27,7 @@ pub struct Route {
     pub method: &'static str,
     /// The path as axum matches it (`/v1/instances/{id}`).
     pub path: &'static str,
+    /// Who may call it, and on which namespaces.
     pub access: Access,
 }
 
