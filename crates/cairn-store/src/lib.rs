@@ -7,6 +7,7 @@
 //! every backend, by `cairn-store-tests`. This crate knows no database driver; backends
 //! are `cairn-store-sqlite` and `cairn-store-postgres`. It knows no statechart
 //! logic either: that is `cairn-core`, driven by `cairn-engine`.
+#![warn(missing_docs)]
 
 mod error;
 mod record;
@@ -50,6 +51,7 @@ pub trait Tx {
         name: &str,
         version: Option<u32>,
     ) -> Result<Option<MachineRecord>, Error>;
+    /// Records a machine version.
     fn insert_machine(&mut self, record: &MachineRecord) -> Result<(), Error>;
     /// The highest version `name` ever had, deleted ones included: a version number is
     /// never given twice.
@@ -66,6 +68,7 @@ pub trait Tx {
     /// How many instances, in any status, run on this version.
     fn machine_in_use(&mut self, namespace: &str, name: &str, version: u32) -> Result<u64, Error>;
 
+    /// One instance, read inside the unit (without a lock; see `claim_instance`).
     fn instance(&mut self, namespace: &str, id: &str) -> Result<Option<InstanceRecord>, Error>;
     /// The instance for work that any node may do (firing its due timers): like
     /// [`Tx::instance`], but where several nodes write, one that another unit holds right
@@ -76,6 +79,7 @@ pub trait Tx {
             None => Claim::Missing,
         })
     }
+    /// Records a new instance.
     fn insert_instance(&mut self, record: &InstanceRecord) -> Result<(), Error>;
     /// Replaces the instance row.
     ///
@@ -96,16 +100,19 @@ pub trait Tx {
     /// refused with [`Error::Conflict`], so no transition is ever recorded twice.
     fn append_history(&mut self, record: &HistoryRecord) -> Result<(), Error>;
 
+    /// The first use of an idempotency key on an instance, if any.
     fn idempotency(
         &mut self,
         namespace: &str,
         instance_id: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, Error>;
+    /// Records an idempotency key's first use.
     fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> Result<(), Error>;
 
     /// Sets (or resets) the timer of `(namespace, instance_id, event)`.
     fn set_timer(&mut self, timer: &TimerRecord) -> Result<(), Error>;
+    /// One timer of an instance by its event, if set.
     fn timer(
         &mut self,
         namespace: &str,
@@ -132,7 +139,9 @@ pub trait Tx {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<TimerRecord>, Error>;
 
+    /// Records a pending approval.
     fn insert_approval(&mut self, approval: &ApprovalRecord) -> Result<(), Error>;
+    /// One approval by id.
     fn approval(&mut self, id: &str) -> Result<Option<ApprovalRecord>, Error>;
     /// Replaces an approval (its status and decisions).
     fn update_approval(&mut self, approval: &ApprovalRecord) -> Result<(), Error>;
@@ -143,7 +152,9 @@ pub trait Tx {
         instance_id: &str,
     ) -> Result<Vec<ApprovalRecord>, Error>;
 
+    /// Records a checkpoint.
     fn insert_checkpoint(&mut self, checkpoint: &CheckpointRecord) -> Result<(), Error>;
+    /// One checkpoint of an instance by name.
     fn checkpoint(
         &mut self,
         namespace: &str,
@@ -194,7 +205,9 @@ pub trait Tx {
     /// Replaces one history record (compaction turns the oldest kept record into a base).
     fn replace_history(&mut self, record: &HistoryRecord) -> Result<(), Error>;
 
+    /// Records a pending task.
     fn insert_task(&mut self, task: &TaskRecord) -> Result<(), Error>;
+    /// One task by id.
     fn task(&mut self, id: &str) -> Result<Option<TaskRecord>, Error>;
     /// Replaces a task's mutable fields (status, attempt, lease, availability, result).
     fn update_task(&mut self, task: &TaskRecord) -> Result<(), Error>;
@@ -290,6 +303,7 @@ pub trait Tx {
     /// Done in the unit that starts the tick's instance, so a tick runs once.
     fn update_schedule(&mut self, schedule: &ScheduleRecord) -> Result<(), Error>;
 
+    /// Records a token.
     fn insert_token(&mut self, token: &TokenRecord) -> Result<(), Error>;
     /// Marks a token revoked; whether it existed.
     fn revoke_token(&mut self, id: &str, at: chrono::DateTime<chrono::Utc>) -> Result<bool, Error>;
@@ -330,6 +344,7 @@ pub trait Tx {
 /// # Contract
 /// Readers see only committed units, never part of one.
 pub trait Reader: Send + Sync {
+    /// One version of a machine (the latest when `version` is `None`).
     fn machine(
         &self,
         namespace: &str,
@@ -342,6 +357,7 @@ pub trait Reader: Send + Sync {
     /// Every stored machine version whose definition cannot be read back, in any
     /// namespace: what `cairn repair` looks for.
     fn unreadable_machines(&self) -> Result<Vec<MachineRecord>, Error>;
+    /// One instance, as committed.
     fn instance(&self, namespace: &str, id: &str) -> Result<Option<InstanceRecord>, Error>;
     /// Instances matching the filter in creation order, after the filter's cursor.
     ///
@@ -391,6 +407,7 @@ pub trait Reader: Send + Sync {
     ) -> Result<Vec<ApprovalRecord>, Error>;
     /// One approval by id.
     fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error>;
+    /// An instance's checkpoints, oldest first.
     fn checkpoints(
         &self,
         namespace: &str,
@@ -415,6 +432,7 @@ pub trait Reader: Send + Sync {
     ) -> Result<Vec<TaskRecord>, Error>;
     /// The token whose secret hashes to `hash`, revoked or not.
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, Error>;
+    /// Every token.
     fn tokens(&self) -> Result<Vec<TokenRecord>, Error>;
     /// One task by id.
     fn task(&self, id: &str) -> Result<Option<TaskRecord>, Error>;
@@ -471,7 +489,9 @@ pub struct Space {
 /// What [`Store::vacuum`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Vacuumed {
+    /// The space before.
     pub before: Space,
+    /// The space after.
     pub after: Space,
     /// The bounded steps it took.
     pub steps: u64,

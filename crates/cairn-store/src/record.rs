@@ -11,35 +11,50 @@ use serde_json::Value;
 /// One immutable version of a machine definition.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MachineRecord {
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The machine's name, unique per namespace.
     pub name: String,
+    /// 1, 2, 3... per machine; a version is immutable and its number never reused.
     pub version: u32,
     /// SHA-256 of the canonical definition JSON: same content, same digest.
     pub digest: String,
     /// The canonical definition JSON.
     pub definition: Value,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
 }
 
 /// An instance: the materialised result of its history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceRecord {
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// Unique per namespace.
     pub id: String,
+    /// The machine it runs.
     pub machine: String,
+    /// The version it is pinned to.
     pub machine_version: u32,
+    /// Running, paused or how it finished.
     pub status: Status,
     /// Sorted active leaf paths.
     pub configuration: Vec<String>,
+    /// Its context (JSON) after the last change.
     pub context: Value,
     /// 1 after start, +1 per applied event.
     pub version: u64,
     /// The `seq` of the instance's last history record.
     pub history_seq: u64,
+    /// Labels to filter by.
     pub labels: BTreeMap<String, String>,
+    /// The instance that spawned it, if one did.
     pub parent: Option<String>,
+    /// Why it failed, when it did.
     pub last_error: Option<String>,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
+    /// When it last changed.
     pub updated_at: DateTime<Utc>,
     /// When each active leaf was entered (for the time spent in states: see [`dwell`]).
     pub entered: BTreeMap<String, DateTime<Utc>>,
@@ -74,12 +89,16 @@ pub fn dwell(
 /// outbox, the time spent in states. As a change, `value` is added.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Figure {
+    /// The namespace it belongs to.
     pub namespace: String,
     /// `instances` (name: machine, detail: status), `transitions`, `tasks` (queue,
     /// status), `timers`, `outbox`, `dwell_ms` and `dwell_visits` (machine, state).
     pub kind: String,
+    /// What it counts within its kind (a machine, a queue; `""` when none).
     pub name: String,
+    /// A further split (a status, a state; `""` when none).
     pub detail: String,
+    /// The count (or total, for `dwell_ms`).
     pub value: i64,
 }
 
@@ -109,6 +128,7 @@ pub enum HistoryKind {
 }
 
 impl HistoryKind {
+    /// Its name as stored.
     pub fn as_str(self) -> &'static str {
         match self {
             HistoryKind::Start => "start",
@@ -122,6 +142,7 @@ impl HistoryKind {
         }
     }
 
+    /// The value a stored name stands for.
     pub fn parse(s: &str) -> Option<HistoryKind> {
         Some(match s {
             "start" => HistoryKind::Start,
@@ -150,10 +171,13 @@ impl HistoryKind {
 /// One durable change of an instance: its start, an applied event, or a lifecycle change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryRecord {
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance it belongs to.
     pub instance_id: String,
     /// 1, 2, 3... per instance, in the order the records were committed.
     pub seq: u64,
+    /// What kind of change it records.
     pub kind: HistoryKind,
     /// The instance's version after this record.
     pub version: u64,
@@ -161,17 +185,23 @@ pub struct HistoryRecord {
     pub event: String,
     /// The event payload; for the start, the input.
     pub payload: Value,
+    /// Who did it.
     pub actor: String,
+    /// Why, as the actor said.
     pub reason: String,
     /// The API token the change was made with (its id), when the server checks tokens.
     pub token_id: Option<String>,
     /// Whom the caller said it acted for; recorded beside `actor`, never instead of it.
     pub on_behalf_of: Option<String>,
+    /// The active states before.
     pub from_configuration: Vec<String>,
+    /// The active states after.
     pub to_configuration: Vec<String>,
     /// The context after the event.
     pub context: Value,
+    /// The instance's status after.
     pub status: Status,
+    /// The key the event was sent with, if any.
     pub idempotency_key: Option<String>,
     /// The microsteps taken, for replay and audit.
     pub microsteps: Value,
@@ -179,37 +209,50 @@ pub struct HistoryRecord {
     pub effects: Value,
     /// How long the instance spent in the states it left, in milliseconds.
     pub time_in_states_ms: Option<i64>,
+    /// When it was recorded (the `now` the step saw).
     pub created_at: DateTime<Utc>,
 }
 
 /// The first result of an idempotency key, scoped to one instance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance it belongs to.
     pub instance_id: String,
+    /// The key, as the client sent it.
     pub key: String,
     /// Identifies the event and payload the key was first used with.
     pub fingerprint: String,
+    /// The version the key's first use produced.
     pub version: u64,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
 }
 
 /// An entry for the commit-ordered log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewLogEntry {
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance it belongs to.
     pub instance_id: String,
     /// `transition`, `started`, `status`, `machine`...
     pub kind: String,
+    /// The instance's version the entry is about.
     pub version: u64,
+    /// What changed, as the event stream sends it.
     pub data: Value,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
 }
 
 /// A committed log entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
+    /// Its position: entries are read in commit order.
     pub position: i64,
+    /// The entry.
     #[serde(flatten)]
     pub entry: NewLogEntry,
 }
@@ -217,8 +260,11 @@ pub struct LogEntry {
 /// Which instances to list.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct InstanceFilter {
+    /// Instances of this namespace.
     pub namespace: String,
+    /// Of this machine only.
     pub machine: Option<String>,
+    /// In this status only.
     pub status: Option<Status>,
     /// A state path; matches instances in it or any of its descendants.
     pub state: Option<String>,
@@ -228,13 +274,16 @@ pub struct InstanceFilter {
     pub parent: Option<String>,
     /// The cursor from a previous page.
     pub after: Option<String>,
+    /// At most this many on a page.
     pub limit: usize,
 }
 
 /// One page of results and the cursor of the next, if any.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Page<T> {
+    /// This page's items.
     pub items: Vec<T>,
+    /// The cursor of the next page, when there is one.
     pub next: Option<String>,
 }
 
@@ -242,12 +291,17 @@ pub struct Page<T> {
 /// the state that set it is left first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TimerRecord {
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance it belongs to.
     pub instance_id: String,
     /// The event the timer delivers (`timer.<state>.<delay>`); one timer per event.
     pub event: String,
+    /// The state that set it (leaving the state deletes it).
     pub state: String,
+    /// When it fires.
     pub due_at: DateTime<Utc>,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
 }
 
@@ -255,14 +309,18 @@ pub struct TimerRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalStatus {
+    /// Waiting for decisions.
     Pending,
+    /// Approved (by a quorum).
     Approved,
+    /// Rejected.
     Rejected,
     /// Its state was left, or the instance ended, before a decision.
     Cancelled,
 }
 
 impl ApprovalStatus {
+    /// Its name as stored.
     pub fn as_str(self) -> &'static str {
         match self {
             ApprovalStatus::Pending => "pending",
@@ -272,6 +330,7 @@ impl ApprovalStatus {
         }
     }
 
+    /// The value a stored name stands for.
     pub fn parse(s: &str) -> Option<ApprovalStatus> {
         Some(match s {
             "pending" => ApprovalStatus::Pending,
@@ -286,6 +345,7 @@ impl ApprovalStatus {
 /// One approver's decision.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
+    /// Who decided.
     pub actor: String,
     /// As [`HistoryRecord::token_id`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,62 +353,92 @@ pub struct Decision {
     /// As [`HistoryRecord::on_behalf_of`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
+    /// Approved (`true`) or rejected.
     pub approve: bool,
+    /// Why, as the approver said.
     pub reason: String,
+    /// When.
     pub at: DateTime<Utc>,
 }
 
 /// A human approval requested by a state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalRecord {
+    /// Unique across namespaces.
     pub id: String,
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance it belongs to.
     pub instance_id: String,
     /// The requesting state's path.
     pub state: String,
+    /// What the approver is asked.
     pub prompt: Option<String>,
     /// Who may decide; anyone when empty.
     pub approvers: Vec<String>,
     /// How many approvals it takes.
     pub quorum: u32,
+    /// Pending, approved or rejected.
     pub status: ApprovalStatus,
+    /// The decisions so far, in order (a quorum needs several).
     pub decisions: Vec<Decision>,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
+    /// When it was decided.
     pub decided_at: Option<DateTime<Utc>>,
+    /// Who made the deciding decision.
     pub decided_by: Option<String>,
+    /// The deciding decision's reason.
     pub reason: Option<String>,
 }
 
 /// A named snapshot of an instance at a point of its history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointRecord {
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance it belongs to.
     pub instance_id: String,
+    /// Unique per instance.
     pub name: String,
     /// The history record it was taken after.
     pub seq: u64,
+    /// The instance's version it names.
     pub version: u64,
+    /// The active states at that version.
     pub configuration: Vec<String>,
+    /// The context at that version.
     pub context: Value,
+    /// The instance's status at that version.
     pub status: Status,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
 }
 
 /// An event sent to a paused instance, kept in order until it resumes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InboxRecord {
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance it belongs to.
     pub instance_id: String,
+    /// Its place in the inbox: events are applied in this order on resume.
     pub seq: u64,
+    /// The event's name.
     pub event: String,
+    /// The event's payload.
     pub payload: Value,
+    /// Who did it.
     pub actor: String,
+    /// Why, as the actor said.
     pub reason: String,
     /// As [`HistoryRecord::token_id`].
     pub token_id: Option<String>,
     /// As [`HistoryRecord::on_behalf_of`].
     pub on_behalf_of: Option<String>,
+    /// The key it was sent with, if any.
     pub idempotency_key: Option<String>,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
 }
 
@@ -360,6 +450,7 @@ pub enum TaskStatus {
     Pending,
     /// Claimed by a worker until its lease expires.
     Leased,
+    /// Completed by a worker (or an executor).
     Completed,
     /// Failed for good: attempts ran out, or the failure was not retryable.
     Failed,
@@ -368,6 +459,7 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// Its name as stored.
     pub fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Pending => "pending",
@@ -378,6 +470,7 @@ impl TaskStatus {
         }
     }
 
+    /// The value a stored name stands for.
     pub fn parse(s: &str) -> Option<TaskStatus> {
         Some(match s {
             "pending" => TaskStatus::Pending,
@@ -389,6 +482,7 @@ impl TaskStatus {
         })
     }
 
+    /// Whether it may still be claimed or completed (pending or leased).
     pub fn is_open(self) -> bool {
         matches!(self, TaskStatus::Pending | TaskStatus::Leased)
     }
@@ -397,74 +491,108 @@ impl TaskStatus {
 /// Work for a worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
+    /// Unique across namespaces.
     pub id: String,
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance it belongs to.
     pub instance_id: String,
     /// The state that declared it.
     pub state: String,
+    /// The queue workers claim it from.
     pub queue: String,
+    /// What to do (the state's `action`).
     pub action: String,
+    /// Its input, evaluated when the state was entered.
     pub input: Value,
+    /// Where it stands.
     pub status: TaskStatus,
     /// The current (or last) attempt, from 1; 0 before the first claim.
     pub attempt: u32,
     /// The retry policy, as `cairn_core::machine::RetryPolicy` JSON.
     pub retry: Value,
+    /// How long an attempt may take, when limited.
     pub timeout_ms: Option<u64>,
+    /// How often a worker must renew its lease, when required.
     pub heartbeat_ms: Option<u64>,
+    /// Not claimed before this (a retry's backoff).
     pub available_at: DateTime<Utc>,
+    /// The worker holding the lease.
     pub lease_owner: Option<String>,
+    /// When the lease ends unless renewed.
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The output of the attempt that completed it.
     pub output: Option<Value>,
+    /// The error of the last failed attempt.
     pub error: Option<String>,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
+    /// When it last changed.
     pub updated_at: DateTime<Utc>,
 }
 
 /// One attempt at a task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
+    /// The task.
     pub task_id: String,
+    /// 1, 2, 3... per task.
     pub attempt: u32,
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance it belongs to.
     pub instance_id: String,
+    /// The worker that ran it.
     pub worker: String,
+    /// When it was claimed.
     pub started_at: DateTime<Utc>,
+    /// When it ended, if it has.
     pub ended_at: Option<DateTime<Utc>>,
     /// `completed`, `failed`, `expired` or `cancelled`; `None` while running.
     pub outcome: Option<String>,
+    /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Tokens it used, as the worker reported them.
     pub tokens: Option<i64>,
+    /// What it cost, as the worker reported it.
     pub cost: Option<f64>,
 }
 
 /// An API token (its secret is never stored, only its SHA-256).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TokenRecord {
+    /// Its id, shown in lists and used to revoke it.
     pub id: String,
     /// The name it was created with (`""` when none).
     pub name: String,
     /// Who it stands for: the recorded actor of every change made with it (its name, or
     /// `token:<id>` when it has none).
     pub subject: String,
+    /// The SHA-256 of its secret.
     pub hash: String,
     /// `viewer`, `worker`, `operator` or `admin`.
     pub role: String,
     /// The namespaces it may use; `["*"]` for all.
     pub namespaces: Vec<String>,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// A child instance and the parent that spawned it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChildRecord {
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance that spawned it.
     pub parent_id: String,
+    /// The spawned instance.
     pub child_id: String,
     /// The parent's state that spawned it (leaving it cancels the child); `None` when an
     /// action did.
     pub state: Option<String>,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
 }
 
@@ -480,36 +608,52 @@ pub struct OutboxRecord {
     pub kind: String,
     /// How many triggers led to this entry, to bound loops.
     pub hops: u32,
+    /// The receiver's namespace.
     pub namespace: String,
     /// The receiver.
     pub instance_id: String,
+    /// The event to deliver (for a `start` entry, the machine).
     pub event: String,
+    /// The event's payload (for a `start` entry, the input).
     pub payload: Value,
+    /// Who did it.
     pub actor: String,
+    /// Why, as the actor said.
     pub reason: String,
     /// What wrote it (e.g. `child:ID`), for the log.
     pub source: String,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
 }
 
 /// A trigger's stored definition.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TriggerRecord {
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// Unique per namespace.
     pub name: String,
     /// The source machine.
     pub machine: String,
+    /// The trigger as it was added (`cairn_api::Trigger`).
     pub definition: Value,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
 }
 
 /// A cron schedule and its next tick.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleRecord {
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// Unique per namespace.
     pub name: String,
+    /// The schedule as it was added (`cairn_api::Schedule`).
     pub definition: Value,
+    /// Its next tick.
     pub next_at: DateTime<Utc>,
+    /// Its last tick, if it has had one.
     pub last_at: Option<DateTime<Utc>>,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
 }
