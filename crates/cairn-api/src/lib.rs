@@ -2,6 +2,7 @@
 //! the clients. They are converted explicitly from internal records (in
 //! `cairn-engine`'s `wire` module), so a storage change never silently changes the API.
 //! Must not know about storage.
+#![warn(missing_docs)]
 
 mod problem;
 pub mod report;
@@ -17,21 +18,31 @@ use serde_json::Value;
 /// An instance as clients see it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Instance {
+    /// Unique per namespace.
     pub id: String,
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The machine it runs.
     pub machine: String,
+    /// The version it is pinned to.
     pub machine_version: u32,
     /// `running`, `paused`, `completed`, `failed` or `cancelled`.
     pub status: String,
     /// Sorted active leaf states, by dotted path.
     pub configuration: Vec<String>,
+    /// Its context after the last change.
     pub context: Value,
     /// 1 after start, +1 per applied event.
     pub version: u64,
+    /// Labels to filter by.
     pub labels: BTreeMap<String, String>,
+    /// The instance that spawned it, if one did.
     pub parent: Option<String>,
+    /// Why it failed, when it did.
     pub last_error: Option<String>,
+    /// When it started.
     pub created_at: DateTime<Utc>,
+    /// When it last changed.
     pub updated_at: DateTime<Utc>,
 }
 
@@ -48,6 +59,7 @@ pub struct Transition {
     pub version: u64,
     /// The event name; `null` for the start.
     pub event: Option<String>,
+    /// The event's payload.
     pub payload: Value,
     /// Who made the change: with auth on, the subject of the token used.
     pub actor: String,
@@ -57,32 +69,49 @@ pub struct Transition {
     /// Whom the caller said it acted for, recorded beside `actor`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
+    /// Why, as the actor said.
     pub reason: String,
+    /// The active states before.
     pub from: Vec<String>,
+    /// The active states after.
     pub to: Vec<String>,
+    /// The context after.
     pub context: Value,
+    /// The instance's status after.
     pub status: String,
+    /// The key the event was sent with, if any.
     pub idempotency_key: Option<String>,
+    /// The effects decided (timers, tasks, approvals, children, sends).
     pub effects: Value,
+    /// How long the instance spent in the states it left, in milliseconds.
     pub time_in_states_ms: Option<i64>,
+    /// When it was recorded.
     pub at: DateTime<Utc>,
 }
 
 /// A machine version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Machine {
+    /// Unique per namespace.
     pub name: String,
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// 1, 2, 3... per machine; versions are immutable.
     pub version: u32,
+    /// SHA-256 of the canonical definition: same content, same digest.
     pub digest: String,
+    /// When this version was applied.
     pub created_at: DateTime<Utc>,
+    /// The definition's `description`, if it has one.
     pub description: Option<String>,
 }
 
 /// The answer to applying a definition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Applied {
+    /// The machine's name.
     pub machine: String,
+    /// The version applied (or found, when the definition was unchanged).
     pub version: u32,
     /// False when the content equalled the latest version: nothing was written.
     pub created: bool,
@@ -92,6 +121,7 @@ pub struct Applied {
 /// level), with the transition recorded for this event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Sent {
+    /// The instance after the event.
     #[serde(flatten)]
     pub instance: Instance,
     /// The transition recorded; `null` when the event was queued.
@@ -105,6 +135,7 @@ pub struct Sent {
 /// A page of instances.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InstancePage {
+    /// This page's instances.
     pub instances: Vec<Instance>,
     /// The cursor of the next page, if there is one.
     pub next: Option<String>,
@@ -113,16 +144,22 @@ pub struct InstancePage {
 /// The result of verifying one instance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Verified {
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance.
     pub id: String,
+    /// How many versions were replayed.
     pub versions: u64,
+    /// Replay reproduced every version and the stored instance.
     pub ok: bool,
+    /// What differed, when something did.
     pub problem: Option<String>,
 }
 
 /// One approver's decision.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decision {
+    /// Who decided.
     pub actor: String,
     /// As [`Transition::token`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,35 +167,51 @@ pub struct Decision {
     /// As [`Transition::on_behalf_of`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
+    /// Approved (`true`) or rejected.
     pub approve: bool,
+    /// Why, as the actor said.
     pub reason: String,
+    /// When.
     pub at: DateTime<Utc>,
 }
 
 /// A human approval requested by a state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Approval {
+    /// Unique across namespaces.
     pub id: String,
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance.
     pub instance: String,
     /// The requesting state's path.
     pub state: String,
+    /// What the approver is asked.
     pub prompt: Option<String>,
+    /// Who may decide (empty: anyone with the role).
     pub approvers: Vec<String>,
+    /// How many approvals it takes.
     pub quorum: u32,
     /// `pending`, `approved`, `rejected` or `cancelled`.
     pub status: String,
+    /// The decisions so far, in order.
     pub decisions: Vec<Decision>,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When it was decided.
     pub decided_at: Option<DateTime<Utc>>,
+    /// Who made the deciding decision.
     pub decided_by: Option<String>,
+    /// The deciding decision's reason.
     pub reason: Option<String>,
 }
 
 /// The answer to an approve / reject.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decided {
+    /// The approval after the decision.
     pub approval: Approval,
+    /// The instance after the decision.
     pub instance: Instance,
     /// The `approve` / `reject` transition; `null` while a quorum is short or when the
     /// instance is paused (the event is then queued).
@@ -168,31 +221,47 @@ pub struct Decided {
 /// A named checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Checkpoint {
+    /// Unique per instance.
     pub name: String,
+    /// The instance.
     pub instance: String,
+    /// The instance's version it names.
     pub version: u64,
+    /// The history record it was taken at.
     pub seq: u64,
+    /// The active states at that version.
     pub configuration: Vec<String>,
+    /// The context at that version.
     pub context: Value,
+    /// The instance's status at that version.
     pub status: String,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
 }
 
 /// A pending timer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Timer {
+    /// The event it delivers (`timer.<state>.<duration>`).
     pub event: String,
+    /// The state that set it.
     pub state: String,
+    /// When it fires.
     pub due_at: DateTime<Utc>,
 }
 
 /// Everything about one instance, as `export --format json` writes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Export {
+    /// The instance.
     pub instance: Instance,
+    /// Every history record, oldest first.
     pub history: Vec<Transition>,
+    /// Its checkpoints.
     pub checkpoints: Vec<Checkpoint>,
+    /// Its approvals.
     pub approvals: Vec<Approval>,
+    /// Its pending timers.
     pub timers: Vec<Timer>,
     /// The instance's tasks, each with its attempts.
     #[serde(default)]
@@ -205,69 +274,106 @@ pub struct Export {
 /// One attempt at a task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Attempt {
+    /// The attempt, 1, 2, 3... per task.
     pub attempt: u32,
+    /// The worker that ran it.
     pub worker: String,
+    /// When it was claimed.
     pub started_at: DateTime<Utc>,
+    /// When it ended, if it has.
     pub ended_at: Option<DateTime<Utc>>,
     /// `completed`, `failed`, `expired` or `cancelled`; `null` while running.
     pub outcome: Option<String>,
+    /// Why it failed, if it did.
     pub error: Option<String>,
+    /// How long it ran, in milliseconds, once ended.
     pub duration_ms: Option<i64>,
+    /// Tokens it used, as the worker reported them.
     pub tokens: Option<i64>,
+    /// What it cost, as the worker reported it.
     pub cost: Option<f64>,
 }
 
 /// A task and its attempts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskWithAttempts {
+    /// The task.
     #[serde(flatten)]
     pub task: Task,
+    /// Its attempts, oldest first.
     pub attempts: Vec<Attempt>,
 }
 
 /// Summed token and cost figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Usage {
+    /// How many attempts it took.
     pub attempts: u64,
+    /// Tokens used in all, as workers reported them.
     pub tokens: i64,
+    /// What it cost in all, as workers reported it.
     pub cost: f64,
 }
 
 /// A task for a worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Task {
+    /// Unique across namespaces.
     pub id: String,
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance it works for.
     pub instance: String,
+    /// The state that owns it.
     pub state: String,
+    /// The queue workers claim it from.
     pub queue: String,
+    /// What to do (the state's `action`).
     pub action: String,
+    /// Its input.
     pub input: Value,
     /// `pending`, `leased`, `completed`, `failed` or `cancelled`.
     pub status: String,
+    /// How many attempts it has had.
     pub attempt: u32,
+    /// Not claimed before this (a retry's backoff).
     pub available_at: DateTime<Utc>,
+    /// The worker holding the lease.
     pub lease_owner: Option<String>,
+    /// When the lease ends unless renewed.
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The output of the attempt that completed it.
     pub output: Option<Value>,
+    /// The error of the last failed attempt.
     pub error: Option<String>,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When it last changed.
     pub updated_at: DateTime<Utc>,
 }
 
 /// A task claimed by a worker: do the work, then complete or fail this attempt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Claimed {
+    /// The task.
     pub id: String,
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The instance it works for.
     pub instance: String,
+    /// The state that owns it.
     pub state: String,
+    /// Its queue.
     pub queue: String,
+    /// What to do.
     pub action: String,
+    /// Its input.
     pub input: Value,
     /// From 1; with `id`, the idempotency key of the worker's own side effects.
     pub attempt: u32,
+    /// How many attempts it may take.
     pub max_attempts: u32,
+    /// When this attempt's lease ends unless renewed.
     pub lease_expires_at: DateTime<Utc>,
 }
 
@@ -290,8 +396,11 @@ pub struct Problem {
     #[serde(rename = "type")]
     #[schemars(schema_with = "problem_types")]
     pub kind: String,
+    /// The HTTP status's reason phrase.
     pub title: String,
+    /// The HTTP status.
     pub status: u16,
+    /// What went wrong and where.
     pub detail: String,
     /// Extra members some problems carry (`accepts`, `current_version`, `problems`...).
     #[serde(flatten)]
@@ -314,6 +423,7 @@ fn problem_types(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
+    /// Unique per namespace.
     pub name: String,
     /// The source machine.
     pub machine: String,
@@ -327,8 +437,10 @@ pub struct Trigger {
     /// CEL condition; fires always when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// Start an instance (exactly one of `start` and `send`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<TriggerStart>,
+    /// Send an event (exactly one of `start` and `send`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send: Option<TriggerSend>,
     /// Set by the server.
@@ -340,6 +452,7 @@ pub struct Trigger {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerStart {
+    /// The machine to start.
     pub machine: String,
     /// CEL: the start input (an object); `{}` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -355,6 +468,7 @@ pub struct TriggerStart {
 pub struct TriggerSend {
     /// CEL: the receiving instance's id.
     pub to: String,
+    /// The event to send.
     pub event: String,
     /// CEL: the payload; `{}` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -365,6 +479,7 @@ pub struct TriggerSend {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
+    /// Unique per namespace.
     pub name: String,
     /// Five fields (minute hour day-of-month month day-of-week), or six with seconds
     /// first; `@hourly`, `@daily` and the like.
@@ -372,6 +487,7 @@ pub struct Schedule {
     /// An IANA time zone (`Europe/Paris`); `UTC` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// The machine it starts.
     pub machine: String,
     /// The start input of every instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -386,6 +502,7 @@ pub struct Schedule {
     /// Set by the server: the last tick that started an instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_at: Option<DateTime<Utc>>,
+    /// When it was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
 }
@@ -393,6 +510,7 @@ pub struct Schedule {
 /// An API token (never its secret).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Token {
+    /// Its id, shown in lists and used to revoke it.
     pub id: String,
     /// The name it was created with (`""` when none).
     pub name: String,
@@ -402,13 +520,16 @@ pub struct Token {
     pub role: String,
     /// The namespaces it may use; `["*"]` for all.
     pub namespaces: Vec<String>,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// A token just created: the token and its secret, shown only this once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreatedToken {
+    /// The token.
     #[serde(flatten)]
     pub token: Token,
     /// The bearer secret; only its hash is stored.
@@ -435,6 +556,7 @@ pub struct NewToken {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Start {
+    /// The machine to start (its latest version).
     pub machine: String,
     /// A version of the machine; the latest when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -445,6 +567,7 @@ pub struct Start {
     /// Merged over the machine's `context` defaults.
     #[serde(default)]
     pub input: Value,
+    /// Labels to filter instances by.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Who starts it (with auth on, the token's subject is recorded instead, and this
@@ -460,7 +583,9 @@ pub struct Start {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Send {
+    /// The event's name.
     pub event: String,
+    /// Its payload (an object).
     #[serde(default)]
     pub payload: Value,
     /// An idempotency key (1-200 characters): a repeat returns the first result.
@@ -472,6 +597,7 @@ pub struct Send {
     /// As [`Start::actor`].
     #[serde(default)]
     pub actor: String,
+    /// Why, as the actor said.
     #[serde(default)]
     pub reason: String,
     /// As [`Start::on_behalf_of`].
@@ -486,6 +612,7 @@ pub struct Who {
     /// As [`Start::actor`].
     #[serde(default)]
     pub actor: String,
+    /// Why, as the actor said.
     #[serde(default)]
     pub reason: String,
     /// As [`Start::on_behalf_of`].
@@ -538,15 +665,18 @@ pub struct Vacuum {
     /// Bytes the data took (SQLite: the database's pages; PostgreSQL: Cairn's tables
     /// with their indexes).
     pub bytes_before: u64,
+    /// Bytes the data takes after.
     pub bytes_after: u64,
     /// Of those, bytes free for reuse (SQLite; `null` on PostgreSQL, which does not say).
     pub free_bytes_before: Option<u64>,
+    /// Of those, bytes free for reuse after (SQLite).
     pub free_bytes_after: Option<u64>,
     /// Bounded steps taken (SQLite: units of 1,024 pages; PostgreSQL: tables).
     pub steps: u64,
     /// The longest step, in milliseconds: the most it held writers up (SQLite; on
     /// PostgreSQL writers carry on during each table's VACUUM).
     pub longest_step_ms: f64,
+    /// How long it took, in milliseconds.
     pub duration_ms: u64,
 }
 
@@ -564,8 +694,11 @@ pub struct Repair {
 /// A machine version whose stored definition cannot be read back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Unreadable {
+    /// The namespace it belongs to.
     pub namespace: String,
+    /// The machine.
     pub machine: String,
+    /// The version that cannot be read.
     pub version: u32,
     /// How many instances run on it.
     pub instances: u64,
@@ -575,6 +708,7 @@ pub struct Unreadable {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointRequest {
+    /// The checkpoint's name, unique per instance.
     pub name: String,
 }
 
@@ -582,6 +716,7 @@ pub struct CheckpointRequest {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
+    /// The instance; every instance of the namespace when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
 }
@@ -591,8 +726,11 @@ pub struct VerifyRequest {
 pub struct VerifyReport {
     /// No instance failed.
     pub ok: bool,
+    /// How many instances were verified.
     pub checked: usize,
+    /// How many failed.
     pub failed: usize,
+    /// Each instance's result.
     pub instances: Vec<Verified>,
 }
 
@@ -625,8 +763,11 @@ pub struct TickRequest {
 /// What a tick did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Ticked {
+    /// Timer events applied.
     pub timers_fired: usize,
+    /// Finished instances removed by retention.
     pub instances_removed: u64,
+    /// History records folded by compaction.
     pub history_folded: u64,
 }
 
@@ -634,6 +775,7 @@ pub struct Ticked {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepairRequest {
+    /// Only report what would be deleted.
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -647,6 +789,7 @@ pub struct Empty {}
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
+    /// The queues to claim from.
     pub queues: Vec<String>,
     /// Recorded on the attempt.
     pub worker: String,
@@ -670,7 +813,9 @@ fn one() -> usize {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
+    /// The attempt, 1, 2, 3... per task.
     pub attempt: u32,
+    /// The new lease; the server's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ms: Option<u64>,
 }
@@ -678,8 +823,11 @@ pub struct HeartbeatRequest {
 /// A renewed lease.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Heartbeat {
+    /// The task.
     pub task: String,
+    /// The attempt, 1, 2, 3... per task.
     pub attempt: u32,
+    /// When the renewed lease ends.
     pub lease_expires_at: Option<DateTime<Utc>>,
 }
 
@@ -687,11 +835,15 @@ pub struct Heartbeat {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
+    /// The attempt, 1, 2, 3... per task.
     pub attempt: u32,
+    /// The attempt's output, delivered to the state as `task.done`'s payload.
     #[serde(default)]
     pub output: Value,
+    /// Tokens it used, as the worker reported them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<i64>,
+    /// What it cost, as the worker reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
 }
@@ -700,13 +852,17 @@ pub struct CompleteRequest {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
+    /// The attempt, 1, 2, 3... per task.
     pub attempt: u32,
+    /// What went wrong.
     pub error: String,
     /// Another attempt may succeed (the task's retry policy then applies); default true.
     #[serde(default = "yes")]
     pub retryable: bool,
+    /// Tokens it used, as the worker reported them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<i64>,
+    /// What it cost, as the worker reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
 }
@@ -718,7 +874,9 @@ fn yes() -> bool {
 /// A failed attempt's task, and whether it will be tried again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Failed {
+    /// The task after the failure.
     pub task: Task,
+    /// Whether another attempt will follow.
     pub retrying: bool,
 }
 
