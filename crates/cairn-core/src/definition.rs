@@ -17,7 +17,9 @@ use crate::source::{Node, NodeValue, Pos};
 /// A value with the position it was written at; serialises as the bare value.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sp<T> {
+    /// The value.
     pub value: T,
+    /// Where it was written.
     pub pos: Pos,
 }
 
@@ -34,7 +36,9 @@ pub type Expr = Sp<String>;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ValueExpr {
+    /// A CEL expression, evaluated when the value is needed.
     Expr(Expr),
+    /// A literal value.
     Literal(Value),
 }
 
@@ -42,8 +46,11 @@ pub enum ValueExpr {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FinalStatus {
+    /// The instance completed.
     Completed,
+    /// The instance failed.
     Failed,
+    /// The instance was cancelled.
     Cancelled,
 }
 
@@ -51,27 +58,39 @@ pub enum FinalStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StateType {
+    /// A state without child states.
     Atomic,
+    /// A state with child states, one of them active.
     Compound,
+    /// A state whose child states (regions) are all active at once.
     Parallel,
+    /// A state that ends its parent (or, at the top, the instance).
     Final,
 }
 
 /// A whole machine definition.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MachineDef {
+    /// The machine's name.
     pub machine: String,
+    /// What it is for, for people.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The context an instance starts with, before its input is merged in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
+    /// A JSON Schema the start input must satisfy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_schema: Option<Value>,
+    /// The top-level state entered at start; the first state when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial: Option<Sp<String>>,
+    /// The top-level states, in document order.
     pub states: IndexMap<String, StateDef>,
+    /// Transitions of the machine as a whole, by event: they apply in every state.
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     pub on: IndexMap<String, Vec<TransitionDef>>,
+    /// Where the definition starts.
     #[serde(skip)]
     pub pos: Pos,
 }
@@ -82,37 +101,52 @@ pub struct StateDef {
     /// Where the state's name was written.
     #[serde(skip)]
     pub pos: Pos,
+    /// An id to target the state by (`#id`), unique in the machine.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Sp<String>>,
+    /// Its declared type (`type:`); inferred when absent.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<StateType>,
+    /// What it is for, for people.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The child entered when the state is entered; the first child when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial: Option<Sp<String>>,
+    /// Its child states, in document order.
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     pub states: IndexMap<String, StateDef>,
+    /// Its transitions, by event name.
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     pub on: IndexMap<String, Vec<TransitionDef>>,
+    /// Eventless transitions, taken as soon as their guard holds.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub always: Vec<TransitionDef>,
     /// Timers: a duration (as written) to the transitions taken when it elapses.
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     pub after: IndexMap<String, Vec<TransitionDef>>,
+    /// Transitions taken when the state is done (a compound state's final child reached, every region of a parallel state final, a map's children finished).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub on_done: Vec<TransitionDef>,
+    /// Actions run when the state is entered.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub entry: Vec<ActionDef>,
+    /// Actions run when the state is left.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exit: Vec<ActionDef>,
+    /// How a top-level final state ends the instance (`completed` by default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<FinalStatus>,
+    /// Work for a worker, enqueued on entry and cancelled on exit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskDef>,
+    /// A human approval, requested on entry and cancelled on exit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalDef>,
+    /// A child instance, started on entry and cancelled on exit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spawn: Option<SpawnDef>,
+    /// A child instance per item of a list.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub map: Option<MapDef>,
     /// Positions of the keys that make a final state illegal, for diagnostics.
@@ -123,14 +157,19 @@ pub struct StateDef {
 /// One transition. In a list, the first whose guard holds is taken.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct TransitionDef {
+    /// Where the transition is written.
     #[serde(skip)]
     pub pos: Pos,
+    /// The target state; none for a transition that stays (runs its actions only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<Sp<String>>,
+    /// CEL: the transition is taken only when this holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guard: Option<Expr>,
+    /// Context fields to set, each to a value (CEL when a string).
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     pub assign: IndexMap<String, ValueExpr>,
+    /// Actions run when the transition is taken.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<ActionDef>,
 }
@@ -149,25 +188,34 @@ pub enum ActionDef {
     Spawn(SpawnDef),
 }
 
+/// An event sent to another instance after the unit commits (`send:`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SendDef {
+    /// The event's name.
     pub event: String,
     /// CEL: the id of the receiving instance.
     pub to: Expr,
+    /// Its payload (CEL when a string).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<ValueExpr>,
 }
 
+/// An event raised inside the instance, handled after the current microstep (`emit:`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EmitDef {
+    /// The event's name.
     pub event: String,
+    /// Its payload (CEL when a string).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<ValueExpr>,
 }
 
+/// A child instance started by an action or a state (`spawn:`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SpawnDef {
+    /// The machine the child runs.
     pub machine: String,
+    /// The child's start input (CEL when a string).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<ValueExpr>,
     /// CEL: the child's id; generated when absent.
@@ -181,13 +229,18 @@ pub struct TaskDef {
     /// Empty for a task a built-in executor runs.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub queue: String,
+    /// What to do; passed to the worker.
     pub action: String,
+    /// The task's input (CEL when a string).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input: Option<ValueExpr>,
+    /// How long an attempt may take, e.g. `10m`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Sp<String>>,
+    /// How often a worker must renew its lease, e.g. `30s`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Sp<String>>,
+    /// How failed attempts are retried.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryDef>,
     /// Run by the built-in `exec` executor instead of a worker.
@@ -202,6 +255,7 @@ pub struct TaskDef {
 /// the server's allowlist when the machine is applied and again when it runs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ExecDef {
+    /// The command (a literal, on the server's allowlist).
     pub command: Sp<String>,
     /// A list of strings (CEL when written as a string).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -210,6 +264,7 @@ pub struct ExecDef {
     /// the server's secret when the command runs.
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     pub env: IndexMap<String, ValueExpr>,
+    /// The working directory (CEL when a string).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cwd: Option<ValueExpr>,
     /// Bytes kept of stdout and of stderr each; the server's limit caps it.
@@ -221,29 +276,41 @@ pub struct ExecDef {
 /// the body is replaced by the server's secret when the request is made.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HttpDef {
+    /// The HTTP method.
     pub method: String,
+    /// The URL (CEL when a string).
     pub url: ValueExpr,
     /// Header name to value (each CEL when a string).
     #[serde(skip_serializing_if = "IndexMap::is_empty")]
     pub headers: IndexMap<String, ValueExpr>,
+    /// The request body (CEL when a string; JSON unless a string).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<ValueExpr>,
 }
 
+/// How the delay between attempts grows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backoff {
+    /// Doubles each attempt, from `initial` up to `max`.
     Exponential,
+    /// Stays at `initial`.
     Fixed,
 }
 
+/// How a failed task attempt is retried.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RetryDef {
+    /// Attempts in all, the first included.
     pub max_attempts: u32,
+    /// How the delay grows.
     pub backoff: Backoff,
+    /// The first delay, e.g. `10s`.
     pub initial: Sp<String>,
+    /// The longest delay, e.g. `10m`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max: Option<Sp<String>>,
+    /// A random part of each delay, 0 to 1.
     pub jitter: f64,
 }
 
@@ -252,6 +319,7 @@ pub struct RetryDef {
 /// (`on_done`) when every child has finished.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MapDef {
+    /// The machine each child runs.
     pub machine: String,
     /// CEL: the list of items.
     pub items: Expr,
@@ -267,6 +335,7 @@ pub struct MapDef {
     /// At most this many children at once; no limit when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// What happens when a child fails.
     pub on_failure: MapFailure,
 }
 
@@ -283,10 +352,13 @@ pub enum MapFailure {
 /// A human approval requested when the state is entered.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ApprovalDef {
+    /// What the approver is asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
+    /// Who may decide (matched against the actor); anyone allowed to decide approvals when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<String>,
+    /// How many approvals it takes (one rejection decides).
     pub quorum: u32,
 }
 

@@ -8,11 +8,14 @@ use crate::machine::{Kind, Machine, StateId};
 /// Output syntaxes of [`render`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiagramFormat {
+    /// Mermaid `stateDiagram-v2`.
     Mermaid,
+    /// Graphviz DOT.
     Dot,
 }
 
 impl DiagramFormat {
+    /// The format a name stands for (`mermaid`, `dot`).
     pub fn parse(s: &str) -> Option<DiagramFormat> {
         match s {
             "mermaid" => Some(DiagramFormat::Mermaid),

@@ -85,12 +85,15 @@ impl DiagnosticKind {
 /// One problem in a definition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// What kind of finding it is.
     pub kind: DiagnosticKind,
     /// The file name, when the definition came from one.
     pub file: Option<String>,
+    /// Where it is.
     pub pos: Pos,
     /// The dotted path of the state concerned, if any (`""` never: the machine itself is `None`).
     pub state: Option<String>,
+    /// What is wrong and what to do.
     pub message: String,
 }
 
@@ -114,6 +117,7 @@ impl fmt::Display for Diagnostic {
 /// A definition that could not be loaded: all its problems, in source order.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct LoadError {
+    /// Every finding, in document order.
     pub diagnostics: Vec<Diagnostic>,
 }
 

@@ -51,24 +51,40 @@ pub enum CompileError {
     Parse(String),
     /// The expression names a variable that does not exist.
     #[error("unknown variable `{name}`; expressions may use {}", AVAILABLE.join(", "))]
-    UnknownVariable { name: String },
+    UnknownVariable {
+        /// The name.
+        name: String,
+    },
     /// The expression reads `records`, which holds nothing yet: refused when a machine
     /// is applied, so no guard silently reads zero.
     #[error(
         "`{name}` is not available yet: this Cairn stores no findings, artifacts or notes, so an expression cannot read their counts; expressions may use {}",
         AVAILABLE.join(", ")
     )]
-    NotAvailable { name: String },
+    NotAvailable {
+        /// The name.
+        name: String,
+    },
     /// The expression is longer than `limits.expression_length` bytes.
     #[error(
         "the expression is {len} bytes long; the limit is {max} (setting `limits.expression_length`)"
     )]
-    TooLong { len: usize, max: usize },
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The expression nests deeper than `limits.expression_depth`.
     #[error(
         "the expression nests {depth} levels deep (operators, selectors, calls and brackets within each other); the limit is {max} (setting `limits.expression_depth`)"
     )]
-    TooDeep { depth: usize, max: usize },
+    TooDeep {
+        /// Its nesting depth.
+        depth: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl CompileError {
@@ -272,6 +288,7 @@ pub struct EvalError(pub String);
 /// never parsed: see `crate::limits`).
 #[derive(Debug)]
 pub struct Compiled {
+    /// The expression as written.
     pub source: String,
     program: Result<Program, String>,
 }

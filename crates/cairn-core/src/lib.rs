@@ -1,4 +1,5 @@
 #![doc = include_str!("../../../docs/semantics.md")]
+#![warn(missing_docs)]
 //!
 //! ## Where to look
 //!

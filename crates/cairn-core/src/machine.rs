@@ -31,55 +31,81 @@ pub type ExprId = usize;
 /// The most microsteps one macrostep may take before it is refused as a runaway.
 pub const MAX_MICROSTEPS: usize = 1000;
 
+/// The kind of a compiled state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// No child states.
     Atomic,
+    /// Child states, one active.
     Compound,
+    /// Regions, all active.
     Parallel,
+    /// A final state.
     Final,
 }
 
 /// A value computed when an action runs.
 #[derive(Clone, Debug)]
 pub enum ValueSrc {
+    /// A compiled CEL expression.
     Expr(ExprId),
+    /// A literal value.
     Literal(Value),
 }
 
+/// A context field set by a transition or action.
 #[derive(Clone, Debug)]
 pub struct Assign {
+    /// The field's path in the context.
     pub path: Vec<String>,
+    /// Its value.
     pub value: ValueSrc,
 }
 
+/// A compiled action.
 #[derive(Clone, Debug)]
 pub enum Action {
+    /// Set context fields.
     Assign(Vec<Assign>),
+    /// Send an event to another instance after commit.
     Send {
+        /// The event.
         event: String,
+        /// CEL: the receiving instance's id.
         to: ExprId,
+        /// Its payload.
         payload: Option<ValueSrc>,
     },
+    /// Raise an event inside the instance.
     Emit {
+        /// The event.
         event: String,
+        /// Its payload.
         payload: Option<ValueSrc>,
     },
+    /// Start a child instance.
     Spawn(Spawn),
 }
 
+/// A compiled `spawn`.
 #[derive(Clone, Debug)]
 pub struct Spawn {
+    /// The machine the child runs.
     pub machine: String,
+    /// Its start input.
     pub input: Option<ValueSrc>,
+    /// Its id (CEL); generated when absent.
     pub id: Option<ExprId>,
 }
 
+/// A compiled `after` entry.
 #[derive(Clone, Debug)]
 pub struct Timer {
     /// The duration as written, e.g. `30s`.
     pub key: String,
     /// The event the timer delivers: `timer.<state path>.<key>`.
     pub event: String,
+    /// How long after entry it fires.
     pub delay: Duration,
 }
 
@@ -90,13 +116,20 @@ pub const EXEC_QUEUE: &str = "cairn.exec";
 /// The queue of `task.http` tasks.
 pub const HTTP_QUEUE: &str = "cairn.http";
 
+/// A compiled `task`.
 #[derive(Clone, Debug)]
 pub struct Task {
+    /// Its queue (a reserved one for the built-in executors).
     pub queue: String,
+    /// What to do.
     pub action: String,
+    /// Its input.
     pub input: Option<ValueSrc>,
+    /// How long an attempt may take.
     pub timeout: Option<Duration>,
+    /// How often the lease must be renewed.
     pub heartbeat: Option<Duration>,
+    /// How failed attempts are retried.
     pub retry: RetryPolicy,
     /// Set when a built-in executor runs the task: its input is the executor's request.
     pub executor: Option<Executor>,
@@ -107,17 +140,28 @@ pub struct Task {
 /// What a built-in executor does, with the values computed when the task is enqueued.
 #[derive(Clone, Debug)]
 pub enum Executor {
+    /// Run a command.
     Exec {
+        /// The command (on the server's allowlist).
         command: String,
+        /// Its arguments.
         args: Option<ValueSrc>,
+        /// Its environment variables.
         env: Vec<(String, ValueSrc)>,
+        /// Its working directory.
         cwd: Option<ValueSrc>,
+        /// Bytes kept of stdout and of stderr each.
         max_output: Option<u32>,
     },
+    /// Make an HTTP request.
     Http {
+        /// The HTTP method.
         method: String,
+        /// The URL.
         url: ValueSrc,
+        /// The headers.
         headers: Vec<(String, ValueSrc)>,
+        /// The body.
         body: Option<ValueSrc>,
     },
 }
@@ -173,29 +217,45 @@ fn value_secrets(v: &ValueExpr, out: &mut Vec<String>) {
 /// How a failed task attempt is retried.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RetryPolicy {
+    /// Attempts in all, the first included.
     pub max_attempts: u32,
+    /// How the delay grows.
     pub backoff: Backoff,
+    /// The first delay, in milliseconds.
     pub initial_ms: u64,
+    /// The longest delay, in milliseconds.
     pub max_ms: Option<u64>,
+    /// A random part of each delay, 0 to 1.
     pub jitter: f64,
 }
 
 /// A compiled `map`: `input`, `key` and `depends_on` see `item` and `index` too.
 #[derive(Clone, Debug)]
 pub struct MapSpec {
+    /// The machine each child runs.
     pub machine: String,
+    /// CEL: the list of items.
     pub items: ExprId,
+    /// Each child's input.
     pub input: Option<ValueSrc>,
+    /// CEL: an item's key.
     pub key: Option<ExprId>,
+    /// CEL: the keys an item waits for.
     pub depends_on: Option<ExprId>,
+    /// At most this many children at once.
     pub concurrency: Option<u32>,
+    /// Cancel the rest when a child fails.
     pub fail_fast: bool,
 }
 
+/// A compiled `approval`.
 #[derive(Clone, Debug)]
 pub struct Approval {
+    /// What the approver is asked.
     pub prompt: Option<String>,
+    /// Who may decide; anyone allowed to when empty.
     pub approvers: Vec<String>,
+    /// How many approvals it takes.
     pub quorum: u32,
 }
 
@@ -204,27 +264,43 @@ pub struct Approval {
 pub struct StateNode {
     /// Dotted path from the root; `""` for the root.
     pub path: String,
+    /// Its name (the last segment of its path).
     pub name: String,
+    /// Its `#id`, if it has one.
     pub id: Option<String>,
+    /// Its parent; `None` for the root.
     pub parent: Option<StateId>,
+    /// Its child states, in document order.
     pub children: Vec<StateId>,
+    /// Its kind.
     pub kind: Kind,
+    /// The child entered with it (compound states).
     pub initial: Option<StateId>,
     /// The last descendant in pre-order: descendants are `(self, last_desc]`.
     pub last_desc: StateId,
+    /// How a top-level final state ends the instance.
     pub status: FinalStatus,
+    /// Actions run on entry.
     pub entry: Vec<Action>,
+    /// Actions run on exit.
     pub exit: Vec<Action>,
     /// Event name to transitions, in document order.
     pub on: HashMap<String, Vec<TransitionId>>,
     /// Event names in document order, for listing.
     pub on_order: Vec<String>,
+    /// Its eventless transitions, in document order.
     pub always: Vec<TransitionId>,
+    /// Its timers.
     pub timers: Vec<Timer>,
+    /// Its task.
     pub task: Option<Task>,
+    /// Its approval.
     pub approval: Option<Approval>,
+    /// Its child instance.
     pub spawn: Option<Spawn>,
+    /// Its map.
     pub map: Option<MapSpec>,
+    /// Where it is written.
     pub pos: Pos,
 }
 
@@ -238,19 +314,27 @@ impl StateNode {
 /// One transition of the compiled machine.
 #[derive(Clone, Debug)]
 pub struct Transition {
+    /// The state it leaves from.
     pub source: StateId,
     /// `None` for eventless (`always`) transitions.
     pub event: Option<String>,
+    /// The state it goes to; `None` for a targetless transition.
     pub target: Option<StateId>,
+    /// Taken only when this holds.
     pub guard: Option<ExprId>,
+    /// Context fields it sets.
     pub assign: Vec<Assign>,
+    /// Actions it runs.
     pub actions: Vec<Action>,
 }
 
 /// A validated, compiled machine definition. Immutable; cheap to share behind an `Arc`.
 pub struct Machine {
+    /// The definition as loaded.
     pub def: MachineDef,
+    /// Every state, in pre-order (document order).
     pub states: Vec<StateNode>,
+    /// Every transition.
     pub transitions: Vec<Transition>,
     pub(crate) exprs: Vec<Compiled>,
     pub(crate) env: Arc<cel::Env>,
@@ -267,9 +351,13 @@ pub struct Machine {
 /// an action).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Declares {
+    /// Some state has timers.
     pub timers: bool,
+    /// Some state has a task.
     pub tasks: bool,
+    /// Some state has an approval.
     pub approvals: bool,
+    /// Some state, map or action spawns children.
     pub spawns: bool,
 }
 
@@ -469,6 +557,7 @@ impl Machine {
             .collect()
     }
 
+    /// The definition as canonical JSON (what is stored and digested).
     pub fn to_json(&self) -> Value {
         serde_json::to_value(&self.def).expect("definitions serialise")
     }

@@ -14,7 +14,9 @@ use saphyr_parser::{Event, Parser, ScalarStyle};
 /// A position in a source text, both 1-based.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pos {
+    /// 1-based line.
     pub line: u32,
+    /// 1-based column.
     pub col: u32,
 }
 
@@ -27,8 +29,11 @@ impl fmt::Display for Pos {
 /// The syntax a definition is written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// YAML.
     Yaml,
+    /// TOML.
     Toml,
+    /// JSON.
     Json,
 }
 
@@ -83,18 +88,26 @@ impl Format {
 /// A value with the position it was written at.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
+    /// Where it starts.
     pub pos: Pos,
+    /// What it holds.
     pub value: NodeValue,
 }
 
 /// The value of a [`Node`]: the JSON data model, with maps in document order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NodeValue {
+    /// Null.
     Null,
+    /// A boolean.
     Bool(bool),
+    /// An integer.
     Int(i64),
+    /// A float.
     Float(f64),
+    /// A string.
     Str(String),
+    /// A list.
     Seq(Vec<Node>),
     /// Entries in document order: key, position of the key, value.
     Map(Vec<(String, Pos, Node)>),
@@ -139,7 +152,9 @@ impl Node {
 /// A syntax error: the text could not be read as its format at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyntaxError {
+    /// Where.
     pub pos: Pos,
+    /// What is wrong.
     pub message: String,
 }
 

@@ -29,14 +29,20 @@ use crate::machine::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Taking events.
     Running,
+    /// Paused: events wait in its inbox.
     Paused,
+    /// Ended in a `completed` final state.
     Completed,
+    /// Ended in a `failed` final state, or failed by the engine.
     Failed,
+    /// Cancelled.
     Cancelled,
 }
 
 impl Status {
+    /// Its name.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Running => "running",
@@ -52,6 +58,7 @@ impl Status {
         matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
     }
 
+    /// The status a name stands for.
     pub fn parse(s: &str) -> Option<Status> {
         Some(match s {
             "running" => Status::Running,
@@ -79,18 +86,24 @@ impl From<FinalStatus> for Status {
 pub struct Snapshot {
     /// The active leaf states, by dotted path, sorted.
     pub configuration: Vec<String>,
+    /// The context.
     pub context: Value,
+    /// The status.
     pub status: Status,
 }
 
 /// An event as the step function sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// Its name.
     pub name: String,
+    /// Its payload.
     #[serde(default = "empty_object")]
     pub payload: Value,
+    /// Who sent it.
     #[serde(default)]
     pub actor: String,
+    /// Why, as the sender said.
     #[serde(default)]
     pub reason: String,
 }
@@ -100,6 +113,7 @@ fn empty_object() -> Value {
 }
 
 impl Event {
+    /// An event named `name` with an empty payload.
     pub fn new(name: impl Into<String>) -> Event {
         Event {
             name: name.into(),
@@ -109,6 +123,7 @@ impl Event {
         }
     }
 
+    /// The same event with `payload`.
     pub fn with_payload(mut self, payload: Value) -> Event {
         self.payload = payload;
         self
@@ -122,6 +137,7 @@ impl Event {
 /// Everything from outside the machine a step may read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Env {
+    /// The time of the step: every `now` in it is this one.
     pub now: DateTime<Utc>,
     /// The `instance` variable: id, machine, version, namespace, labels, ...
     pub instance: Value,
@@ -133,6 +149,7 @@ pub struct Env {
 }
 
 impl Env {
+    /// An environment at `now`.
     pub fn at(now: DateTime<Utc>) -> Env {
         Env {
             now,
@@ -154,8 +171,11 @@ pub fn is_reserved_event(name: &str) -> bool {
 /// One item of a map state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MapItem {
+    /// Its key: unique in the map.
     pub key: String,
+    /// The child's input.
     pub input: Value,
+    /// Keys of the items it waits for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
 }
@@ -164,63 +184,105 @@ pub struct MapItem {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Effect {
+    /// Set a timer.
     SetTimer {
+        /// The state that set it.
         state: String,
+        /// The event it delivers.
         event: String,
+        /// After how long.
         delay_ms: u64,
     },
+    /// Delete a timer.
     CancelTimer {
+        /// The state that set it.
         state: String,
+        /// Its event.
         event: String,
     },
+    /// Enqueue a task.
     EnqueueTask {
+        /// The state that owns it.
         state: String,
+        /// Its queue.
         queue: String,
+        /// What to do.
         action: String,
+        /// Its input.
         input: Value,
+        /// How long an attempt may take.
         timeout_ms: Option<u64>,
+        /// How often the lease must be renewed.
         heartbeat_ms: Option<u64>,
+        /// How failed attempts are retried.
         retry: RetryPolicy,
     },
+    /// Cancel a state's open task.
     CancelTask {
+        /// The state that owned it.
         state: String,
     },
+    /// Request an approval.
     RequestApproval {
+        /// The state that asks.
         state: String,
+        /// What the approver is asked.
         prompt: Option<String>,
+        /// Who may decide.
         approvers: Vec<String>,
+        /// How many approvals it takes.
         quorum: u32,
     },
+    /// Cancel a state's pending approval.
     CancelApproval {
+        /// The state that asked.
         state: String,
     },
     /// Start a child instance; `state` is set when a state declares it (and its exit
     /// cancels the child), `None` when an action spawned it.
     Spawn {
+        /// The state that declares it; `None` when an action spawned it.
         state: Option<String>,
+        /// The machine the child runs.
         machine: String,
+        /// Its id; generated when `None`.
         id: Option<String>,
+        /// Its start input.
         input: Value,
     },
+    /// Cancel the children a state started.
     CancelSpawn {
+        /// The state that declared the child.
         state: String,
     },
     /// Start a map state's children (the engine starts them as their dependencies and the
     /// concurrency allow). Leaving the state is a `CancelSpawn`.
     StartMap {
+        /// The map state.
         state: String,
+        /// The machine each child runs.
         machine: String,
+        /// The items, in order.
         items: Vec<MapItem>,
+        /// At most this many children at once.
         concurrency: Option<u32>,
+        /// Cancel the rest when a child fails.
         fail_fast: bool,
     },
+    /// Send an event to another instance.
     Send {
+        /// The receiving instance's id.
         to: String,
+        /// The event.
         event: String,
+        /// Its payload.
         payload: Value,
     },
+    /// Raise an event inside the instance.
     Emit {
+        /// The event.
         event: String,
+        /// Its payload.
         payload: Value,
     },
 }
@@ -242,6 +304,7 @@ pub enum MicrostepKind {
 /// One microstep: the transitions taken together, and the states they exited and entered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Microstep {
+    /// Why it was taken.
     pub kind: MicrostepKind,
     /// The event that selected the transitions (`None` when eventless or initial).
     pub event: Option<String>,
@@ -256,40 +319,65 @@ pub struct Microstep {
 /// The result of a step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
+    /// The instance after the step.
     pub snapshot: Snapshot,
+    /// What the engine carries out after commit.
     pub effects: Vec<Effect>,
+    /// The microsteps taken, for replay and audit.
     pub microsteps: Vec<Microstep>,
 }
 
 /// Why an event was refused. Nothing changed.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum Rejection {
+    /// The instance is finished.
     #[error("the instance is {status}; it takes no more events", status = .status.as_str())]
-    Finished { status: Status },
+    Finished {
+        /// How it finished.
+        status: Status,
+    },
+    /// No transition takes the event in this configuration.
     #[error("event `{event}` is not accepted in {configuration:?}; accepted now: {}", if .accepts.is_empty() { "none".to_string() } else { .accepts.join(", ") })]
     NotAccepted {
+        /// The event.
         event: String,
+        /// The active states.
         configuration: Vec<String>,
+        /// The events accepted now.
         accepts: Vec<String>,
     },
+    /// A guard could not be evaluated.
     #[error("guard `{expr}` of state `{state}` could not be evaluated: {message}")]
     Guard {
+        /// The state whose transition it guards.
         state: String,
+        /// The guard as written.
         expr: String,
+        /// What went wrong.
         message: String,
     },
+    /// An action failed.
     #[error("{what} in state `{state}` failed: {message}")]
     Action {
+        /// The state whose action failed.
         state: String,
+        /// Which action.
         what: String,
+        /// What went wrong.
         message: String,
     },
+    /// Eventless transitions kept firing past the limit of microsteps.
     #[error(
         "more than {limit} microsteps in one macrostep: the machine loops without waiting for an event"
     )]
-    Runaway { limit: usize },
+    Runaway {
+        /// The limit of microsteps.
+        limit: usize,
+    },
+    /// The start input is not valid.
     #[error("invalid start input: {0}")]
     Input(String),
+    /// The snapshot is not one of this machine.
     #[error("the snapshot does not fit this machine: {0}")]
     Snapshot(String),
     /// The step would leave the context over a limit (`limits.context_bytes`,

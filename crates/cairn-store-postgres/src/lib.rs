@@ -22,6 +22,7 @@
 //!   do not race.
 //!
 //! Holds no statechart logic. Driver errors become `store::Error` in `db_err` only.
+#![warn(missing_docs)]
 
 mod sql;
 #[cfg(feature = "testing")]
