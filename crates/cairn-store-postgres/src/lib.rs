@@ -24,6 +24,7 @@
 //! Holds no statechart logic. Driver errors become `store::Error` in `db_err` only.
 #![warn(missing_docs)]
 
+mod copy;
 mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -14,6 +14,7 @@
 //! Holds no statechart logic. Driver errors become `store::Error` in [`db_err`] only.
 #![warn(missing_docs)]
 
+mod copy;
 mod lifecycle;
 mod migrate;
 mod tasks;

@@ -9,9 +9,11 @@
 //! logic either: that is `cairn-core`, driven by `cairn-engine`.
 #![warn(missing_docs)]
 
+mod copy;
 mod error;
 mod record;
 
+pub use copy::{Export, Import, Row, RowSink, TABLES};
 pub use error::Error;
 pub use record::{
     ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, ChildRecord, Decision, Figure,

@@ -1,0 +1,161 @@
+//! The PostgreSQL store as the destination of a copy ([`cairn_store::Import`]: one
+//! transaction, every value cast from text to its column's type, log positions kept) and
+//! as a source ([`cairn_store::Export`]).
+
+use cairn_store::{Error, Export, Import, RowSink, TABLES};
+use postgres::GenericClient;
+
+use crate::{PgStore, db_err};
+
+fn known(table: &str) -> Result<&'static str, Error> {
+    TABLES
+        .iter()
+        .find(|t| **t == table)
+        .copied()
+        .ok_or_else(|| Error::NotFound(format!("no table `{table}` in a Cairn store")))
+}
+
+/// A table's columns and their types, in order.
+fn columns(c: &mut impl GenericClient, table: &str) -> Result<Vec<(String, String)>, Error> {
+    Ok(c.query(
+        "SELECT column_name::text, format_type(atttypid, atttypmod) FROM information_schema.columns c \
+         JOIN pg_attribute a ON a.attrelid = $1::text::regclass AND a.attname = c.column_name \
+         WHERE c.table_schema = current_schema() AND c.table_name = $2 ORDER BY c.ordinal_position",
+        &[&table, &table],
+    )
+    .map_err(db_err)?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
+}
+
+fn count(c: &mut impl GenericClient, table: &str) -> Result<u64, Error> {
+    let n: i64 = c
+        .query_one(&format!("SELECT COUNT(*) FROM {table}"), &[])
+        .map_err(db_err)?
+        .get(0);
+    Ok(n as u64)
+}
+
+impl Export for PgStore {
+    fn export(&self, table: &str, row: &mut RowSink<'_>) -> Result<u64, Error> {
+        let table = known(table)?;
+        self.with_conn(|c| {
+            let cols = columns(&mut c.client, table)?;
+            let names: Vec<String> = cols.iter().map(|(n, _)| n.clone()).collect();
+            let select = names
+                .iter()
+                .map(|n| format!("{n}::text"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let rows = c
+                .client
+                .query(&format!("SELECT {select} FROM {table}"), &[])
+                .map_err(db_err)?;
+            let mut values = Vec::with_capacity(names.len());
+            for r in &rows {
+                values.clear();
+                for i in 0..names.len() {
+                    values.push(r.get::<_, Option<String>>(i));
+                }
+                row(&names, &values)?;
+            }
+            Ok(rows.len() as u64)
+        })
+    }
+
+    fn count(&self, table: &str) -> Result<u64, Error> {
+        let table = known(table)?;
+        self.with_conn(|c| count(&mut c.client, table))
+    }
+}
+
+impl Import for PgStore {
+    fn import(
+        &self,
+        source: &dyn Export,
+        progress: &mut dyn FnMut(),
+    ) -> Result<Vec<(&'static str, u64)>, Error> {
+        self.with_conn(|c| {
+            for t in TABLES {
+                let there = count(&mut c.client, t)?;
+                if there > 0 {
+                    return Err(Error::Conflict(format!(
+                        "the database already holds Cairn data ({there} rows in `{t}`); copy into an empty one"
+                    )));
+                }
+            }
+            let mut tx = c.client.transaction().map_err(db_err)?;
+            let xid: i64 = tx
+                .query_one("SELECT pg_current_xact_id()::text::bigint", &[])
+                .map_err(db_err)?
+                .get(0);
+            let mut copied = Vec::with_capacity(TABLES.len());
+            for t in TABLES {
+                let types = columns(&mut tx, t)?;
+                let mut insert: Option<(Vec<String>, postgres::Statement)> = None;
+                let n = source.export(t, &mut |cols, values| {
+                    if insert.as_ref().is_none_or(|(c, _)| c != cols) {
+                        let cast = cols
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| {
+                                types
+                                    .iter()
+                                    .find(|(n, _)| n == c)
+                                    .map(|(_, ty)| format!("${}::text::{ty}", i + 1))
+                                    .ok_or_else(|| {
+                                        Error::Corrupt(format!(
+                                            "`{t}.{c}` has no column in PostgreSQL"
+                                        ))
+                                    })
+                            })
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let stmt = tx
+                            .prepare(&format!(
+                                "INSERT INTO {t} ({}) VALUES ({})",
+                                cols.join(", "),
+                                cast.join(", ")
+                            ))
+                            .map_err(db_err)?;
+                        insert = Some((cols.to_vec(), stmt));
+                    }
+                    let stmt = &insert.as_ref().expect("prepared above").1;
+                    let params: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+                        .iter()
+                        .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+                        .collect();
+                    tx.execute(stmt, &params)
+                        .map_err(|e| Error::Database(format!("copying `{t}`: {e}")))?;
+                    progress();
+                    Ok(())
+                })?;
+                copied.push((*t, n));
+            }
+            // The triggers counted the rows copied as changes; the figures copied are
+            // those counts already (and the time spent in states, which no trigger keeps).
+            tx.execute("DELETE FROM figure_deltas", &[])
+                .map_err(db_err)?;
+            // Log positions are kept, so event streams resume where they were; they must
+            // stay below the positions this database gives from now on.
+            let max_position: i64 = tx
+                .query_one("SELECT COALESCE(MAX(position), 0) FROM log", &[])
+                .map_err(db_err)?
+                .get(0);
+            if max_position >= xid << 20 {
+                return Err(Error::Refused(format!(
+                    "the log's positions (up to {max_position}) would not stay below the database's new ones; copy into a database of a busier cluster"
+                )));
+            }
+            for (table, col) in [("instances", "seq"), ("outbox", "seq")] {
+                tx.execute(
+                    &format!("SELECT setval(pg_get_serial_sequence('{table}', '{col}'), GREATEST((SELECT MAX({col}) FROM {table}), 1))"),
+                    &[],
+                )
+                .map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)?;
+            Ok(copied)
+        })
+    }
+}
