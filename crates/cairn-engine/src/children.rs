@@ -356,6 +356,34 @@ fn deliver_entry(
     }
 }
 
+/// How an outbox unit failed: the unit itself (storage), or one entry's delivery, with the
+/// entry.
+enum Delivery {
+    Unit(Error),
+    Failed(Box<cairn_store::OutboxRecord>, Error),
+}
+
+impl From<Error> for Delivery {
+    fn from(e: Error) -> Delivery {
+        Delivery::Unit(e)
+    }
+}
+
+impl From<cairn_store::Error> for Delivery {
+    fn from(e: cairn_store::Error) -> Delivery {
+        Delivery::Unit(Error::Store(e))
+    }
+}
+
+impl crate::engine::UnitError for Delivery {
+    fn refused(&self) -> bool {
+        matches!(
+            self,
+            Delivery::Unit(Error::Refused(_)) | Delivery::Failed(_, Error::Refused(_))
+        )
+    }
+}
+
 impl<S: Store> Engine<S> {
     /// Delivers what the outbox holds, oldest first, each entry in the unit that applies
     /// it (and deletes it). Deliveries may write more (a parent finishing tells its own
@@ -368,33 +396,37 @@ impl<S: Store> Engine<S> {
         loop {
             let now = self.now();
             let m = std::sync::Arc::clone(&machines);
-            // The entry a failing delivery was about, so that exactly that one is dropped
-            // (with several nodes draining, the oldest entry may be another's by then).
-            let failing = std::sync::Arc::new(std::sync::Mutex::new(None));
-            let seen = std::sync::Arc::clone(&failing);
             let r = self.write_unit(
                 move |tx| {
                     let Some(e) = tx.outbox(1)?.pop() else {
                         return Ok(None);
                     };
-                    if let Ok(mut s) = seen.lock() {
-                        *s = Some(e.clone());
-                    }
                     tx.delete_outbox(e.seq)?;
-                    deliver(tx, &m, &e, now)?;
-                    Ok(Some(e.seq))
+                    // A delivery that fails (or panics) fails with its entry, so that
+                    // exactly that one is dropped (with several nodes draining, the
+                    // oldest entry may be another's by then).
+                    let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        deliver(tx, &m, &e, now)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(Error::Refused(cairn_core::Rejection::Internal(
+                            "delivering an outbox entry panicked".into(),
+                        )))
+                    });
+                    match delivered {
+                        Ok(()) => Ok(Some(e.seq)),
+                        Err(Error::Store(s)) => Err(Delivery::Unit(Error::Store(s))),
+                        Err(err) => Err(Delivery::Failed(Box::new(e), err)),
+                    }
                 },
                 false,
             );
             match r {
                 Ok(Some(_)) => total += 1,
                 Ok(None) => return Ok(total),
-                Err(Error::Store(e)) => return Err(Error::Store(e)),
-                Err(other) => {
+                Err(Delivery::Unit(e)) => return Err(e),
+                Err(Delivery::Failed(e, other)) => {
                     let why = other.to_string();
-                    let Some(e) = failing.lock().ok().and_then(|mut s| s.take()) else {
-                        return Err(other);
-                    };
                     self.write(move |tx| {
                         if tx.delete_outbox(e.seq)? {
                             tx.append_log(&cairn_store::NewLogEntry {

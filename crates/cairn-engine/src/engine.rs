@@ -120,6 +120,19 @@ pub struct Verified {
 
 type MachineKey = (String, String, u32);
 
+/// What a unit's closure may fail with: the engine's error, or a type of the caller's that
+/// carries more with it (the outbox drain's entry); either rolls the unit back.
+pub(crate) trait UnitError: From<Error> + From<cairn_store::Error> + Send + 'static {
+    /// Whether it is a refused event, counted for metrics.
+    fn refused(&self) -> bool;
+}
+
+impl UnitError for Error {
+    fn refused(&self) -> bool {
+        matches!(self, Error::Refused(_))
+    }
+}
+
 /// What units compile once and share: machines by namespace, name and version (versions
 /// are immutable, so a compiled machine never goes stale) and each namespace's triggers
 /// (reloaded after a change).
@@ -273,10 +286,11 @@ impl<S: Store> Engine<S> {
 
     /// [`Engine::write`]; `deliver` false for the outbox drain's own units (the drain
     /// loops until the outbox is empty, so they need not start another).
-    pub(crate) fn write_unit<T, F>(&self, f: F, deliver: bool) -> Result<T, Error>
+    pub(crate) fn write_unit<T, E, F>(&self, f: F, deliver: bool) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Unit<'_>) -> Result<T, Error> + Send + 'static,
+        E: UnitError,
+        F: FnOnce(&mut Unit<'_>) -> Result<T, E> + Send + 'static,
     {
         let submitted = std::time::Instant::now();
         let r = self.store.write(move |tx| {
@@ -285,9 +299,9 @@ impl<S: Store> Engine<S> {
             // the thread, and every other unit of its batch, go on.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut unit)))
                 .unwrap_or_else(|_| {
-                    Err(Error::Refused(cairn_core::Rejection::Internal(
+                    Err(E::from(Error::Refused(cairn_core::Rejection::Internal(
                         "a unit of work panicked".into(),
-                    )))
+                    ))))
                 });
             result.map(|t| (t, unit.done()))
         });
@@ -310,7 +324,7 @@ impl<S: Store> Engine<S> {
                 Ok(t)
             }
             Err(e) => {
-                if matches!(e, Error::Refused(_)) {
+                if e.refused() {
                     self.counters.refused();
                 }
                 Err(e)

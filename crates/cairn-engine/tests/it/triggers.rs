@@ -26,6 +26,14 @@ states:
   poked: { type: final }
 "#;
 
+const STRICT: &str = r#"
+machine: strict
+input_schema: { type: object, required: [x], properties: { x: { type: integer } } }
+initial: s
+states:
+  s: {}
+"#;
+
 const LOOP: &str = r#"
 machine: looper
 initial: s
@@ -38,7 +46,7 @@ use crate::common;
 use common::send;
 
 fn world() -> common::World {
-    common::world(&[A, B, LOOP])
+    common::world(&[A, B, LOOP, STRICT])
 }
 
 fn start(e: &Engine<AnyStore>, machine: &str, id: &str) {
@@ -338,6 +346,52 @@ states:
     assert_eq!(rx.context["note"], "hi");
     assert!(log_kinds(e, "tx").contains(&"emitted".to_string()));
     for id in ["tx", "rx"] {
+        assert!(e.verify("default", id).unwrap().ok, "{id}");
+    }
+}
+
+#[test]
+fn a_start_the_receiver_refuses_is_dropped_and_logged_and_the_rest_goes_on() {
+    let w = world();
+    let e = &w.e;
+    // Its input does not satisfy `strict`'s input schema: the delivery fails, after the
+    // source's unit committed.
+    e.add_trigger(
+        "default",
+        Trigger {
+            name: "a-to-strict".into(),
+            machine: "a".into(),
+            on_state: None,
+            on_status: Some("completed".into()),
+            when: None,
+            start: Some(TriggerStart {
+                machine: "strict".into(),
+                input: Some("{'y': 1}".into()),
+                id: Some("instance.id + '-s'".into()),
+            }),
+            send: None,
+            created_at: None,
+        },
+    )
+    .unwrap();
+    e.add_trigger("default", a_to_b()).unwrap();
+    start(e, "a", "a1");
+    send(
+        e,
+        "a1",
+        "finish",
+        json!({"success": true, "artifacts": ["x.txt"]}),
+    );
+    assert_eq!(e.get("default", "a1").unwrap().status, Status::Completed);
+    // Exactly the failing entry was dropped, with a log entry saying why; the other
+    // trigger's start was delivered; nothing is left to retry.
+    assert!(matches!(e.get("default", "a1-s"), Err(Error::NotFound(_))));
+    let kinds = log_kinds(e, "a1-s");
+    assert_eq!(kinds, ["outbox_failed"], "{kinds:?}");
+    assert_eq!(e.get("default", "a1-b").unwrap().status, Status::Running);
+    assert!(!e.store().outbox_waiting().unwrap());
+    assert_eq!(e.drain_outbox().unwrap(), 0);
+    for id in ["a1", "a1-b"] {
         assert!(e.verify("default", id).unwrap().ok, "{id}");
     }
 }
