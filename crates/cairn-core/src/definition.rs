@@ -14,6 +14,13 @@ use serde_json::Value;
 use crate::error::{DiagnosticKind as K, Diagnostics};
 use crate::source::{Node, NodeValue, Pos};
 
+/// Queues whose names start with this belong to the built-in executors.
+pub const RESERVED_QUEUE_PREFIX: &str = "cairn.";
+/// The queue of `task.exec` tasks.
+pub const EXEC_QUEUE: &str = "cairn.exec";
+/// The queue of `task.http` tasks.
+pub const HTTP_QUEUE: &str = "cairn.http";
+
 /// A value with the position it was written at; serialises as the bare value.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sp<T> {
@@ -976,14 +983,14 @@ impl Reader<'_> {
             match k {
                 "queue" => {
                     if let Some(q) = self.string(v, "`task.queue`", st) {
-                        if q.starts_with(crate::machine::RESERVED_QUEUE_PREFIX) {
+                        if q.starts_with(RESERVED_QUEUE_PREFIX) {
                             self.err(
                                 K::InvalidName,
                                 v.pos,
                                 st,
                                 format!(
                                     "queue `{q}` is reserved: queues starting with `{}` belong to the built-in executors (declare `exec` or `http` instead)",
-                                    crate::machine::RESERVED_QUEUE_PREFIX
+                                    RESERVED_QUEUE_PREFIX
                                 ),
                             );
                         }

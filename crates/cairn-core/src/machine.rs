@@ -109,12 +109,7 @@ pub struct Timer {
     pub delay: Duration,
 }
 
-/// Queues whose names start with this belong to the built-in executors.
-pub const RESERVED_QUEUE_PREFIX: &str = "cairn.";
-/// The queue of `task.exec` tasks.
-pub const EXEC_QUEUE: &str = "cairn.exec";
-/// The queue of `task.http` tasks.
-pub const HTTP_QUEUE: &str = "cairn.http";
+pub use crate::definition::{EXEC_QUEUE, HTTP_QUEUE, RESERVED_QUEUE_PREFIX};
 
 /// A compiled `task`.
 #[derive(Clone, Debug)]
