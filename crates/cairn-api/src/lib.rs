@@ -886,3 +886,33 @@ pub struct Health {
     /// Always `ok`: an unhealthy server answers a problem instead.
     pub status: String,
 }
+
+/// `GET /v1/machines/{name}` and `.../versions/{version}`: a machine version with its
+/// definition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MachineDetail {
+    /// The version.
+    #[serde(flatten)]
+    pub machine: Machine,
+    /// The canonical definition (JSON), as stored.
+    pub definition: Value,
+}
+
+/// One entry of the event stream (`GET /v1/events`, server-sent events): its `data`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LogEvent {
+    /// Its position in the log (also the event's `id`, for `Last-Event-ID`).
+    pub position: i64,
+    /// The namespace it is about (`""` for a `reset`).
+    pub namespace: String,
+    /// The instance it is about (`""` for a `reset`).
+    pub instance: String,
+    /// What happened (also the event's name): `transition`, `instance_deleted`, `reset`...
+    pub kind: String,
+    /// The instance's version it is about.
+    pub version: u64,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// What changed.
+    pub data: Value,
+}

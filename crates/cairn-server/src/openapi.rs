@@ -507,6 +507,7 @@ fn build() -> Value {
         "ClaimRequest" => api::ClaimRequest, "HeartbeatRequest" => api::HeartbeatRequest,
         "Heartbeat" => api::Heartbeat, "CompleteRequest" => api::CompleteRequest,
         "FailRequest" => api::FailRequest, "Failed" => api::Failed, "Health" => api::Health,
+        "MachineDetail" => api::MachineDetail, "LogEvent" => api::LogEvent,
     );
     let mut schemas: Map<String, Value> = g.take_definitions(true).into_iter().collect();
     for (k, v) in named {
@@ -519,10 +520,6 @@ fn build() -> Value {
     let list = |item: &str| json!({"type": "array", "items": r(item)});
     let extra = [
         ("MachineList", list("Machine")),
-        (
-            "MachineDetail",
-            json!({"allOf": [r("Machine")], "properties": {"definition": {"type": "object"}}, "required": ["definition"]}),
-        ),
         (
             "Strings",
             json!({"type": "array", "items": {"type": "string"}}),

@@ -68,19 +68,20 @@ async fn one<S: Store + Send + Sync>(
     ns: String,
     name: String,
     version: Option<u32>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<cairn_api::MachineDetail>, ApiError> {
     let engine = ctx.engine.clone();
     let (record, _) = blocking(move || engine.machine(&ns, &name, version)).await?;
-    let mut v = serde_json::to_value(wire::machine(&record)).unwrap_or_default();
-    v["definition"] = record.definition;
-    Ok(Json(v))
+    Ok(Json(cairn_api::MachineDetail {
+        machine: wire::machine(&record),
+        definition: record.definition,
+    }))
 }
 
 pub(super) async fn latest<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     Namespace(ns): Namespace,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<cairn_api::MachineDetail>, ApiError> {
     one(&ctx, ns, name, None).await
 }
 
@@ -106,7 +107,7 @@ pub(super) async fn version<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
     Namespace(ns): Namespace,
     Path((name, version)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<cairn_api::MachineDetail>, ApiError> {
     let v = parse_version(&version)?;
     one(&ctx, ns, name, Some(v)).await
 }

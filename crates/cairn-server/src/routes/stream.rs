@@ -98,12 +98,20 @@ pub(super) async fn events<S: Store + Send + Sync>(
                 .await;
                 let entries = match batch {
                     Ok(Ok((_, horizon))) if horizon > after => {
-                        let data = json!({"position": horizon, "namespace": "", "instance": "", "kind": "reset", "version": 0, "at": chrono::Utc::now(), "data": {"horizon": horizon, "after": after}});
+                        let data = cairn_api::LogEvent {
+                            position: horizon,
+                            namespace: String::new(),
+                            instance: String::new(),
+                            kind: "reset".into(),
+                            version: 0,
+                            at: chrono::Utc::now(),
+                            data: json!({"horizon": horizon, "after": after}),
+                        };
                         ready.push_back(
                             Event::default()
                                 .id(horizon.to_string())
                                 .event("reset")
-                                .data(data.to_string()),
+                                .data(serde_json::to_string(&data).unwrap_or_default()),
                         );
                         after = horizon;
                         continue;
@@ -150,12 +158,20 @@ pub(super) async fn events<S: Store + Send + Sync>(
                             continue;
                         }
                     }
-                    let data = json!({"position": e.position, "namespace": n.namespace, "instance": n.instance_id, "kind": n.kind, "version": n.version, "at": n.created_at, "data": n.data});
+                    let data = cairn_api::LogEvent {
+                        position: e.position,
+                        namespace: n.namespace.clone(),
+                        instance: n.instance_id.clone(),
+                        kind: n.kind.clone(),
+                        version: n.version,
+                        at: n.created_at,
+                        data: n.data.clone(),
+                    };
                     ready.push_back(
                         Event::default()
                             .id(e.position.to_string())
                             .event(n.kind.clone())
-                            .data(data.to_string()),
+                            .data(serde_json::to_string(&data).unwrap_or_default()),
                     );
                 }
             }
