@@ -7,14 +7,6 @@ use postgres::GenericClient;
 
 use crate::{PgStore, db_err};
 
-fn known(table: &str) -> Result<&'static str, Error> {
-    TABLES
-        .iter()
-        .find(|t| **t == table)
-        .copied()
-        .ok_or_else(|| Error::NotFound(format!("no table `{table}` in a Cairn store")))
-}
-
 /// A table's columns and their types, in order.
 fn columns(c: &mut impl GenericClient, table: &str) -> Result<Vec<(String, String)>, Error> {
     Ok(c.query(
@@ -39,7 +31,7 @@ fn count(c: &mut impl GenericClient, table: &str) -> Result<u64, Error> {
 
 impl Export for PgStore {
     fn export(&self, table: &str, row: &mut RowSink<'_>) -> Result<u64, Error> {
-        let table = known(table)?;
+        let table = cairn_store::table(table)?;
         self.with_conn(|c| {
             let cols = columns(&mut c.client, table)?;
             let names: Vec<String> = cols.iter().map(|(n, _)| n.clone()).collect();
@@ -65,7 +57,7 @@ impl Export for PgStore {
     }
 
     fn count(&self, table: &str) -> Result<u64, Error> {
-        let table = known(table)?;
+        let table = cairn_store::table(table)?;
         self.with_conn(|c| count(&mut c.client, table))
     }
 }

@@ -1,21 +1,13 @@
 //! The SQLite store as the source of a copy ([`cairn_store::Export`]).
 
-use cairn_store::{Error, Export, RowSink, TABLES};
+use cairn_store::{Error, Export, RowSink};
 use rusqlite::types::ValueRef;
 
 use crate::{SqliteStore, db_err};
 
-fn known(table: &str) -> Result<&'static str, Error> {
-    TABLES
-        .iter()
-        .find(|t| **t == table)
-        .copied()
-        .ok_or_else(|| Error::NotFound(format!("no table `{table}` in a Cairn store")))
-}
-
 impl Export for SqliteStore {
     fn export(&self, table: &str, row: &mut RowSink<'_>) -> Result<u64, Error> {
-        let table = known(table)?;
+        let table = cairn_store::table(table)?;
         self.read(|c| {
             let mut stmt = c
                 .prepare(&format!("SELECT * FROM {table}"))
@@ -44,7 +36,7 @@ impl Export for SqliteStore {
     }
 
     fn count(&self, table: &str) -> Result<u64, Error> {
-        let table = known(table)?;
+        let table = cairn_store::table(table)?;
         self.read(|c| {
             c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
                 r.get::<_, i64>(0)

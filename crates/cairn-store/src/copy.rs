@@ -29,6 +29,15 @@ pub const TABLES: &[&str] = &[
     "figures",
 ];
 
+/// `name` as one of [`TABLES`]; any other name is not a table of a Cairn store.
+pub fn table(name: &str) -> Result<&'static str, Error> {
+    TABLES
+        .iter()
+        .find(|t| **t == name)
+        .copied()
+        .ok_or_else(|| Error::NotFound(format!("no table `{name}` in a Cairn store")))
+}
+
 /// A row as the backends exchange it: each column's value as text, `None` for NULL, in
 /// the order of the columns named with it.
 pub type Row = [Option<String>];

@@ -13,7 +13,7 @@ mod copy;
 mod error;
 mod record;
 
-pub use copy::{Export, Import, Row, RowSink, TABLES};
+pub use copy::{Export, Import, Row, RowSink, TABLES, table};
 pub use error::Error;
 pub use record::{
     ApprovalRecord, ApprovalStatus, AttemptRecord, CheckpointRecord, ChildRecord, Decision, Figure,
