@@ -1,0 +1,57 @@
+//! [`PgTx`]: one unit of work, a PostgreSQL transaction.
+
+use cairn_store::{
+    ApprovalRecord, AttemptRecord, CheckpointRecord, ChildRecord, Error, HistoryRecord,
+    IdempotencyRecord, InboxRecord, InstanceRecord, MachineRecord, NewLogEntry, OutboxRecord,
+    ScheduleRecord, TaskRecord, TimerRecord, TokenRecord, TriggerRecord,
+};
+use chrono::{DateTime, Utc};
+use postgres::Transaction;
+use serde_json::Value;
+
+use crate::db_err;
+use crate::sql::{self, Db, Stmts};
+
+mod approvals;
+mod definitions;
+mod history;
+mod instances;
+mod outbox;
+mod tasks;
+mod timers;
+mod tokens;
+
+/// Entries one unit may append to the log (the low bits of a position).
+const LOG_BITS: u32 = 20;
+
+pub(crate) struct PgTx<'a> {
+    tx: Transaction<'a>,
+    stmts: &'a mut Stmts,
+    /// Entries this unit appended to the log.
+    logged: i64,
+}
+
+impl<'a> PgTx<'a> {
+    pub fn new(tx: Transaction<'a>, stmts: &'a mut Stmts) -> PgTx<'a> {
+        PgTx {
+            tx,
+            stmts,
+            logged: 0,
+        }
+    }
+
+    fn db(&mut self) -> Db<'_, Transaction<'a>> {
+        Db {
+            c: &mut self.tx,
+            stmts: self.stmts,
+        }
+    }
+
+    pub fn commit(self) -> Result<(), Error> {
+        self.tx.commit().map_err(db_err)
+    }
+
+    pub fn rollback(self) {
+        let _ = self.tx.rollback();
+    }
+}
