@@ -1,0 +1,97 @@
+//! SQL for every record, written once for units of work (on a `Transaction`) and for
+//! reads (on a pooled `Client`): each function takes a [`Db`], a connection with its cache
+//! of prepared statements. One file per aggregate, as the `Tx` implementations in
+//! `src/tx/` (definitions, instances, history, timers, approvals, tasks, tokens, the
+//! outbox); this file holds what they share.
+
+use std::collections::HashMap;
+
+use cairn_core::Status;
+use cairn_store::Error;
+use postgres::types::{FromSql, Json, ToSql};
+use postgres::{GenericClient, Row, Statement};
+
+use crate::db_err;
+
+/// Prepared statements of one connection, by SQL text.
+pub(crate) type Stmts = HashMap<String, Statement>;
+
+/// A connection (or a transaction on one) and its prepared statements.
+pub(crate) struct Db<'a, C: GenericClient> {
+    pub c: &'a mut C,
+    pub stmts: &'a mut Stmts,
+}
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl<C: GenericClient> Db<'_, C> {
+    fn stmt(&mut self, sql: &str) -> Result<Statement, Error> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.c.prepare(sql).map_err(db_err)?;
+        self.stmts.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    pub fn query(&mut self, sql: &str, p: Params<'_>) -> Result<Vec<Row>, Error> {
+        let s = self.stmt(sql)?;
+        self.c.query(&s, p).map_err(db_err)
+    }
+
+    pub fn opt(&mut self, sql: &str, p: Params<'_>) -> Result<Option<Row>, Error> {
+        Ok(self.query(sql, p)?.into_iter().next())
+    }
+
+    pub fn exec(&mut self, sql: &str, p: Params<'_>) -> Result<u64, Error> {
+        let s = self.stmt(sql)?;
+        self.c.execute(&s, p).map_err(db_err)
+    }
+}
+
+pub(crate) fn get<'a, T: FromSql<'a>>(r: &'a Row, col: &str) -> Result<T, Error> {
+    r.try_get(col)
+        .map_err(|e| Error::Corrupt(format!("column `{col}`: {e}")))
+}
+
+fn json_of<T: serde::de::DeserializeOwned>(r: &Row, col: &str) -> Result<T, Error> {
+    get::<Json<T>>(r, col).map(|j| j.0)
+}
+
+fn status(s: &str) -> Result<Status, Error> {
+    Status::parse(s).ok_or_else(|| Error::Corrupt(format!("bad status `{s}`")))
+}
+
+fn rows<T>(rs: Vec<Row>, f: fn(&Row) -> Result<T, Error>) -> Result<Vec<T>, Error> {
+    rs.iter().map(f).collect()
+}
+
+/// Turns a unique violation into a conflict naming the record.
+fn unique<T>(r: Result<T, Error>, what: impl FnOnce() -> String) -> Result<T, Error> {
+    match r {
+        Err(Error::Conflict(_)) => Err(Error::Conflict(what())),
+        other => other,
+    }
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+mod approvals;
+mod definitions;
+mod history;
+mod instances;
+mod outbox;
+mod tasks;
+mod timers;
+mod tokens;
+
+pub(crate) use approvals::*;
+pub(crate) use definitions::*;
+pub(crate) use history::*;
+pub(crate) use instances::*;
+pub(crate) use outbox::*;
+pub(crate) use tasks::*;
+pub(crate) use timers::*;
+pub(crate) use tokens::*;
