@@ -107,19 +107,4 @@ impl Error {
             Error::Store(_) => ProblemType::Internal,
         }
     }
-
-    /// Whether the error is a refusal of the request (the CLI's exit code 4), not a malformed one or a failure.
-    pub fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            Error::Refused(_)
-                | Error::Finished { .. }
-                | Error::Paused(_)
-                | Error::Conflict(_)
-                | Error::NotAllowed(_)
-                | Error::VersionMismatch { .. }
-                | Error::KeyReused { .. }
-                | Error::Exists(_)
-        )
-    }
 }

@@ -48,7 +48,8 @@ enum Answer<'a> {
 }
 
 impl Answer<'_> {
-    /// The whole body, up to `limit` bytes.
+    /// The whole body, up to `limit` bytes over the network (in process, the embedded
+    /// client has no HTTP limits: the whole body).
     fn bytes(self, limit: usize) -> Result<Vec<u8>, Failure> {
         match self {
             Answer::Net(mut b) => b
@@ -57,7 +58,7 @@ impl Answer<'_> {
                 .read_to_vec()
                 .map_err(|e| Failure::from(anyhow!("reading the response: {e}"))),
             Answer::Embedded(b, runtime) => runtime
-                .block_on(axum::body::to_bytes(b, limit))
+                .block_on(axum::body::to_bytes(b, usize::MAX))
                 .map(|b| b.to_vec())
                 .map_err(|e| Failure::from(anyhow!("reading the response: {e}"))),
         }
@@ -141,7 +142,7 @@ impl Http {
             max_claim_wait: std::time::Duration::from_secs(365 * 24 * 3600),
             ..cairn_server::Settings::default()
         };
-        let ctx = crate::commands::serve::context(engine, local, settings);
+        let ctx = crate::store::server_context(engine, local, settings);
         // This thread drives the router (and blocking handlers run on the runtime's pool).
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

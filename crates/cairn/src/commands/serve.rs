@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use cairn_server::{Ctx, Settings};
+use cairn_server::Settings;
 
 use crate::Failure;
 
@@ -74,7 +74,7 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
         cors_origins: settings.http.cors_origins.clone(),
     };
     let label = engine.store().label();
-    let ctx = context(engine, server_settings, settings);
+    let ctx = crate::store::server_context(engine, server_settings, settings);
     let node = cairn_runtime::Node::start(
         ctx.engine.clone(),
         cairn_runtime::NodeOptions {
@@ -124,27 +124,6 @@ async fn shutdown() {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-}
-
-/// The server's context on `engine`: with the backend's backup (SQLite: written beside
-/// the data, then streamed to the client and removed; PostgreSQL has its own tools and
-/// `/v1/backup` answers "not supported") and its metrics. `cairn serve` and the embedded
-/// client build it the same way.
-pub fn context(
-    engine: cairn_engine::Engine<crate::store::AnyStore>,
-    server_settings: Settings,
-    settings: &crate::config::Settings,
-) -> Arc<Ctx<crate::store::AnyStore>> {
-    let store = engine.store().clone();
-    let backup = store.postgres().is_none().then(|| {
-        let write =
-            Arc::new(move |file: &std::path::Path| store.backup(file)) as cairn_server::BackupFn;
-        (write, settings.data.clone())
-    });
-    let stats_store = engine.store().clone();
-    let store_metrics: Arc<dyn Fn() -> String + Send + Sync> =
-        Arc::new(move || stats_store.metrics());
-    Ctx::with_hooks(engine, server_settings, backup, Some(store_metrics))
 }
 
 /// Retention as the settings say: of instances (when configured) in every namespace,
