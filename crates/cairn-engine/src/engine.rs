@@ -1,21 +1,25 @@
-//! [`Engine`]: machines, instances and events over any [`Store`].
+//! [`Engine`]: the engine over any [`Store`], its unit of work, and the instances it
+//! runs. [`Engine::write`] runs a closure as one unit (`unit::Unit`) in the store's
+//! transaction and, once it has committed, acts on what the unit did: counters, waking
+//! claims, delivering the outbox. Starting an instance, sending it events and reading it
+//! back are here; the other operations are in files by what they act on
+//! (`definitions.rs`, `tasks.rs`, `lifecycle/`, ...), each an `impl Engine` block.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use cairn_core::{Env, Event, Format, Machine, Snapshot, Status, is_reserved_event};
-use cairn_store::{
-    HistoryKind, HistoryRecord, InstanceFilter, InstanceRecord, MachineRecord, NewLogEntry, Page,
-    Store,
-};
+use cairn_core::{Event, Status, is_reserved_event};
+use cairn_store::{HistoryRecord, InstanceFilter, InstanceRecord, Page, Store};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
+use crate::family::Tree;
+use crate::ids::{check_id, check_namespace, fingerprint};
+use crate::machines::Machines;
 use crate::ready::TasksReady;
-use crate::unit::{self, Unit, instance_env, snapshot};
-use crate::{Actor, Clock, Error};
+use crate::unit::{self, Unit, UnitError, snapshot};
+use crate::{Actor, Clock, Error, outbox};
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -42,17 +46,6 @@ impl Default for Config {
             limits: cairn_core::Limits::default(),
         }
     }
-}
-
-/// The result of applying a definition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Applied {
-    /// The machine's name.
-    pub machine: String,
-    /// The version applied (or found, when the definition was unchanged).
-    pub version: u32,
-    /// False when the content equalled the latest version (nothing was written).
-    pub created: bool,
 }
 
 /// Starting an instance.
@@ -103,72 +96,15 @@ pub struct Sent {
     pub queued: bool,
 }
 
-/// The result of verifying one instance.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Verified {
-    /// The instance's namespace.
-    pub namespace: String,
-    /// The instance's id.
-    pub id: String,
-    /// How many versions were replayed.
-    pub versions: u64,
-    /// Replay reproduced every version and the stored instance.
-    pub ok: bool,
-    /// What differed, when something did.
-    pub problem: Option<String>,
-}
-
-type MachineKey = (String, String, u32);
-
-/// What a unit's closure may fail with: the engine's error, or a type of the caller's that
-/// carries more with it (the outbox drain's entry); either rolls the unit back.
-pub(crate) trait UnitError: From<Error> + From<cairn_store::Error> + Send + 'static {
-    /// Whether it is a refused event, counted for metrics.
-    fn refused(&self) -> bool;
-}
-
-impl UnitError for Error {
-    fn refused(&self) -> bool {
-        matches!(self, Error::Refused(_))
-    }
-}
-
-/// What units compile once and share: machines by namespace, name and version (versions
-/// are immutable, so a compiled machine never goes stale) and each namespace's triggers
-/// (reloaded after a change).
-pub(crate) struct Machines {
-    compiled: Mutex<HashMap<MachineKey, Arc<Machine>>>,
-    pub(crate) triggers: crate::triggers::Cache,
-    /// The engine's limits, for what runs inside units (steps, triggers).
-    pub(crate) limits: cairn_core::Limits,
-}
-
-impl Machines {
-    pub(crate) fn get(&self, key: &MachineKey) -> Option<Arc<Machine>> {
-        self.compiled.lock().ok()?.get(key).cloned()
-    }
-
-    pub(crate) fn load(&self, record: &MachineRecord) -> Result<Arc<Machine>, Error> {
-        let key = (
-            record.namespace.clone(),
-            record.name.clone(),
-            record.version,
-        );
-        if let Some(m) = self.get(&key) {
-            return Ok(m);
+impl Sent {
+    /// The result of a send as the API gives it.
+    pub fn to_api(&self) -> cairn_api::Sent {
+        cairn_api::Sent {
+            instance: crate::wire::instance(&self.instance),
+            transition: self.transition.as_ref().map(crate::wire::transition),
+            replayed: self.replayed,
+            queued: self.queued,
         }
-        if record.definition.is_null() {
-            return Err(Error::Conflict(format!(
-                "machine `{}` version {} was stored by an older Cairn and cannot be read back; \
-                 `cairn repair` removes it once no instance runs on it",
-                record.name, record.version
-            )));
-        }
-        let m = Arc::new(Machine::from_json(&record.definition)?);
-        if let Ok(mut map) = self.compiled.lock() {
-            map.insert(key, Arc::clone(&m));
-        }
-        Ok(m)
     }
 }
 
@@ -195,59 +131,18 @@ impl<S: Store> Clone for Engine<S> {
     }
 }
 
-/// Identifies an event and payload for an idempotency key.
-pub(crate) fn fingerprint(event: &str, payload: &Value) -> String {
-    digest(&format!("{event}\u{0}{payload}"))
-}
-
-fn digest(text: &str) -> String {
-    let d = Sha256::digest(text.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(crate) fn check_id(id: &str) -> Result<(), Error> {
-    if id.is_empty()
-        || id.len() > 200
-        || id
-            .chars()
-            .any(|c| c.is_control() || c == '/' || c.is_whitespace())
-    {
-        return Err(Error::Invalid(format!(
-            "instance id `{id}` must be 1-200 characters without spaces, `/` or control characters"
-        )));
-    }
-    Ok(())
-}
-
-pub(crate) fn check_namespace(ns: &str) -> Result<(), Error> {
-    if ns.is_empty()
-        || ns.len() > 100
-        || !ns
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(Error::Invalid(format!(
-            "namespace `{ns}` must be 1-100 characters of letters, digits, `-`, `_` and `.`"
-        )));
-    }
-    Ok(())
-}
-
 impl<S: Store> Engine<S> {
     /// An engine on `store`, timed by `clock`.
     pub fn new(store: S, clock: Arc<dyn Clock>, config: Config) -> Engine<S> {
         Engine {
             store,
             clock,
-            machines: Arc::new(Machines {
-                compiled: Mutex::default(),
-                triggers: crate::triggers::Cache::new(
-                    config
-                        .shared_store
-                        .then_some(std::time::Duration::from_secs(1)),
-                ),
-                limits: config.limits,
-            }),
+            machines: Arc::new(Machines::new(
+                config
+                    .shared_store
+                    .then_some(std::time::Duration::from_secs(1)),
+                config.limits,
+            )),
             tasks_ready: Arc::new(TasksReady::default()),
             counters: Arc::default(),
             config,
@@ -294,7 +189,7 @@ impl<S: Store> Engine<S> {
     {
         let submitted = std::time::Instant::now();
         let r = self.store.write(move |tx| {
-            let mut unit = Unit::new(tx);
+            let mut unit = Unit::new(tx, &Tree);
             // A panic in a unit fails that unit alone (the store rolls back its savepoint);
             // the thread, and every other unit of its batch, go on.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut unit)))
@@ -340,6 +235,11 @@ impl<S: Store> Engine<S> {
         Arc::clone(&self.machines)
     }
 
+    /// The compiled machines and triggers.
+    pub(crate) fn compiled(&self) -> &Machines {
+        &self.machines
+    }
+
     pub(crate) fn check_size(&self, what: &'static str, v: &Value) -> Result<(), Error> {
         let max = self.config.max_payload_bytes;
         let size = cairn_core::limits::json_size(v, max);
@@ -359,155 +259,40 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// Applies a definition: identical content to the latest version is a no-op, changed
-    /// content becomes the next version. Instances stay on the version they started on.
-    pub fn apply(
-        &self,
-        ns: &str,
-        text: &str,
-        format: Option<Format>,
-        file: Option<&str>,
-    ) -> Result<Applied, Error> {
-        self.apply_as(ns, text, format, file, crate::Role::Admin)
-    }
-
-    /// [`Engine::apply`] on behalf of `role`: a machine whose tasks run commands
-    /// (`task.exec`) needs an admin and commands on the allowlist; every secret its
-    /// executors name must be configured.
-    pub fn apply_as(
-        &self,
-        ns: &str,
-        text: &str,
-        format: Option<Format>,
-        file: Option<&str>,
-        role: crate::Role,
-    ) -> Result<Applied, Error> {
-        check_namespace(ns)?;
-        let machine = Machine::load_with(text, format, file, &self.config.limits)?;
-        self.config.executors.check(&machine, role)?;
-        let definition = machine.to_json();
-        let canonical = definition.to_string();
-        let digest = digest(&canonical);
-        let name = machine.name().to_string();
-        let ns = ns.to_string();
-        let now = self.clock.now();
-        self.write(move |tx| {
-            let latest = tx.machine(&ns, &name, None)?;
-            if let Some(l) = &latest
-                && l.digest == digest
-            {
-                return Ok(Applied {
-                    machine: name,
-                    version: l.version,
-                    created: false,
-                });
-            }
-            // Never a number a deleted version had.
-            let version = tx.max_machine_version(&ns, &name)?.map_or(1, |v| v + 1);
-            tx.insert_machine(&MachineRecord {
-                namespace: ns.clone(),
-                name: name.clone(),
-                version,
-                digest,
-                definition,
-                created_at: now,
-            })?;
-            tx.append_log(&NewLogEntry {
-                namespace: ns,
-                instance_id: String::new(),
-                kind: "machine".into(),
-                version: version as u64,
-                data: json!({"machine": name}),
-                created_at: now,
-            })?;
-            Ok(Applied {
-                machine: name,
-                version,
-                created: true,
-            })
-        })
-    }
-
-    /// The latest version of every machine in the namespace.
-    pub fn machines(&self, ns: &str) -> Result<Vec<MachineRecord>, Error> {
-        Ok(self.store.machines(ns)?)
-    }
-
-    /// Deletes a machine version no instance runs on (in any status): it is no longer
-    /// listed or startable, and its number is never given again. Refused (conflict) while
-    /// an instance uses it.
-    pub fn delete_machine(&self, ns: &str, name: &str, version: u32) -> Result<(), Error> {
-        let (ns, name, now) = (ns.to_string(), name.to_string(), self.now());
-        self.write(move |tx| {
-            if tx.machine(&ns, &name, Some(version))?.is_none() {
-                return Err(Error::NotFound(format!(
-                    "machine `{name}` has no version {version} in namespace `{ns}`"
-                )));
-            }
-            let users = tx.machine_in_use(&ns, &name, version)?;
-            if users > 0 {
-                return Err(Error::Conflict(format!(
-                    "machine `{name}` version {version} runs {users} instance{}; delete or migrate {} first",
-                    if users == 1 { "" } else { "s" },
-                    if users == 1 { "it" } else { "them" }
-                )));
-            }
-            tx.delete_machine(&ns, &name, version, now)?;
-            tx.append_log(&NewLogEntry {
-                namespace: ns,
-                instance_id: String::new(),
-                kind: "machine_deleted".into(),
-                version: version as u64,
-                data: json!({"machine": name, "version": version}),
-                created_at: now,
-            })?;
-            Ok(())
-        })
-    }
-
-    /// Finds stored machine versions that cannot be read back (stored by an older Cairn
-    /// before definitions had a depth limit) and, unless `dry_run`, deletes those no
-    /// instance runs on. The ones still in use are reported with how many use them.
-    pub fn repair(&self, dry_run: bool) -> Result<cairn_api::Repair, Error> {
-        let mut report = cairn_api::Repair::default();
-        for m in self.store.unreadable_machines()? {
-            let users = {
-                let (ns, name, v) = (m.namespace.clone(), m.name.clone(), m.version);
-                self.write(move |tx| Ok(tx.machine_in_use(&ns, &name, v)?))?
-            };
-            let entry = cairn_api::Unreadable {
-                namespace: m.namespace.clone(),
-                machine: m.name.clone(),
-                version: m.version,
-                instances: users,
-            };
-            if users == 0 && !dry_run {
-                self.delete_machine(&m.namespace, &m.name, m.version)?;
-                report.deleted.push(entry);
-            } else if users == 0 {
-                report.deletable.push(entry);
-            } else {
-                report.in_use.push(entry);
+    /// Delivers what the outbox holds, oldest first, each entry in the unit that applies
+    /// it (and deletes it). Deliveries may write more (a parent finishing tells its own
+    /// parent); those are delivered too. An entry whose delivery fails for a reason other
+    /// than storage is dropped and logged, so one bad entry cannot block the rest.
+    /// Returns how many entries were delivered.
+    pub fn drain_outbox(&self) -> Result<usize, Error> {
+        let machines = self.machine_cache();
+        let mut total = 0;
+        loop {
+            let now = self.now();
+            let m = std::sync::Arc::clone(&machines);
+            let r = self.write_unit(move |tx| outbox::deliver_oldest(tx, &m, now), false);
+            match r {
+                Ok(Some(_)) => total += 1,
+                Ok(None) => return Ok(total),
+                Err(outbox::Delivery::Unit(e)) => return Err(e),
+                Err(outbox::Delivery::Failed(e, other)) => {
+                    let why = other.to_string();
+                    self.write(move |tx| {
+                        if tx.delete_outbox(e.seq)? {
+                            tx.append_log(&cairn_store::NewLogEntry {
+                                namespace: e.namespace.clone(),
+                                instance_id: e.instance_id.clone(),
+                                kind: "outbox_failed".into(),
+                                version: 0,
+                                data: json!({"event": e.event, "source": e.source, "error": why}),
+                                created_at: now,
+                            })?;
+                        }
+                        Ok(())
+                    })?;
+                }
             }
         }
-        Ok(report)
-    }
-
-    /// A machine version (the latest when `None`), compiled.
-    pub fn machine(
-        &self,
-        ns: &str,
-        name: &str,
-        version: Option<u32>,
-    ) -> Result<(MachineRecord, Arc<Machine>), Error> {
-        let record = self.store.machine(ns, name, version)?.ok_or_else(|| {
-            Error::NotFound(match version {
-                Some(v) => format!("machine `{name}` has no version {v} in namespace `{ns}`"),
-                None => format!("no machine `{name}` in namespace `{ns}`"),
-            })
-        })?;
-        let m = self.machines.load(&record)?;
-        Ok((record, m))
     }
 
     /// Starts an instance; its first history record (version 1) holds the input.
@@ -529,7 +314,7 @@ impl<S: Store> Engine<S> {
             }
         }
         let (record, machine) = self.machine(ns, &req.machine, req.version)?;
-        let now = self.clock.now();
+        let now = self.now();
         let prepared = crate::start::prepare(
             crate::start::Start {
                 namespace: ns,
@@ -540,7 +325,7 @@ impl<S: Store> Engine<S> {
                 parent: None,
                 actor: &req.actor,
             },
-            self.config.limits,
+            self.config().limits,
             now,
         )
         .map_err(|r| match r {
@@ -579,10 +364,7 @@ impl<S: Store> Engine<S> {
                 "an idempotency key is 1-200 characters".into(),
             ));
         }
-        let fingerprint = req
-            .key
-            .as_ref()
-            .map(|_| digest(&format!("{}\u{0}{}", req.event, payload)));
+        let keyed = req.key.as_ref().map(|_| fingerprint(&req.event, &payload));
         let by = Actor {
             name: String::new(),
             ..req.actor
@@ -593,8 +375,8 @@ impl<S: Store> Engine<S> {
             actor: req.actor.name,
             reason: req.reason,
         };
-        let machines = Arc::clone(&self.machines);
-        let now = self.clock.now();
+        let machines = self.machine_cache();
+        let now = self.now();
         let (ns_in, id_in) = (ns, id);
         let (ns, id) = (ns.to_string(), id.to_string());
         let key = req.key;
@@ -605,10 +387,8 @@ impl<S: Store> Engine<S> {
             Queued(Box<InstanceRecord>),
         }
         let done = self.write(move |tx| {
-            let mut inst = tx.instance(&ns, &id)?.ok_or_else(|| {
-                Error::NotFound(format!("no instance `{id}` in namespace `{ns}`"))
-            })?;
-            if let (Some(key), Some(fp)) = (&key, &fingerprint) {
+            let mut inst = unit::load_instance(tx, &ns, &id)?;
+            if let (Some(key), Some(fp)) = (&key, &keyed) {
                 if let Some(first) = tx.idempotency(&ns, &id, key)? {
                     if &first.fingerprint != fp {
                         return Err(Error::KeyReused {
@@ -622,7 +402,7 @@ impl<S: Store> Engine<S> {
                 if inst.status == Status::Paused
                     && let Some(queued) = tx.inbox_key(&ns, &id, key)?
                 {
-                    let same = crate::engine::fingerprint(&queued.event, &queued.payload) == *fp;
+                    let same = fingerprint(&queued.event, &queued.payload) == *fp;
                     if !same {
                         return Err(Error::KeyReused {
                             key: key.clone(),
@@ -651,8 +431,9 @@ impl<S: Store> Engine<S> {
                 unit::queue_event(tx, &inst, &event, &by, key.clone(), now)?;
                 return Ok(Done::Queued(Box::new(inst)));
             }
-            let key = key.zip(fingerprint);
-            let history = unit::apply_event(tx, &machines, &mut inst, &event, &by, key, now)?;
+            let key = key.zip(keyed);
+            let history =
+                crate::apply::apply_event(tx, &machines, &mut inst, &event, &by, key, now)?;
             Ok(Done::Applied(Box::new((inst, history))))
         })?;
         match done {
@@ -678,7 +459,7 @@ impl<S: Store> Engine<S> {
     fn replayed(&self, ns: &str, id: &str, version: u64) -> Result<Sent, Error> {
         let instance = self.get(ns, id)?;
         let transition = self
-            .store
+            .store()
             .transition(ns, id, version)?
             .ok_or_else(|| Error::NotFound(format!("history version {version} of `{id}`")))?;
         Ok(Sent {
@@ -691,9 +472,9 @@ impl<S: Store> Engine<S> {
 
     /// One instance.
     pub fn get(&self, ns: &str, id: &str) -> Result<InstanceRecord, Error> {
-        self.store
+        self.store()
             .instance(ns, id)?
-            .ok_or_else(|| Error::NotFound(format!("no instance `{id}` in namespace `{ns}`")))
+            .ok_or_else(|| Error::no_instance(ns, id))
     }
 
     /// A page of instances that match `filter`.
@@ -705,7 +486,7 @@ impl<S: Store> Engine<S> {
                 "cursor `{a}` is not one this server gives (a page's `next`)"
             )));
         }
-        Ok(self.store.instances(filter)?)
+        Ok(self.store().instances(filter)?)
     }
 
     /// The whole history of an instance, oldest first.
@@ -714,7 +495,7 @@ impl<S: Store> Engine<S> {
         let mut out = Vec::new();
         loop {
             let after = out.last().map_or(0, |h: &HistoryRecord| h.seq);
-            let page = self.store.history(ns, id, after, 1000)?;
+            let page = self.store().history(ns, id, after, 1000)?;
             let done = page.len() < 1000;
             out.extend(page);
             if done {
@@ -736,7 +517,7 @@ impl<S: Store> Engine<S> {
             return self.history(ns, id);
         }
         self.get(ns, id)?;
-        Ok(self.store.history_before(
+        Ok(self.store().history_before(
             ns,
             id,
             before.unwrap_or(u64::MAX),
@@ -751,206 +532,8 @@ impl<S: Store> Engine<S> {
         Ok(cairn_core::accepts(&machine, &snapshot(&inst)))
     }
 
-    /// Verifies one instance, or every instance of the namespace when `id` is `None`,
-    /// as the API reports it.
-    pub fn verify_report(
-        &self,
-        ns: &str,
-        id: Option<&str>,
-    ) -> Result<cairn_api::VerifyReport, Error> {
-        let ids = match id {
-            Some(id) => vec![id.to_string()],
-            None => self
-                .instance_ids(Some(ns))?
-                .into_iter()
-                .map(|(_, id)| id)
-                .collect(),
-        };
-        let results = ids
-            .iter()
-            .map(|id| self.verify(ns, id).map(|v| crate::wire::verified(&v)))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(cairn_api::VerifyReport::new(results))
-    }
-
-    /// Replays an instance's history through the step function and checks that it
-    /// reproduces every recorded version and the stored instance.
-    pub fn verify(&self, ns: &str, id: &str) -> Result<Verified, Error> {
-        let inst = self.get(ns, id)?;
-        let history = self.history(ns, id)?;
-        let problem = self.replay_problem(&inst, &history)?;
-        Ok(Verified {
-            namespace: ns.to_string(),
-            id: id.to_string(),
-            versions: history.len() as u64,
-            ok: problem.is_none(),
-            problem,
-        })
-    }
-
     /// Every instance, optionally of one namespace, with `verify`.
     pub fn instance_ids(&self, ns: Option<&str>) -> Result<Vec<(String, String)>, Error> {
-        Ok(self.store.instance_ids(ns)?)
-    }
-
-    fn replay_problem(
-        &self,
-        inst: &InstanceRecord,
-        history: &[HistoryRecord],
-    ) -> Result<Option<String>, Error> {
-        let (_, machine) =
-            self.machine(&inst.namespace, &inst.machine, Some(inst.machine_version))?;
-        // Replay is never refused by a limit lowered since: what was applied, replays.
-        let env_at = |t: DateTime<Utc>| Env {
-            now: t,
-            instance: instance_env(inst),
-            records: json!({}),
-            limits: cairn_core::Limits::CEILING,
-        };
-        let mismatch = |h: &HistoryRecord, s: &Snapshot| -> Option<String> {
-            if h.to_configuration != s.configuration
-                || h.context != s.context
-                || h.status != s.status
-            {
-                Some(format!(
-                    "seq {} (version {}): history records {:?} / {} / {} but replay gives {:?} / {} / {}",
-                    h.seq,
-                    h.version,
-                    h.to_configuration,
-                    h.context,
-                    h.status.as_str(),
-                    s.configuration,
-                    s.context,
-                    s.status.as_str()
-                ))
-            } else {
-                None
-            }
-        };
-        let mut snap: Option<Snapshot> = None;
-        let mut version = 0;
-        let first_seq = history.first().map_or(1, |h| h.seq);
-        for (i, h) in history.iter().enumerate() {
-            let expected = first_seq + i as u64;
-            if h.seq != expected || (i == 0 && h.seq != 1 && h.kind != HistoryKind::Base) {
-                return Ok(Some(format!(
-                    "history has seq {} where {expected} was expected",
-                    h.seq
-                )));
-            }
-            let next = match (h.kind, &snap) {
-                // A base (a fork's first record, or what compaction folded older history
-                // into) is taken as given: replay starts from it.
-                (HistoryKind::Base, _) => {
-                    version = h.version;
-                    Snapshot {
-                        configuration: h.to_configuration.clone(),
-                        context: h.context.clone(),
-                        status: h.status,
-                    }
-                }
-                (HistoryKind::Start, None) => {
-                    match cairn_core::guarded(|| {
-                        cairn_core::start(&machine, &h.payload, &env_at(h.created_at))
-                    }) {
-                        Ok(o) => o.snapshot,
-                        Err(e) => {
-                            return Ok(Some(format!("seq 1: replaying the start is refused: {e}")));
-                        }
-                    }
-                }
-                (HistoryKind::Start, Some(_)) | (_, None) => {
-                    return Ok(Some(format!(
-                        "seq {}: a `{}` record where the history {}",
-                        h.seq,
-                        h.kind.as_str(),
-                        if snap.is_none() {
-                            "should start"
-                        } else {
-                            "has started already"
-                        }
-                    )));
-                }
-                (HistoryKind::Event, Some(s)) => {
-                    let ev = Event {
-                        name: h.event.clone(),
-                        payload: h.payload.clone(),
-                        actor: h.actor.clone(),
-                        reason: h.reason.clone(),
-                    };
-                    // A paused instance applies its queued events on resume, as running.
-                    let running = Snapshot {
-                        status: Status::Running,
-                        ..s.clone()
-                    };
-                    match cairn_core::guarded(|| {
-                        cairn_core::step(&machine, &running, &ev, &env_at(h.created_at))
-                    }) {
-                        Ok(o) => o.snapshot,
-                        Err(e) => {
-                            return Ok(Some(format!(
-                                "seq {}: replaying `{}` is refused: {e}",
-                                h.seq, h.event
-                            )));
-                        }
-                    }
-                }
-                (HistoryKind::Pause, Some(s)) => Snapshot {
-                    status: Status::Paused,
-                    ..s.clone()
-                },
-                (HistoryKind::Resume, Some(s)) => Snapshot {
-                    status: Status::Running,
-                    ..s.clone()
-                },
-                (HistoryKind::Cancel, Some(s)) => Snapshot {
-                    status: Status::Cancelled,
-                    ..s.clone()
-                },
-                (HistoryKind::Fail, Some(s)) => Snapshot {
-                    status: Status::Failed,
-                    ..s.clone()
-                },
-                (HistoryKind::Attempt, Some(s)) => s.clone(),
-            };
-            if h.kind.is_transition() {
-                version += 1;
-            }
-            if h.version != version {
-                return Ok(Some(format!(
-                    "seq {}: records version {} where {version} was expected",
-                    h.seq, h.version
-                )));
-            }
-            if let Some(p) = mismatch(h, &next) {
-                return Ok(Some(p));
-            }
-            snap = Some(next);
-        }
-        let Some(snap) = snap else {
-            return Ok(Some("the instance has no history".into()));
-        };
-        let last_seq = history.last().map_or(0, |h| h.seq);
-        if version != inst.version || last_seq != inst.history_seq {
-            return Ok(Some(format!(
-                "the instance is at version {} (seq {}) but its history ends at version {version} (seq {last_seq})",
-                inst.version, inst.history_seq
-            )));
-        }
-        if snap.configuration != inst.configuration
-            || snap.context != inst.context
-            || snap.status != inst.status
-        {
-            return Ok(Some(format!(
-                "the stored instance {:?} / {} / {} differs from its replayed history {:?} / {} / {}",
-                inst.configuration,
-                inst.context,
-                inst.status.as_str(),
-                snap.configuration,
-                snap.context,
-                snap.status.as_str()
-            )));
-        }
-        Ok(None)
+        Ok(self.store().instance_ids(ns)?)
     }
 }

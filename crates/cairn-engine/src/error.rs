@@ -81,6 +81,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// Not found: no instance `id` in namespace `ns`.
+    pub(crate) fn no_instance(ns: &str, id: &str) -> Error {
+        Error::NotFound(format!("no instance `{id}` in namespace `{ns}`"))
+    }
+
     /// Whether the error is a refusal of a well-formed request (exit code 4, HTTP 409/422).
     /// The API's problem type for this error: the HTTP status a server answers with and
     /// the exit code the CLI gives, decided here once.

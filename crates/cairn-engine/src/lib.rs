@@ -13,31 +13,49 @@
 //! maps, sends) are carried out in the unit that records the step.
 #![warn(missing_docs)]
 
+// The files in layers, each importing only those above it in this list (ARCHITECTURE.md
+// says how that is checked). Leaves first:
+mod error;
 mod auth;
-mod children;
 mod clock;
 mod counters;
-mod engine;
-mod error;
 mod executors;
-mod lifecycle;
-mod maps;
+mod ids;
 mod ready;
-mod schedules;
-mod start;
-mod tasks;
-mod triggers;
-mod unit;
 pub mod wire;
+// Compiled definitions:
+mod armed;
+mod machines;
+// Inside one unit of work, lowest first: the unit, the triggers that fire in it, a step's
+// effects, applying an event, starting an instance, children, maps, and the two that
+// close the recursion (the family a unit carries, the outbox deliveries).
+mod unit;
+mod triggers;
+mod effects;
+mod apply;
+mod start;
+mod children;
+mod maps;
+mod family;
+mod outbox;
+// The engine and its operations, each an `impl Engine` block:
+mod engine;
+mod definitions;
+mod lifecycle;
+mod schedules;
+mod tasks;
+mod tokens;
+mod verify;
 
+pub use armed::MAX_HOPS as MAX_TRIGGER_HOPS;
 pub use auth::{Actor, Principal, Role, check_subject};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use counters::{COMMIT_BUCKETS, Counters, CountersSnapshot};
-pub use engine::{Applied, Config, Engine, SendRequest, Sent, StartRequest, Verified};
+pub use definitions::Applied;
+pub use engine::{Config, Engine, SendRequest, Sent, StartRequest};
 pub use error::Error;
 pub use executors::{Executors, Secrets};
 pub use lifecycle::{
     DecideRequest, Decided, ForkFrom, LOG_TRIM_STEP, RETENTION_STEP, Retention, Stats, merge_patch,
 };
 pub use tasks::{Claimed, DEFAULT_LEASE, LEASE_RANGE, TaskOutcome, Usage, backoff, check_lease};
-pub use triggers::MAX_HOPS as MAX_TRIGGER_HOPS;

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::engine::Machines;
+use crate::machines::Machines;
 use crate::unit::Unit;
 use crate::{Error, unit};
 
@@ -206,14 +206,7 @@ fn settle(
     let event = match failed {
         Some(f) if p.fail_fast => {
             // Cancel the rest: children still running, items not started.
-            crate::children::cascade(
-                tx,
-                machines,
-                inst,
-                Some(state),
-                crate::children::Cascade::Cancel,
-                now,
-            )?;
+            crate::children::cancel(tx, machines, inst, Some(state), now)?;
             for i in &mut p.items {
                 if matches!(i.status.as_str(), "pending" | "running") {
                     i.status = "cancelled".into();
@@ -269,7 +262,7 @@ fn settle(
                 actor: String::new(),
                 reason: String::new(),
             };
-            crate::tasks::deliver_system(tx, machines, inst, e, &crate::Actor::default(), now)
+            crate::apply::deliver_system(tx, machines, inst, e, &crate::Actor::default(), now)
         }
     }
 }

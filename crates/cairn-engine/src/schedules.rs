@@ -89,7 +89,7 @@ impl<S: Store> Engine<S> {
     /// Stores a schedule after checking its name, cron expression, time zone, catch-up
     /// policy and input; its first tick is the first after now.
     pub fn add_schedule(&self, ns: &str, mut schedule: Schedule) -> Result<Schedule, Error> {
-        crate::engine::check_namespace(ns)?;
+        crate::ids::check_namespace(ns)?;
         let p = parse(&schedule)?;
         let now = self.now();
         let next = next_after(&p, now)?;

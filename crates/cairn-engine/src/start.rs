@@ -12,7 +12,7 @@ use cairn_store::{HistoryKind, HistoryRecord, InstanceRecord};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::engine::Machines;
+use crate::machines::Machines;
 use crate::unit::{self, Unit};
 use crate::{Actor, Error};
 
@@ -127,7 +127,7 @@ pub(crate) fn write(
         data["parent"] = json!(parent);
     }
     unit::log(tx, &inst, "started", data, now)?;
-    unit::apply_effects(tx, machines, &inst, &outcome.effects, now)?;
+    crate::effects::apply_effects(tx, machines, &inst, &outcome.effects, now)?;
     crate::triggers::fire(
         tx,
         machines,
@@ -138,7 +138,7 @@ pub(crate) fn write(
         now,
     )?;
     if inst.status.is_finished() {
-        unit::finish_instance(tx, machines, &inst, now)?;
+        crate::apply::finish_instance(tx, machines, &inst, now)?;
     }
     Ok(inst)
 }
@@ -164,7 +164,7 @@ pub(crate) fn in_unit(
         .machine(ns, machine, None)?
         .ok_or_else(|| refuse(format!("no machine `{machine}` in namespace `{ns}`")))?;
     let compiled = machines.load(&record)?;
-    crate::engine::check_id(id).map_err(|e| refuse(e.to_string()))?;
+    crate::ids::check_id(id).map_err(|e| refuse(e.to_string()))?;
     let actor = Actor::from(actor.to_string());
     let prepared = prepare(
         Start {

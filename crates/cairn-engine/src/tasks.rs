@@ -10,14 +10,15 @@
 
 use std::time::Duration;
 
+use cairn_core::Event;
 use cairn_core::machine::RetryPolicy;
-use cairn_core::{Event, Status};
 use cairn_store::{AttemptRecord, HistoryKind, InstanceRecord, Store, TaskRecord, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::engine::{Engine, Machines};
+use crate::engine::Engine;
+use crate::machines::Machines;
 use crate::unit::Unit;
 use crate::{Actor, Error, unit};
 
@@ -68,6 +69,24 @@ pub struct Claimed {
     /// The per-attempt timeout the state declares.
     #[serde(skip)]
     pub timeout_ms: Option<u64>,
+}
+
+impl Claimed {
+    /// A claimed task as the API gives it.
+    pub fn to_api(&self) -> cairn_api::Claimed {
+        cairn_api::Claimed {
+            id: self.id.clone(),
+            namespace: self.namespace.clone(),
+            instance: self.instance.clone(),
+            state: self.state.clone(),
+            queue: self.queue.clone(),
+            action: self.action.clone(),
+            input: self.input.clone(),
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            lease_expires_at: self.lease_expires_at,
+        }
+    }
 }
 
 /// Token and cost figures a worker reports with an outcome.
@@ -176,37 +195,6 @@ fn end_attempt(
         unit::log(tx, inst, "task_attempt", record, now)?;
     }
     Ok(())
-}
-
-/// Delivers a system event (`task.done`, `task.failed`) to an instance: applied if it
-/// runs, queued if paused; if its machine refuses it, the instance fails with
-/// `last_error` set, so it never silently sticks.
-pub(crate) fn deliver_system(
-    tx: &mut Unit<'_>,
-    machines: &Machines,
-    inst: &mut InstanceRecord,
-    event: Event,
-    by: &Actor,
-    now: DateTime<Utc>,
-) -> Result<(), Error> {
-    if inst.status.is_finished() {
-        return Ok(());
-    }
-    if inst.status == Status::Paused {
-        unit::queue_event(tx, inst, &event, by, None, now)?;
-        return Ok(());
-    }
-    match unit::apply_event(tx, machines, inst, &event, by, None, now) {
-        Ok(_) => Ok(()),
-        Err(Error::Refused(r)) => unit::fail_instance(
-            tx,
-            machines,
-            inst,
-            &format!("`{}` could not be applied: {r}", event.name),
-            now,
-        ),
-        Err(e) => Err(e),
-    }
 }
 
 impl<S: Store> Engine<S> {
@@ -405,7 +393,7 @@ impl<S: Store> Engine<S> {
                     actor: by.name.clone(),
                     reason: String::new(),
                 };
-                deliver_system(tx, &machines, inst, event, &by, now)?;
+                crate::apply::deliver_system(tx, &machines, inst, event, &by, now)?;
             }
             Ok(TaskOutcome {
                 task: t,
@@ -534,7 +522,7 @@ impl<S: Store> Engine<S> {
                 actor: by.name.clone(),
                 reason: error.to_string(),
             };
-            deliver_system(tx, machines, inst, event, by, now)?;
+            crate::apply::deliver_system(tx, machines, inst, event, by, now)?;
         }
         Ok(false)
     }

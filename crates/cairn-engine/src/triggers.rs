@@ -9,183 +9,17 @@
 //! changes nothing. Each entry counts the triggers that led to it; a chain longer than
 //! [`MAX_HOPS`] stops (`trigger_loop_stopped`), so triggers that feed each other end.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use cairn_api::Trigger;
+use cairn_core::Status;
 use cairn_core::expr::{self, Compiled, Scope};
 use cairn_core::step::Microstep;
-use cairn_core::{Status, is_reserved_event};
-use cairn_store::{InstanceRecord, OutboxRecord, Store, TriggerRecord};
+use cairn_store::{InstanceRecord, OutboxRecord};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::engine::{Engine, Machines};
-use crate::unit::Unit;
-use crate::{Error, unit};
-
-/// The longest chain of triggers feeding each other.
-pub const MAX_HOPS: u32 = 16;
-
-/// A trigger with its expressions compiled.
-pub(crate) struct Armed {
-    def: Trigger,
-    status: Option<Status>,
-    when: Option<Compiled>,
-    input: Option<Compiled>,
-    id: Option<Compiled>,
-    to: Option<Compiled>,
-    payload: Option<Compiled>,
-}
-
-/// Each namespace's compiled triggers, loaded on first use and after a change made here;
-/// with a `ttl` (other nodes may change them too), also once they are that old.
-/// A namespace's triggers and when they were loaded.
-type Loaded = (std::time::Instant, Arc<Vec<Armed>>);
-
-pub(crate) struct Cache {
-    loaded: Mutex<HashMap<String, Loaded>>,
-    ttl: Option<std::time::Duration>,
-}
-
-impl Cache {
-    pub(crate) fn new(ttl: Option<std::time::Duration>) -> Cache {
-        Cache {
-            loaded: Mutex::default(),
-            ttl,
-        }
-    }
-
-    fn of(&self, tx: &mut Unit<'_>, ns: &str) -> Result<Arc<Vec<Armed>>, Error> {
-        let fresh = |at: &std::time::Instant| self.ttl.is_none_or(|t| at.elapsed() < t);
-        if let Some(list) = self.loaded.lock().ok().and_then(|m| {
-            m.get(ns)
-                .filter(|(at, _)| fresh(at))
-                .map(|(_, l)| Arc::clone(l))
-        }) {
-            return Ok(list);
-        }
-        let list: Vec<Armed> = tx
-            .triggers(ns)?
-            .iter()
-            .filter_map(|r| serde_json::from_value(r.definition.clone()).ok())
-            .filter_map(|t| compile(t, None).ok())
-            .collect();
-        let list = Arc::new(list);
-        if let Ok(mut m) = self.loaded.lock() {
-            m.insert(
-                ns.to_string(),
-                (std::time::Instant::now(), Arc::clone(&list)),
-            );
-        }
-        Ok(list)
-    }
-
-    fn forget(&self, ns: &str) {
-        if let Ok(mut m) = self.loaded.lock() {
-            m.remove(ns);
-        }
-    }
-}
-
-/// Checks and compiles a trigger: within `limits` when it is being added, as stored
-/// (no limit refuses it) when `None`.
-fn compile(def: Trigger, limits: Option<&cairn_core::Limits>) -> Result<Armed, Error> {
-    let env = expr::standard_env();
-    let field = |what: &str, src: &Option<String>| -> Result<Option<Compiled>, Error> {
-        src.as_deref()
-            .map(|s| {
-                match limits {
-                    Some(l) => expr::compile(&env, s, l),
-                    None => expr::compile_stored(&env, s, &[]),
-                }
-                .map_err(|e| {
-                    let shown: String = s.chars().take(60).collect();
-                    Error::Invalid(format!("trigger `{}`: `{what}` `{shown}`: {e}", def.name))
-                })
-            })
-            .transpose()
-    };
-    let bad = |m: String| Error::Invalid(format!("trigger `{}`: {m}", def.name));
-    if def.name.is_empty()
-        || def.name.len() > 100
-        || !def
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return Err(bad(
-            "a name is 1-100 letters, digits, `-`, `_` or `.`".into()
-        ));
-    }
-    if def.machine.is_empty() {
-        return Err(bad("`machine` (the source machine) is required".into()));
-    }
-    let status = match (&def.on_state, &def.on_status) {
-        (Some(_), Some(_)) | (None, None) => {
-            return Err(bad("give exactly one of `on_state` and `on_status`".into()));
-        }
-        (Some(s), None) if s.is_empty() => return Err(bad("`on_state` is empty".into())),
-        (Some(_), None) => None,
-        (None, Some(s)) => match Status::parse(s) {
-            Some(st) => Some(st),
-            None => {
-                return Err(bad(format!(
-                    "`on_status` `{s}`: expected running, paused, completed, failed or cancelled"
-                )));
-            }
-        },
-    };
-    let (input, id, to, payload) = match (&def.start, &def.send) {
-        (Some(st), None) => {
-            if st.machine.is_empty() {
-                return Err(bad("`start.machine` is required".into()));
-            }
-            (
-                field("start.input", &st.input)?,
-                field("start.id", &st.id)?,
-                None,
-                None,
-            )
-        }
-        (None, Some(se)) => {
-            if se.event.is_empty() {
-                return Err(bad("`send.event` is required".into()));
-            }
-            if is_reserved_event(&se.event) {
-                return Err(bad(format!(
-                    "`send.event` `{}` is reserved: the engine delivers it",
-                    se.event
-                )));
-            }
-            (
-                None,
-                None,
-                field("send.to", &Some(se.to.clone()))?,
-                field("send.payload", &se.payload)?,
-            )
-        }
-        _ => return Err(bad("give exactly one of `start` and `send`".into())),
-    };
-    Ok(Armed {
-        when: field("when", &def.when)?,
-        def,
-        status,
-        input,
-        id,
-        to,
-        payload,
-    })
-}
-
-fn matches(t: &Armed, entered: &[&str], ended: Option<Status>) -> bool {
-    if let Some(s) = &t.def.on_state {
-        return entered.iter().any(|e| {
-            e == s || (e.starts_with(s.as_str()) && e.as_bytes().get(s.len()) == Some(&b'.'))
-        });
-    }
-    t.status.is_some() && t.status == ended
-}
+use crate::Error;
+use crate::armed::{Armed, MAX_HOPS, matches};
+use crate::machines::Machines;
+use crate::unit::{self, Unit};
 
 /// Fires the triggers of `inst`'s machine that match the states just entered or the status
 /// it just ended with: each writes an outbox entry. Never fails the source for a trigger's
@@ -199,7 +33,7 @@ pub(crate) fn fire(
     event: impl FnOnce() -> Value,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let all = machines.triggers.of(tx, &inst.namespace)?;
+    let all = machines.triggers.of(&mut **tx, &inst.namespace)?;
     if !all.iter().any(|t| t.def.machine == inst.machine) {
         return Ok(());
     }
@@ -308,7 +142,7 @@ fn action(
             Some(c) => text("start.id", c)?,
             None => uuid::Uuid::now_v7().to_string(),
         };
-        crate::engine::check_id(&id).map_err(|e| e.to_string())?;
+        crate::ids::check_id(&id).map_err(|e| e.to_string())?;
         let input = value("start.input", &t.input)?;
         return Ok(Some(base("start", id, st.machine.clone(), input)));
     }
@@ -318,66 +152,20 @@ fn action(
     Ok(Some(base("event", to, se.event.clone(), payload)))
 }
 
-impl<S: Store> Engine<S> {
-    /// Stores a trigger after checking it (names, one source condition, one action, CEL
-    /// that compiles, no reserved event).
-    pub fn add_trigger(&self, ns: &str, trigger: Trigger) -> Result<Trigger, Error> {
-        crate::engine::check_namespace(ns)?;
-        let mut def = compile(trigger, Some(&self.config().limits))?.def;
-        let now = self.now();
-        def.created_at = Some(now);
-        let record = TriggerRecord {
-            namespace: ns.to_string(),
-            name: def.name.clone(),
-            machine: def.machine.clone(),
-            definition: serde_json::to_value(&def).unwrap_or_default(),
-            created_at: now,
-        };
-        let machines = self.machine_cache();
-        let (ns2, name) = (ns.to_string(), def.name.clone());
-        let written = self.write(move |tx| {
-            tx.insert_trigger(&record).map_err(|e| match e {
-                cairn_store::Error::Conflict(_) => {
-                    Error::Conflict(format!("trigger `{name}` exists; remove it first"))
-                }
-                other => Error::Store(other),
-            })?;
-            // Later units of the same commit see the trigger too.
-            machines.triggers.forget(&ns2);
-            Ok(())
-        });
-        // Committed or rolled back, the cache reloads from what the store holds.
-        self.machine_cache().triggers.forget(ns);
-        written?;
-        Ok(def)
-    }
-
-    /// The namespace's triggers, by name.
-    pub fn triggers(&self, ns: &str) -> Result<Vec<Trigger>, Error> {
-        Ok(self
-            .store()
-            .triggers(ns)?
-            .into_iter()
-            .filter_map(|r| serde_json::from_value(r.definition).ok())
-            .collect())
-    }
-
-    /// Removes a trigger.
-    pub fn remove_trigger(&self, ns: &str, name: &str) -> Result<(), Error> {
-        let (ns2, name2) = (ns.to_string(), name.to_string());
-        let machines = self.machine_cache();
-        let existed = self.write(move |tx| {
-            let existed = tx.delete_trigger(&ns2, &name2)?;
-            machines.triggers.forget(&ns2);
-            Ok(existed)
-        });
-        self.machine_cache().triggers.forget(ns);
-        let existed = existed?;
-        if !existed {
-            return Err(Error::NotFound(format!(
-                "no trigger `{name}` in namespace `{ns}`"
-            )));
-        }
-        Ok(())
-    }
+/// Fires the triggers that wait for the status the instance now has.
+pub(crate) fn fire_status(
+    tx: &mut Unit<'_>,
+    machines: &Machines,
+    inst: &InstanceRecord,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    fire(
+        tx,
+        machines,
+        inst,
+        &[],
+        Some(inst.status),
+        || unit::start_event(&Value::Null),
+        now,
+    )
 }

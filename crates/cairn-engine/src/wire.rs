@@ -64,27 +64,6 @@ pub fn machine(m: &MachineRecord) -> cairn_api::Machine {
     }
 }
 
-/// The result of a send as the API gives it.
-pub fn sent(s: &crate::Sent) -> cairn_api::Sent {
-    cairn_api::Sent {
-        instance: instance(&s.instance),
-        transition: s.transition.as_ref().map(transition),
-        replayed: s.replayed,
-        queued: s.queued,
-    }
-}
-
-/// A verification result as the API gives it.
-pub fn verified(v: &crate::Verified) -> cairn_api::Verified {
-    cairn_api::Verified {
-        namespace: v.namespace.clone(),
-        id: v.id.clone(),
-        versions: v.versions,
-        ok: v.ok,
-        problem: v.problem.clone(),
-    }
-}
-
 /// An approval as the API gives it.
 pub fn approval(a: &ApprovalRecord) -> cairn_api::Approval {
     cairn_api::Approval {
@@ -112,15 +91,6 @@ pub fn approval(a: &ApprovalRecord) -> cairn_api::Approval {
         decided_at: a.decided_at,
         decided_by: a.decided_by.clone(),
         reason: a.reason.clone(),
-    }
-}
-
-/// A decision as the API gives it.
-pub fn decided(d: &crate::Decided) -> cairn_api::Decided {
-    cairn_api::Decided {
-        approval: approval(&d.approval),
-        instance: instance(&d.instance),
-        transition: d.transition.as_ref().map(transition),
     }
 }
 
@@ -166,22 +136,6 @@ pub fn task(t: &cairn_store::TaskRecord) -> cairn_api::Task {
         error: t.error.clone(),
         created_at: t.created_at,
         updated_at: t.updated_at,
-    }
-}
-
-/// A claimed task as the API gives it.
-pub fn claimed(c: &crate::Claimed) -> cairn_api::Claimed {
-    cairn_api::Claimed {
-        id: c.id.clone(),
-        namespace: c.namespace.clone(),
-        instance: c.instance.clone(),
-        state: c.state.clone(),
-        queue: c.queue.clone(),
-        action: c.action.clone(),
-        input: c.input.clone(),
-        attempt: c.attempt,
-        max_attempts: c.max_attempts,
-        lease_expires_at: c.lease_expires_at,
     }
 }
 

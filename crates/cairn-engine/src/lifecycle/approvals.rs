@@ -23,6 +23,17 @@ pub struct Decided {
     pub transition: Option<HistoryRecord>,
 }
 
+impl Decided {
+    /// A decision as the API gives it.
+    pub fn to_api(&self) -> cairn_api::Decided {
+        cairn_api::Decided {
+            approval: crate::wire::approval(&self.approval),
+            instance: crate::wire::instance(&self.instance),
+            transition: self.transition.as_ref().map(crate::wire::transition),
+        }
+    }
+}
+
 /// An approval decision.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DecideRequest {
@@ -85,7 +96,7 @@ impl<S: Store> Engine<S> {
         let now = self.now();
         let machines = self.machine_cache();
         self.write(move |tx| {
-            let mut inst = Self::load_instance(tx, &ns, &id)?;
+            let mut inst = crate::unit::load_instance(tx, &ns, &id)?;
             if inst.status.is_finished() {
                 return Err(Error::Finished { id, status: inst.status });
             }
@@ -170,7 +181,7 @@ impl<S: Store> Engine<S> {
                 if inst.status == Status::Paused {
                     unit::queue_event(tx, &inst, &event, &actor, None, now)?;
                 } else {
-                    transition = Some(unit::apply_event(tx, &machines, &mut inst, &event, &actor, None, now)?);
+                    transition = Some(crate::apply::apply_event(tx, &machines, &mut inst, &event, &actor, None, now)?);
                 }
             }
             Ok(Decided { approval: a, instance: inst, transition })

@@ -64,7 +64,7 @@ impl<S: Store> Engine<S> {
         let (ns, id, name) = (ns.to_string(), id.to_string(), name.to_string());
         let now = self.now();
         self.write(move |tx| {
-            let inst = Self::load_instance(tx, &ns, &id)?;
+            let inst = crate::unit::load_instance(tx, &ns, &id)?;
             if tx.checkpoint(&ns, &id, &name)?.is_some() {
                 return Err(Error::Conflict(format!(
                     "instance `{id}` already has a checkpoint `{name}`"
@@ -176,7 +176,7 @@ impl<S: Store> Engine<S> {
         }
         let new_id = match new_id {
             Some(n) => {
-                crate::engine::check_id(&n)?;
+                crate::ids::check_id(&n)?;
                 n
             }
             None => uuid::Uuid::now_v7().to_string(),
@@ -252,7 +252,7 @@ impl<S: Store> Engine<S> {
                 json!({"from": source_id, "at": base.payload["forked_from"]["from"]}),
                 now,
             )?;
-            unit::apply_effects(tx, &machines, &inst, &effects, now)?;
+            crate::effects::apply_effects(tx, &machines, &inst, &effects, now)?;
             Ok(inst)
         })
     }

@@ -32,9 +32,7 @@ impl<S: Store> Engine<S> {
             if delete_tree(tx, &ns, &id, now)? {
                 Ok(())
             } else {
-                Err(Error::NotFound(format!(
-                    "no instance `{id}` in namespace `{ns}`"
-                )))
+                Err(Error::no_instance(&ns, &id))
             }
         })
     }
@@ -74,7 +72,7 @@ impl<S: Store> Engine<S> {
         let (ns, id) = (ns.to_string(), id.to_string());
         let now = self.now();
         self.write(move |tx| {
-            let inst = Self::load_instance(tx, &ns, &id)?;
+            let inst = crate::unit::load_instance(tx, &ns, &id)?;
             let first_kept = inst.history_seq.saturating_sub(keep as u64 - 1).max(1);
             let Some(mut base) = tx.history_at(&ns, &id, first_kept)? else {
                 return Ok(0);

@@ -4,11 +4,12 @@
 use cairn_core::Status;
 use cairn_store::{HistoryKind, InstanceRecord, Store};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
-use crate::children::Cascade;
+use cairn_core::Event;
+use serde_json::json;
+
 use crate::engine::Engine;
-use crate::engine::Machines;
+use crate::machines::Machines;
 use crate::unit::{self, Unit};
 use crate::{Actor, Error};
 
@@ -35,8 +36,8 @@ impl<S: Store> Engine<S> {
                 })?;
                 inst.status = Status::Paused;
                 unit::record_lifecycle(tx, inst, HistoryKind::Pause, actor, reason, now)?;
-                crate::children::cascade(tx, machines, inst, None, Cascade::Pause, now)?;
-                fire_status(tx, machines, inst, now)
+                cascade(tx, machines, inst, Cascade::Pause, now)?;
+                crate::triggers::fire_status(tx, machines, inst, now)
             },
         )
     }
@@ -68,11 +69,11 @@ impl<S: Store> Engine<S> {
                         inst.id
                     )));
                 }
-                crate::children::resume_in_unit(tx, machines, inst, actor, reason, now)?;
-                crate::children::cascade(tx, machines, inst, None, Cascade::Resume, now)?;
+                resume_in_unit(tx, machines, inst, actor, reason, now)?;
+                cascade(tx, machines, inst, Cascade::Resume, now)?;
                 // Resuming may have finished it (a queued event reached a final state).
                 if inst.status == Status::Running {
-                    fire_status(tx, machines, inst, now)?;
+                    crate::triggers::fire_status(tx, machines, inst, now)?;
                 }
                 Ok(())
             },
@@ -102,7 +103,7 @@ impl<S: Store> Engine<S> {
                 inst.status = Status::Cancelled;
                 unit::record_lifecycle(tx, inst, HistoryKind::Cancel, actor, reason, now)?;
                 // Its children are cancelled with it; its parent hears `child.failed`.
-                unit::finish_instance(tx, machines, inst, now)
+                crate::apply::finish_instance(tx, machines, inst, now)
             },
         )
     }
@@ -133,27 +134,102 @@ impl<S: Store> Engine<S> {
         let now = self.now();
         let machines = self.machine_cache();
         self.write(move |tx| {
-            let mut inst = Self::load_instance(tx, &ns, &id)?;
+            let mut inst = crate::unit::load_instance(tx, &ns, &id)?;
             change(tx, &machines, &mut inst, &actor, &reason, now)?;
             Ok(inst)
         })
     }
 }
 
-/// Fires the triggers that wait for the status the instance now has.
-fn fire_status(
+/// What a cascade does to each descendant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cascade {
+    Pause,
+    Resume,
+}
+
+/// Pauses the running (or resumes the paused) children of `parent` and their
+/// descendants, in this unit. Cancelling is `children::cancel`: a step cancels children
+/// too, when it leaves the state that started them.
+fn cascade(
     tx: &mut Unit<'_>,
     machines: &Machines,
-    inst: &InstanceRecord,
+    parent: &InstanceRecord,
+    op: Cascade,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    crate::triggers::fire(
-        tx,
-        machines,
-        inst,
-        &[],
-        Some(inst.status),
-        || unit::start_event(&Value::Null),
-        now,
-    )
+    let actor = Actor::from(format!("instance:{}", parent.id));
+    crate::children::each_child(tx, parent, None, |tx, mut child| {
+        match (op, child.status) {
+            (Cascade::Pause, Status::Running) => {
+                child.status = Status::Paused;
+                unit::record_lifecycle(
+                    tx,
+                    &mut child,
+                    HistoryKind::Pause,
+                    &actor,
+                    "the parent was paused",
+                    now,
+                )?;
+            }
+            (Cascade::Resume, Status::Paused) => resume_in_unit(
+                tx,
+                machines,
+                &mut child,
+                &actor,
+                "the parent was resumed",
+                now,
+            )?,
+            _ => return Ok(()),
+        }
+        cascade(tx, machines, &child, op, now)
+    })
+}
+
+/// Resumes a paused instance in this unit: queued events in order, then due timers.
+fn resume_in_unit(
+    tx: &mut Unit<'_>,
+    machines: &Machines,
+    inst: &mut InstanceRecord,
+    actor: &Actor,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    inst.status = Status::Running;
+    unit::record_lifecycle(tx, inst, HistoryKind::Resume, actor, reason, now)?;
+    for queued in tx.take_inbox(&inst.namespace, &inst.id)? {
+        if inst.status.is_finished() {
+            break;
+        }
+        let event = Event {
+            name: queued.event.clone(),
+            payload: queued.payload.clone(),
+            actor: queued.actor.clone(),
+            reason: queued.reason.clone(),
+        };
+        let by = Actor {
+            name: String::new(),
+            token: queued.token_id.clone(),
+            on_behalf_of: queued.on_behalf_of.clone(),
+        };
+        let key = queued
+            .idempotency_key
+            .clone()
+            .map(|k| (k, crate::ids::fingerprint(&queued.event, &queued.payload)));
+        match crate::apply::apply_event(tx, machines, inst, &event, &by, key, now) {
+            Ok(_) => {}
+            // A queued event the machine refuses now is reported, not applied; the
+            // refusal changed nothing.
+            Err(Error::Refused(r)) => unit::log(
+                tx,
+                inst,
+                "queued_refused",
+                json!({"event": queued.event, "reason": r.to_string()}),
+                now,
+            )?,
+            Err(e) => return Err(e),
+        }
+    }
+    super::timers::fire_due_in_unit(tx, machines, inst, now)?;
+    crate::maps::resume(tx, machines, inst, now)
 }

@@ -7,9 +7,10 @@ use cairn_core::{Event, Status};
 use cairn_store::{InstanceRecord, Store};
 use serde_json::json;
 
+use super::retention::Retention;
 use crate::engine::Engine;
 use crate::unit::{self, Unit};
-use crate::{Actor, Error, Retention};
+use crate::{Actor, Error};
 
 impl<S: Store> Engine<S> {
     /// Everything due now, at once (`cairn tick`, `POST /v1/tick`): reclaims expired
@@ -84,7 +85,7 @@ impl<S: Store> Engine<S> {
 /// Fires the instance's due timers inside the current unit.
 pub(crate) fn fire_due_in_unit(
     tx: &mut Unit<'_>,
-    machines: &crate::engine::Machines,
+    machines: &crate::machines::Machines,
     inst: &mut InstanceRecord,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<usize, Error> {
@@ -103,7 +104,7 @@ pub(crate) fn fire_due_in_unit(
             actor: "timer".into(),
             reason: String::new(),
         };
-        match unit::apply_event(tx, machines, inst, &event, &Actor::default(), None, now) {
+        match crate::apply::apply_event(tx, machines, inst, &event, &Actor::default(), None, now) {
             Ok(_) => fired += 1,
             // No transition takes it now (its guards are false): nothing happens.
             Err(Error::Refused(r @ cairn_core::Rejection::NotAccepted { .. })) => unit::log(
@@ -116,7 +117,7 @@ pub(crate) fn fire_due_in_unit(
             // The machine cannot take it (a guard or action failed, a limit was hit): the
             // instance fails, visibly, instead of retrying the same failure forever.
             Err(Error::Refused(r)) => {
-                unit::fail_instance(
+                crate::apply::fail_instance(
                     tx,
                     machines,
                     inst,

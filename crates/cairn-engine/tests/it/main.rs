@@ -4,6 +4,7 @@
 mod children;
 mod common;
 mod engine;
+mod layers;
 mod lifecycle;
 mod maps;
 mod schedules;

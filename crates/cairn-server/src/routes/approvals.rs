@@ -64,7 +64,7 @@ async fn decide<S: Store + Send + Sync>(
         engine.decide(&ns, &a.instance_id, req)
     })
     .await?;
-    Ok(Json(wire::decided(&decided)))
+    Ok(Json(decided.to_api()))
 }
 
 pub(super) async fn approve<S: Store + Send + Sync>(

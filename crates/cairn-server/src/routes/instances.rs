@@ -139,7 +139,7 @@ pub(super) async fn send<S: Store + Send + Sync>(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(wire::sent(&sent))).into_response())
+    Ok((status, Json(sent.to_api())).into_response())
 }
 
 pub(super) async fn accepts<S: Store + Send + Sync>(

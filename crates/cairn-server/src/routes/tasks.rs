@@ -83,7 +83,9 @@ pub(super) async fn claim<S: Store + Send + Sync>(
             blocking(move || engine.claim_in(&queues, scope, &worker, b.batch, lease)).await?;
         let now = Instant::now();
         if !claimed.is_empty() || now >= deadline {
-            return Ok(Json(claimed.iter().map(wire::claimed).collect()));
+            return Ok(Json(
+                claimed.iter().map(cairn_engine::Claimed::to_api).collect(),
+            ));
         }
         // Wait for a task on one of our queues; other queues' tasks wake us too, but we go
         // back to waiting without reading the store. Retried tasks come due by time, not
