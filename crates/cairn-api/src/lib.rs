@@ -69,6 +69,10 @@ pub struct Transition {
     /// Whom the caller said it acted for, recorded beside `actor`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
+    /// The state an outcome (`task.done`, `approve`, `child.done`, ...) was addressed to:
+    /// only that state, its ancestors and its descendants could take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addressed_to: Option<String>,
     /// Why, as the actor said.
     pub reason: String,
     /// The active states before.

@@ -106,6 +106,12 @@ pub struct Event {
     /// Why, as the sender said.
     #[serde(default)]
     pub reason: String,
+    /// The state that owns the work this event reports on (a task's, an approval's, a
+    /// spawned child's or a map's state), by dotted path: only transitions whose source is
+    /// that state, one of its ancestors or one of its descendants take it, so a parallel
+    /// sibling region never takes another region's outcome. `None`: any active state may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 fn empty_object() -> Value {
@@ -120,12 +126,19 @@ impl Event {
             payload: empty_object(),
             actor: String::new(),
             reason: String::new(),
+            to: None,
         }
     }
 
     /// The same event with `payload`.
     pub fn with_payload(mut self, payload: Value) -> Event {
         self.payload = payload;
+        self
+    }
+
+    /// The same event addressed to the state at `path` (see [`Event::to`]).
+    pub fn to_state(mut self, path: impl Into<String>) -> Event {
+        self.to = Some(path.into());
         self
     }
 
@@ -387,6 +400,9 @@ pub enum Rejection {
     /// The step failed inside Cairn (it panicked); nothing of it was kept.
     #[error("the step failed inside Cairn: {0}")]
     Internal(String),
+    /// The event is addressed to a state the machine does not have.
+    #[error("the event is addressed to state `{0}`, which this machine does not have")]
+    Address(String),
 }
 
 /// Runs `f` (a step, a start, a replay), turning a panic into [`Rejection::Internal`]: one
@@ -422,12 +438,7 @@ pub fn start(machine: &Machine, input: &Value, env: &Env) -> Result<Outcome, Rej
             c.insert(k.clone(), v.clone());
         }
     }
-    let start_event = Event {
-        name: String::new(),
-        payload: input,
-        actor: String::new(),
-        reason: String::new(),
-    };
+    let start_event = Event::new("").with_payload(input);
     let mut run = Run::new(
         machine,
         env,
@@ -452,9 +463,17 @@ pub fn step(
             status: snapshot.status,
         });
     }
+    let owner = match &event.to {
+        Some(path) => Some(
+            machine
+                .state_by_path(path)
+                .ok_or_else(|| Rejection::Address(path.clone()))?,
+        ),
+        None => None,
+    };
     let active = configuration_of(machine, &snapshot.configuration)?;
     let mut run = Run::new(machine, env, event, snapshot.context.clone(), active);
-    let enabled = run.select(Some(&event.name), None)?;
+    let enabled = run.select_addressed(Some(&event.name), None, owner)?;
     if enabled.is_empty() {
         return Err(Rejection::NotAccepted {
             event: event.name.clone(),
@@ -677,7 +696,23 @@ impl<'a> Run<'a> {
         event: Option<&str>,
         trigger: Option<&Value>,
     ) -> Result<Vec<TransitionId>, Rejection> {
+        self.select_addressed(event, trigger, None)
+    }
+
+    /// [`Run::select`] for an event addressed to `owner` (see [`Event::to`]): a state
+    /// that is neither `owner`, one of its ancestors nor one of its descendants is passed
+    /// over, as if it had no transition for the event, and selection bubbles on to its
+    /// parent.
+    fn select_addressed(
+        &self,
+        event: Option<&str>,
+        trigger: Option<&Value>,
+        owner: Option<StateId>,
+    ) -> Result<Vec<TransitionId>, Rejection> {
         let m = self.m;
+        let related = |s: StateId| {
+            owner.is_none_or(|o| s == o || m.is_descendant(s, o) || m.is_descendant(o, s))
+        };
         let trigger = trigger.unwrap_or(&self.external);
         let mut scope: Option<Scope<'_>> = None;
         let mut enabled: Vec<TransitionId> = Vec::new();
@@ -686,6 +721,7 @@ impl<'a> Run<'a> {
             'bubble: while let Some(s) = cur {
                 let node = &m.states[s];
                 let list = match event {
+                    Some(_) if !related(s) => &[],
                     Some(e) => node.on.get(e).map(Vec::as_slice).unwrap_or(&[]),
                     None => node.always.as_slice(),
                 };

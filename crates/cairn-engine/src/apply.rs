@@ -49,6 +49,7 @@ pub fn apply_event(
         reason: event.reason.clone(),
         token_id: by.token.clone(),
         on_behalf_of: by.on_behalf_of.clone(),
+        addressed_to: event.to.clone(),
         from_configuration: before.configuration,
         to_configuration: outcome.snapshot.configuration.clone(),
         context: outcome.snapshot.context.clone(),

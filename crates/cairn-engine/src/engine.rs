@@ -374,6 +374,7 @@ impl<S: Store> Engine<S> {
             payload,
             actor: req.actor.name,
             reason: req.reason,
+            to: None,
         };
         let machines = self.machine_cache();
         let now = self.now();

@@ -261,6 +261,7 @@ fn settle(
                 payload: event.1,
                 actor: String::new(),
                 reason: String::new(),
+                to: Some(state.to_string()),
             };
             crate::apply::deliver_system(tx, machines, inst, e, &crate::Actor::default(), now)
         }

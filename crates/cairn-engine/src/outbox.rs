@@ -83,11 +83,16 @@ fn deliver_entry(
         return Ok(());
     };
 
+    // A child's outcome reaches the state that spawned it (its payload names it).
+    let to = (e.kind == "system" && e.event.starts_with("child."))
+        .then(|| e.payload["state"].as_str().map(str::to_string))
+        .flatten();
     let event = Event {
         name: e.event.clone(),
         payload: e.payload.clone(),
         actor: e.actor.clone(),
         reason: e.reason.clone(),
+        to,
     };
     if inst.status.is_finished() {
         return unit::log(

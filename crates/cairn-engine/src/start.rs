@@ -86,6 +86,7 @@ pub(crate) fn prepare(
         reason: String::new(),
         token_id: s.actor.token.clone(),
         on_behalf_of: s.actor.on_behalf_of.clone(),
+        addressed_to: None,
         from_configuration: Vec::new(),
         to_configuration: inst.configuration.clone(),
         context: inst.context.clone(),

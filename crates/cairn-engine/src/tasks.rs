@@ -392,6 +392,7 @@ impl<S: Store> Engine<S> {
                     payload: Value::Object(payload),
                     actor: by.name.clone(),
                     reason: String::new(),
+                    to: Some(t.state.clone()),
                 };
                 crate::apply::deliver_system(tx, &machines, inst, event, &by, now)?;
             }
@@ -521,6 +522,7 @@ impl<S: Store> Engine<S> {
                 payload,
                 actor: by.name.clone(),
                 reason: error.to_string(),
+                to: Some(t.state.clone()),
             };
             crate::apply::deliver_system(tx, machines, inst, event, by, now)?;
         }

@@ -101,6 +101,7 @@ pub fn record_history(
         reason: reason.to_string(),
         token_id: actor.token.clone(),
         on_behalf_of: actor.on_behalf_of.clone(),
+        addressed_to: None,
         from_configuration: inst.configuration.clone(),
         to_configuration: inst.configuration.clone(),
         context: inst.context.clone(),
@@ -338,6 +339,7 @@ pub fn queue_event(
         token_id: by.token.clone(),
         on_behalf_of: by.on_behalf_of.clone(),
         idempotency_key: key,
+        addressed_to: event.to.clone(),
         created_at: now,
     })?;
     log(tx, inst, "queued", json!({"event": event.name}), now)

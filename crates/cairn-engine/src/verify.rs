@@ -133,6 +133,7 @@ impl<S: Store> Engine<S> {
                         payload: h.payload.clone(),
                         actor: h.actor.clone(),
                         reason: h.reason.clone(),
+                        to: h.addressed_to.clone(),
                     };
                     // A paused instance applies its queued events on resume, as running.
                     let running = Snapshot {

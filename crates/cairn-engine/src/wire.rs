@@ -36,6 +36,7 @@ pub fn transition(h: &HistoryRecord) -> cairn_api::Transition {
         actor: h.actor.clone(),
         token: h.token_id.clone(),
         on_behalf_of: h.on_behalf_of.clone(),
+        addressed_to: h.addressed_to.clone(),
         reason: h.reason.clone(),
         from: h.from_configuration.clone(),
         to: h.to_configuration.clone(),

@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     ),
     (5, "meta", include_str!("../migrations/0005_meta.sql")),
     (6, "figures", include_str!("../migrations/0006_figures.sql")),
+    (
+        7,
+        "addressed_outcomes",
+        include_str!("../migrations/0007_addressed_outcomes.sql"),
+    ),
 ];
 
 /// The migration that adds `figures`: after its SQL, the time spent in states so far is

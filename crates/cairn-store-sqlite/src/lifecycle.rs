@@ -306,7 +306,7 @@ pub fn history_at(
     r.map(decode_history).transpose()
 }
 
-const INBOX_COLS: &str = "namespace, instance_id, seq, event, payload, actor, reason, idempotency_key, created_at, token_id, on_behalf_of";
+const INBOX_COLS: &str = "namespace, instance_id, seq, event, payload, actor, reason, idempotency_key, created_at, token_id, on_behalf_of, addressed_to";
 
 fn decode_inbox(v: Vec<SqlValue>) -> Result<InboxRecord, Error> {
     Ok(InboxRecord {
@@ -321,6 +321,7 @@ fn decode_inbox(v: Vec<SqlValue>) -> Result<InboxRecord, Error> {
         created_at: parse_ts(text(&v[8])?)?,
         token_id: opt_text(&v[9])?,
         on_behalf_of: opt_text(&v[10])?,
+        addressed_to: opt_text(&v[11])?,
     })
 }
 
@@ -329,10 +330,10 @@ pub fn push_inbox(c: &Connection, e: &InboxRecord) -> Result<(), Error> {
     let r = c
         .prepare_cached(&format!(
             "INSERT INTO inbox ({INBOX_COLS}) VALUES (?1, ?2, \
-             (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox WHERE namespace = ?1 AND instance_id = ?2), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+             (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox WHERE namespace = ?1 AND instance_id = ?2), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
         ))
         .and_then(|mut s| {
-            s.execute(params![e.namespace, e.instance_id, e.event, json(&e.payload), e.actor, e.reason, e.idempotency_key, ts(&e.created_at), e.token_id, e.on_behalf_of])
+            s.execute(params![e.namespace, e.instance_id, e.event, json(&e.payload), e.actor, e.reason, e.idempotency_key, ts(&e.created_at), e.token_id, e.on_behalf_of, e.addressed_to])
         });
     conflict_if_duplicate(r, || "inbox entry exists".to_string())
 }
@@ -344,7 +345,7 @@ pub fn inbox(c: &Connection, ns: &str, id: &str) -> Result<Vec<InboxRecord>, Err
         ))
         .map_err(db_err)?;
     let rows = s
-        .query_map(params![ns, id], |r| row(r, 11))
+        .query_map(params![ns, id], |r| row(r, 12))
         .map_err(db_err)?;
     rows.map(|r| r.map_err(db_err).and_then(decode_inbox))
         .collect()
@@ -425,7 +426,7 @@ pub fn replace_history(c: &Connection, h: &HistoryRecord) -> Result<(), Error> {
     let n = c
         .prepare_cached(
             "UPDATE history SET kind = ?4, version = ?5, event = ?6, payload = ?7, actor = ?8, reason = ?9, from_configuration = ?10, \
-             to_configuration = ?11, context = ?12, status = ?13 WHERE namespace = ?1 AND instance_id = ?2 AND seq = ?3",
+             to_configuration = ?11, context = ?12, status = ?13, addressed_to = ?14 WHERE namespace = ?1 AND instance_id = ?2 AND seq = ?3",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -441,7 +442,8 @@ pub fn replace_history(c: &Connection, h: &HistoryRecord) -> Result<(), Error> {
                 json(&h.from_configuration),
                 json(&h.to_configuration),
                 json(&h.context),
-                h.status.as_str()
+                h.status.as_str(),
+                h.addressed_to
             ])
         })
         .map_err(db_err)?;

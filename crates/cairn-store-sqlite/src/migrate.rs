@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_meta.sql"),
     include_str!("../migrations/0010_incremental_vacuum.sql"),
     include_str!("../migrations/0011_figures.sql"),
+    include_str!("../migrations/0012_addressed_outcomes.sql"),
 ];
 
 /// The migration that adds `figures`: after its SQL, the time spent in states so far is

@@ -122,6 +122,8 @@ pub fn history(ns: &str, id: &str, version: u64) -> HistoryRecord {
         // Every other record made with a token, on someone's behalf.
         token_id: version.is_multiple_of(2).then(|| "tok1".into()),
         on_behalf_of: version.is_multiple_of(2).then(|| "bob".into()),
+        // Every other event addressed to the state that owned its work.
+        addressed_to: version.is_multiple_of(2).then(|| "a.b".into()),
         from_configuration: vec!["a".into()],
         to_configuration: vec!["b".into()],
         context: json!({"n": version}),
@@ -957,6 +959,7 @@ pub fn the_inbox_keeps_order_and_empties_once<S: Store>(s: &S) {
             reason: String::new(),
             token_id: key.map(|_| "tok1".to_string()),
             on_behalf_of: key.map(|_| "bob".to_string()),
+            addressed_to: key.map(|_| "research.web".to_string()),
             idempotency_key: key.map(str::to_string),
             created_at: t0(),
         };
@@ -982,6 +985,14 @@ pub fn the_inbox_keeps_order_and_empties_once<S: Store>(s: &S) {
         ),
         (Some("tok1"), Some("bob")),
         "who queued it is kept"
+    );
+    assert_eq!(
+        taken
+            .iter()
+            .map(|e| e.addressed_to.as_deref())
+            .collect::<Vec<_>>(),
+        [Some("research.web"), None, None],
+        "the state an outcome was addressed to is kept"
     );
     assert_eq!(
         (
@@ -1092,6 +1103,7 @@ pub fn deleting_an_instance_removes_everything_of_it<S: Store>(s: &S) {
                 reason: String::new(),
                 token_id: None,
                 on_behalf_of: None,
+                addressed_to: None,
                 idempotency_key: None,
                 created_at: t0(),
             })?;

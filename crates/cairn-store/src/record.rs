@@ -193,6 +193,12 @@ pub struct HistoryRecord {
     pub token_id: Option<String>,
     /// Whom the caller said it acted for; recorded beside `actor`, never instead of it.
     pub on_behalf_of: Option<String>,
+    /// The state an outcome was addressed to (a task's, an approval's, a child's or a
+    /// map's state, as `cairn_core::Event::to`): replay gives it to the step again, so the
+    /// event reaches the states it reached. `None` for events to the whole instance, and
+    /// for every event recorded before outcomes were addressed.
+    #[serde(default)]
+    pub addressed_to: Option<String>,
     /// The active states before.
     pub from_configuration: Vec<String>,
     /// The active states after.
@@ -436,6 +442,8 @@ pub struct InboxRecord {
     pub token_id: Option<String>,
     /// As [`HistoryRecord::on_behalf_of`].
     pub on_behalf_of: Option<String>,
+    /// As [`HistoryRecord::addressed_to`].
+    pub addressed_to: Option<String>,
     /// The key it was sent with, if any.
     pub idempotency_key: Option<String>,
     /// When it was written.

@@ -143,6 +143,8 @@ class Transition:
     # it acted for.
     token: Optional[str] = None
     on_behalf_of: Optional[str] = None
+    # The state an outcome (task.done, approve, child.done, ...) was addressed to.
+    addressed_to: Optional[str] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Transition:
@@ -164,6 +166,7 @@ class Transition:
             at=_dt(d["at"]),
             token=d.get("token"),
             on_behalf_of=d.get("on_behalf_of"),
+            addressed_to=d.get("addressed_to"),
         )
 
 

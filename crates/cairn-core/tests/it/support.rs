@@ -61,14 +61,21 @@ fn outcome_trace(m: &Machine, out: &Outcome, trace: &mut String) {
     );
 }
 
-/// Parses `name` or `name {json payload}`.
+/// Parses `name`, `name {json payload}`, and either with `@state.path` after the name:
+/// an outcome addressed to that state (`Event::to`).
 pub fn event(spec: &str) -> Event {
-    match spec.split_once(' ') {
-        Some((name, payload)) => {
-            Event::new(name).with_payload(serde_json::from_str(payload).unwrap())
-        }
-        None => Event::new(spec),
+    let (head, payload) = match spec.split_once(' ') {
+        Some((head, payload)) => (head, Some(payload)),
+        None => (spec, None),
+    };
+    let mut e = match head.split_once('@') {
+        Some((name, to)) => Event::new(name).to_state(to),
+        None => Event::new(head),
+    };
+    if let Some(p) = payload {
+        e = e.with_payload(serde_json::from_str(p).unwrap());
     }
+    e
 }
 
 /// Starts `yaml`, applies each event spec, and returns the trace. Every outcome is also

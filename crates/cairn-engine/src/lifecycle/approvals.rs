@@ -177,6 +177,7 @@ impl<S: Store> Engine<S> {
                     payload: Value::Object(p),
                     actor: actor.name.clone(),
                     reason: reason.clone(),
+                    to: Some(a.state.clone()),
                 };
                 if inst.status == Status::Paused {
                     unit::queue_event(tx, &inst, &event, &actor, None, now)?;

@@ -226,6 +226,7 @@ impl<S: Store> Engine<S> {
             reason: String::new(),
             token_id: actor.token.clone(),
             on_behalf_of: actor.on_behalf_of.clone(),
+            addressed_to: None,
             from_configuration: Vec::new(),
             to_configuration: inst.configuration.clone(),
             context: inst.context.clone(),

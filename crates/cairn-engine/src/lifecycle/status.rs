@@ -206,6 +206,7 @@ fn resume_in_unit(
             payload: queued.payload.clone(),
             actor: queued.actor.clone(),
             reason: queued.reason.clone(),
+            to: queued.addressed_to.clone(),
         };
         let by = Actor {
             name: String::new(),

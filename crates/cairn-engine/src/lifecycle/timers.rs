@@ -103,6 +103,7 @@ pub(crate) fn fire_due_in_unit(
             payload: json!({"due_at": t.due_at}),
             actor: "timer".into(),
             reason: String::new(),
+            to: None,
         };
         match crate::apply::apply_event(tx, machines, inst, &event, &Actor::default(), None, now) {
             Ok(_) => fired += 1,

@@ -1,6 +1,7 @@
 //! The engine's tests, one binary: every module runs on a real store (SQLite, or
 //! PostgreSQL with `CAIRN_TEST_BACKEND=postgres`) on a manual clock.
 
+mod addressed;
 mod children;
 mod common;
 mod engine;

@@ -60,7 +60,7 @@ pub fn fold_figures<C: GenericClient>(db: &mut Db<C>, limit: i64) -> Result<u64,
     Ok(row.map(|r| get::<i64>(&r, "n")).transpose()?.unwrap_or(0) as u64)
 }
 
-pub(crate) const HISTORY_COLS: &str = "namespace, instance_id, seq, kind, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, idempotency_key, microsteps, effects, time_in_states_ms, created_at, token_id, on_behalf_of";
+pub(crate) const HISTORY_COLS: &str = "namespace, instance_id, seq, kind, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, idempotency_key, microsteps, effects, time_in_states_ms, created_at, token_id, on_behalf_of, addressed_to";
 
 pub(crate) fn history_row(r: &Row) -> Result<HistoryRecord, Error> {
     let kind: &str = get(r, "kind")?;
@@ -86,12 +86,13 @@ pub(crate) fn history_row(r: &Row) -> Result<HistoryRecord, Error> {
         created_at: get(r, "created_at")?,
         token_id: get(r, "token_id")?,
         on_behalf_of: get(r, "on_behalf_of")?,
+        addressed_to: get(r, "addressed_to")?,
     })
 }
 
 pub fn append_history<C: GenericClient>(db: &mut Db<C>, h: &HistoryRecord) -> Result<(), Error> {
     let r = db.exec(
-        &format!("INSERT INTO history ({HISTORY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"),
+        &format!("INSERT INTO history ({HISTORY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"),
         &[
             &h.namespace,
             &h.instance_id,
@@ -113,6 +114,7 @@ pub fn append_history<C: GenericClient>(db: &mut Db<C>, h: &HistoryRecord) -> Re
             &h.created_at,
             &h.token_id,
             &h.on_behalf_of,
+            &h.addressed_to,
         ],
     );
     unique(r, || {
@@ -128,7 +130,7 @@ pub fn replace_history<C: GenericClient>(db: &mut Db<C>, h: &HistoryRecord) -> R
     let n = db.exec(
         "UPDATE history SET kind = $4, version = $5, event = $6, payload = $7, actor = $8, reason = $9, from_configuration = $10, \
          to_configuration = $11, context = $12, status = $13, idempotency_key = $14, microsteps = $15, effects = $16, time_in_states_ms = $17, created_at = $18, \
-         token_id = $19, on_behalf_of = $20 WHERE namespace = $1 AND instance_id = $2 AND seq = $3",
+         token_id = $19, on_behalf_of = $20, addressed_to = $21 WHERE namespace = $1 AND instance_id = $2 AND seq = $3",
         &[
             &h.namespace,
             &h.instance_id,
@@ -150,6 +152,7 @@ pub fn replace_history<C: GenericClient>(db: &mut Db<C>, h: &HistoryRecord) -> R
             &h.created_at,
             &h.token_id,
             &h.on_behalf_of,
+            &h.addressed_to,
         ],
     )?;
     if n == 1 {

@@ -265,7 +265,7 @@ pub fn delete_instance<C: GenericClient>(
     Ok(existed)
 }
 
-pub(crate) const INBOX_COLS: &str = "namespace, instance_id, seq, event, payload, actor, reason, idempotency_key, created_at, token_id, on_behalf_of";
+pub(crate) const INBOX_COLS: &str = "namespace, instance_id, seq, event, payload, actor, reason, idempotency_key, created_at, token_id, on_behalf_of, addressed_to";
 
 pub(crate) fn inbox_row(r: &Row) -> Result<InboxRecord, Error> {
     Ok(InboxRecord {
@@ -280,14 +280,15 @@ pub(crate) fn inbox_row(r: &Row) -> Result<InboxRecord, Error> {
         created_at: get(r, "created_at")?,
         token_id: get(r, "token_id")?,
         on_behalf_of: get(r, "on_behalf_of")?,
+        addressed_to: get(r, "addressed_to")?,
     })
 }
 
 pub fn push_inbox<C: GenericClient>(db: &mut Db<C>, e: &InboxRecord) -> Result<(), Error> {
     db.exec(
         &format!("INSERT INTO inbox ({INBOX_COLS}) VALUES ($1, $2, \
-         (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox WHERE namespace = $1 AND instance_id = $2), $3, $4, $5, $6, $7, $8, $9, $10)"),
-        &[&e.namespace, &e.instance_id, &e.event, &e.payload, &e.actor, &e.reason, &e.idempotency_key, &e.created_at, &e.token_id, &e.on_behalf_of],
+         (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox WHERE namespace = $1 AND instance_id = $2), $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+        &[&e.namespace, &e.instance_id, &e.event, &e.payload, &e.actor, &e.reason, &e.idempotency_key, &e.created_at, &e.token_id, &e.on_behalf_of, &e.addressed_to],
     )
     .map(|_| ())
 }

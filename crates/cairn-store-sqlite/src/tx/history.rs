@@ -7,7 +7,7 @@ impl cairn_store::HistoryTx for SqlTx<'_> {
         let r = self
             .conn
             .prepare_cached(&format!(
-                "INSERT INTO history ({HISTORY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                "INSERT INTO history ({HISTORY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
             ))
             .and_then(|mut s| {
                 s.execute(params![
@@ -30,7 +30,8 @@ impl cairn_store::HistoryTx for SqlTx<'_> {
                     h.time_in_states_ms,
                     ts(&h.created_at),
                     h.token_id,
-                    h.on_behalf_of
+                    h.on_behalf_of,
+                    h.addressed_to
                 ])
             });
         conflict_if_duplicate(r, || {

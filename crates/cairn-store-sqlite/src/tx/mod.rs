@@ -288,10 +288,10 @@ pub fn instance_ids(c: &Connection, ns: Option<&str>) -> Result<Vec<(String, Str
     rows.map(|r| r.map_err(db_err)).collect()
 }
 
-pub(crate) const HISTORY_COLS: &str = "namespace, instance_id, seq, kind, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, idempotency_key, microsteps, effects, time_in_states_ms, created_at, token_id, on_behalf_of";
+pub(crate) const HISTORY_COLS: &str = "namespace, instance_id, seq, kind, version, event, payload, actor, reason, from_configuration, to_configuration, context, status, idempotency_key, microsteps, effects, time_in_states_ms, created_at, token_id, on_behalf_of, addressed_to";
 
 pub(crate) fn history_row(r: &Row<'_>) -> rusqlite::Result<Vec<SqlValue>> {
-    (0..20).map(|i| r.get(i)).collect()
+    (0..21).map(|i| r.get(i)).collect()
 }
 
 pub(crate) fn decode_history(v: Vec<SqlValue>) -> Result<HistoryRecord, Error> {
@@ -321,6 +321,7 @@ pub(crate) fn decode_history(v: Vec<SqlValue>) -> Result<HistoryRecord, Error> {
         created_at: parse_ts(text(&v[17])?)?,
         token_id: opt_text(&v[18])?,
         on_behalf_of: opt_text(&v[19])?,
+        addressed_to: opt_text(&v[20])?,
     })
 }
 

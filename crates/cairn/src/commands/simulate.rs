@@ -98,8 +98,8 @@ fn parse_event(line: &str) -> anyhow::Result<Event> {
         anyhow::bail!("an event is a JSON object like {{\"event\": \"go\", \"payload\": {{}}}}");
     };
     for k in map.keys() {
-        if !matches!(k.as_str(), "event" | "payload" | "actor" | "reason") {
-            anyhow::bail!("unknown field `{k}`; expected event, payload, actor, reason");
+        if !matches!(k.as_str(), "event" | "payload" | "actor" | "reason" | "to") {
+            anyhow::bail!("unknown field `{k}`; expected event, payload, actor, reason, to");
         }
     }
     let name = match map.get("event") {
@@ -121,5 +121,8 @@ fn parse_event(line: &str) -> anyhow::Result<Event> {
         },
         actor: text("actor")?,
         reason: text("reason")?,
+        // An outcome addressed to the state that owns its work, as the engine addresses
+        // `task.done`, `approve` or `child.done`.
+        to: Some(text("to")?).filter(|s| !s.is_empty()),
     })
 }

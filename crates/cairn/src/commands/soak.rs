@@ -228,6 +228,7 @@ pub fn stats(data: Option<PathBuf>, a: &Args) -> Result<(), Failure> {
                         reason: String::new(),
                         token_id: None,
                         on_behalf_of: None,
+                        addressed_to: None,
                         from_configuration: Vec::new(),
                         to_configuration: configuration,
                         context: json!({}),
