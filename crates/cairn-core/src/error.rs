@@ -52,6 +52,28 @@ pub enum DiagnosticKind {
     /// The definition or one of its expressions is over a limit (`limits.*` settings):
     /// too deep, too long.
     LimitExceeded,
+    /// A state asks for work (a task, an approval, a child, a map) and neither it, an
+    /// ancestor nor a descendant has a transition for one of the work's outcomes.
+    UnhandledOutcome,
+}
+
+/// Whether a finding refuses the definition or only warns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    /// The definition is refused.
+    Error,
+    /// The definition loads; `cairn validate` prints it (and `--strict` fails on it).
+    Warning,
+}
+
+impl Severity {
+    /// `error` or `warning`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
 }
 
 impl DiagnosticKind {
@@ -78,6 +100,7 @@ impl DiagnosticKind {
             DiagnosticKind::InvalidName => "invalid-name",
             DiagnosticKind::InvalidSchema => "invalid-schema",
             DiagnosticKind::LimitExceeded => "limit-exceeded",
+            DiagnosticKind::UnhandledOutcome => "unhandled-outcome",
         }
     }
 }
@@ -87,6 +110,8 @@ impl DiagnosticKind {
 pub struct Diagnostic {
     /// What kind of finding it is.
     pub kind: DiagnosticKind,
+    /// Whether it refuses the definition or only warns.
+    pub severity: Severity,
     /// The file name, when the definition came from one.
     pub file: Option<String>,
     /// Where it is.
@@ -102,9 +127,10 @@ impl fmt::Display for Diagnostic {
         let file = self.file.as_deref().unwrap_or("<definition>");
         write!(
             f,
-            "{file}:{}:{}: error[{}]: ",
+            "{file}:{}:{}: {}[{}]: ",
             self.pos.line,
             self.pos.col,
+            self.severity.as_str(),
             self.kind.code()
         )?;
         if let Some(state) = &self.state {
@@ -150,6 +176,7 @@ impl Diagnostics {
     ) {
         self.list.push(Diagnostic {
             kind,
+            severity: Severity::Error,
             file: self.file.clone(),
             pos,
             state: state.map(str::to_string),

@@ -17,7 +17,7 @@ use crate::definition::{
     ActionDef, Backoff, FinalStatus, MachineDef, Reader, StateDef, StateType, TransitionDef,
     ValueExpr, join_path,
 };
-use crate::error::{DiagnosticKind as K, Diagnostics, LoadError};
+use crate::error::{Diagnostic, DiagnosticKind as K, Diagnostics, LoadError, Severity};
 use crate::expr::{self, CompileError, Compiled};
 use crate::source::{self, Format, Node, Pos};
 
@@ -340,6 +340,10 @@ pub struct Machine {
     /// Whether any state declares timers, tasks or approvals: when not, an ending
     /// instance has none to cancel.
     pub declares: Declares,
+    /// What validation found that does not refuse the definition (an outcome no state
+    /// takes), in document order; empty for a stored definition, which is not checked
+    /// again.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Which resources a machine declares anywhere (`spawns`: children, from a state, a map or
@@ -507,13 +511,27 @@ impl Machine {
             env: b.env,
             by_path,
             input_schema,
+            warnings: Vec::new(),
         };
         let mut diags = b.diags;
         resolve_targets(&mut m, &b.pending, &mut diags);
         if diags.list.is_empty() {
             check_reachable(&m, &mut diags);
         }
-        diags.into_result().map(|()| m)
+        let file = diags.file.clone();
+        diags.into_result()?;
+        if !stored {
+            let (errors, warnings): (Vec<_>, Vec<_>) = check_outcomes(&m, file.as_deref())
+                .into_iter()
+                .partition(|d| d.severity == Severity::Error);
+            if !errors.is_empty() {
+                return Err(LoadError {
+                    diagnostics: errors,
+                });
+            }
+            m.warnings = warnings;
+        }
+        Ok(m)
     }
 
     /// The machine's name.
@@ -1363,6 +1381,97 @@ fn check_reachable(m: &Machine, diags: &mut Diagnostics) {
             );
         }
     }
+}
+
+/// Every state that asks for work and the outcomes of that work no state can take: an
+/// outcome is addressed to the state that asked (`Event::to`), so only a transition on
+/// that state, an ancestor (the machine's own `on` included) or a descendant takes it.
+/// Unhandled, a task's or a map's outcome fails the instance, an approval's decision is
+/// refused to the approver, and a child's is logged and dropped. The success of a task or
+/// a map with nothing to take it (it could only fail the instance) is an error; the rest
+/// are warnings.
+fn check_outcomes(m: &Machine, file: Option<&str>) -> Vec<Diagnostic> {
+    let handled = |s: StateId, event: &str| {
+        let mut cur = Some(s);
+        while let Some(c) = cur {
+            if m.states[c].on.contains_key(event) {
+                return true;
+            }
+            cur = m.states[c].parent;
+        }
+        (s + 1..=m.states[s].last_desc).any(|d| m.states[d].on.contains_key(event))
+    };
+    let mut out = Vec::new();
+    for (s, node) in m.states.iter().enumerate().skip(1) {
+        let done_event = format!("done.state.{}", node.path);
+        let mut asks: Vec<(&str, [(&str, &str); 2])> = Vec::new();
+        if node.task.is_some() {
+            asks.push((
+                "task",
+                [
+                    ("task.done", "the instance fails when the task completes"),
+                    ("task.failed", "the instance fails when the task fails"),
+                ],
+            ));
+        }
+        if node.approval.is_some() {
+            asks.push((
+                "approval",
+                [
+                    ("approve", "an approval is refused to the approver"),
+                    ("reject", "a rejection is refused to the approver"),
+                ],
+            ));
+        }
+        if node.spawn.is_some() {
+            asks.push((
+                "spawn",
+                [
+                    ("child.done", "the child's completion is logged and dropped"),
+                    ("child.failed", "the child's failure is logged and dropped"),
+                ],
+            ));
+        }
+        if node.map.is_some() {
+            asks.push((
+                "map",
+                [
+                    (done_event.as_str(), "the finished map fails the instance"),
+                    ("child.failed", "a failed item fails the instance"),
+                ],
+            ));
+        }
+        for (what, outcomes) in asks {
+            for (i, (event, consequence)) in outcomes.into_iter().enumerate() {
+                if handled(s, event) {
+                    continue;
+                }
+                let how = if event.starts_with("done.state.") {
+                    "`on_done`".to_string()
+                } else {
+                    format!("a transition on `{event}`")
+                };
+                // Work that succeeds can only fail the instance then: never what was meant.
+                let fails = matches!(what, "task" | "map") && i == 0;
+                out.push(Diagnostic {
+                    kind: K::UnhandledOutcome,
+                    severity: if fails {
+                        Severity::Error
+                    } else {
+                        Severity::Warning
+                    },
+                    file: file.map(str::to_string),
+                    pos: node.pos,
+                    state: Some(node.path.clone()),
+                    message: format!(
+                        "its {what} ends with `{event}`, and neither this state, an ancestor \
+                         nor a descendant has {how}: {consequence}"
+                    ),
+                });
+            }
+        }
+    }
+    out
 }
 
 impl std::fmt::Debug for Machine {

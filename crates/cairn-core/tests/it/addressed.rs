@@ -137,6 +137,8 @@ states:
         states:
           job:
             task: { action: b }
+            on: { task.done: done }
+          done: {}
   failed: { type: final, status: failed }
 "##,
         &[

@@ -11,7 +11,11 @@ fn check(text: &str, format: Format, expect: Expect) {
         Format::Json => "m.json",
     };
     let got = match Machine::load(text, Some(format), Some(file)) {
-        Ok(_) => "ok".to_string(),
+        // A machine that loads shows its warnings after `ok`.
+        Ok(m) => std::iter::once("ok".to_string())
+            .chain(m.warnings.iter().map(|w| w.to_string()))
+            .collect::<Vec<_>>()
+            .join("\n"),
         Err(e) => e.to_string(),
     };
     expect.assert_eq(&got);
@@ -310,5 +314,76 @@ fn limits_exceeded() {
         expect![[r#"
             m.yaml:6:31: error[limit-exceeded]: in state `a`: guard `1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + …`: the expression nests 101 levels deep (operators, selectors, calls and brackets within each other); the limit is 64 (setting `limits.expression_depth`)
             m.yaml:7:39: error[limit-exceeded]: in state `a`: expression `'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`: the expression is 5002 bytes long; the limit is 4096 (setting `limits.expression_length`)"#]],
+    );
+}
+
+#[test]
+fn outcomes_no_state_takes() {
+    // Warnings: the machine loads. A task's failure fails the instance; an approval's
+    // decision is refused to the approver; a child's outcome is dropped.
+    yaml(
+        r##"
+machine: w
+initial: p
+states:
+  p:
+    type: parallel
+    states:
+      web:
+        initial: s
+        states:
+          s:
+            task: { queue: q }
+            on: { task.done: f }
+          f: { type: final }
+      ask:
+        initial: s
+        on: { reject: "#p" }
+        states:
+          s:
+            approval: "ok?"
+            spawn: { machine: x }
+"##,
+        expect![[r#"
+            ok
+            m.yaml:11:11: warning[unhandled-outcome]: in state `p.web.s`: its task ends with `task.failed`, and neither this state, an ancestor nor a descendant has a transition on `task.failed`: the instance fails when the task fails
+            m.yaml:19:11: warning[unhandled-outcome]: in state `p.ask.s`: its approval ends with `approve`, and neither this state, an ancestor nor a descendant has a transition on `approve`: an approval is refused to the approver
+            m.yaml:19:11: warning[unhandled-outcome]: in state `p.ask.s`: its spawn ends with `child.done`, and neither this state, an ancestor nor a descendant has a transition on `child.done`: the child's completion is logged and dropped
+            m.yaml:19:11: warning[unhandled-outcome]: in state `p.ask.s`: its spawn ends with `child.failed`, and neither this state, an ancestor nor a descendant has a transition on `child.failed`: the child's failure is logged and dropped"#]],
+    );
+    // Handled on an ancestor (the machine itself) or a descendant: nothing to say.
+    yaml(
+        r##"
+machine: fine
+initial: job
+on: { task.failed: broken }
+states:
+  job:
+    task: { queue: q }
+    initial: waiting
+    states:
+      waiting: { on: { task.done: "#done" } }
+  done: { type: final }
+  broken: { type: final, status: failed }
+"##,
+        expect!["ok"],
+    );
+    // A task or map whose success nothing takes could only fail the instance: refused.
+    yaml(
+        r##"
+machine: lost
+initial: work
+states:
+  work:
+    task: { queue: q }
+    on: { task.failed: fan }
+  fan:
+    map: { machine: x, items: "[1]" }
+    on: { child.failed: done }
+  done: { type: final }
+"##,
+        expect![[r#"
+            m.yaml:5:3: error[unhandled-outcome]: in state `work`: its task ends with `task.done`, and neither this state, an ancestor nor a descendant has a transition on `task.done`: the instance fails when the task completes
+            m.yaml:8:3: error[unhandled-outcome]: in state `fan`: its map ends with `done.state.fan`, and neither this state, an ancestor nor a descendant has `on_done`: the finished map fails the instance"#]],
     );
 }

@@ -1,4 +1,5 @@
-//! `cairn validate FILE`: load and check a definition; print a summary or every problem.
+//! `cairn validate FILE`: load and check a definition; print a summary or every problem,
+//! and the warnings (an outcome no state takes); `--strict` fails on warnings too.
 
 use crate::Failure;
 
@@ -6,6 +7,15 @@ use crate::Failure;
 pub struct Args {
     /// The machine file (.yaml, .yml, .toml or .json).
     file: String,
+    /// Fail on warnings too (an outcome of a task, approval, child or map that no state
+    /// takes), as on errors.
+    #[arg(long)]
+    strict: bool,
+}
+
+fn problem_json(d: &cairn_core::Diagnostic) -> serde_json::Value {
+    serde_json::json!({"kind": d.kind.code(), "severity": d.severity.as_str(), "file": d.file,
+        "line": d.pos.line, "column": d.pos.col, "state": d.state, "message": d.message})
 }
 
 pub fn run(args: Args, json: bool) -> Result<(), Failure> {
@@ -13,32 +23,43 @@ pub fn run(args: Args, json: bool) -> Result<(), Failure> {
         .map_err(|e| Failure::usage(anyhow::anyhow!("cannot read `{}`: {e}", args.file)))?;
     match cairn_core::Machine::load(&text, None, Some(&args.file)) {
         Ok(m) => {
+            let n = m.warnings.len();
             if json {
+                let warnings: Vec<_> = m.warnings.iter().map(problem_json).collect();
                 println!(
                     "{}",
-                    serde_json::json!({"valid": true, "machine": m.name(), "states": m.states.len() - 1, "transitions": m.transitions.len()})
+                    serde_json::json!({"valid": true, "machine": m.name(), "states": m.states.len() - 1,
+                        "transitions": m.transitions.len(), "warnings": warnings})
                 );
             } else {
+                for w in &m.warnings {
+                    println!("{w}");
+                }
                 println!(
-                    "{}: machine `{}` is valid ({} states, {} transitions)",
+                    "{}: machine `{}` is valid ({} states, {} transitions{})",
                     args.file,
                     m.name(),
                     m.states.len() - 1,
-                    m.transitions.len()
+                    m.transitions.len(),
+                    match n {
+                        0 => String::new(),
+                        1 => ", 1 warning".to_string(),
+                        n => format!(", {n} warnings"),
+                    }
                 );
+            }
+            if args.strict && n > 0 {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "{n} warning{} in `{}` (--strict)",
+                    if n == 1 { "" } else { "s" },
+                    args.file
+                )));
             }
             Ok(())
         }
         Err(e) => {
             if json {
-                let problems: Vec<_> = e
-                    .diagnostics
-                    .iter()
-                    .map(|d| {
-                        serde_json::json!({"kind": d.kind.code(), "file": d.file, "line": d.pos.line,
-                            "column": d.pos.col, "state": d.state, "message": d.message})
-                    })
-                    .collect();
+                let problems: Vec<_> = e.diagnostics.iter().map(problem_json).collect();
                 println!(
                     "{}",
                     serde_json::json!({"valid": false, "problems": problems})
