@@ -10,15 +10,16 @@ end to end, while a human approves the plan and the implementation in the CLI.
 
 What runs here:
 
-- A :class:`cairn_client.Worker` on queue ``agents`` with the three agent steps the
-  machine enqueues as tasks: ``plan``, ``implement`` and ``review``. They are stand-ins
+- A :class:`cairn_client.Worker` on queue ``agents`` with the agent steps the machine
+  enqueues as tasks: ``plan``, ``implement`` and ``review``, then ``test`` and ``lint``,
+  which run at once in the two regions of ``verifying`` (each task's outcome reaches its
+  own region). They are stand-ins
   (deterministic, no model call) so the example runs anywhere; replace their bodies with
   calls to your model. Each returns JSON, which the machine assigns into its context;
   raising an exception fails the attempt and the state's retry policy takes over.
 - A driver that follows the instance on the event stream and does what is not a task:
   runs the tests when the implementation reaches ``implementing.testing`` (sending
-  ``done`` with ``passed``), signs off the verification regions (``ok``), and says when
-  a human's approval is awaited. Its events carry idempotency keys made of the instance
+  ``done`` with ``passed``), and says when a human's approval is awaited. Its events carry idempotency keys made of the instance
   version, so a restarted agent never applies one twice.
 
 Rejections come back as ``context.feedback``: the planner and the coder read it. Stop the
@@ -69,6 +70,16 @@ def review(task: TaskContext) -> Dict[str, Any]:
     return {"verdict": "approve", "comments": [f"reviewed {f}" for f in files]}
 
 
+def test(task: TaskContext) -> Dict[str, Any]:
+    files: List[str] = task.input["implementation"]["files"]
+    return {"passed": run_tests(task.input["implementation"]), "files": len(files)}
+
+
+def lint(task: TaskContext) -> Dict[str, Any]:
+    files: List[str] = task.input["implementation"]["files"]
+    return {"warnings": 0, "checked": files}
+
+
 def run_tests(implementation: Dict[str, Any]) -> bool:
     return any(f.startswith("tests/") for f in implementation.get("files", []))
 
@@ -83,9 +94,6 @@ async def drive(client: AsyncClient, id: str, worker: Worker) -> str:
             passed = run_tests(inst.context.get("implementation") or {})
             say(f"tests {'passed' if passed else 'failed'}")
             await client.send(id, "done", {"passed": passed}, key=f"tests-{inst_version}", actor="agent")
-        if any(s.startswith("verifying.") and s.endswith(".run") for s in to):
-            say("verification: tests and lint pass")
-            await client.send(id, "ok", key=f"verify-{inst_version}", actor="agent")
         for s in ("plan_review", "implementation_review"):
             if s in to:
                 # None when a human has already decided by the time we look.
@@ -141,6 +149,8 @@ async def main() -> int:
         worker.task("plan")(plan)
         worker.task("implement")(implement)
         worker.task("review")(review)
+        worker.task("test")(test)
+        worker.task("lint")(lint)
 
         running = asyncio.ensure_future(worker.run_async(handle_signals=True))
         driving = asyncio.ensure_future(drive(client, id, worker))

@@ -97,8 +97,13 @@ def test_python_agent_and_a_human_in_the_cli_take_seed_001_to_completion(
     assert events == [
         "task.done", "reject", "task.done", "approve",
         "task.done", "done", "task.done", "done", "approve",
-        "task.done", "ok",
+        "task.done", "task.done", "task.done",
     ], events
+    # Tests and lint ran as two tasks at once; each outcome reached its own region.
+    outcomes = [t.addressed_to or "" for t in client.history("ca") if t.kind == "event"]
+    verifying = sorted(outcomes[-2:])
+    assert verifying == ["verifying.lint.run", "verifying.tests.run"], verifying
+    assert done.context["tests"]["passed"] is True and done.context["lint"]["warnings"] == 0
     dones = [t.payload.get("passed") for t in client.history("ca") if t.event == "done"]
     assert dones == [False, True]
     assert any("continuing ca" in line for line in agent.lines)

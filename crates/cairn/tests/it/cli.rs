@@ -92,8 +92,9 @@ fn seed_001_coding_agent_plan_approve_implement_approve_review_verify() {
             r#"{"event": "done", "payload": {"passed": true}}"#,
             r#"{"event": "approve", "actor": "bob"}"#,
             r#"{"event": "task.done", "payload": {"ok": true}}"#,
-            r#"{"event": "ok"}"#,
-            r#"{"event": "ok"}"#,
+            // Each verification task's outcome, addressed to its own region.
+            r#"{"event": "task.done", "to": "verifying.tests.run", "payload": {"passed": 12}}"#,
+            r#"{"event": "task.done", "to": "verifying.lint.run", "payload": {"warnings": 0}}"#,
             r#"{"event": "approve"}"#,
         ],
         expect![[r#"
@@ -111,8 +112,8 @@ fn seed_001_coding_agent_plan_approve_implement_approve_review_verify() {
             11 done -> implementation_review running
             12 approve -> reviewing running
             13 task.done -> verifying.lint.run,verifying.tests.run running
-            14 ok -> completed completed
-            15 ok -> completed completed REFUSED: the instance is completed; it takes no more events
+            14 task.done -> verifying.lint.run,verifying.tests.passed running
+            15 task.done -> completed completed
             16 approve -> completed completed REFUSED: the instance is completed; it takes no more events
         "#]],
     );
@@ -191,6 +192,59 @@ fn seed_002_failed_steps_can_be_retried_until_retries_run_out() {
             9 retry -> abandoned failed REFUSED: the instance is failed; it takes no more events
         "#]],
     );
+}
+
+#[test]
+fn validate_prints_warnings_and_strict_fails_on_them() {
+    let dir = std::env::temp_dir().join(format!("cairn-cli-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("warn.yaml");
+    std::fs::write(
+        &file,
+        "machine: warn\ninitial: a\nstates:\n  a:\n    task: { queue: q }\n    on: { task.done: b }\n  b: { type: final }\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let (code, out, _) = cairn(&["validate", path], "");
+    assert_eq!(code, 0, "warnings do not fail validate: {out}");
+    assert!(
+        out.contains("warn.yaml:4:3: warning[unhandled-outcome]: in state `a`: its task ends with `task.failed`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("is valid (2 states, 1 transitions, 1 warning)"),
+        "{out}"
+    );
+    let (code, _, err) = cairn(&["validate", path, "--strict"], "");
+    assert_eq!(code, 2, "--strict fails on warnings");
+    assert!(err.contains("1 warning in"), "{err}");
+    let (code, out, _) = cairn(&["--json", "validate", path], "");
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (
+            v["valid"].clone(),
+            v["warnings"][0]["kind"].clone(),
+            v["warnings"][0]["severity"].clone(),
+            v["warnings"][0]["state"].clone()
+        ),
+        (
+            serde_json::json!(true),
+            serde_json::json!("unhandled-outcome"),
+            serde_json::json!("warning"),
+            serde_json::json!("a")
+        )
+    );
+    // Every example validates without a warning.
+    for f in [
+        "examples/coding-agent.yaml",
+        "examples/research-workflow.yaml",
+        "examples/research-step.toml",
+    ] {
+        let (code, out, err) = cairn(&["validate", f, "--strict"], "");
+        assert_eq!(code, 0, "{f}: {out}{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

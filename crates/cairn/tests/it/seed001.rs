@@ -250,7 +250,15 @@ fn seed_001_coding_agent_story_survives_sigkill_and_resumes_where_it_stood() {
         json!(["verifying.lint.run", "verifying.tests.run"])
     );
     checkpoint(&d, "after_review");
-    ok(&d, &["send", "ca", "ok"]);
+    // Tests and lint run as two tasks; each outcome reaches its own region only.
+    work(&d, json!({"passed": 12}));
+    let one = config(&d);
+    assert!(
+        one == json!(["verifying.lint.passed", "verifying.tests.run"])
+            || one == json!(["verifying.lint.run", "verifying.tests.passed"]),
+        "one task's outcome moved one region: {one}"
+    );
+    work(&d, json!({"passed": 12}));
     let done = ok(&d, &["show", "ca"]);
     assert_eq!(
         (done["status"].as_str(), done["configuration"].clone()),
