@@ -1,7 +1,8 @@
 //! Crash test of tasks: `cairn serve` is SIGKILLed again and again while `cairn worker`
 //! processes run a five-task workflow on many instances; it restarts on the same data and
 //! port each time. Afterwards every instance has finished, no task completion was applied
-//! twice (each step's `task.done` is in history exactly once), and `verify` passes.
+//! twice (each step's `task.done` is in history exactly once, with the state it was
+//! addressed to), and `verify` passes.
 
 #[path = "it/common.rs"]
 mod common;
@@ -149,6 +150,15 @@ fn killing_the_server_under_workers_applies_no_completion_twice() {
             .filter(|h| h.kind == HistoryKind::Event && h.event == "task.done")
             .collect();
         assert_eq!(done.len(), 5, "{id}: {} task.done applied", done.len());
+        // Each outcome was recorded with the state it was addressed to, in order (and
+        // `verify` below replays it with that address).
+        assert_eq!(
+            done.iter()
+                .map(|h| h.addressed_to.as_deref())
+                .collect::<Vec<_>>(),
+            [Some("s1"), Some("s2"), Some("s3"), Some("s4"), Some("s5")],
+            "{id}"
+        );
         assert_eq!(inst.version, 6, "{id}: start and five steps");
         let tasks = engine.tasks("default", None, None, Some(&id)).unwrap();
         assert_eq!(tasks.len(), 5, "{id}");
