@@ -119,6 +119,30 @@ pub struct Applied {
     pub version: u32,
     /// False when the content equalled the latest version: nothing was written.
     pub created: bool,
+    /// What validation found that does not refuse the definition (an outcome of a task,
+    /// approval, child or map that no state takes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Finding>,
+}
+
+/// One finding of validation: a problem that refuses a definition (listed in an
+/// `invalid-definition` problem's `problems`) or a warning (in [`Applied::warnings`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Finding {
+    /// The stable kind: `unknown-target`, `unhandled-outcome`, ...
+    pub kind: String,
+    /// `error` (refuses the definition) or `warning`.
+    pub severity: String,
+    /// The file, when the definition came from one.
+    pub file: Option<String>,
+    /// The line (1-based).
+    pub line: u32,
+    /// The column (1-based).
+    pub column: u32,
+    /// The dotted path of the state concerned, when there is one.
+    pub state: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
 }
 
 /// The answer to sending an event: the instance as it is now (its fields at the top

@@ -22,6 +22,8 @@ pub struct Applied {
     pub version: u32,
     /// False when the content equalled the latest version (nothing was written).
     pub created: bool,
+    /// What validation found that does not refuse the definition.
+    pub warnings: Vec<cairn_api::Finding>,
 }
 
 impl<S: Store> Engine<S> {
@@ -55,6 +57,7 @@ impl<S: Store> Engine<S> {
         let canonical = definition.to_string();
         let digest = digest(&canonical);
         let name = machine.name().to_string();
+        let warnings: Vec<_> = machine.warnings.iter().map(crate::wire::finding).collect();
         let ns = ns.to_string();
         let now = self.now();
         self.write(move |tx| {
@@ -66,6 +69,7 @@ impl<S: Store> Engine<S> {
                     machine: name,
                     version: l.version,
                     created: false,
+                    warnings,
                 });
             }
             // Never a number a deleted version had.
@@ -90,6 +94,7 @@ impl<S: Store> Engine<S> {
                 machine: name,
                 version,
                 created: true,
+                warnings,
             })
         })
     }

@@ -167,3 +167,16 @@ pub fn token(t: &TokenRecord) -> cairn_api::Token {
         revoked_at: t.revoked_at,
     }
 }
+
+/// A validation finding (an error or a warning) as the API gives it.
+pub fn finding(d: &cairn_core::Diagnostic) -> cairn_api::Finding {
+    cairn_api::Finding {
+        kind: d.kind.code().to_string(),
+        severity: d.severity.as_str().to_string(),
+        file: d.file.clone(),
+        line: d.pos.line,
+        column: d.pos.col,
+        state: d.state.clone(),
+        message: d.message.clone(),
+    }
+}

@@ -73,7 +73,7 @@ impl From<Error> for ApiError {
                 let problems: Vec<Value> = load
                     .diagnostics
                     .iter()
-                    .map(|d| json!({"kind": d.kind.code(), "file": d.file, "line": d.pos.line, "column": d.pos.col, "state": d.state, "message": d.message}))
+                    .map(|d| json!(cairn_engine::wire::finding(d)))
                     .collect();
                 problem = problem.with("problems", Value::Array(problems));
             }

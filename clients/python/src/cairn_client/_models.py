@@ -68,10 +68,18 @@ class Applied:
     machine: str
     version: int
     created: bool
+    # What validation found that does not refuse the definition: each with kind,
+    # severity, file, line, column, state and message.
+    warnings: List[Dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Applied:
-        return cls(machine=d["machine"], version=int(d["version"]), created=bool(d["created"]))
+        return cls(
+            machine=d["machine"],
+            version=int(d["version"]),
+            created=bool(d["created"]),
+            warnings=list(d.get("warnings") or []),
+        )
 
 
 @dataclass(frozen=True)

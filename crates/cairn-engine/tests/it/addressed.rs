@@ -285,3 +285,49 @@ fn a_childs_outcome_reaches_the_region_that_spawned_it() {
     );
     verified(&w.e, &["p", "p.a", "p.b"]);
 }
+
+#[test]
+fn applying_a_machine_returns_its_warnings_and_refuses_lost_success() {
+    let w = world(&[]);
+    let warned = w
+        .e
+        .apply(
+            "default",
+            "machine: w\ninitial: a\nstates:\n  a:\n    task: { queue: q }\n    on: { task.done: b }\n  b: { type: final }\n",
+            None,
+            Some("w.yaml"),
+        )
+        .unwrap();
+    assert_eq!(
+        warned
+            .warnings
+            .iter()
+            .map(|f| (
+                f.kind.as_str(),
+                f.severity.as_str(),
+                f.state.as_deref(),
+                f.line
+            ))
+            .collect::<Vec<_>>(),
+        [("unhandled-outcome", "warning", Some("a"), 4)],
+        "{:?}",
+        warned.warnings
+    );
+    assert!(warned.created, "a warning does not refuse the definition");
+    let refused = w.e.apply(
+        "default",
+        "machine: lost\ninitial: a\nstates:\n  a:\n    task: { queue: q }\n    on: { task.failed: b }\n  b: { type: final }\n",
+        None,
+        Some("lost.yaml"),
+    );
+    assert!(
+        matches!(&refused, Err(cairn_engine::Error::Definition(e)) if e.diagnostics[0].kind.code() == "unhandled-outcome"),
+        "{refused:?}"
+    );
+    assert!(
+        w.e.machines("default")
+            .unwrap()
+            .iter()
+            .all(|m| m.name != "lost")
+    );
+}

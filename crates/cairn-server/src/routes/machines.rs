@@ -49,6 +49,7 @@ pub(super) async fn apply<S: Store + Send + Sync>(
             machine: applied.machine,
             version: applied.version,
             created: applied.created,
+            warnings: applied.warnings,
         }),
     )
         .into_response())

@@ -68,7 +68,21 @@ pub fn apply(g: &Global, c: &dyn Client, a: Apply) -> Result<(), Failure> {
     let r = c.apply(&text, &a.file)?;
     if g.json {
         print_json(&r);
-    } else if r.created {
+        return Ok(());
+    }
+    for w in &r.warnings {
+        // As `validate` prints it, with the file the definition came from.
+        let state = w
+            .state
+            .as_ref()
+            .map(|s| format!("in state `{s}`: "))
+            .unwrap_or_default();
+        eprintln!(
+            "{}:{}:{}: {}[{}]: {state}{}",
+            a.file, w.line, w.column, w.severity, w.kind, w.message
+        );
+    }
+    if r.created {
         println!("applied machine `{}` version {}", r.machine, r.version);
     } else {
         println!("machine `{}` unchanged at version {}", r.machine, r.version);

@@ -14,8 +14,7 @@ pub struct Args {
 }
 
 fn problem_json(d: &cairn_core::Diagnostic) -> serde_json::Value {
-    serde_json::json!({"kind": d.kind.code(), "severity": d.severity.as_str(), "file": d.file,
-        "line": d.pos.line, "column": d.pos.col, "state": d.state, "message": d.message})
+    serde_json::json!(cairn_engine::wire::finding(d))
 }
 
 pub fn run(args: Args, json: bool) -> Result<(), Failure> {

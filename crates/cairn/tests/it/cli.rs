@@ -235,6 +235,15 @@ fn validate_prints_warnings_and_strict_fails_on_them() {
             serde_json::json!("a")
         )
     );
+    // `apply` prints the same warnings and applies the machine.
+    let data = dir.join("data");
+    let (code, out, err) = cairn(&["--data", data.to_str().unwrap(), "apply", path], "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("applied machine `warn` version 1"), "{out}");
+    assert!(
+        err.contains("warn.yaml:4:3: warning[unhandled-outcome]: in state `a`: its task ends with `task.failed`"),
+        "{err}"
+    );
     // Every example validates without a warning.
     for f in [
         "examples/coding-agent.yaml",
