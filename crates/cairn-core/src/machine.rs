@@ -521,15 +521,7 @@ impl Machine {
         let file = diags.file.clone();
         diags.into_result()?;
         if !stored {
-            let (errors, warnings): (Vec<_>, Vec<_>) = check_outcomes(&m, file.as_deref())
-                .into_iter()
-                .partition(|d| d.severity == Severity::Error);
-            if !errors.is_empty() {
-                return Err(LoadError {
-                    diagnostics: errors,
-                });
-            }
-            m.warnings = warnings;
+            m.warnings = check_outcomes(&m, file.as_deref());
         }
         Ok(m)
     }
@@ -1387,9 +1379,10 @@ fn check_reachable(m: &Machine, diags: &mut Diagnostics) {
 /// outcome is addressed to the state that asked (`Event::to`), so only a transition on
 /// that state, an ancestor (the machine's own `on` included) or a descendant takes it.
 /// Unhandled, a task's or a map's outcome fails the instance, an approval's decision is
-/// refused to the approver, and a child's is logged and dropped. The success of a task or
-/// a map with nothing to take it (it could only fail the instance) is an error; the rest
-/// are warnings.
+/// refused to the approver, and a child's is logged and dropped. Each is a warning, whose
+/// message says which: a definition that holds work it never waits for (a fixture whose
+/// task is only there to be cancelled, say) stays valid, and `validate --strict` refuses
+/// it.
 fn check_outcomes(m: &Machine, file: Option<&str>) -> Vec<Diagnostic> {
     let handled = |s: StateId, event: &str| {
         let mut cur = Some(s);
@@ -1442,7 +1435,7 @@ fn check_outcomes(m: &Machine, file: Option<&str>) -> Vec<Diagnostic> {
             ));
         }
         for (what, outcomes) in asks {
-            for (i, (event, consequence)) in outcomes.into_iter().enumerate() {
+            for (event, consequence) in outcomes {
                 if handled(s, event) {
                     continue;
                 }
@@ -1451,15 +1444,9 @@ fn check_outcomes(m: &Machine, file: Option<&str>) -> Vec<Diagnostic> {
                 } else {
                     format!("a transition on `{event}`")
                 };
-                // Work that succeeds can only fail the instance then: never what was meant.
-                let fails = matches!(what, "task" | "map") && i == 0;
                 out.push(Diagnostic {
                     kind: K::UnhandledOutcome,
-                    severity: if fails {
-                        Severity::Error
-                    } else {
-                        Severity::Warning
-                    },
+                    severity: Severity::Warning,
                     file: file.map(str::to_string),
                     pos: node.pos,
                     state: Some(node.path.clone()),
