@@ -23,6 +23,9 @@ pub struct Settings {
     /// A PostgreSQL database (`postgres://user@host:port/db`) instead of the data
     /// directory: several `cairn serve` nodes can share it.
     pub database: Option<String>,
+    /// A `cairn serve` to talk to instead of opening the store (`--server` and
+    /// `CAIRN_SERVER` come first).
+    pub server: Option<String>,
     pub namespace: String,
     /// `cairn serve`'s address.
     pub listen: String,
@@ -226,6 +229,7 @@ impl Default for Settings {
         Settings {
             data: PathBuf::from("./cairn-data"),
             database: None,
+            server: None,
             namespace: "default".into(),
             listen: "127.0.0.1:7878".into(),
             auth: None,

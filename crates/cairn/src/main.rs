@@ -6,6 +6,7 @@
 mod client;
 mod commands;
 mod config;
+mod held;
 mod store;
 
 use std::path::PathBuf;
@@ -221,18 +222,11 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
     let data = loaded.settings.data.clone();
     let engine_config = loaded.settings.engine_config();
     let client = || -> Result<Box<dyn client::Client>, Failure> {
-        match &g.server {
-            Some(url) => Ok(Box::new(client::http::Http::new(
-                url,
-                g.token.clone(),
-                &g.namespace,
-            )?)),
-            None => Ok(Box::new(client::http::Http::embedded(
-                &loaded.settings,
-                &g.namespace,
-                engine_config.clone(),
-            )?)),
-        }
+        Ok(Box::new(client::http::Http::connect(
+            g,
+            &loaded.settings,
+            engine_config.clone(),
+        )?))
     };
     match cli.command {
         Command::Validate(_)

@@ -128,12 +128,50 @@ impl Http {
     /// The embedded client: the server's router in this process, on the store the
     /// settings name (which it opens, and locks when it is a data directory), as an
     /// unrestricted local principal, without body, page or time limits.
-    pub fn embedded(
+    /// The client a command uses: the server `--server` (or `CAIRN_SERVER`, or the
+    /// `server` setting) names; else the data directory's store in process; else, when a
+    /// `cairn serve` holds that directory, that server (said once on stderr).
+    pub fn connect(
+        g: &crate::Global,
         settings: &crate::config::Settings,
-        namespace: &str,
         config: cairn_engine::Config,
     ) -> Result<Http, Failure> {
-        let engine = crate::store::engine(settings, config).map_err(super::failure)?;
+        if let Some(url) = g.server.as_ref().or(settings.server.as_ref()) {
+            return Http::new(url, g.token.clone(), &g.namespace);
+        }
+        match crate::store::engine(settings, config) {
+            Ok(engine) => Http::embedded(engine, settings, &g.namespace),
+            // Held: by a `cairn serve` whose record names it, that server answers.
+            Err(cairn_engine::Error::Store(cairn_store::Error::Locked(why))) => {
+                match settings
+                    .database
+                    .is_none()
+                    .then(|| crate::held::server(&settings.data))
+                    .flatten()
+                {
+                    Some((url, pid)) => {
+                        eprintln!(
+                            "cairn: {} is held by `cairn serve` (pid {pid}); talking to it at {url}",
+                            settings.data.display()
+                        );
+                        Http::new(&url, g.token.clone(), &g.namespace)
+                    }
+                    None => Err(super::failure(cairn_engine::Error::Store(
+                        cairn_store::Error::Locked(why),
+                    ))),
+                }
+            }
+            Err(e) => Err(super::failure(e)),
+        }
+    }
+
+    /// The store of the data directory (or `database`), open in this process, with the
+    /// server's own router: no network, no auth, no HTTP limits.
+    fn embedded(
+        engine: cairn_engine::Engine<cairn_store_any::AnyStore>,
+        settings: &crate::config::Settings,
+        namespace: &str,
+    ) -> Result<Http, Failure> {
         let local = cairn_server::Settings {
             auth: false,
             max_body_bytes: usize::MAX,

@@ -453,10 +453,18 @@ pub fn restore(g: &Global, data: &Path, a: FileArg) -> Result<(), Failure> {
             cairn_store::Error::Corrupt(_) => 2,
             _ => 1,
         };
-        Failure {
-            code,
-            error: anyhow!("{e}"),
-        }
+        // A live server's store cannot be replaced: say which one holds it.
+        let served = matches!(e, cairn_store::Error::Locked(_))
+            .then(|| crate::held::server(data))
+            .flatten();
+        let error = match served {
+            Some((url, pid)) => anyhow!(
+                "{} is served by `cairn serve` at {url} (pid {pid}): stop it, then restore",
+                data.display()
+            ),
+            None => anyhow!("{e}"),
+        };
+        Failure { code, error }
     })?;
     if g.json {
         print_json(&serde_json::json!({"restored": a.file, "data": data}));

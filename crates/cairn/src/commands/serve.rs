@@ -38,8 +38,21 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
         .with_writer(std::io::stderr)
         .json()
         .try_init();
-    let engine =
-        crate::store::engine(settings, settings.engine_config()).map_err(crate::client::failure)?;
+    let engine = crate::store::engine(settings, settings.engine_config()).map_err(|e| {
+        let served = matches!(
+            &e,
+            cairn_engine::Error::Store(cairn_store::Error::Locked(_))
+        )
+        .then(|| crate::held::server(&settings.data))
+        .flatten();
+        match served {
+            Some((url, pid)) => Failure::from(anyhow!(
+                "{} is already served at {url} (pid {pid}); use `--server {url}`, or stop it",
+                settings.data.display()
+            )),
+            None => crate::client::failure(e),
+        }
+    })?;
     let auth = match settings.auth.as_deref() {
         Some("on") => true,
         Some("off") => false,
@@ -95,6 +108,15 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
             .await
             .map_err(|e| Failure::from(anyhow!("cannot listen on {addr}: {e}")))?;
         let bound = listener.local_addr().context("reading the bound address")?;
+        // Beside the lock, so commands on this data directory find the server (removed
+        // when it stops; a killed server's record names a pid that holds nothing).
+        let _recorded = match settings.database {
+            None => Some(
+                crate::held::record(&settings.data, &crate::held::local_url(bound))
+                    .context("recording the server's address in the data directory")?,
+            ),
+            Some(_) => None,
+        };
         println!(
             "cairn listening on http://{bound} (data {}, auth {})",
             label,

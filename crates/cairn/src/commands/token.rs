@@ -37,12 +37,7 @@ pub fn run(g: &Global, settings: &crate::config::Settings, mut t: Token) -> Resu
     }
     // Embedded (the first admin token, before the server starts) or over HTTP: the same
     // requests to the same routes.
-    let http = match &g.server {
-        Some(url) => crate::client::http::Http::new(url, g.token.clone(), &g.namespace)?,
-        None => {
-            crate::client::http::Http::embedded(settings, &g.namespace, settings.engine_config())?
-        }
-    };
+    let http = crate::client::http::Http::connect(g, settings, settings.engine_config())?;
     let result: Value = match t {
         Token::Create {
             role,

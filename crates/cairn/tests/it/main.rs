@@ -9,6 +9,7 @@ mod common;
 mod config;
 mod embedded;
 mod executors;
+mod held;
 mod lifecycle_cli;
 mod migrate;
 mod seed001;
