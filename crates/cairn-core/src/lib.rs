@@ -26,5 +26,5 @@ pub use machine::{MAX_MICROSTEPS, Machine};
 pub use source::Format;
 pub use step::{
     Effect, Env, Event, Microstep, MicrostepKind, Outcome, Rejection, Snapshot, Status, accepts,
-    guarded, is_reserved_event, replay, resources, start, step,
+    delivered_by, guarded, is_reserved_event, replay, resources, start, step,
 };

@@ -175,10 +175,27 @@ impl Env {
 
 /// Names reserved for events the engine delivers: clients may not send them.
 pub fn is_reserved_event(name: &str) -> bool {
-    matches!(name, "approve" | "reject")
-        || ["task.", "child.", "done.", "timer."]
-            .iter()
-            .any(|p| name.starts_with(p))
+    delivered_by(name).is_some()
+}
+
+/// Who delivers a reserved event, and what a person or an agent does to make it happen
+/// (the CLI command, the HTTP route); `None` for an event clients send themselves.
+pub fn delivered_by(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "approve" => {
+            "an approver decides it: `cairn approve ID` (POST /v1/approvals/{aid}/approve)"
+        }
+        "reject" => {
+            "an approver decides it: `cairn reject ID --reason WHY` (POST /v1/approvals/{aid}/reject)"
+        }
+        _ if name.starts_with("task.") => {
+            "a worker reports its task: `cairn worker`, or POST /v1/tasks/{id}/complete|fail"
+        }
+        _ if name.starts_with("child.") => "a child instance delivers it when it ends",
+        _ if name.starts_with("done.") => "the machine raises it when a state's work is done",
+        _ if name.starts_with("timer.") => "the engine delivers it when the timer is due",
+        _ => return None,
+    })
 }
 
 /// One item of a map state.

@@ -72,7 +72,8 @@ pub enum Error {
     },
     /// Clients may not send events the engine delivers.
     #[error(
-        "event `{0}` is reserved: the engine delivers it (approve/reject through the approval operations; task., child., done. and timer. events by the engine)"
+        "event `{0}` is reserved: {by}",
+        by = cairn_core::delivered_by(.0).unwrap_or("the engine delivers it")
     )]
     Reserved(String),
     /// Storage failed.

@@ -497,8 +497,13 @@ pub fn accepts(g: &Global, c: &dyn Client, a: Show) -> Result<(), Failure> {
     if g.json {
         print_json(&events);
     } else {
+        let width = events.iter().map(String::len).max().unwrap_or(0);
         for e in events {
-            println!("{e}");
+            // Events the engine delivers say how they come: `cairn send` refuses them.
+            match cairn_core::delivered_by(&e) {
+                Some(by) => println!("{e:width$}  ({by})"),
+                None => println!("{e}"),
+            }
         }
     }
     Ok(())
@@ -532,7 +537,11 @@ pub fn verify(g: &Global, c: &dyn Client, a: Verify) -> Result<(), Failure> {
     } else {
         for r in &report.instances {
             match &r.problem {
-                None => println!("ok      {}  ({} versions)", r.id, r.versions),
+                None => println!(
+                    "ok      {}  ({})",
+                    r.id,
+                    crate::commands::count(r.versions, "version")
+                ),
                 Some(p) => println!("FAILED  {}: {p}", r.id),
             }
         }

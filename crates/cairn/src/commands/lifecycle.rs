@@ -480,7 +480,7 @@ pub fn stats(g: &Global, c: &dyn Client) -> Result<(), Failure> {
         print_json(&s);
         return Ok(());
     }
-    println!("{} transitions", s.transitions);
+    println!("{}", crate::commands::count(s.transitions, "transition"));
     for (machine, by_status) in &s.instances {
         let parts: Vec<String> = by_status
             .iter()

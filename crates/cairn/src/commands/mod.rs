@@ -20,15 +20,20 @@ use cairn_core::Machine;
 
 use crate::Failure;
 
+/// `n word` or `n words`: `1 transition`, `3 transitions`.
+pub fn count(n: impl Into<u64>, word: &str) -> String {
+    let n = n.into();
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Reads and validates a machine file; problems exit with code 2, all of them listed.
 pub fn load_machine(path: &str) -> Result<Machine, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::usage(anyhow::anyhow!("cannot read `{path}`: {e}")))?;
     Machine::load(&text, None, Some(path)).map_err(|e| {
-        let n = e.diagnostics.len();
         Failure::usage(anyhow::anyhow!(
-            "{e}\n{n} problem{} in `{path}`",
-            if n == 1 { "" } else { "s" }
+            "{e}\n{} in `{path}`",
+            count(e.diagnostics.len() as u64, "problem")
         ))
     })
 }

@@ -34,23 +34,23 @@ pub fn run(args: Args, json: bool) -> Result<(), Failure> {
                 for w in &m.warnings {
                     println!("{w}");
                 }
+                use crate::commands::count;
                 println!(
-                    "{}: machine `{}` is valid ({} states, {} transitions{})",
+                    "{}: machine `{}` is valid ({}, {}{})",
                     args.file,
                     m.name(),
-                    m.states.len() - 1,
-                    m.transitions.len(),
+                    count(m.states.len() as u64 - 1, "state"),
+                    count(m.transitions.len() as u64, "transition"),
                     match n {
                         0 => String::new(),
-                        1 => ", 1 warning".to_string(),
-                        n => format!(", {n} warnings"),
+                        n => format!(", {}", count(n as u64, "warning")),
                     }
                 );
             }
             if args.strict && n > 0 {
                 return Err(Failure::usage(anyhow::anyhow!(
-                    "{n} warning{} in `{}` (--strict)",
-                    if n == 1 { "" } else { "s" },
+                    "{} in `{}` (--strict)",
+                    crate::commands::count(n as u64, "warning"),
                     args.file
                 )));
             }
@@ -68,10 +68,9 @@ pub fn run(args: Args, json: bool) -> Result<(), Failure> {
                     args.file
                 )));
             }
-            let n = e.diagnostics.len();
             Err(Failure::usage(anyhow::anyhow!(
-                "{e}\n{n} problem{} in `{}`",
-                if n == 1 { "" } else { "s" },
+                "{e}\n{} in `{}`",
+                crate::commands::count(e.diagnostics.len() as u64, "problem"),
                 args.file
             )))
         }

@@ -212,7 +212,7 @@ fn validate_prints_warnings_and_strict_fails_on_them() {
         "{out}"
     );
     assert!(
-        out.contains("is valid (2 states, 1 transitions, 1 warning)"),
+        out.contains("is valid (2 states, 1 transition, 1 warning)"),
         "{out}"
     );
     let (code, _, err) = cairn(&["validate", path, "--strict"], "");

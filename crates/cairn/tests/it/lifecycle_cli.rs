@@ -205,6 +205,20 @@ fn approvals_reject_checkpoint_fork_export_stats_and_rm() {
     ok(&d.data, &["send", "g", "go"]);
     let pending = ok(&d.data, &["approvals", "--instance", "g"]);
     assert_eq!(pending.as_array().unwrap().len(), 2);
+    // The decision is not an event a client sends: the refusal and `accepts` say how.
+    let (code, _, err) = run(&d.data, &["send", "g", "approve"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("event `approve` is reserved: an approver decides it: `cairn approve ID`"),
+        "{err}"
+    );
+    let (code, out, err) = run(&d.data, &["accepts", "g"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().any(|l| l.starts_with("approve")
+            && l.contains("(an approver decides it: `cairn approve ID`")),
+        "{out}"
+    );
     // Two pending: the decision must name one.
     let (code, _, err) = run(&d.data, &["approve", "g"]);
     assert_eq!(code, 2, "{err}");
