@@ -437,8 +437,9 @@ impl Reader<'_> {
                     *p,
                     state,
                     format!(
-                        "unknown field `{k}` in {what}; expected one of: {}",
-                        allowed.join(", ")
+                        "unknown field `{k}` in {what}; expected one of: {}{}",
+                        allowed.join(", "),
+                        crate::error::did_you_mean(k, allowed.iter().copied()),
                     ),
                 );
                 continue;

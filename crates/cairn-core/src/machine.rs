@@ -1080,11 +1080,24 @@ impl Builder {
                     CompileError::NotAvailable { .. } => K::UnavailableVariable,
                     CompileError::TooLong { .. } | CompileError::TooDeep { .. } => K::LimitExceeded,
                 };
+                // A bare word where text was meant: say how text is written.
+                let hint = match &err {
+                    CompileError::UnknownVariable { name }
+                        if e.value.trim() == name && what != "guard" =>
+                    {
+                        format!("; text is quoted inside the expression: \"'{name}'\"")
+                    }
+                    CompileError::UnknownVariable { name } => crate::error::did_you_mean(
+                        name,
+                        expr::AVAILABLE.iter().copied().chain(extra.iter().copied()),
+                    ),
+                    _ => String::new(),
+                };
                 self.diags.push(
                     kind,
                     e.pos,
                     st,
-                    format!("{what} `{}`: {err}", excerpt(&e.value)),
+                    format!("{what} `{}`: {err}{hint}", excerpt(&e.value)),
                 );
                 None
             }
@@ -1289,7 +1302,13 @@ fn resolve_targets(m: &mut Machine, pending: &[PendingTarget], diags: &mut Diagn
                     )),
                     _ => Err((
                         K::UnknownTarget,
-                        format!("target `{target}`: no state has id or name `{name}`"),
+                        format!(
+                            "target `{target}`: no state has id or name `{name}`{}",
+                            crate::error::did_you_mean(
+                                name,
+                                ids.keys().copied().chain(names.keys().copied())
+                            )
+                        ),
                     )),
                 }
             }
@@ -1305,7 +1324,15 @@ fn resolve_targets(m: &mut Machine, pending: &[PendingTarget], diags: &mut Diagn
                 None => Err((
                     K::UnknownTarget,
                     format!(
-                        "target `{target}` is neither a sibling state nor a dotted path from the root"
+                        "target `{target}` is neither a sibling state nor a dotted path from the root{}",
+                        crate::error::did_you_mean(
+                            target,
+                            m.states[parent]
+                                .children
+                                .iter()
+                                .map(|c| m.states[*c].name.as_str())
+                                .chain(m.states.iter().skip(1).map(|s| s.path.as_str()))
+                        )
                     ),
                 )),
             }

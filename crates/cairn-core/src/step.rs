@@ -367,7 +367,7 @@ pub enum Rejection {
         status: Status,
     },
     /// No transition takes the event in this configuration.
-    #[error("event `{event}` is not accepted in {configuration:?}; accepted now: {}", if .accepts.is_empty() { "none".to_string() } else { .accepts.join(", ") })]
+    #[error("event `{event}` is not accepted in {configuration:?}; accepted now: {}{}", if .accepts.is_empty() { "none".to_string() } else { .accepts.join(", ") }, crate::error::did_you_mean(.event, .accepts.iter().map(String::as_str)))]
     NotAccepted {
         /// The event.
         event: String,

@@ -530,3 +530,21 @@ states:
           => ["timeout"] failed {"skip":false}
     "#]].assert_eq(&t);
 }
+
+#[test]
+fn a_misspelled_event_is_refused_with_the_nearest_accepted_one() {
+    let t = trace(
+        "machine: m\ninitial: a\nstates:\n  a: { on: { submit: b, cancel: b } }\n  b: {}\n",
+        &["sumbit", "zzz"],
+    );
+    expect![[r#"
+        start
+          Initial - [] exit() enter(a)
+          => ["a"] running {}
+        sumbit
+          refused: event `sumbit` is not accepted in ["a"]; accepted now: cancel, submit; did you mean `submit`?
+        zzz
+          refused: event `zzz` is not accepted in ["a"]; accepted now: cancel, submit
+    "#]]
+    .assert_eq(&t);
+}

@@ -51,7 +51,7 @@ fn unknown_and_missing_fields() {
         "machine: x\ninitial: a\nstates:\n  a:\n    tagret: b\n    on: { go: { target: a, gaurd: 'true' } }\n",
         expect![[r#"
             m.yaml:5:5: error[unknown-field]: in state `a`: unknown field `tagret` in a state; expected one of: id, type, description, initial, states, on, always, after, on_done, entry, exit, status, task, approval, spawn, map
-            m.yaml:6:28: error[unknown-field]: in state `a`: unknown field `gaurd` in a transition; expected one of: target, guard, assign, actions, description"#]],
+            m.yaml:6:28: error[unknown-field]: in state `a`: unknown field `gaurd` in a transition; expected one of: target, guard, assign, actions, description; did you mean `guard`?"#]],
     );
     yaml(
         "initial: a\nstates:\n  a: {}\n",
@@ -386,5 +386,34 @@ states:
             ok
             m.yaml:5:3: warning[unhandled-outcome]: in state `work`: its task ends with `task.done`, and neither this state, an ancestor nor a descendant has a transition on `task.done`: the instance fails when the task completes
             m.yaml:8:3: warning[unhandled-outcome]: in state `fan`: its map ends with `done.state.fan`, and neither this state, an ancestor nor a descendant has `on_done`: the finished map fails the instance"#]],
+    );
+}
+
+/// Misspellings get the nearest name ("did you mean"), and a bare word where text was
+/// meant gets how text is written inside an expression.
+#[test]
+fn messages_suggest_what_was_meant() {
+    yaml(
+        r##"
+machine: dym
+context: { status: "" }
+initial: draft
+states:
+  draft:
+    on:
+      go: { target: reviw, assign: { status: ready, n: "contxt.n" } }
+      back: "#drafts"
+      far: { target: nothing, guard: ok }
+    entri: { assign: { a: "1" } }
+  review: {}
+"##,
+        expect![[r#"
+            m.yaml:8:21: error[unknown-target]: in state `draft`: target `reviw` is neither a sibling state nor a dotted path from the root; did you mean `review`?
+            m.yaml:8:46: error[unknown-variable]: in state `draft`: expression `ready`: unknown variable `ready`; expressions may use context, event, instance, now; text is quoted inside the expression: "'ready'"
+            m.yaml:8:56: error[unknown-variable]: in state `draft`: expression `contxt.n`: unknown variable `contxt`; expressions may use context, event, instance, now; did you mean `context`?
+            m.yaml:9:13: error[unknown-target]: in state `draft`: target `#drafts`: no state has id or name `drafts`; did you mean `draft`?
+            m.yaml:10:22: error[unknown-target]: in state `draft`: target `nothing` is neither a sibling state nor a dotted path from the root
+            m.yaml:10:38: error[unknown-variable]: in state `draft`: guard `ok`: unknown variable `ok`; expressions may use context, event, instance, now
+            m.yaml:11:5: error[unknown-field]: in state `draft`: unknown field `entri` in a state; expected one of: id, type, description, initial, states, on, always, after, on_done, entry, exit, status, task, approval, spawn, map; did you mean `entry`?"#]],
     );
 }
