@@ -316,10 +316,23 @@ impl<S: Store> Engine<S> {
             .task(id)?
             .ok_or_else(|| Error::NotFound(format!("no task `{id}`")))?;
         if t.status != TaskStatus::Leased || t.attempt != attempt {
+            // Say why, in the words of what happened to the attempt.
+            let why = if t.attempt > attempt {
+                format!(
+                    "it timed out (its lease expired) and the task was handed out again, now at attempt {}",
+                    t.attempt
+                )
+            } else if t.status == TaskStatus::Cancelled {
+                "the task was cancelled (its state was left, or the instance ended)".to_string()
+            } else if t.attempt == attempt
+                && matches!(t.status, TaskStatus::Completed | TaskStatus::Failed)
+            {
+                format!("it was reported already: the task is {}", t.status.as_str())
+            } else {
+                format!("the task is {} at attempt {}", t.status.as_str(), t.attempt)
+            };
             return Err(Error::Conflict(format!(
-                "task `{id}` attempt {attempt} is stale: the task is {} at attempt {}; nothing was changed",
-                t.status.as_str(),
-                t.attempt
+                "task `{id}` attempt {attempt} is stale: {why}; its result is discarded and nothing was changed"
             )));
         }
         Ok(t)

@@ -198,10 +198,10 @@ fn retryable_failures_back_off_then_task_failed_reaches_the_instance() {
             .unwrap()
             .remove(0);
     assert_eq!((t2.id.clone(), t2.attempt), (t.id.clone(), 2));
-    // The first attempt's worker is stale now.
+    // The first attempt's worker is stale now, and is told why.
     assert!(matches!(
         w.e.complete(&t.id, 1, json!({}), Usage::default()),
-        Err(Error::Conflict(_))
+        Err(Error::Conflict(m)) if m.contains("attempt 1 is stale: it timed out (its lease expired) and the task was handed out again, now at attempt 2; its result is discarded")
     ));
     let out =
         w.e.fail(&t.id, 2, "still limited", true, Usage::default())

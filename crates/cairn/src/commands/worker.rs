@@ -182,12 +182,16 @@ pub fn worker(g: &Global, c: &dyn Client, a: Worker) -> Result<(), Failure> {
         if g.json {
             println!("{line}");
         } else {
+            // A stale attempt says why its result was discarded (lease expired, cancelled).
+            let said = match (line["outcome"].as_str(), line["error"].as_str()) {
+                (Some("stale"), Some(why)) => {
+                    format!("stale (lease {} s): {why}", lease.as_secs_f64())
+                }
+                (outcome, _) => outcome.unwrap_or("").to_string(),
+            };
             println!(
-                "{} {} attempt {}: {}",
-                task.action,
-                task.id,
-                task.attempt,
-                line["outcome"].as_str().unwrap_or("")
+                "{} {} attempt {}: {said}",
+                task.action, task.id, task.attempt
             );
         }
     }
