@@ -360,6 +360,13 @@ fn ops() -> Vec<Op> {
             body: None,
             ok: &[(200, None)],
         },
+        Op {
+            method: "get",
+            path: "/",
+            summary: "A page linking what this server serves (HTML)",
+            body: None,
+            ok: &[(200, None)],
+        },
     ]
 }
 

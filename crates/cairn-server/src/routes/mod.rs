@@ -104,6 +104,7 @@ table! {
     GET "/metrics" Access::set(Viewer) => ops::metrics;
     GET "/healthz" Access::OPEN => ops::healthz;
     GET "/openapi.json" Access::OPEN => ops::openapi;
+    GET "/" Access::OPEN => ops::index;
 }
 
 /// The declared route of `method` and `path` (as written in the table).

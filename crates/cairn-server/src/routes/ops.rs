@@ -180,6 +180,30 @@ pub(super) async fn openapi<S: Store + Send + Sync>() -> Json<Value> {
     Json(crate::openapi::document().clone())
 }
 
+/// `GET /`: a small page for whoever opens the server in a browser, linking what it
+/// serves.
+pub(super) async fn index<S: Store + Send + Sync>(
+    State(_): State<Arc<Ctx<S>>>,
+) -> axum::response::Html<&'static str> {
+    axum::response::Html(INDEX)
+}
+
+const INDEX: &str = "<!doctype html>
+<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Cairn</title></head>
+<body>
+<h1>Cairn</h1>
+<p>Durable statecharts for AI-agent workflows. This server speaks HTTP and JSON:</p>
+<ul>
+<li><a href=\"/openapi.json\">/openapi.json</a>: every route, its body and its role (OpenAPI 3.1)</li>
+<li><a href=\"/healthz\">/healthz</a>: whether the store answers</li>
+<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics (a viewer token when auth is on)</li>
+<li><a href=\"/v1/instances\">/v1/instances</a>, <a href=\"/v1/machines\">/v1/machines</a>: the namespace's instances and machines</li>
+</ul>
+<p>The CLI talks to it with <code>cairn --server URL</code>; the routes are described in
+<code>docs/http.md</code> of the Cairn repository.</p>
+</body></html>
+";
+
 pub(super) async fn healthz<S: Store + Send + Sync>(
     State(ctx): State<Arc<Ctx<S>>>,
 ) -> Result<Json<cairn_api::Health>, ApiError> {

@@ -543,6 +543,13 @@ async fn lifecycle_approvals_and_tasks_over_http() {
         a.call("GET", "/healthz", None).await.1,
         json!({"status": "ok"})
     );
+    // A browser opening the server finds what it serves.
+    let (s, ct, page) = a.raw("GET", "/", None, vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/html"), "{ct}");
+    for link in ["/openapi.json", "/healthz", "/metrics"] {
+        assert!(page.contains(&format!("href=\"{link}\"")), "{page}");
+    }
 }
 
 #[tokio::test]

@@ -1043,6 +1043,7 @@ fn row(m: &Matrix, method: &str, path: &str, ns: &str, fresh: bool) -> Option<(R
         ("GET", "/metrics") => (req("/metrics".into(), None, &[200]), false),
         ("GET", "/healthz") => (req("/healthz".into(), None, &[200]), false),
         ("GET", "/openapi.json") => (req("/openapi.json".into(), None, &[200]), false),
+        ("GET", "/") => (req("/".into(), None, &[200]), false),
         _ => return None,
     })
 }
@@ -1052,7 +1053,7 @@ fn row(m: &Matrix, method: &str, path: &str, ns: &str, fresh: bool) -> Option<(R
 fn documented(method: &str, path: &str) -> (Role, &'static str) {
     let read = !matches!(method, "POST" | "DELETE");
     match (method, path) {
-        ("GET", "/healthz") | ("GET", "/openapi.json") => (Role::Viewer, "open"),
+        ("GET", "/healthz") | ("GET", "/openapi.json") | ("GET", "/") => (Role::Viewer, "open"),
         ("GET", "/v1/events") | ("GET", "/metrics") => (Role::Viewer, "set"),
         ("POST", "/v1/tasks/claim") => (Role::Worker, "set"),
         ("POST", p) if p.starts_with("/v1/tasks/") => (Role::Worker, "set"),
