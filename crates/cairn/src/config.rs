@@ -31,6 +31,9 @@ pub struct Settings {
     pub listen: String,
     /// `on`, `off`, or unset: on unless `listen` is a loopback address.
     pub auth: Option<String>,
+    /// How `cairn serve` logs: `auto` (readable lines on a terminal, JSON lines
+    /// otherwise), `text` or `json`.
+    pub log_format: String,
     /// The largest event payload or start input, in bytes.
     pub max_payload: usize,
     /// The largest context a step may leave, in bytes of JSON; the payload limit when
@@ -233,6 +236,7 @@ impl Default for Settings {
             namespace: "default".into(),
             listen: "127.0.0.1:7878".into(),
             auth: None,
+            log_format: "auto".into(),
             max_payload: 1024 * 1024,
             max_context: None,
             limits: Limits::default(),
@@ -439,6 +443,9 @@ impl Loaded {
             {
                 return Err(self.bad(key, v, "not a duration (e.g. 30d)"));
             }
+        }
+        if !matches!(s.log_format.as_str(), "auto" | "text" | "json") {
+            return Err(self.bad("log_format", &s.log_format, "auto, text or json"));
         }
         if s.retention.log_max_entries == Some(0) {
             return Err(self.bad("retention.log_max_entries", 0, "must be at least 1"));

@@ -30,14 +30,25 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
         .listen
         .parse()
         .map_err(|e| anyhow!("listen: {e}"))?;
-    let _ = tracing_subscriber::fmt()
+    // Readable lines for a person at a terminal, JSON lines for a log collector.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = match settings.log_format.as_str() {
+        "json" => true,
+        "text" => false,
+        _ => !terminal,
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .json()
-        .try_init();
+        .with_ansi(terminal)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        logs.json().try_init()
+    } else {
+        logs.try_init()
+    };
     let engine = crate::store::engine(settings, settings.engine_config()).map_err(|e| {
         let served = matches!(
             &e,

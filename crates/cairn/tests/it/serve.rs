@@ -1,6 +1,6 @@
 //! `cairn serve` as a real process on a real socket: it prints its address, answers, holds
-//! the data directory (the embedded CLI is refused with a pointer to --server), and on
-//! SIGTERM finishes and exits cleanly with its data intact.
+//! the data directory (the embedded CLI talks to it instead), and on SIGTERM finishes and
+//! exits cleanly with its data intact; it logs readable lines or JSON lines.
 
 use crate::common;
 
@@ -59,13 +59,19 @@ fn serve_answers_holds_the_directory_and_stops_cleanly_on_sigterm() {
         200
     );
 
+    // The embedded CLI on the held directory talks to the server instead.
     let cli = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["ls", "--data"])
         .arg(dir.path())
+        .env_remove("CAIRN_SERVER")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&cli.stderr);
-    assert!(!cli.status.success() && err.contains("--server"), "{err}");
+    assert!(
+        cli.status.success() && err.contains(&format!("talking to it at {url}")),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&cli.stdout).contains('i'));
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -76,6 +82,10 @@ fn serve_answers_holds_the_directory_and_stops_cleanly_on_sigterm() {
     assert!(
         status.success(),
         "cairn serve exited with {status} on SIGTERM"
+    );
+    assert!(
+        !dir.path().join("cairn.server").exists(),
+        "a server that stops removes its record"
     );
 
     let show = Command::new(env!("CARGO_BIN_EXE_cairn"))
@@ -260,4 +270,40 @@ fn poison_pills_fail_their_instance_never_the_server() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(common::ok_at(&url, &["show", "armed"])["status"], "failed");
     drop(server);
+}
+
+/// `log_format`: `text` gives readable lines; `auto` on a pipe (not a terminal) gives JSON.
+#[test]
+fn serve_logs_text_or_json_lines() {
+    for (format, json) in [("text", false), ("auto", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path())
+            .env("CAIRN_LOG_FORMAT", format)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.contains("listening"), "{line}");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let logs = String::from_utf8_lossy(&out.stderr);
+        let first = logs.lines().find(|l| l.contains("listening")).unwrap_or("");
+        assert!(!first.is_empty(), "{format}: {logs}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(first).is_ok(),
+            json,
+            "{format}: {first}"
+        );
+    }
 }
