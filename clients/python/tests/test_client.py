@@ -99,6 +99,20 @@ def test_invalid_definition_names_what_and_where(client: Client) -> None:
         client.apply("machine: bad\ninitial: a\nstates:\n  a: { on: { go: { target: a, guard: 'context.' } } }\n")
 
 
+def test_waiting_lists_approvals_timers_and_open_tasks(client: Client) -> None:
+    client.apply(
+        "machine: wt\ninitial: p\nstates:\n  p:\n    type: parallel\n    states:\n"
+        "      t: { initial: s, states: { s: { task: { queue: q }, on: { task.done: d, task.failed: d } }, d: { type: final } } }\n"
+        "      a: { initial: s, states: { s: { approval: 'ok?', after: { 1h: d }, on: { approve: d, reject: d } }, d: { type: final } } }\n"
+    )
+    client.start("wt", id="w1")
+    w = client.waiting("w1")
+    assert [a["state"] for a in w["approvals"]] == ["p.a.s"], w
+    assert [t["state"] for t in w["timers"]] == ["p.a.s"], w
+    assert [(t["state"], t["attempts"]) for t in w["tasks"]] == [("p.t.s", [])], w
+    assert w["queued"] == [] and w["children"] == [], w
+
+
 def test_start_send_get_and_idempotency_keys(client: Client) -> None:
     client.apply(DOC)
     inst = client.start("doc", {"title": "Plan"}, id="d1", labels={"team": "a"})

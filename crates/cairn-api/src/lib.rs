@@ -278,6 +278,37 @@ pub struct Timer {
     pub due_at: DateTime<Utc>,
 }
 
+/// What an instance waits for now (`GET /v1/instances/{id}/waiting`, `cairn show`): the
+/// work it asked for that has not come back, and the events a pause holds back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Waiting {
+    /// Pending approvals: prompt, approvers, quorum and the decisions so far.
+    pub approvals: Vec<Approval>,
+    /// Timers not fired yet, soonest first.
+    pub timers: Vec<Timer>,
+    /// Tasks pending or leased, each with its attempts so far.
+    pub tasks: Vec<TaskWithAttempts>,
+    /// How many children the instance has, by status.
+    pub children_by_status: std::collections::BTreeMap<String, u64>,
+    /// Its children still running or paused (at most 100).
+    pub children: Vec<WaitingChild>,
+    /// Events a pause holds back, in the order they will be applied on resume.
+    pub queued: Vec<String>,
+}
+
+/// A child an instance waits for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WaitingChild {
+    /// The child's id.
+    pub id: String,
+    /// Its machine.
+    pub machine: String,
+    /// `running` or `paused`.
+    pub status: String,
+    /// Its current states.
+    pub configuration: Vec<String>,
+}
+
 /// Everything about one instance, as `export --format json` writes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Export {

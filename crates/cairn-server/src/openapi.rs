@@ -117,6 +117,13 @@ fn ops() -> Vec<Op> {
         },
         Op {
             method: "get",
+            path: "/v1/instances/{id}/waiting",
+            summary: "What the instance waits for: pending approvals, timers, open tasks, children, queued events",
+            body: None,
+            ok: &[(200, Some("Waiting"))],
+        },
+        Op {
+            method: "get",
             path: "/v1/instances/{id}/history",
             summary: "The history records, oldest first: all, or the newest `limit` (before `before`)",
             body: None,
@@ -515,6 +522,7 @@ fn build() -> Value {
         "Heartbeat" => api::Heartbeat, "CompleteRequest" => api::CompleteRequest,
         "FailRequest" => api::FailRequest, "Failed" => api::Failed, "Health" => api::Health,
         "MachineDetail" => api::MachineDetail, "LogEvent" => api::LogEvent,
+        "Waiting" => api::Waiting,
     );
     let mut schemas: Map<String, Value> = g.take_definitions(true).into_iter().collect();
     for (k, v) in named {

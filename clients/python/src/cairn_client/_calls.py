@@ -191,6 +191,10 @@ def accepts(id: str) -> Call[List[str]]:
     return Call("GET", f"/v1/instances/{seg(id)}/accepts", lambda d: [str(e) for e in d], safe=True)
 
 
+def waiting(id: str) -> Call[Dict[str, Any]]:
+    return Call("GET", f"/v1/instances/{seg(id)}/waiting", lambda d: dict(d), safe=True)
+
+
 def history(
     id: str, limit: Optional[int] = None, before: Optional[int] = None
 ) -> Call[List[Transition]]:

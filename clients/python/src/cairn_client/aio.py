@@ -219,6 +219,10 @@ class AsyncClient:
         """The events the instance accepts now."""
         return await self.call(c.accepts(id))
 
+    async def waiting(self, id: str) -> Dict[str, Any]:
+        """What the instance waits for now (see :meth:`cairn_client.Client.waiting`)."""
+        return await self.call(c.waiting(id))
+
     async def history(
         self, id: str, *, limit: Optional[int] = None, before: Optional[int] = None
     ) -> List[Transition]:

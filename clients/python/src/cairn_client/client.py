@@ -218,6 +218,12 @@ class Client:
         """The events the instance accepts now."""
         return self.call(c.accepts(id))
 
+    def waiting(self, id: str) -> Dict[str, Any]:
+        """What the instance waits for now: ``approvals`` (pending), ``timers``, ``tasks``
+        (open, each with its ``attempts``), ``children_by_status``, ``children`` (those
+        still running) and ``queued`` (events a pause holds back)."""
+        return self.call(c.waiting(id))
+
     def history(
         self, id: str, *, limit: Optional[int] = None, before: Optional[int] = None
     ) -> List[Transition]:

@@ -60,6 +60,71 @@ impl<S: Store> Engine<S> {
         })
     }
 
+    /// What the instance waits for now: pending approvals, timers, open tasks with their
+    /// attempts, children still running, and the events a pause holds back.
+    pub fn waiting(&self, ns: &str, id: &str) -> Result<cairn_api::Waiting, Error> {
+        use crate::wire;
+        self.get(ns, id)?;
+        let store = self.store();
+        let mut tasks = Vec::new();
+        for t in store.tasks(ns, None, None, Some(id))? {
+            if !matches!(
+                t.status,
+                cairn_store::TaskStatus::Pending | cairn_store::TaskStatus::Leased
+            ) {
+                continue;
+            }
+            tasks.push(cairn_api::TaskWithAttempts {
+                task: wire::task(&t),
+                attempts: store.attempts(&t.id)?.iter().map(wire::attempt).collect(),
+            });
+        }
+        let mut timers = store.timers(ns, id)?;
+        timers.sort_by_key(|t| t.due_at);
+        let mut children_by_status = std::collections::BTreeMap::new();
+        let mut children = Vec::new();
+        let mut after = None;
+        // Every child is counted, a page at a time; the unfinished are listed (100 at most).
+        loop {
+            let page = store.instances(&cairn_store::InstanceFilter {
+                namespace: ns.to_string(),
+                parent: Some(id.to_string()),
+                after: after.clone(),
+                limit: 1000,
+                ..Default::default()
+            })?;
+            for c in &page.items {
+                *children_by_status
+                    .entry(c.status.as_str().to_string())
+                    .or_insert(0u64) += 1;
+                if !c.status.is_finished() && children.len() < 100 {
+                    children.push(cairn_api::WaitingChild {
+                        id: c.id.clone(),
+                        machine: c.machine.clone(),
+                        status: c.status.as_str().to_string(),
+                        configuration: c.configuration.clone(),
+                    });
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        Ok(cairn_api::Waiting {
+            approvals: store
+                .approvals(ns, Some(cairn_store::ApprovalStatus::Pending), Some(id))?
+                .iter()
+                .map(wire::approval)
+                .collect(),
+            timers: timers.iter().map(wire::timer).collect(),
+            tasks,
+            children_by_status,
+            children,
+            queued: store.inbox(ns, id)?.into_iter().map(|e| e.event).collect(),
+        })
+    }
+
     /// Instances by machine and status, transitions, and mean time spent in each state.
     pub fn stats(&self, ns: &str) -> Result<Stats, Error> {
         // Maintained by the units that change what they count: a read of a few rows.

@@ -151,6 +151,15 @@ pub(super) async fn accepts<S: Store + Send + Sync>(
     Ok(Json(blocking(move || engine.accepts(&ns, &id)).await?))
 }
 
+pub(super) async fn waiting<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Namespace(ns): Namespace,
+    Path(id): Path<String>,
+) -> Result<Json<cairn_api::Waiting>, ApiError> {
+    let engine = ctx.engine.clone();
+    Ok(Json(blocking(move || engine.waiting(&ns, &id)).await?))
+}
+
 #[derive(Deserialize)]
 pub(super) struct HistoryQuery {
     /// The newest this many records (all by default).

@@ -69,6 +69,7 @@ table! {
     DELETE "/v1/instances/{id}" Access::one(Admin) => instances::delete;
     POST "/v1/instances/{id}/events" Access::one(Operator) => instances::send;
     GET "/v1/instances/{id}/accepts" Access::one(Viewer) => instances::accepts;
+    GET "/v1/instances/{id}/waiting" Access::one(Viewer) => instances::waiting;
     GET "/v1/instances/{id}/history" Access::one(Viewer) => instances::history;
     GET "/v1/instances/{id}/checkpoints" Access::one(Viewer) => instances::checkpoints;
     POST "/v1/instances/{id}/checkpoints" Access::one(Operator) => instances::checkpoint;

@@ -204,6 +204,7 @@ fn routes(
             true,
         ),
         ("GET", format!("/v1/instances/i1/accepts{q}"), None, false),
+        ("GET", format!("/v1/instances/i1/waiting{q}"), None, false),
         ("GET", format!("/v1/instances/i1/history{q}"), None, false),
         (
             "GET",
@@ -892,6 +893,7 @@ fn row(m: &Matrix, method: &str, path: &str, ns: &str, fresh: bool) -> Option<(R
             true,
         ),
         ("GET", "/v1/instances/{id}/accepts")
+        | ("GET", "/v1/instances/{id}/waiting")
         | ("GET", "/v1/instances/{id}/history")
         | ("GET", "/v1/instances/{id}/checkpoints")
         | ("GET", "/v1/instances/{id}/export") => {

@@ -479,6 +479,15 @@ impl Client for Http {
         )
     }
 
+    fn waiting(&self, id: &str) -> Result<cairn_api::Waiting, Failure> {
+        self.json(
+            "GET",
+            &format!("/v1/instances/{}/waiting", enc(id)),
+            &[],
+            None,
+        )
+    }
+
     fn verify(&self, id: &str) -> Result<Verified, Failure> {
         let req = cairn_api::VerifyRequest {
             id: Some(id.to_string()),

@@ -55,6 +55,8 @@ pub trait Client {
         limit: Option<usize>,
     ) -> Result<Vec<Transition>, Failure>;
     fn accepts(&self, id: &str) -> Result<Vec<String>, Failure>;
+    /// What the instance waits for now.
+    fn waiting(&self, id: &str) -> Result<cairn_api::Waiting, Failure>;
     fn verify(&self, id: &str) -> Result<Verified, Failure>;
     /// Ids of every instance of the namespace, for `verify` of all.
     fn ids(&self) -> Result<Vec<String>, Failure>;

@@ -295,12 +295,92 @@ pub struct Show {
 
 pub fn show(g: &Global, c: &dyn Client, a: Show) -> Result<(), Failure> {
     let i = c.get(&a.id)?;
+    let waiting = c.waiting(&a.id)?;
     if g.json {
-        print_json(&i);
+        // The instance's fields, and what it waits for beside them.
+        let mut v = serde_json::to_value(&i).expect("serialises");
+        v["waiting"] = serde_json::to_value(&waiting).expect("serialises");
+        print_json(&v);
     } else {
         print_instance(&i);
+        print_waiting(&waiting);
     }
     Ok(())
+}
+
+/// What `show` says an instance waits for; nothing when it waits for nothing.
+fn print_waiting(w: &cairn_api::Waiting) {
+    let now = chrono::Utc::now();
+    let when = |t: chrono::DateTime<chrono::Utc>| {
+        let secs = (t - now).num_seconds();
+        let rel = if secs >= 0 {
+            format!("in {}", crate::commands::human_secs(secs))
+        } else {
+            format!("{} ago", crate::commands::human_secs(-secs))
+        };
+        format!(
+            "{} ({rel})",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    };
+    for a in &w.approvals {
+        let approvals = a.decisions.iter().filter(|d| d.approve).count();
+        println!(
+            "  waits for approval {} in {}: {}  (approvers: {}; {approvals} of {} so far)",
+            a.id,
+            a.state,
+            a.prompt.as_deref().unwrap_or("(no prompt)"),
+            if a.approvers.is_empty() {
+                "anyone".to_string()
+            } else {
+                a.approvers.join(", ")
+            },
+            a.quorum
+        );
+    }
+    for t in &w.timers {
+        println!("  timer {} in {}: due {}", t.event, t.state, when(t.due_at));
+    }
+    for t in &w.tasks {
+        let task = &t.task;
+        let lease = match (&task.lease_owner, task.lease_expires_at) {
+            (Some(owner), Some(until)) => format!(", leased by {owner} until {}", when(until)),
+            _ => String::new(),
+        };
+        let last = t
+            .attempts
+            .last()
+            .and_then(|a| {
+                a.outcome
+                    .as_ref()
+                    .map(|o| format!(", attempt {} {o}", a.attempt))
+            })
+            .unwrap_or_default();
+        println!(
+            "  task {} ({} on {}) in {}: {} at attempt {}{lease}{last}",
+            task.id, task.action, task.queue, task.state, task.status, task.attempt
+        );
+    }
+    if !w.children_by_status.is_empty() {
+        let by: Vec<String> = w
+            .children_by_status
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
+        println!("  children: {}", by.join(", "));
+        for c in &w.children {
+            println!(
+                "    {} ({}) {}: {}",
+                c.id,
+                c.machine,
+                c.status,
+                c.configuration.join(", ")
+            );
+        }
+    }
+    if !w.queued.is_empty() {
+        println!("  queued until resume: {}", w.queued.join(", "));
+    }
 }
 
 #[derive(clap::Args)]
@@ -468,6 +548,30 @@ pub fn history(g: &Global, c: &dyn Client, a: History) -> Result<(), Failure> {
         print_json(&h);
     } else {
         for t in h {
+            // A task attempt moves no state: say how it ended instead.
+            if t.kind == "attempt" {
+                let p = &t.payload;
+                let text = |k: &str| p[k].as_str().unwrap_or("").to_string();
+                println!(
+                    "{:>4}  {}  (attempt)  task {} ({}) attempt {} in {}: {}{}{}",
+                    t.version,
+                    t.at.to_rfc3339(),
+                    text("task"),
+                    text("action"),
+                    p["attempt"],
+                    text("state"),
+                    text("outcome"),
+                    p["error"]
+                        .as_str()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default(),
+                    p["duration_ms"]
+                        .as_i64()
+                        .map(|ms| format!(" after {ms} ms"))
+                        .unwrap_or_default(),
+                );
+                continue;
+            }
             println!(
                 "{:>4}  {}  {}  [{}] -> [{}]  {}{}{}",
                 t.version,

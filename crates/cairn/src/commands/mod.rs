@@ -20,6 +20,22 @@ use cairn_core::Machine;
 
 use crate::Failure;
 
+/// A span of seconds the way a person says it: `45s`, `3m 20s`, `2h 5m`, `3d 4h`.
+pub fn human_secs(secs: i64) -> String {
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
 /// `n word` or `n words`: `1 transition`, `3 transitions`.
 pub fn count(n: impl Into<u64>, word: &str) -> String {
     let n = n.into();

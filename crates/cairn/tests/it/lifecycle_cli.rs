@@ -205,6 +205,20 @@ fn approvals_reject_checkpoint_fork_export_stats_and_rm() {
     ok(&d.data, &["send", "g", "go"]);
     let pending = ok(&d.data, &["approvals", "--instance", "g"]);
     assert_eq!(pending.as_array().unwrap().len(), 2);
+    // `show` says what the instance waits for: both approvals, by state and prompt.
+    let (code, out, err) = run(&d.data, &["show", "g"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("  waits for approval ").count(), 2, "{out}");
+    assert!(out.contains(" in gates.money.ask: "), "{out}");
+    let shown = ok(&d.data, &["show", "g"]);
+    assert_eq!(
+        (
+            shown["configuration"].as_array().map(Vec::len),
+            shown["waiting"]["approvals"].as_array().map(Vec::len),
+            shown["waiting"]["tasks"].as_array().map(Vec::len)
+        ),
+        (Some(2), Some(2), Some(0))
+    );
     // The decision is not an event a client sends: the refusal and `accepts` say how.
     let (code, _, err) = run(&d.data, &["send", "g", "approve"]);
     assert_ne!(code, 0);

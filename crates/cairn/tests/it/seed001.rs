@@ -250,6 +250,22 @@ fn seed_001_coding_agent_story_survives_sigkill_and_resumes_where_it_stood() {
         json!(["verifying.lint.run", "verifying.tests.run"])
     );
     checkpoint(&d, "after_review");
+    // `show` lists the two verification tasks it waits for; `history` shows how each
+    // attempt so far ended.
+    let (code, out, err) = run(&d, &["show", "ca"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("  task ").count(), 2, "{out}");
+    assert!(
+        out.contains("(test on agents) in verifying.tests.run: pending"),
+        "{out}"
+    );
+    let (code, out, err) = run(&d, &["history", "ca"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().any(|l| l.contains("(attempt)  task ")
+            && l.contains("(review) attempt 1 in reviewing: completed")),
+        "{out}"
+    );
     // Tests and lint run as two tasks; each outcome reaches its own region only.
     work(&d, json!({"passed": 12}));
     let one = config(&d);
