@@ -261,28 +261,20 @@ pub fn send(g: &Global, c: &dyn Client, a: Send) -> Result<(), Failure> {
     if g.json {
         print_json(&s);
     } else {
-        match &s.transition {
-            Some(t) if s.replayed => {
-                println!(
-                    "(idempotency key seen at version {}: nothing applied)",
-                    t.version
-                );
-                println!(
-                    "{} -> {}  version {}",
-                    t.from.join(", "),
-                    t.to.join(", "),
-                    t.version
-                );
-            }
-            Some(t) => println!(
-                "{} -> {}  version {}",
-                t.from.join(", "),
-                t.to.join(", "),
+        let event = s
+            .transition
+            .as_ref()
+            .and_then(|t| t.event.clone())
+            .unwrap_or_default();
+        let what = match &s.transition {
+            Some(t) if s.replayed => format!(
+                "{event} (idempotency key seen at version {}: nothing applied)",
                 t.version
             ),
-            None => println!("queued: the instance is paused; the event is applied on resume"),
-        }
-        print_instance(&s.instance);
+            Some(_) => event,
+            None => "queued: the instance is paused; the event is applied on resume".into(),
+        };
+        crate::commands::print_change(&what, s.transition.as_ref(), &s.instance);
     }
     Ok(())
 }

@@ -90,15 +90,7 @@ fn print_instance(g: &Global, i: &cairn_api::Instance, what: &str) {
     if g.json {
         print_json(i);
     } else {
-        println!(
-            "{what} {}  {}@{}  {}  [{}]  version {}",
-            i.id,
-            i.machine,
-            i.machine_version,
-            i.status,
-            i.configuration.join(", "),
-            i.version
-        );
+        crate::commands::print_change(what, None, i);
     }
 }
 
@@ -298,34 +290,24 @@ fn decide(g: &Global, c: &dyn Client, id: &str, req: DecideRequest) -> Result<()
     if g.json {
         print_json(&d);
     } else {
-        match &d.transition {
-            Some(t) => println!(
-                "{} approval {} of state {}: {} -> {}",
-                d.approval.status,
-                d.approval.id,
-                d.approval.state,
-                t.from.join(", "),
-                t.to.join(", ")
+        let what = match &d.transition {
+            Some(_) => format!(
+                "{} approval {} of state {}",
+                d.approval.status, d.approval.id, d.approval.state
             ),
             None if d.approval.status == "pending" => {
                 let n = d.approval.decisions.iter().filter(|x| x.approve).count();
-                println!(
+                format!(
                     "recorded: {n} of {} approvals for {}",
                     d.approval.quorum, d.approval.id
                 )
             }
-            None => println!(
+            None => format!(
                 "{} approval {}; the instance is paused: the event waits for resume",
                 d.approval.status, d.approval.id
             ),
-        }
-        println!(
-            "{}  {}  [{}]  version {}",
-            d.instance.id,
-            d.instance.status,
-            d.instance.configuration.join(", "),
-            d.instance.version
-        );
+        };
+        crate::commands::print_change(&what, d.transition.as_ref(), &d.instance);
     }
     Ok(())
 }

@@ -20,6 +20,30 @@ use cairn_core::Machine;
 
 use crate::Failure;
 
+/// The one text shape of every command that changes an instance (`send`, `approve`,
+/// `reject`, `pause`, `resume`, `cancel`, `fork`): what happened, with the transition it
+/// recorded when there is one, then the instance as it now is, on one line.
+pub fn print_change(what: &str, t: Option<&cairn_api::Transition>, i: &cairn_api::Instance) {
+    match t {
+        Some(t) => println!(
+            "{what}: {} -> {}  version {}",
+            t.from.join(", "),
+            t.to.join(", "),
+            t.version
+        ),
+        None => println!("{what}"),
+    }
+    println!(
+        "{}  {}@{}  {}  [{}]  version {}",
+        i.id,
+        i.machine,
+        i.machine_version,
+        i.status,
+        i.configuration.join(", "),
+        i.version
+    );
+}
+
 /// A span of seconds the way a person says it: `45s`, `3m 20s`, `2h 5m`, `3d 4h`.
 pub fn human_secs(secs: i64) -> String {
     let (d, h, m, s) = (

@@ -171,7 +171,8 @@ states:
   gates:
     type: parallel
     states:
-      # One `approve` event reaches every region: each guards on the requesting state.
+      # A decision reaches only the region that asked (outcomes are addressed); the
+      # guards show that the payload names the requesting state too.
       legal:
         initial: ask
         states:
@@ -432,4 +433,54 @@ fn tick_fires_due_timers_once() {
     );
     let h = ok(&d.data, &["history", "a"]);
     assert_eq!(h[1]["event"], "timer.wait.1ms");
+}
+
+/// Every command that changes an instance prints one shape: what happened (with the
+/// transition when there is one), then the instance on one line.
+#[test]
+fn commands_that_change_an_instance_print_one_shape() {
+    let d = dir();
+    let file = d.root.join("gates.yaml");
+    std::fs::write(&file, GATES).unwrap();
+    ok(&d.data, &["apply", file.to_str().unwrap()]);
+    ok(&d.data, &["start", "gates", "--id", "s"]);
+    let lines = |args: &[&str]| -> Vec<String> {
+        let (code, out, err) = run(&d.data, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out.lines().map(str::to_string).collect()
+    };
+    let sent = lines(&["send", "s", "tick"]);
+    assert_eq!(sent[0], "tick: work -> work  version 2", "{sent:?}");
+    assert!(
+        sent[1].starts_with("s  gates@1  running  [work]  version 2"),
+        "{sent:?}"
+    );
+    let paused = lines(&["pause", "s"]);
+    assert_eq!(paused[0], "paused");
+    assert!(
+        paused[1].starts_with("s  gates@1  paused  [work]"),
+        "{paused:?}"
+    );
+    let queued = lines(&["send", "s", "go"]);
+    assert!(queued[0].starts_with("queued: "), "{queued:?}");
+    assert_eq!(lines(&["resume", "s"])[0], "resumed");
+    let decided = lines(&[
+        "approve",
+        "s",
+        "--approval",
+        &ok(&d.data, &["approvals", "--instance", "s"])[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        "--actor",
+        "pi",
+    ]);
+    assert!(
+        decided[0].starts_with("approved approval ") && decided[0].contains(" -> "),
+        "{decided:?}"
+    );
+    assert!(
+        decided[1].starts_with("s  gates@1  running  ["),
+        "{decided:?}"
+    );
 }
