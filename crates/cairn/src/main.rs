@@ -187,7 +187,9 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Validate(a) => return commands::validate::run(a, cli.global.json),
         Command::Simulate(a) => return commands::simulate::run(a),
-        Command::Diagram(a) => return commands::diagram::run(a, cli.global.json),
+        Command::Diagram(a) if a.is_local() => {
+            return commands::diagram::run_file(a, cli.global.json);
+        }
         Command::MigrateStore(a) => return commands::migrate::run(cli.global.json, a),
         Command::Bench(a) => {
             let data = cli
@@ -229,9 +231,9 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         )?))
     };
     match cli.command {
+        Command::Diagram(a) => commands::diagram::run(&*client()?, a, g.json),
         Command::Validate(_)
         | Command::Simulate(_)
-        | Command::Diagram(_)
         | Command::Bench(_)
         | Command::MigrateStore(_) => {
             unreachable!("handled above")

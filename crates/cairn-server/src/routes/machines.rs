@@ -140,11 +140,21 @@ pub(super) async fn diagram<S: Store + Send + Sync>(
     })?;
     let engine = ctx.engine.clone();
     let (text, fmt) = blocking(move || {
-        let active = match &q.instance {
-            Some(id) => engine.get(&ns, id)?.configuration,
-            None => Vec::new(),
+        // An instance's diagram is of the version it runs, unless another is asked for.
+        let (active, version) = match &q.instance {
+            Some(id) => {
+                let inst = engine.get(&ns, id)?;
+                if inst.machine != name {
+                    return Err(cairn_engine::Error::Invalid(format!(
+                        "instance `{id}` runs machine `{}`, not `{name}`",
+                        inst.machine
+                    )));
+                }
+                (inst.configuration, q.version.or(Some(inst.machine_version)))
+            }
+            None => (Vec::new(), q.version),
         };
-        let (_, m) = engine.machine(&ns, &name, q.version)?;
+        let (_, m) = engine.machine(&ns, &name, version)?;
         Ok((render(&m, format, &active), q.format))
     })
     .await?;

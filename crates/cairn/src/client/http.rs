@@ -479,6 +479,21 @@ impl Client for Http {
         )
     }
 
+    fn diagram(
+        &self,
+        machine: &str,
+        format: &str,
+        instance: Option<&str>,
+    ) -> Result<String, Failure> {
+        let mut query = vec![("format", format.to_string())];
+        if let Some(i) = instance {
+            query.push(("instance", i.to_string()));
+        }
+        let url = self.url(&format!("/v1/machines/{}/diagram", enc(machine)), &query);
+        let bytes = self.send("GET", &url, None)?;
+        String::from_utf8(bytes).map_err(|e| Failure::from(anyhow!("the diagram is not text: {e}")))
+    }
+
     fn waiting(&self, id: &str) -> Result<cairn_api::Waiting, Failure> {
         self.json(
             "GET",

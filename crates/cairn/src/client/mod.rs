@@ -55,6 +55,13 @@ pub trait Client {
         limit: Option<usize>,
     ) -> Result<Vec<Transition>, Failure>;
     fn accepts(&self, id: &str) -> Result<Vec<String>, Failure>;
+    /// A machine's diagram (`mermaid` or `dot`), with an instance's active states marked.
+    fn diagram(
+        &self,
+        machine: &str,
+        format: &str,
+        instance: Option<&str>,
+    ) -> Result<String, Failure>;
     /// What the instance waits for now.
     fn waiting(&self, id: &str) -> Result<cairn_api::Waiting, Failure>;
     fn verify(&self, id: &str) -> Result<Verified, Failure>;

@@ -464,17 +464,9 @@ fn commands_that_change_an_instance_print_one_shape() {
     let queued = lines(&["send", "s", "go"]);
     assert!(queued[0].starts_with("queued: "), "{queued:?}");
     assert_eq!(lines(&["resume", "s"])[0], "resumed");
-    let decided = lines(&[
-        "approve",
-        "s",
-        "--approval",
-        &ok(&d.data, &["approvals", "--instance", "s"])[0]["id"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-        "--actor",
-        "pi",
-    ]);
+    let pending = ok(&d.data, &["approvals", "--instance", "s"]);
+    let first = pending[0]["id"].as_str().unwrap();
+    let decided = lines(&["approve", "s", "--approval", first, "--actor", "pi"]);
     assert!(
         decided[0].starts_with("approved approval ") && decided[0].contains(" -> "),
         "{decided:?}"
@@ -483,4 +475,16 @@ fn commands_that_change_an_instance_print_one_shape() {
         decided[1].starts_with("s  gates@1  running  ["),
         "{decided:?}"
     );
+    // A stored machine's diagram by name, the instance's active states marked.
+    let (code, out, err) = run(
+        &d.data,
+        &["diagram", "gates", "--instance", "s", "--format", "dot"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("digraph \"gates\"") && out.contains("style=\"rounded,filled\""),
+        "{out}"
+    );
+    let (code, _, err) = run(&d.data, &["diagram", "nosuch"]);
+    assert_eq!(code, 3, "an unknown machine is not found: {err}");
 }
