@@ -95,6 +95,9 @@ enum Command {
     Ls(commands::instances::Ls),
     /// An instance and the children it spawned, with their statuses, as a tree.
     Tree(commands::instances::Show),
+    /// Follow the server's event stream (an instance's, a machine's, or all), resuming
+    /// after a disconnect.
+    Watch(commands::watch::Args),
     /// Show an instance's history (all of it, or the newest N records).
     History(commands::instances::History),
     /// List the events an instance accepts now.
@@ -265,6 +268,11 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         Command::Trigger(t) => commands::trigger::run(g, &*client()?, t),
         Command::Schedule(s) => commands::schedule::run(g, &*client()?, s),
         Command::Tree(a) => i::tree(g, &*client()?, a),
+        Command::Watch(a) => commands::watch::run(
+            g,
+            &client::http::Http::connect(g, &loaded.settings, engine_config.clone())?,
+            a,
+        ),
         Command::History(a) => i::history(g, &*client()?, a),
         Command::Accepts(a) => i::accepts(g, &*client()?, a),
         Command::Verify(a) => i::verify(g, &*client()?, a),

@@ -299,7 +299,94 @@ fn problem(status: u16, bytes: &[u8]) -> Failure {
     }
 }
 
+/// One Server-Sent Event: its id (the log position), its event name and its data.
+pub struct SseEvent {
+    pub id: Option<u64>,
+    pub event: String,
+    pub data: String,
+}
+
+/// Parses an event stream as it arrives and hands each complete event on.
+struct SseLines<F: FnMut(SseEvent) -> std::io::Result<()>> {
+    line: Vec<u8>,
+    event: SseEvent,
+    each: F,
+}
+
+impl<F: FnMut(SseEvent) -> std::io::Result<()>> std::io::Write for SseLines<F> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for &b in buf {
+            if b != b'\n' {
+                self.line.push(b);
+                continue;
+            }
+            let line = String::from_utf8_lossy(&self.line)
+                .trim_end_matches('\r')
+                .to_string();
+            self.line.clear();
+            if line.is_empty() {
+                // A blank line ends an event (a keep-alive comment leaves nothing to send).
+                let done = std::mem::replace(
+                    &mut self.event,
+                    SseEvent {
+                        id: None,
+                        event: String::new(),
+                        data: String::new(),
+                    },
+                );
+                if !done.data.is_empty() {
+                    (self.each)(done)?;
+                }
+            } else if let Some(v) = line.strip_prefix("id:") {
+                self.event.id = v.trim().parse().ok();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                self.event.event = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !self.event.data.is_empty() {
+                    self.event.data.push('\n');
+                }
+                self.event.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Http {
+    /// Whether requests go to a server over the network (not the router in process).
+    pub fn is_remote(&self) -> bool {
+        matches!(self.transport, Transport::Net { .. })
+    }
+
+    /// Reads `GET /v1/events` with `query` until the stream ends or breaks, handing each
+    /// event to `each` as it arrives. `Ok` when the stream ended (the server went away);
+    /// an error from `each` stops it.
+    pub fn events(
+        &self,
+        query: &[(&str, String)],
+        each: impl FnMut(SseEvent) -> std::io::Result<()>,
+    ) -> Result<(), Failure> {
+        let url = self.url("/v1/events", query);
+        let answer = self.request("GET", &url, None)?;
+        let mut sink = SseLines {
+            line: Vec::new(),
+            event: SseEvent {
+                id: None,
+                event: String::new(),
+                data: String::new(),
+            },
+            each,
+        };
+        answer
+            .copy_to(&mut sink)
+            .map(|_| ())
+            .map_err(|e| Failure::from(anyhow!("the event stream broke: {e}")))
+    }
+
     /// A raw call for commands without a `Client` method (tokens); `Null` for no content.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
         let url = self.url(path, &[]);

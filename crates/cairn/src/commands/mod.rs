@@ -12,6 +12,7 @@ pub mod soak;
 pub mod token;
 pub mod trigger;
 pub mod validate;
+pub mod watch;
 pub mod w3;
 pub mod w5;
 pub mod worker;
