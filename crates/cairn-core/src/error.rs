@@ -199,10 +199,7 @@ impl Diagnostics {
 /// The candidate closest to `word` by edit distance, when it is close enough to be what
 /// was meant (at most one edit in four characters, and at least one): the "did you mean"
 /// of a message. Ties go to the first candidate.
-pub(crate) fn suggest<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let budget = (word.chars().count() / 4).max(1);
     candidates
         .into_iter()
@@ -213,11 +210,8 @@ pub(crate) fn suggest<'a>(
         .map(|(_, c)| c)
 }
 
-/// `, did you mean `X`?` or nothing.
-pub(crate) fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> String {
+/// `; did you mean `X`?` or nothing.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     suggest(word, candidates)
         .map(|c| format!("; did you mean `{c}`?"))
         .unwrap_or_default()

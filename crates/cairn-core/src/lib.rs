@@ -20,7 +20,7 @@ pub mod source;
 pub mod step;
 
 pub use definition::MachineDef;
-pub use error::{Diagnostic, DiagnosticKind, LoadError, Severity};
+pub use error::{Diagnostic, DiagnosticKind, LoadError, Severity, did_you_mean, suggest};
 pub use limits::Limits;
 pub use machine::{MAX_MICROSTEPS, Machine};
 pub use source::Format;

@@ -53,7 +53,8 @@ pub fn run_file(args: Args, json: bool) -> Result<(), Failure> {
     for a in &args.active {
         if m.state_by_path(a).is_none() {
             return Err(Failure::usage(anyhow::anyhow!(
-                "`--active {a}`: no such state"
+                "`--active {a}`: no such state{}",
+                cairn_core::did_you_mean(a, m.states.iter().skip(1).map(|s| s.path.as_str()))
             )));
         }
     }

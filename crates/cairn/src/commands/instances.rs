@@ -317,8 +317,15 @@ fn print_waiting(w: &cairn_api::Waiting) {
     };
     for a in &w.approvals {
         let approvals = a.decisions.iter().filter(|d| d.approve).count();
+        // Its deadline: the soonest timer of the state that asked.
+        let deadline = w
+            .timers
+            .iter()
+            .find(|t| t.state == a.state)
+            .map(|t| format!("; deadline {}", when(t.due_at)))
+            .unwrap_or_default();
         println!(
-            "  waits for approval {} in {}: {}  (approvers: {}; {approvals} of {} so far)",
+            "  waits for approval {} in {}: {}  (approvers: {}; {approvals} of {} so far{deadline})",
             a.id,
             a.state,
             a.prompt.as_deref().unwrap_or("(no prompt)"),

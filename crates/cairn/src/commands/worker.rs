@@ -184,9 +184,14 @@ pub fn worker(g: &Global, c: &dyn Client, a: Worker) -> Result<(), Failure> {
         } else {
             // A stale attempt says why its result was discarded (lease expired, cancelled).
             let said = match (line["outcome"].as_str(), line["error"].as_str()) {
-                (Some("stale"), Some(why)) => {
-                    format!("stale (lease {} s): {why}", lease.as_secs_f64())
+                (Some("stale"), Some(why)) if why.contains("timed out") => format!(
+                    "timed out (lease {} s), result discarded",
+                    lease.as_secs_f64()
+                ),
+                (Some("stale"), Some(why)) if why.contains("was cancelled") => {
+                    "cancelled (its state was left), result discarded".to_string()
                 }
+                (Some("stale"), Some(why)) => format!("stale, result discarded: {why}"),
                 (outcome, _) => outcome.unwrap_or("").to_string(),
             };
             println!(

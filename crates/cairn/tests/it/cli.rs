@@ -352,4 +352,18 @@ fn diagram_renders_mermaid_and_dot_with_active_states() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("unknown diagram format `png`"), "{err}");
+    let (code, _, err) = cairn(
+        &[
+            "diagram",
+            "examples/coding-agent.yaml",
+            "--active",
+            "implementing.codng",
+        ],
+        "",
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no such state; did you mean `implementing.coding`?"),
+        "{err}"
+    );
 }
