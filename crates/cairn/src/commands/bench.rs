@@ -99,6 +99,13 @@ pub struct Args {
     /// soak: seconds per reported "minute" (tests shorten it).
     #[arg(long, hide = true)]
     pub(crate) report_every: Option<u64>,
+    /// W1-tasks: worker processes' worth of claimers.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) workers: usize,
+    /// W1-tasks: tasks each worker has in hand at once, its handlers running concurrently
+    /// (1: one task at a time, each waiting for the previous one's commit).
+    #[arg(long, default_value_t = 8)]
+    pub(crate) worker_concurrency: usize,
 }
 
 impl Args {
@@ -403,7 +410,7 @@ pub fn run(data: Option<PathBuf>, database: Option<String>, a: Args) -> Result<(
     };
     let line = match a.workload.as_str() {
         "W2" => w2(driver.as_ref(), &a)?,
-        "W1-tasks" => w1_tasks(driver, &a, 4)?,
+        "W1-tasks" => w1_tasks(driver, &a, a.workers.max(1))?,
         _ => w1(driver, &a)?,
     };
     let mut line = line;
@@ -535,6 +542,9 @@ pub(crate) fn w1_tasks(
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
+    let per_worker = a.worker_concurrency.max(1);
+    // Each worker: one claimer, and `per_worker` handlers taking tasks from it through a
+    // queue as long as they are many (backpressure: the claimer waits when it is full).
     let worker_threads: Vec<_> = (0..workers)
         .map(|w| {
             let (driver, started_at, latencies, in_flight, done, stop) = (
@@ -547,25 +557,72 @@ pub(crate) fn w1_tasks(
             );
             std::thread::spawn(move || -> Result<(), String> {
                 let name = format!("bench-worker-{w}");
-                while !stop.load(Ordering::Relaxed) {
-                    let tasks = driver.claim(&name, 32)?;
-                    if tasks.is_empty() {
-                        driver.idle();
-                        continue;
+                let finish = |instance: &str| {
+                    let t0 = started_at.lock().ok().and_then(|mut m| m.remove(instance));
+                    if let (Some(t0), Ok(mut l)) = (t0, latencies.lock()) {
+                        l.push(t0.elapsed().as_secs_f64() * 1000.0);
                     }
-                    for (task, attempt, state, instance) in tasks {
-                        driver.complete(&task, attempt)?;
-                        if state == "s5" {
-                            let t0 = started_at.lock().ok().and_then(|mut m| m.remove(&instance));
-                            if let (Some(t0), Ok(mut l)) = (t0, latencies.lock()) {
-                                l.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                    done.fetch_add(1, Ordering::Relaxed);
+                };
+                if per_worker == 1 {
+                    while !stop.load(Ordering::Relaxed) {
+                        let tasks = driver.claim(&name, 32)?;
+                        if tasks.is_empty() {
+                            driver.idle();
+                            continue;
+                        }
+                        for (task, attempt, state, instance) in tasks {
+                            driver.complete(&task, attempt)?;
+                            if state == "s5" {
+                                finish(&instance);
                             }
-                            in_flight.fetch_sub(1, Ordering::Relaxed);
-                            done.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    return Ok(());
                 }
-                Ok(())
+                type Claimed = (String, u32, String, String);
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Claimed>(per_worker);
+                let rx = Arc::new(Mutex::new(rx));
+                std::thread::scope(|s| -> Result<(), String> {
+                    let handlers: Vec<_> = (0..per_worker)
+                        .map(|_| {
+                            let (rx, driver, finish) = (Arc::clone(&rx), &driver, &finish);
+                            s.spawn(move || -> Result<(), String> {
+                                loop {
+                                    let next = rx.lock().map_err(|_| "poisoned")?.recv();
+                                    let Ok((task, attempt, state, instance)) = next else {
+                                        return Ok(());
+                                    };
+                                    driver.complete(&task, attempt)?;
+                                    if state == "s5" {
+                                        finish(&instance);
+                                    }
+                                }
+                            })
+                        })
+                        .collect();
+                    let claimed = (|| -> Result<(), String> {
+                        while !stop.load(Ordering::Relaxed) {
+                            let tasks = driver.claim(&name, per_worker.min(32))?;
+                            if tasks.is_empty() {
+                                driver.idle();
+                                continue;
+                            }
+                            for t in tasks {
+                                if tx.send(t).is_err() {
+                                    return Err("the handlers stopped".into());
+                                }
+                            }
+                        }
+                        Ok(())
+                    })();
+                    drop(tx);
+                    for h in handlers {
+                        h.join().map_err(|_| "a handler panicked")??;
+                    }
+                    claimed
+                })
             })
         })
         .collect();
@@ -604,6 +661,7 @@ pub(crate) fn w1_tasks(
         "n": l.len(),
         "concurrency": a.concurrency,
         "workers": workers,
+        "worker_concurrency": per_worker,
         "seconds": round(seconds, 3),
         "workflows_per_s": round(finished / seconds, 1),
         "step_commits_per_s": round(finished * 6.0 / seconds, 1),

@@ -453,3 +453,45 @@ fn a_closed_output_pipe_ends_a_command_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(141), "{err}");
 }
+
+/// `bench W1-tasks` with concurrent handlers: every workflow completes, the JSON line
+/// names the shape it ran with, and every instance passes `verify`.
+#[test]
+fn bench_w1_tasks_runs_with_concurrent_handlers_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (code, out, err) = cairn(
+        dir.path(),
+        &[
+            "bench",
+            "W1-tasks",
+            "--n",
+            "60",
+            "--concurrency",
+            "8",
+            "--workers",
+            "2",
+            "--worker-concurrency",
+            "4",
+            "--json",
+            "--data",
+            data,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (
+            line["n"].as_u64(),
+            line["workers"].as_u64(),
+            line["worker_concurrency"].as_u64()
+        ),
+        (Some(60), Some(2), Some(4)),
+        "{line}"
+    );
+    let (code, out, err) = cairn(dir.path(), &["--json", "verify", "--namespace", "bench"]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["instances"].as_array().map(Vec::len), Some(60));
+}
