@@ -34,16 +34,22 @@ pub struct WorkerOptions {
     pub poll: Duration,
     /// How many tasks it claims at once.
     pub batch: usize,
+    /// How many tasks its handlers run at once: the handler is called on that many
+    /// threads, and the worker holds no more claimed tasks than that (backpressure: it
+    /// claims again as handlers free up). Agent calls wait on I/O, hence the default.
+    pub concurrency: usize,
 }
 
 impl WorkerOptions {
-    /// A worker named `name` on `queues`, polling every 50 ms, 16 tasks a claim.
+    /// A worker named `name` on `queues`, polling every 50 ms, 16 tasks a claim, 32
+    /// handlers at once.
     pub fn new(name: &str, queues: Vec<String>) -> WorkerOptions {
         WorkerOptions {
             queues,
             name: name.to_string(),
             poll: Duration::from_millis(50),
             batch: 16,
+            concurrency: 32,
         }
     }
 }
@@ -73,9 +79,60 @@ impl<S: Store + Send + Sync + 'static> Service for WorkerService<S> {
     }
 
     fn run(self, shutdown: Shutdown) {
+        let o = &self.options;
+        let concurrency = o.concurrency.max(1);
+        // Tasks in hand (claimed, not yet reported), and a signal when one is reported.
+        let in_hand = std::sync::Mutex::new(0usize);
+        let freed = std::sync::Condvar::new();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Claimed>(concurrency);
+        let rx = std::sync::Mutex::new(rx);
+        std::thread::scope(|s| {
+            for _ in 0..concurrency {
+                s.spawn(|| {
+                    loop {
+                        let next = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(task) = next else { return };
+                        self.report(&task);
+                        if let Ok(mut n) = in_hand.lock() {
+                            *n -= 1;
+                        }
+                        freed.notify_one();
+                    }
+                });
+            }
+            self.claim_loop(&shutdown, concurrency, &in_hand, &freed, &tx);
+            // Stopped: no more claims; the handlers finish what they hold, then end.
+            drop(tx);
+        });
+    }
+}
+
+impl<S: Store + Send + Sync + 'static> WorkerService<S> {
+    /// Claims while not stopped, never holding more than `concurrency` tasks, and hands
+    /// each claimed task to the handlers.
+    fn claim_loop(
+        &self,
+        shutdown: &Shutdown,
+        concurrency: usize,
+        in_hand: &std::sync::Mutex<usize>,
+        freed: &std::sync::Condvar,
+        tx: &std::sync::mpsc::SyncSender<Claimed>,
+    ) {
         let (engine, o) = (&self.engine, &self.options);
         while !shutdown.is_triggered() {
-            let claimed = match engine.claim(&o.queues, &o.name, o.batch, DEFAULT_LEASE) {
+            // Room for how many more: wait (briefly, to see a stop) while none.
+            let room = match in_hand.lock() {
+                Ok(n) if *n >= concurrency => {
+                    let _ = freed.wait_timeout(n, o.poll);
+                    continue;
+                }
+                Ok(n) => concurrency - *n,
+                Err(_) => return,
+            };
+            let claimed = match engine.claim(&o.queues, &o.name, o.batch.min(room), DEFAULT_LEASE) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(worker = %o.name, error = %e, "claiming failed");
@@ -88,27 +145,47 @@ impl<S: Store + Send + Sync + 'static> Service for WorkerService<S> {
                 engine.tasks_ready().wait(o.poll);
                 continue;
             }
+            if let Ok(mut n) = in_hand.lock() {
+                *n += claimed.len();
+            }
             for task in claimed {
-                let reported = match (self.handler)(&task) {
-                    Ok(output) => engine
-                        .complete(&task.id, task.attempt, output, Usage::default())
-                        .map(|_| ()),
-                    Err(e) => engine
-                        .fail(
-                            &task.id,
-                            task.attempt,
-                            &e.message,
-                            e.retryable,
-                            Usage::default(),
-                        )
-                        .map(|_| ()),
-                };
-                // A stale report (reclaimed or cancelled meanwhile) changes nothing; any
-                // other error leaves the lease to expire, and the attempt is retried.
-                if let Err(e) = reported {
-                    tracing::debug!(task = %task.id, attempt = task.attempt, error = %e, "report not taken");
+                if tx.send(task).is_err() {
+                    return;
                 }
             }
+        }
+    }
+
+    /// Runs the handler on one task and reports its result.
+    fn report(&self, task: &Claimed) {
+        let engine = &self.engine;
+        // A handler that panics fails its attempt (retryable), never the worker.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.handler)(task)))
+                .unwrap_or_else(|_| {
+                    Err(TaskError {
+                        message: "the handler panicked".into(),
+                        retryable: true,
+                    })
+                });
+        let reported = match result {
+            Ok(output) => engine
+                .complete(&task.id, task.attempt, output, Usage::default())
+                .map(|_| ()),
+            Err(e) => engine
+                .fail(
+                    &task.id,
+                    task.attempt,
+                    &e.message,
+                    e.retryable,
+                    Usage::default(),
+                )
+                .map(|_| ()),
+        };
+        // A stale report (reclaimed or cancelled meanwhile) changes nothing; any other
+        // error leaves the lease to expire, and the attempt is retried.
+        if let Err(e) = reported {
+            tracing::debug!(task = %task.id, attempt = task.attempt, error = %e, "report not taken");
         }
     }
 }

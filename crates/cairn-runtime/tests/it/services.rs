@@ -157,3 +157,78 @@ fn in_process_handlers_complete_and_fail_tasks_until_stopped() {
         verified(&w.engine, id);
     }
 }
+
+/// Handlers run at once, up to `concurrency`, and the worker never holds more claimed
+/// tasks than that; a handler that panics fails its attempt, not the worker.
+#[test]
+fn in_process_handlers_run_concurrently_and_hold_no_more_than_their_concurrency() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let w = world();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let most_leased = Arc::new(AtomicUsize::new(0));
+    let (engine, r, m, ml) = (
+        w.engine.clone(),
+        Arc::clone(&running),
+        Arc::clone(&most),
+        Arc::clone(&most_leased),
+    );
+    let handler: Handler = Arc::new(move |t| {
+        let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+        m.fetch_max(now, Ordering::SeqCst);
+        let leased = engine
+            .tasks(
+                "default",
+                Some("q"),
+                Some(cairn_store::TaskStatus::Leased),
+                None,
+            )
+            .map(|l| l.len())
+            .unwrap_or(0);
+        ml.fetch_max(leased, Ordering::SeqCst);
+        // Long enough that the others are claimed and started meanwhile.
+        std::thread::sleep(Duration::from_millis(100));
+        r.fetch_sub(1, Ordering::SeqCst);
+        if t.instance == "p0" {
+            panic!("a handler's bug");
+        }
+        Ok(json!({"answer": 1}))
+    });
+    let options = WorkerOptions {
+        poll: Duration::from_millis(5),
+        concurrency: 4,
+        ..WorkerOptions::new("wide", vec!["q".into()])
+    };
+    let ids: Vec<String> = (0..12).map(|i| format!("p{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        start(&w.engine, id, i as i64);
+    }
+    let worker = Running::spawn(WorkerService::new(w.engine.clone(), options, handler)).unwrap();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    // p0's attempt panicked: retryable, so it is retried after its backoff; the others
+    // complete.
+    finished(&w.engine, &refs[1..], "the handlers running");
+    worker.stop();
+    let (most, most_leased) = (
+        most.load(Ordering::SeqCst),
+        most_leased.load(Ordering::SeqCst),
+    );
+    assert!(
+        (2..=4).contains(&most),
+        "handlers ran {most} at once; expected several and at most 4"
+    );
+    assert!(most_leased <= 4, "{most_leased} tasks were held at once");
+    let p0 = w
+        .engine
+        .tasks("default", Some("q"), None, Some("p0"))
+        .unwrap();
+    let attempts = w.engine.store().attempts(&p0[0].id).unwrap();
+    assert_eq!(
+        attempts[0].error.as_deref(),
+        Some("the handler panicked"),
+        "{attempts:?}"
+    );
+    for id in &refs[1..] {
+        verified(&w.engine, id);
+    }
+}
