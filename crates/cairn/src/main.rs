@@ -307,7 +307,11 @@ fn run(mut cli: Cli) -> Result<(), Failure> {
         Command::Stats => l::stats(g, &*client()?),
         Command::Token(t) => commands::token::run(g, &loaded.settings, t),
         Command::Tasks(a) => commands::worker::tasks(g, &*client()?, a),
-        Command::Worker(a) => commands::worker::worker(g, &*client()?, a),
+        Command::Worker(a) => commands::worker::worker(
+            g,
+            &client::http::Http::connect(g, &loaded.settings, engine_config.clone())?,
+            a,
+        ),
     }
 }
 

@@ -90,6 +90,9 @@ pub struct Worker {
     /// Stop when no task is waiting.
     #[arg(long)]
     until_idle: bool,
+    /// How many tasks to run at once, each its own command (claims only as many as run).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
     /// The command to run per task, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -108,7 +111,7 @@ fn tail(bytes: &[u8], max: usize) -> String {
     format!("...{}", &s[start..])
 }
 
-pub fn worker(g: &Global, c: &dyn Client, a: Worker) -> Result<(), Failure> {
+pub fn worker(g: &Global, c: &(dyn Client + Sync), a: Worker) -> Result<(), Failure> {
     let lease = parse_duration("--lease", &a.lease)?
         .to_std()
         .map_err(|_| Failure::usage(anyhow!("`--lease` must be positive")))?;
@@ -119,15 +122,53 @@ pub fn worker(g: &Global, c: &dyn Client, a: Worker) -> Result<(), Failure> {
             std::process::id()
         )
     });
-    let mut handled = 0u64;
+    if a.concurrency == 0 {
+        return Err(Failure::usage(anyhow!(
+            "`--concurrency` must be at least 1"
+        )));
+    }
+    // `concurrency` loops, each claiming one task, running its command and reporting:
+    // never more tasks claimed than commands running.
+    let handled = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let loops: Vec<_> = (0..a.concurrency)
+            .map(|_| s.spawn(|| work(g, c, &a, &name, lease, &handled)))
+            .collect();
+        let mut result = Ok(());
+        for l in loops {
+            let r = l
+                .join()
+                .unwrap_or_else(|_| Err(Failure::from(anyhow!("a worker thread panicked"))));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+/// One worker loop: claim a task, run its command, report, until done.
+fn work(
+    g: &Global,
+    c: &(dyn Client + Sync),
+    a: &Worker,
+    name: &str,
+    lease: Duration,
+    handled: &std::sync::atomic::AtomicU64,
+) -> Result<(), Failure> {
+    use std::sync::atomic::Ordering;
     loop {
-        if a.max_tasks.is_some_and(|m| handled >= m) {
+        // A slot of `--max-tasks`, taken before claiming and given back if none came.
+        let slot = handled.fetch_add(1, Ordering::SeqCst);
+        if a.max_tasks.is_some_and(|m| slot >= m) {
+            handled.fetch_sub(1, Ordering::SeqCst);
             return Ok(());
         }
-        let claimed = match c.claim(&a.queue, &name, 1, lease) {
+        let claimed = match c.claim(&a.queue, name, 1, lease) {
             Ok(c) => c,
             // The server is unreachable (restarting, say): wait and try again.
             Err(f) if f.code == 1 => {
+                handled.fetch_sub(1, Ordering::SeqCst);
                 eprintln!("worker: {:#}; retrying", f.error);
                 std::thread::sleep(Duration::from_millis(500));
                 continue;
@@ -135,6 +176,7 @@ pub fn worker(g: &Global, c: &dyn Client, a: Worker) -> Result<(), Failure> {
             Err(f) => return Err(f),
         };
         let Some(task) = claimed.into_iter().next() else {
+            handled.fetch_sub(1, Ordering::SeqCst);
             // Idle: keep timers and leases moving, then wait a little.
             // An unreachable server is retried with the next claim; anything else stops us.
             if let Err(f) = c.tick(&cairn_engine::Retention::default())
@@ -148,7 +190,6 @@ pub fn worker(g: &Global, c: &dyn Client, a: Worker) -> Result<(), Failure> {
             std::thread::sleep(Duration::from_millis(200));
             continue;
         };
-        handled += 1;
         let outcome = run_one(c, &a.command, &task, lease);
         let report = |c: &dyn Client| match &outcome {
             Ok(output) => c.complete(&task.id, task.attempt, output.clone(), Usage::default()),

@@ -495,3 +495,67 @@ fn bench_w1_tasks_runs_with_concurrent_handlers_and_says_so() {
     assert_eq!(report["failed"], 0, "{report}");
     assert_eq!(report["instances"].as_array().map(Vec::len), Some(60));
 }
+
+/// `cairn worker --concurrency N` runs N commands at once (their attempts overlap), claims
+/// no more than it runs, and `--max-tasks` counts across them.
+#[test]
+fn a_worker_runs_several_commands_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("job.yaml");
+    std::fs::write(
+        &file,
+        "machine: job\ninitial: w\nstates:\n  w:\n    task: { queue: q }\n    on: { task.done: d, task.failed: d }\n  d: { type: final }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let (code, _, err) = cairn(&data, &["apply", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for i in 0..6 {
+        let (code, _, err) = cairn(&data, &["start", "job", "--id", &format!("j{i}")]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let worker = |extra: &[&str]| {
+        let mut args = vec!["--json", "worker", "--queue", "q", "--concurrency", "3"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "sh", "-c", "cat > /dev/null; sleep 0.3; echo '{}'"]);
+        let (code, out, err) = cairn(&data, &args);
+        assert_eq!(code, 0, "{err}");
+        out.lines().count()
+    };
+    assert_eq!(
+        worker(&["--max-tasks", "4"]),
+        4,
+        "--max-tasks counts across loops"
+    );
+    assert_eq!(worker(&["--until-idle"]), 2, "the rest, then idle");
+    let (code, out, err) = cairn(&data, &["--json", "ls"]);
+    assert_eq!(code, 0, "{err}");
+    let page: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let items = page["instances"].as_array().unwrap();
+    assert_eq!(items.len(), 6);
+    assert!(items.iter().all(|i| i["status"] == "completed"), "{page}");
+    // The attempts of the first run overlap: three commands ran at once.
+    let mut spans: Vec<(String, String)> = Vec::new();
+    for i in 0..6 {
+        let (_, out, _) = cairn(&data, &["--json", "export", &format!("j{i}")]);
+        let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let a = &e["tasks"][0]["attempts"][0];
+        spans.push((
+            a["started_at"].as_str().unwrap().to_string(),
+            a["ended_at"].as_str().unwrap().to_string(),
+        ));
+    }
+    let overlapping = spans
+        .iter()
+        .enumerate()
+        .any(|(i, a)| spans.iter().skip(i + 1).any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(overlapping, "no two attempts overlapped: {spans:?}");
+    let (code, out, err) = cairn(&data, &["--json", "verify"]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (report["checked"].as_u64(), report["failed"].as_u64()),
+        (Some(6), Some(0)),
+        "{report}"
+    );
+}
