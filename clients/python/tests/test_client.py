@@ -83,10 +83,12 @@ def test_apply_returns_warnings(client: Client) -> None:
         ("unhandled-outcome", "warning", "a")
     ], warned.warnings
     assert client.apply("machine: fine\ninitial: a\nstates:\n  a: {}\n").warnings == []
-    lost = client.apply(
-        "machine: lost\ninitial: a\nstates:\n  a:\n    task: { queue: q }\n    on: { task.failed: b }\n  b: { type: final }\n"
-    )
-    assert [w["message"].endswith("when the task completes") for w in lost.warnings] == [True], lost.warnings
+    # A task's success that nothing takes, in a state nothing else can leave: refused.
+    with pytest.raises(errors.InvalidDefinition) as e:
+        client.apply(
+            "machine: lost\ninitial: a\nstates:\n  a:\n    task: { queue: q }\n    on: { task.failed: b }\n  b: { type: final }\n"
+        )
+    assert [(p["kind"], p["severity"]) for p in e.value.problems] == [("unhandled-outcome", "error")], e.value.problems
 
 
 def test_invalid_definition_names_what_and_where(client: Client) -> None:

@@ -521,7 +521,15 @@ impl Machine {
         let file = diags.file.clone();
         diags.into_result()?;
         if !stored {
-            m.warnings = check_outcomes(&m, file.as_deref());
+            let (errors, warnings): (Vec<_>, Vec<_>) = check_outcomes(&m, file.as_deref())
+                .into_iter()
+                .partition(|d| d.severity == Severity::Error);
+            if !errors.is_empty() {
+                return Err(LoadError {
+                    diagnostics: errors,
+                });
+            }
+            m.warnings = warnings;
         }
         Ok(m)
     }
@@ -1406,10 +1414,11 @@ fn check_reachable(m: &Machine, diags: &mut Diagnostics) {
 /// outcome is addressed to the state that asked (`Event::to`), so only a transition on
 /// that state, an ancestor (the machine's own `on` included) or a descendant takes it.
 /// Unhandled, a task's or a map's outcome fails the instance, an approval's decision is
-/// refused to the approver, and a child's is logged and dropped. Each is a warning, whose
-/// message says which: a definition that holds work it never waits for (a fixture whose
-/// task is only there to be cancelled, say) stays valid, and `validate --strict` refuses
-/// it.
+/// refused to the approver, and a child's is logged and dropped. A task's or a map's
+/// success that nothing takes, in a state nothing else can move the instance out of, will
+/// fail the instance: an error. The rest are warnings, whose message says what would
+/// happen (a state that can be left otherwise may hold its work only to have it
+/// cancelled); `validate --strict` refuses them too.
 fn check_outcomes(m: &Machine, file: Option<&str>) -> Vec<Diagnostic> {
     let handled = |s: StateId, event: &str| {
         let mut cur = Some(s);
@@ -1420,6 +1429,32 @@ fn check_outcomes(m: &Machine, file: Option<&str>) -> Vec<Diagnostic> {
             cur = m.states[c].parent;
         }
         (s + 1..=m.states[s].last_desc).any(|d| m.states[d].on.contains_key(event))
+    };
+    // Whether anything but `outcomes` can take the instance out of `s` (a transition on
+    // another event or an eventless one, timers included, on `s`, an ancestor, or a
+    // descendant when it leads out of `s`): if not, the work's outcome will arrive.
+    let way_out = |s: StateId, outcomes: &[&str]| {
+        let leaves = |t: TransitionId, from_inside: bool| {
+            let target = m.transitions[t].target;
+            target.is_some_and(|g| !from_inside || g == s || g < s || g > m.states[s].last_desc)
+        };
+        let moves = |x: StateId, from_inside: bool| {
+            m.states[x]
+                .on
+                .iter()
+                .filter(|(e, _)| !outcomes.contains(&e.as_str()))
+                .flat_map(|(_, ts)| ts.iter())
+                .chain(m.states[x].always.iter())
+                .any(|t| leaves(*t, from_inside))
+        };
+        let mut cur = Some(s);
+        while let Some(c) = cur {
+            if moves(c, false) {
+                return true;
+            }
+            cur = m.states[c].parent;
+        }
+        (s + 1..=m.states[s].last_desc).any(|d| moves(d, true))
     };
     let mut out = Vec::new();
     for (s, node) in m.states.iter().enumerate().skip(1) {
@@ -1462,10 +1497,16 @@ fn check_outcomes(m: &Machine, file: Option<&str>) -> Vec<Diagnostic> {
             ));
         }
         for (what, outcomes) in asks {
-            for (event, consequence) in outcomes {
+            let own = [outcomes[0].0, outcomes[1].0];
+            for (i, (event, consequence)) in outcomes.into_iter().enumerate() {
                 if handled(s, event) {
                     continue;
                 }
+                // The success of a task or a map that nothing takes and nothing else can
+                // pre-empt (no other way out of the state) will fail the instance: an
+                // error. A state that can be left otherwise (a timer, another event) may
+                // hold its work only to have it cancelled: a warning.
+                let certain = i == 0 && matches!(what, "task" | "map") && !way_out(s, &own);
                 let how = if event.starts_with("done.state.") {
                     "`on_done`".to_string()
                 } else {
@@ -1473,7 +1514,11 @@ fn check_outcomes(m: &Machine, file: Option<&str>) -> Vec<Diagnostic> {
                 };
                 out.push(Diagnostic {
                     kind: K::UnhandledOutcome,
-                    severity: Severity::Warning,
+                    severity: if certain {
+                        Severity::Error
+                    } else {
+                        Severity::Warning
+                    },
                     file: file.map(str::to_string),
                     pos: node.pos,
                     state: Some(node.path.clone()),

@@ -368,7 +368,8 @@ states:
 "##,
         expect!["ok"],
     );
-    // A task or map whose success nothing takes: the instance would fail on it.
+    // A task or map whose success nothing takes, in a state nothing else can leave: the
+    // success will come and fail the instance, so the definition is refused.
     yaml(
         r##"
 machine: lost
@@ -383,9 +384,25 @@ states:
   done: { type: final }
 "##,
         expect![[r#"
+            m.yaml:5:3: error[unhandled-outcome]: in state `work`: its task ends with `task.done`, and neither this state, an ancestor nor a descendant has a transition on `task.done`: the instance fails when the task completes
+            m.yaml:8:3: error[unhandled-outcome]: in state `fan`: its map ends with `done.state.fan`, and neither this state, an ancestor nor a descendant has `on_done`: the finished map fails the instance"#]],
+    );
+    // The same work in a state that a timer or another event can leave may be there only
+    // to be cancelled: a warning, and the definition loads.
+    yaml(
+        r##"
+machine: busy
+initial: w
+states:
+  w:
+    task: { queue: q }
+    after: { 1h: done }
+  done: { type: final }
+"##,
+        expect![[r#"
             ok
-            m.yaml:5:3: warning[unhandled-outcome]: in state `work`: its task ends with `task.done`, and neither this state, an ancestor nor a descendant has a transition on `task.done`: the instance fails when the task completes
-            m.yaml:8:3: warning[unhandled-outcome]: in state `fan`: its map ends with `done.state.fan`, and neither this state, an ancestor nor a descendant has `on_done`: the finished map fails the instance"#]],
+            m.yaml:5:3: warning[unhandled-outcome]: in state `w`: its task ends with `task.done`, and neither this state, an ancestor nor a descendant has a transition on `task.done`: the instance fails when the task completes
+            m.yaml:5:3: warning[unhandled-outcome]: in state `w`: its task ends with `task.failed`, and neither this state, an ancestor nor a descendant has a transition on `task.failed`: the instance fails when the task fails"#]],
     );
 }
 

@@ -314,28 +314,22 @@ fn applying_a_machine_returns_its_warnings() {
         warned.warnings
     );
     assert!(warned.created, "a warning does not refuse the definition");
-    // A task whose completion nothing takes: the instance would fail on it. A warning
-    // still, so a state that holds work only to have it cancelled stays valid.
-    let lost = w
-        .e
-        .apply(
-            "default",
-            "machine: lost\ninitial: a\nstates:\n  a:\n    task: { queue: q }\n    on: { task.failed: b }\n  b: { type: final }\n",
-            None,
-            Some("lost.yaml"),
-        )
-        .unwrap();
-    assert_eq!(
-        lost.warnings
+    // A task whose success nothing takes, in a state nothing else can leave: the
+    // success will fail the instance, so the definition is refused and nothing stored.
+    let refused = w.e.apply(
+        "default",
+        "machine: lost\ninitial: a\nstates:\n  a:\n    task: { queue: q }\n    on: { task.failed: b }\n  b: { type: final }\n",
+        None,
+        Some("lost.yaml"),
+    );
+    assert!(
+        matches!(&refused, Err(cairn_engine::Error::Definition(e)) if e.diagnostics[0].kind.code() == "unhandled-outcome"),
+        "{refused:?}"
+    );
+    assert!(
+        w.e.machines("default")
+            .unwrap()
             .iter()
-            .map(|f| (
-                f.severity.as_str(),
-                f.message
-                    .ends_with("the instance fails when the task completes")
-            ))
-            .collect::<Vec<_>>(),
-        [("warning", true)],
-        "{:?}",
-        lost.warnings
+            .all(|m| m.name != "lost")
     );
 }
