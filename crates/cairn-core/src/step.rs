@@ -367,10 +367,12 @@ pub enum Rejection {
         status: Status,
     },
     /// No transition takes the event in this configuration.
-    #[error("event `{event}` is not accepted in {configuration:?}; accepted now: {}{}", if .accepts.is_empty() { "none".to_string() } else { .accepts.join(", ") }, crate::error::did_you_mean(.event, .accepts.iter().map(String::as_str)))]
+    #[error("event `{event}`{} is not accepted in {configuration:?}; accepted now: {}{}", .to.as_ref().map(|t| format!(" (addressed to `{t}`)")).unwrap_or_default(), if .accepts.is_empty() { "none".to_string() } else { .accepts.join(", ") }, crate::error::did_you_mean(.event, .accepts.iter().map(String::as_str)))]
     NotAccepted {
         /// The event.
         event: String,
+        /// The state it was addressed to (`Event::to`), when it was.
+        to: Option<String>,
         /// The active states.
         configuration: Vec<String>,
         /// The events accepted now.
@@ -494,6 +496,7 @@ pub fn step(
     if enabled.is_empty() {
         return Err(Rejection::NotAccepted {
             event: event.name.clone(),
+            to: event.to.clone(),
             configuration: snapshot.configuration.clone(),
             accepts: accepts(machine, snapshot),
         });

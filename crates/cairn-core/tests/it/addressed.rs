@@ -182,7 +182,7 @@ fn an_outcome_no_related_state_takes_is_not_accepted() {
           effect {"type":"enqueue_task","state":"research.papers.searching","queue":"search","action":"search_papers","input":{},"timeout_ms":null,"heartbeat_ms":null,"retry":{"max_attempts":1,"backoff":"exponential","initial_ms":1000,"max_ms":null,"jitter":0.1}}
           => ["research.papers.searching", "research.web.searching"] running {"web":null,"papers":null}
         task.done@research.web.found
-          refused: event `task.done` is not accepted in ["research.papers.searching", "research.web.searching"]; accepted now: task.done
+          refused: event `task.done` (addressed to `research.web.found`) is not accepted in ["research.papers.searching", "research.web.searching"]; accepted now: task.done
         task.done@no.such.state
           refused: the event is addressed to state `no.such.state`, which this machine does not have
     "#]].assert_eq(&t);
