@@ -58,4 +58,7 @@ pub use executors::{Executors, Secrets};
 pub use lifecycle::{
     DecideRequest, Decided, ForkFrom, LOG_TRIM_STEP, RETENTION_STEP, Retention, Stats, merge_patch,
 };
-pub use tasks::{Claimed, DEFAULT_LEASE, LEASE_RANGE, TaskOutcome, Usage, backoff, check_lease};
+pub use tasks::{
+    Batch, Claimed, DEFAULT_LEASE, LEASE_RANGE, MAX_CLAIM, MAX_OUTCOMES, NextClaim, Outcome,
+    OutcomeResult, Report, Reported, TaskOutcome, Usage, backoff, check_lease,
+};

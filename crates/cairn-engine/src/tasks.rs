@@ -105,6 +105,9 @@ pub struct TaskOutcome {
     pub task: TaskRecord,
     /// Whether the failure will be retried (the task is pending again).
     pub retrying: bool,
+    /// An identical repeat of an outcome that had applied already: answered as applied,
+    /// and nothing changed.
+    pub repeated: bool,
 }
 
 fn policy(t: &TaskRecord) -> RetryPolicy {
@@ -197,6 +200,103 @@ fn end_attempt(
     Ok(())
 }
 
+/// The most outcomes one [`Batch`] may report.
+pub const MAX_OUTCOMES: usize = 1000;
+
+/// The most tasks one claim may take.
+pub const MAX_CLAIM: usize = 1000;
+
+/// What a worker reports of one attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Report {
+    /// The attempt succeeded with this output: `task.done` reaches the instance.
+    Completed {
+        /// The output, `task.done`'s payload.
+        output: Value,
+    },
+    /// The attempt failed; retried by the task's policy when `retryable`, else (or when
+    /// attempts run out) `task.failed` reaches the instance.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+        /// An object added to `task.failed`'s payload (an `exec` task's exit code...).
+        details: Value,
+    },
+}
+
+/// One attempt's outcome, as a worker reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// The task.
+    pub task: String,
+    /// The attempt the worker was given.
+    pub attempt: u32,
+    /// What became of it.
+    pub report: Report,
+    /// What it used.
+    pub usage: Usage,
+}
+
+impl Outcome {
+    fn outcome(&self) -> &'static str {
+        match self.report {
+            Report::Completed { .. } => "completed",
+            Report::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// A claim: up to `batch` tasks of `queues` for `worker`, each leased for `lease` (or
+/// the task's shorter timeout).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NextClaim {
+    /// The queues to take tasks from.
+    pub queues: Vec<String>,
+    /// The worker, recorded on each attempt.
+    pub worker: String,
+    /// How many tasks at most (1 to [`MAX_CLAIM`]).
+    pub batch: usize,
+    /// The lease of each attempt.
+    pub lease: Duration,
+}
+
+/// Outcomes, and a claim of the next tasks, in one unit of work.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    /// The outcomes, each applied (or refused) on its own.
+    pub outcomes: Vec<Outcome>,
+    /// Tasks to claim once the outcomes are applied, in the same unit: a task the outcomes
+    /// enqueued can be among them.
+    pub claim: Option<NextClaim>,
+    /// Only tasks of these namespaces (a token's scope), when given: other tasks are
+    /// unknown to the caller.
+    pub namespaces: Option<Vec<String>>,
+    /// Who reports (a token's subject), rather than the worker holding the lease.
+    pub by: Option<Actor>,
+}
+
+/// What became of one outcome of a [`Batch`].
+#[derive(Debug)]
+pub struct OutcomeResult {
+    /// The task it was for.
+    pub task: String,
+    /// The attempt it was for.
+    pub attempt: u32,
+    /// Applied (or an identical repeat of one that was), or refused with the reason.
+    pub result: Result<TaskOutcome, Error>,
+}
+
+/// What a [`Batch`] did.
+#[derive(Debug, Default)]
+pub struct Reported {
+    /// One per outcome, in the order given.
+    pub outcomes: Vec<OutcomeResult>,
+    /// The tasks claimed.
+    pub claimed: Vec<Claimed>,
+}
+
 impl<S: Store> Engine<S> {
     /// Claims up to `batch` tasks of `queues` for `worker`, reclaiming expired leases
     /// first. Each claim starts a new attempt with a lease (the task's timeout, else
@@ -220,14 +320,7 @@ impl<S: Store> Engine<S> {
         batch: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
-        if let Some(q) = queues
-            .iter()
-            .find(|q| q.starts_with(cairn_core::machine::RESERVED_QUEUE_PREFIX))
-        {
-            return Err(Error::Invalid(format!(
-                "queue `{q}` belongs to a built-in executor, which runs its tasks inside the server; workers cannot claim them"
-            )));
-        }
+        refuse_reserved(queues)?;
         self.claim_any(queues, namespaces, worker, batch, lease)
     }
 
@@ -251,91 +344,151 @@ impl<S: Store> Engine<S> {
         batch: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>, Error> {
-        if queues.is_empty() {
-            return Err(Error::Invalid("claim at least one queue".into()));
-        }
-        check_lease(lease)?;
-        if worker.is_empty() || worker.len() > 200 {
-            return Err(Error::Invalid("a worker name is 1-200 characters".into()));
-        }
-        // Nothing to claim or reclaim: answer from a read, not two write units.
+        let claim = NextClaim {
+            queues: queues.to_vec(),
+            worker: worker.to_string(),
+            batch,
+            lease,
+        };
+        check_claim(&claim)?;
+        // Nothing to claim or reclaim: answer from a read, not a write unit.
         if !self
             .store()
             .task_work(queues, namespaces.as_deref(), self.now())?
         {
             return Ok(Vec::new());
         }
-        self.reclaim_expired()?;
-        let (queues, worker) = (queues.to_vec(), worker.to_string());
         let now = self.now();
+        let machines = self.machine_cache();
         self.write(move |tx| {
-            let mut out = Vec::new();
-            for mut t in
-                tx.claimable_tasks(&queues, namespaces.as_deref(), now, batch.clamp(1, 1000))?
-            {
-                t.attempt += 1;
-                t.status = TaskStatus::Leased;
-                t.lease_owner = Some(worker.clone());
-                let expires = now + lease_for(&t, lease);
-                t.lease_expires_at = Some(expires);
-                t.updated_at = now;
-                tx.update_task(&t)?;
-                tx.put_attempt(&AttemptRecord {
-                    task_id: t.id.clone(),
-                    attempt: t.attempt,
-                    namespace: t.namespace.clone(),
-                    instance_id: t.instance_id.clone(),
-                    worker: worker.clone(),
-                    started_at: now,
-                    ended_at: None,
-                    outcome: None,
-                    error: None,
-                    tokens: None,
-                    cost: None,
-                })?;
-                out.push(Claimed {
-                    id: t.id.clone(),
-                    namespace: t.namespace.clone(),
-                    instance: t.instance_id.clone(),
-                    state: t.state.clone(),
-                    queue: t.queue.clone(),
-                    action: t.action.clone(),
-                    input: t.input.clone(),
-                    attempt: t.attempt,
-                    max_attempts: policy(&t).max_attempts,
-                    lease_expires_at: expires,
-                    timeout_ms: t.timeout_ms,
-                });
-            }
-            Ok(out)
+            reclaim_in(tx, &machines, now)?;
+            claim_in_unit(tx, &claim, namespaces.as_deref(), now)
         })
     }
 
-    fn leased(tx: &mut Unit<'_>, id: &str, attempt: u32) -> Result<TaskRecord, Error> {
-        let t = tx
-            .task(id)?
-            .ok_or_else(|| Error::NotFound(format!("no task `{id}`")))?;
-        if t.status != TaskStatus::Leased || t.attempt != attempt {
-            // Say why, in the words of what happened to the attempt.
-            let why = if t.attempt > attempt {
-                format!(
-                    "it timed out (its lease expired) and the task was handed out again, now at attempt {}",
-                    t.attempt
-                )
-            } else if t.status == TaskStatus::Cancelled {
-                "the task was cancelled (its state was left, or the instance ended)".to_string()
-            } else if t.attempt == attempt
-                && matches!(t.status, TaskStatus::Completed | TaskStatus::Failed)
-            {
-                format!("it was reported already: the task is {}", t.status.as_str())
-            } else {
-                format!("the task is {} at attempt {}", t.status.as_str(), t.attempt)
-            };
-            return Err(Error::Conflict(format!(
-                "task `{id}` attempt {attempt} is stale: {why}; its result is discarded and nothing was changed"
+    /// Applies a batch in one unit of work: each outcome in a part of its own (a stale or
+    /// refused outcome is undone alone and answered with its reason, the others apply),
+    /// then the claim, which can take the tasks the outcomes just enqueued. An identical
+    /// repeat of an outcome that already applied (a retry after a lost answer) is answered
+    /// as applied, with `repeated`. Outcomes are applied in the order of their instances
+    /// (namespace, id), whatever order they came in, so two batches never wait on each
+    /// other's instance locks in a circle; the answer keeps the order given.
+    ///
+    /// Refused as a whole, before anything is written: more than [`MAX_OUTCOMES`]
+    /// outcomes, or a malformed claim. The built-in executors' queues cannot be claimed.
+    pub fn report(&self, batch: Batch) -> Result<Reported, Error> {
+        if batch.outcomes.len() > MAX_OUTCOMES {
+            return Err(Error::Invalid(format!(
+                "a batch reports at most {MAX_OUTCOMES} outcomes; this one has {}",
+                batch.outcomes.len()
             )));
         }
-        Ok(t)
+        if let Some(c) = &batch.claim {
+            refuse_reserved(&c.queues)?;
+        }
+        self.report_any(batch)
+    }
+
+    /// [`Engine::report`] with the built-in executors' queues claimable (for the runtime).
+    pub fn report_reserved(&self, batch: Batch) -> Result<Reported, Error> {
+        if batch.outcomes.len() > MAX_OUTCOMES {
+            return Err(Error::Invalid(format!(
+                "a batch reports at most {MAX_OUTCOMES} outcomes"
+            )));
+        }
+        self.report_any(batch)
+    }
+
+    fn report_any(&self, batch: Batch) -> Result<Reported, Error> {
+        let Batch {
+            outcomes,
+            claim,
+            namespaces,
+            by,
+        } = batch;
+        if let Some(c) = &claim {
+            check_claim(c)?;
+        }
+        // Checked before the unit: an outcome too large is refused alone.
+        let mut early: Vec<Option<Error>> = outcomes
+            .iter()
+            .map(|o| self.check_outcome(o).err())
+            .collect();
+        if outcomes.is_empty() {
+            let claimed = match claim {
+                Some(c) => self.claim_any(&c.queues, namespaces, &c.worker, c.batch, c.lease)?,
+                None => Vec::new(),
+            };
+            return Ok(Reported {
+                outcomes: Vec::new(),
+                claimed,
+            });
+        }
+        let ids: Vec<(String, u32)> = outcomes
+            .iter()
+            .map(|o| (o.task.clone(), o.attempt))
+            .collect();
+        let checks: Vec<bool> = early.iter().map(Option::is_none).collect();
+        let now = self.now();
+        let machines = self.machine_cache();
+        let (results, claimed) = self.write(move |tx| {
+            let mut results: Vec<Option<Result<TaskOutcome, Error>>> =
+                (0..outcomes.len()).map(|_| None).collect();
+            // Each outcome's instance, to apply them in a fixed order.
+            let mut order = Vec::with_capacity(outcomes.len());
+            for (i, o) in outcomes.iter().enumerate() {
+                if !checks[i] {
+                    continue;
+                }
+                match tx.task(&o.task)? {
+                    Some(t) if namespaces.as_ref().is_none_or(|n| n.contains(&t.namespace)) => {
+                        order.push((t.namespace, t.instance_id, i));
+                    }
+                    _ => results[i] = Some(Err(no_task(&o.task))),
+                }
+            }
+            order.sort();
+            for (ns, instance, i) in order {
+                let o = &outcomes[i];
+                let r = tx.part(|tx| {
+                    apply_outcome(tx, &machines, (&ns, &instance), o, by.as_ref(), now)
+                })?;
+                results[i] = Some(r);
+            }
+            let claimed = match &claim {
+                Some(c) => {
+                    // A reclaim that fails is left to the next claim; this batch goes on.
+                    let _ = tx.part(|tx| reclaim_in(tx, &machines, now))?;
+                    claim_in_unit(tx, c, namespaces.as_deref(), now)?
+                }
+                None => Vec::new(),
+            };
+            Ok((results, claimed))
+        })?;
+        let outcomes = ids
+            .into_iter()
+            .zip(early.iter_mut().zip(results))
+            .map(|((task, attempt), (early, applied))| {
+                let result = match (early.take(), applied) {
+                    (Some(e), _) => Err(e),
+                    (None, Some(r)) => r,
+                    (None, None) => Err(no_task(&task)),
+                };
+                OutcomeResult {
+                    task,
+                    attempt,
+                    result,
+                }
+            })
+            .collect();
+        Ok(Reported { outcomes, claimed })
+    }
+
+    fn check_outcome(&self, o: &Outcome) -> Result<(), Error> {
+        match &o.report {
+            Report::Completed { output } => self.check_size("the task output", output),
+            Report::Failed { details, .. } => self.check_size("the failure details", details),
+        }
     }
 
     /// Extends a lease; refused when the attempt is stale.
@@ -344,7 +497,7 @@ impl<S: Store> Engine<S> {
         let id = id.to_string();
         let now = self.now();
         self.write(move |tx| {
-            let mut t = Self::leased(tx, &id, attempt)?;
+            let mut t = leased(tx, &id, attempt)?;
             // Renewed by the lease, but never past the attempt's timeout.
             let mut expires = now + chrono::Duration::milliseconds(lease.as_millis() as i64);
             if let Some(ms) = t.timeout_ms {
@@ -376,43 +529,34 @@ impl<S: Store> Engine<S> {
         usage: Usage,
         by: Option<Actor>,
     ) -> Result<TaskOutcome, Error> {
-        self.check_size("the task output", &output)?;
-        let id = id.to_string();
+        self.one(
+            Outcome {
+                task: id.to_string(),
+                attempt,
+                report: Report::Completed { output },
+                usage,
+            },
+            by,
+        )
+    }
+
+    /// One outcome in a unit of its own, which a refusal rolls back whole.
+    fn one(&self, o: Outcome, by: Option<Actor>) -> Result<TaskOutcome, Error> {
+        self.check_outcome(&o)?;
         let now = self.now();
         let machines = self.machine_cache();
         self.write(move |tx| {
-            let mut t = Self::leased(tx, &id, attempt)?;
-            let by = reporter(&t, by.as_ref());
-            let mut inst = tx.instance(&t.namespace, &t.instance_id)?;
-            end_attempt(tx, inst.as_mut(), &t, "completed", None, &usage, &by, now)?;
-            t.status = TaskStatus::Completed;
-            t.output = Some(output.clone());
-            t.lease_expires_at = None;
-            t.updated_at = now;
-            tx.update_task(&t)?;
-            if let Some(inst) = inst.as_mut() {
-                let mut payload = match output {
-                    Value::Object(m) => m,
-                    other => {
-                        let mut m = serde_json::Map::new();
-                        m.insert("output".into(), other);
-                        m
-                    }
-                };
-                payload.entry("task").or_insert_with(|| task_meta(&t));
-                let event = Event {
-                    name: "task.done".into(),
-                    payload: Value::Object(payload),
-                    actor: by.name.clone(),
-                    reason: String::new(),
-                    to: Some(t.state.clone()),
-                };
-                crate::apply::deliver_system(tx, &machines, inst, event, &by, now)?;
-            }
-            Ok(TaskOutcome {
-                task: t,
-                retrying: false,
-            })
+            let t = tx
+                .task(&o.task)?
+                .ok_or_else(|| Error::NotFound(format!("no task `{}`", o.task)))?;
+            apply_outcome(
+                tx,
+                &machines,
+                (&t.namespace, &t.instance_id),
+                &o,
+                by.as_ref(),
+                now,
+            )
         })
     }
 
@@ -439,7 +583,7 @@ impl<S: Store> Engine<S> {
         usage: Usage,
         by: Option<Actor>,
     ) -> Result<TaskOutcome, Error> {
-        self.fail_by(id, attempt, error, retryable, usage, Value::Null, by)
+        self.one(failure(id, attempt, error, retryable, usage, Value::Null), by)
     }
 
     /// [`Engine::fail`] with `details` (an object) added to `task.failed`'s payload when
@@ -453,93 +597,7 @@ impl<S: Store> Engine<S> {
         usage: Usage,
         details: Value,
     ) -> Result<TaskOutcome, Error> {
-        self.fail_by(id, attempt, error, retryable, usage, details, None)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn fail_by(
-        &self,
-        id: &str,
-        attempt: u32,
-        error: &str,
-        retryable: bool,
-        usage: Usage,
-        details: Value,
-        by: Option<Actor>,
-    ) -> Result<TaskOutcome, Error> {
-        self.check_size("the failure details", &details)?;
-        let (id, error) = (id.to_string(), error.to_string());
-        let now = self.now();
-        let machines = self.machine_cache();
-        self.write(move |tx| {
-            let mut t = Self::leased(tx, &id, attempt)?;
-            let by = reporter(&t, by.as_ref());
-            let mut inst = tx.instance(&t.namespace, &t.instance_id)?;
-            end_attempt(
-                tx,
-                inst.as_mut(),
-                &t,
-                "failed",
-                Some(&error),
-                &usage,
-                &by,
-                now,
-            )?;
-            let retrying = Self::after_failure(
-                tx,
-                &machines,
-                &mut t,
-                inst.as_mut(),
-                (&error, &details),
-                retryable,
-                &by,
-                now,
-            )?;
-            Ok(TaskOutcome { task: t, retrying })
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn after_failure(
-        tx: &mut Unit<'_>,
-        machines: &Machines,
-        t: &mut TaskRecord,
-        inst: Option<&mut InstanceRecord>,
-        (error, details): (&str, &Value),
-        retryable: bool,
-        by: &Actor,
-        now: DateTime<Utc>,
-    ) -> Result<bool, Error> {
-        let p = policy(t);
-        t.error = Some(error.to_string());
-        t.lease_owner = None;
-        t.lease_expires_at = None;
-        t.updated_at = now;
-        if retryable && t.attempt < p.max_attempts {
-            t.status = TaskStatus::Pending;
-            t.available_at = now + backoff(&p, &t.id, t.attempt);
-            tx.update_task(t)?;
-            return Ok(true);
-        }
-        t.status = TaskStatus::Failed;
-        tx.update_task(t)?;
-        if let Some(inst) = inst {
-            let mut payload = json!({"error": error, "attempts": t.attempt, "retryable": retryable, "task": task_meta(t)});
-            if let (Value::Object(p), Value::Object(d)) = (&mut payload, details) {
-                for (k, v) in d {
-                    p.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-            }
-            let event = Event {
-                name: "task.failed".into(),
-                payload,
-                actor: by.name.clone(),
-                reason: error.to_string(),
-                to: Some(t.state.clone()),
-            };
-            crate::apply::deliver_system(tx, machines, inst, event, by, now)?;
-        }
-        Ok(false)
+        self.one(failure(id, attempt, error, retryable, usage, details), None)
     }
 
     /// Ends attempts whose lease expired, retrying or failing them like a retryable
@@ -547,36 +605,7 @@ impl<S: Store> Engine<S> {
     pub fn reclaim_expired(&self) -> Result<usize, Error> {
         let now = self.now();
         let machines = self.machine_cache();
-        self.write(move |tx| {
-            let expired = tx.expired_leases(now, 1000)?;
-            let n = expired.len();
-            for mut t in expired {
-                let mut inst = tx.instance(&t.namespace, &t.instance_id)?;
-                let error = format!("the lease of attempt {} expired", t.attempt);
-                end_attempt(
-                    tx,
-                    inst.as_mut(),
-                    &t,
-                    "expired",
-                    Some(&error),
-                    &Usage::default(),
-                    &reporter(&t, None),
-                    now,
-                )?;
-                // Nobody reported this outcome: the engine's own event.
-                Self::after_failure(
-                    tx,
-                    &machines,
-                    &mut t,
-                    inst.as_mut(),
-                    (&error, &Value::Null),
-                    true,
-                    &Actor::default(),
-                    now,
-                )?;
-            }
-            Ok(n)
-        })
+        self.write(move |tx| reclaim_in(tx, &machines, now))
     }
 
     /// Tasks of a namespace, filtered.
@@ -589,4 +618,340 @@ impl<S: Store> Engine<S> {
     ) -> Result<Vec<TaskRecord>, Error> {
         Ok(self.store().tasks(ns, queue, status, instance)?)
     }
+}
+
+fn no_task(id: &str) -> Error {
+    Error::NotFound(format!("no task `{id}`"))
+}
+
+fn failure(
+    id: &str,
+    attempt: u32,
+    error: &str,
+    retryable: bool,
+    usage: Usage,
+    details: Value,
+) -> Outcome {
+    Outcome {
+        task: id.to_string(),
+        attempt,
+        report: Report::Failed {
+            error: error.to_string(),
+            retryable,
+            details,
+        },
+        usage,
+    }
+}
+
+/// Workers cannot claim the built-in executors' queues.
+fn refuse_reserved(queues: &[String]) -> Result<(), Error> {
+    if let Some(q) = queues
+        .iter()
+        .find(|q| q.starts_with(cairn_core::machine::RESERVED_QUEUE_PREFIX))
+    {
+        return Err(Error::Invalid(format!(
+            "queue `{q}` belongs to a built-in executor, which runs its tasks inside the server; workers cannot claim them"
+        )));
+    }
+    Ok(())
+}
+
+fn check_claim(c: &NextClaim) -> Result<(), Error> {
+    if c.queues.is_empty() {
+        return Err(Error::Invalid("claim at least one queue".into()));
+    }
+    check_lease(c.lease)?;
+    if c.worker.is_empty() || c.worker.len() > 200 {
+        return Err(Error::Invalid("a worker name is 1-200 characters".into()));
+    }
+    if c.batch == 0 || c.batch > MAX_CLAIM {
+        return Err(Error::Invalid(format!(
+            "a claim takes 1 to {MAX_CLAIM} tasks; asked for {}",
+            c.batch
+        )));
+    }
+    Ok(())
+}
+
+/// Leases up to `c.batch` claimable tasks to `c.worker`, each a new attempt (recorded,
+/// its lease running from `now`).
+fn claim_in_unit(
+    tx: &mut Unit<'_>,
+    c: &NextClaim,
+    namespaces: Option<&[String]>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Claimed>, Error> {
+    let mut out = Vec::new();
+    for mut t in tx.claimable_tasks(&c.queues, namespaces, now, c.batch)? {
+        t.attempt += 1;
+        t.status = TaskStatus::Leased;
+        t.lease_owner = Some(c.worker.clone());
+        let expires = now + lease_for(&t, c.lease);
+        t.lease_expires_at = Some(expires);
+        t.updated_at = now;
+        tx.update_task(&t)?;
+        tx.put_attempt(&AttemptRecord {
+            task_id: t.id.clone(),
+            attempt: t.attempt,
+            namespace: t.namespace.clone(),
+            instance_id: t.instance_id.clone(),
+            worker: c.worker.clone(),
+            started_at: now,
+            ended_at: None,
+            outcome: None,
+            error: None,
+            tokens: None,
+            cost: None,
+        })?;
+        out.push(Claimed {
+            max_attempts: policy(&t).max_attempts,
+            lease_expires_at: expires,
+            timeout_ms: t.timeout_ms,
+            attempt: t.attempt,
+            id: t.id,
+            namespace: t.namespace,
+            instance: t.instance_id,
+            state: t.state,
+            queue: t.queue,
+            action: t.action,
+            input: t.input,
+        });
+    }
+    Ok(out)
+}
+
+/// Ends the attempts whose lease expired before `now` (up to 1000), each like a
+/// retryable failure the engine reports.
+fn reclaim_in(tx: &mut Unit<'_>, machines: &Machines, now: DateTime<Utc>) -> Result<usize, Error> {
+    let expired = tx.expired_leases(now, 1000)?;
+    let n = expired.len();
+    for mut t in expired {
+        let mut inst = tx.instance(&t.namespace, &t.instance_id)?;
+        let error = format!("the lease of attempt {} expired", t.attempt);
+        end_attempt(
+            tx,
+            inst.as_mut(),
+            &t,
+            "expired",
+            Some(&error),
+            &Usage::default(),
+            &reporter(&t, None),
+            now,
+        )?;
+        // Nobody reported this outcome: the engine's own event.
+        after_failure(
+            tx,
+            machines,
+            &mut t,
+            inst.as_mut(),
+            (&error, &Value::Null),
+            true,
+            &Actor::default(),
+            now,
+        )?;
+    }
+    Ok(n)
+}
+
+/// The task `id` if `attempt` is its current, leased attempt; else why not.
+fn leased(tx: &mut Unit<'_>, id: &str, attempt: u32) -> Result<TaskRecord, Error> {
+    let t = tx.task(id)?.ok_or_else(|| no_task(id))?;
+    if t.status != TaskStatus::Leased || t.attempt != attempt {
+        return Err(stale(&t, attempt));
+    }
+    Ok(t)
+}
+
+/// Why an outcome for `attempt` of `t` is refused, in the words of what happened to it.
+fn stale(t: &TaskRecord, attempt: u32) -> Error {
+    let why = if t.attempt > attempt {
+        format!(
+            "it timed out (its lease expired) and the task was handed out again, now at attempt {}",
+            t.attempt
+        )
+    } else if t.status == TaskStatus::Cancelled {
+        "the task was cancelled (its state was left, or the instance ended)".to_string()
+    } else if t.attempt == attempt && matches!(t.status, TaskStatus::Completed | TaskStatus::Failed)
+    {
+        format!(
+            "it was reported already, with another result: the task is {}",
+            t.status.as_str()
+        )
+    } else {
+        format!("the task is {} at attempt {}", t.status.as_str(), t.attempt)
+    };
+    Error::Conflict(format!(
+        "task `{}` attempt {attempt} is stale: {why}; its result is discarded and nothing was changed",
+        t.id
+    ))
+}
+
+/// Whether `o` is exactly what was reported of its attempt already (a retry after a lost
+/// answer): same outcome, error, usage and (completed) output.
+fn repeats(tx: &mut Unit<'_>, t: &TaskRecord, o: &Outcome) -> Result<bool, Error> {
+    if t.attempt < o.attempt {
+        return Ok(false);
+    }
+    if let Report::Completed { output } = &o.report
+        && (t.status != TaskStatus::Completed || t.output.as_ref() != Some(output))
+    {
+        return Ok(false);
+    }
+    let Some(a) = tx
+        .attempts(&t.id)?
+        .into_iter()
+        .find(|a| a.attempt == o.attempt)
+    else {
+        return Ok(false);
+    };
+    let error = match &o.report {
+        Report::Completed { .. } => None,
+        Report::Failed { error, .. } => Some(error.as_str()),
+    };
+    Ok(a.outcome.as_deref() == Some(o.outcome())
+        && a.error.as_deref() == error
+        && a.tokens == o.usage.tokens
+        && a.cost == o.usage.cost)
+}
+
+/// Applies one outcome: locks its instance (`key`: namespace and id, from a read of the
+/// task), then checks the attempt under that lock, ends it, and delivers `task.done` or
+/// `task.failed` (or schedules the retry).
+fn apply_outcome(
+    tx: &mut Unit<'_>,
+    machines: &Machines,
+    key: (&str, &str),
+    o: &Outcome,
+    by: Option<&Actor>,
+    now: DateTime<Utc>,
+) -> Result<TaskOutcome, Error> {
+    let mut inst = tx.instance(key.0, key.1)?;
+    let mut t = match leased(tx, &o.task, o.attempt) {
+        Ok(t) => t,
+        Err(e) => {
+            let Some(t) = tx.task(&o.task)? else {
+                return Err(e);
+            };
+            if repeats(tx, &t, o)? {
+                let retrying =
+                    matches!(o.report, Report::Failed { .. }) && t.status != TaskStatus::Failed;
+                return Ok(TaskOutcome {
+                    task: t,
+                    retrying,
+                    repeated: true,
+                });
+            }
+            return Err(e);
+        }
+    };
+    let by = reporter(&t, by);
+    match &o.report {
+        Report::Completed { output } => {
+            end_attempt(tx, inst.as_mut(), &t, "completed", None, &o.usage, &by, now)?;
+            t.status = TaskStatus::Completed;
+            t.output = Some(output.clone());
+            t.lease_expires_at = None;
+            t.updated_at = now;
+            tx.update_task(&t)?;
+            if let Some(inst) = inst.as_mut() {
+                let mut payload = match output.clone() {
+                    Value::Object(m) => m,
+                    other => {
+                        let mut m = serde_json::Map::new();
+                        m.insert("output".into(), other);
+                        m
+                    }
+                };
+                payload.entry("task").or_insert_with(|| task_meta(&t));
+                let event = Event {
+                    name: "task.done".into(),
+                    payload: Value::Object(payload),
+                    actor: by.name.clone(),
+                    reason: String::new(),
+                    to: Some(t.state.clone()),
+                };
+                crate::apply::deliver_system(tx, machines, inst, event, &by, now)?;
+            }
+            Ok(TaskOutcome {
+                task: t,
+                retrying: false,
+                repeated: false,
+            })
+        }
+        Report::Failed {
+            error,
+            retryable,
+            details,
+        } => {
+            end_attempt(
+                tx,
+                inst.as_mut(),
+                &t,
+                "failed",
+                Some(error),
+                &o.usage,
+                &by,
+                now,
+            )?;
+            let retrying = after_failure(
+                tx,
+                machines,
+                &mut t,
+                inst.as_mut(),
+                (error, details),
+                *retryable,
+                &by,
+                now,
+            )?;
+            Ok(TaskOutcome {
+                task: t,
+                retrying,
+                repeated: false,
+            })
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn after_failure(
+    tx: &mut Unit<'_>,
+    machines: &Machines,
+    t: &mut TaskRecord,
+    inst: Option<&mut InstanceRecord>,
+    (error, details): (&str, &Value),
+    retryable: bool,
+    by: &Actor,
+    now: DateTime<Utc>,
+) -> Result<bool, Error> {
+    let p = policy(t);
+    t.error = Some(error.to_string());
+    t.lease_owner = None;
+    t.lease_expires_at = None;
+    t.updated_at = now;
+    if retryable && t.attempt < p.max_attempts {
+        t.status = TaskStatus::Pending;
+        t.available_at = now + backoff(&p, &t.id, t.attempt);
+        tx.update_task(t)?;
+        return Ok(true);
+    }
+    t.status = TaskStatus::Failed;
+    tx.update_task(t)?;
+    if let Some(inst) = inst {
+        let mut payload = json!({"error": error, "attempts": t.attempt, "retryable": retryable, "task": task_meta(t)});
+        if let (Value::Object(p), Value::Object(d)) = (&mut payload, details) {
+            for (k, v) in d {
+                p.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        let event = Event {
+            name: "task.failed".into(),
+            payload,
+            actor: by.name.clone(),
+            reason: error.to_string(),
+            to: Some(t.state.clone()),
+        };
+        crate::apply::deliver_system(tx, machines, inst, event, by, now)?;
+    }
+    Ok(false)
 }

@@ -241,6 +241,45 @@ impl<'t> Unit<'t> {
         self.family
     }
 
+    /// Runs `f` as a part of the unit that fails alone: when it returns an error (or
+    /// panics), its writes are undone and so is what it left the caller to do, and the
+    /// unit goes on. The outer error is the store's failing to open or close the part,
+    /// which fails the unit.
+    pub(crate) fn part<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, Error>,
+    ) -> Result<Result<T, Error>, Error> {
+        let marks = (
+            self.applied,
+            self.enqueued_on.len(),
+            self.outbox,
+            self.attempts_ended.len(),
+            self.hops,
+        );
+        self.tx.begin_part()?;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)))
+            .unwrap_or_else(|_| {
+                Err(Error::Refused(cairn_core::Rejection::Internal(
+                    "a part of a unit of work panicked".into(),
+                )))
+            });
+        match r {
+            Ok(v) => {
+                self.tx.keep_part()?;
+                Ok(Ok(v))
+            }
+            Err(e) => {
+                self.tx.undo_part()?;
+                self.applied = marks.0;
+                self.enqueued_on.truncate(marks.1);
+                self.outbox = marks.2;
+                self.attempts_ended.truncate(marks.3);
+                self.hops = marks.4;
+                Ok(Err(e))
+            }
+        }
+    }
+
     /// What the caller acts on once the unit has committed.
     pub(crate) fn done(self) -> Done {
         Done {

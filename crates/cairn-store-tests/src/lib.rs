@@ -51,7 +51,8 @@ macro_rules! suite {
             deleted_machine_versions_stay_taken_and_unreadable_ones_are_found,
             tasks_are_claimed_leased_and_reclaimed_once, claims_skip_deleted_instances,
             log_retention_trims_the_oldest_and_moves_the_horizon,
-            vacuum_gives_space_back_and_keeps_every_row, figures_count_what_is_stored);
+            vacuum_gives_space_back_and_keeps_every_row, figures_count_what_is_stored,
+            an_undone_part_leaves_the_rest_of_its_unit);
     };
     (@tests $open:expr; $($name:ident),*) => {
         $(
@@ -181,6 +182,46 @@ pub fn failed_units_leave_no_trace<S: Store>(s: &S) {
         })
         .unwrap();
     assert!(page.items.is_empty());
+}
+
+/// A part of a unit is undone alone: its rows, log entries and figures go, what the unit
+/// wrote before and after it stays, and a part that failed on a duplicate key (which
+/// aborts a PostgreSQL transaction) leaves the unit able to go on.
+pub fn an_undone_part_leaves_the_rest_of_its_unit<S: Store>(s: &S) {
+    let row = |id: &str| instance("default", id, "m", Status::Running, &["a"], &[]);
+    let r: Result<(), Error> = s.unit(move |tx| {
+        tx.insert_instance(&row("a"))?;
+        tx.append_history(&history("default", "a", 1))?;
+        tx.begin_part()?;
+        tx.insert_instance(&row("b"))?;
+        tx.append_history(&history("default", "b", 1))?;
+        tx.append_log(&log_entry("b", 1))?;
+        tx.undo_part()?;
+        tx.begin_part()?;
+        let dup = tx.insert_instance(&row("a"));
+        assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
+        tx.undo_part()?;
+        tx.begin_part()?;
+        tx.insert_instance(&row("c"))?;
+        tx.append_log(&log_entry("c", 1))?;
+        tx.keep_part()?;
+        tx.insert_instance(&row("d"))?;
+        Ok(())
+    });
+    r.unwrap();
+    let ids = |id: &str| s.instance("default", id).unwrap().map(|i| i.id);
+    assert_eq!(
+        (ids("a"), ids("b"), ids("c"), ids("d")),
+        (Some("a".into()), None, Some("c".into()), Some("d".into()))
+    );
+    assert!(s.history("default", "b", 0, 10).unwrap().is_empty());
+    let log: Vec<String> = log_settled(s, 0, 10, 1)
+        .into_iter()
+        .map(|e| e.entry.instance_id)
+        .collect();
+    assert_eq!(log, vec!["c".to_string()]);
+    assert_eq!(figure(s, "default", "instances", "m", "running"), 3);
+    assert_eq!(figure(s, "default", "transitions", "", ""), 1);
 }
 
 /// Units committed together are independent: one failing does not undo the others.

@@ -17,7 +17,8 @@ mod tx;
 pub use copy::{Export, Import, Row, RowSink, TABLES, table};
 pub use error::Error;
 pub use tx::{
-    ApprovalsTx, DefinitionsTx, HistoryTx, InstancesTx, OutboxTx, TasksTx, TimersTx, TokensTx, Tx,
+    ApprovalsTx, DefinitionsTx, HistoryTx, InstancesTx, OutboxTx, PartsTx, TasksTx, TimersTx,
+    TokensTx, Tx,
 };
 
 pub use record::{

@@ -29,6 +29,8 @@ pub(crate) struct PgTx<'a> {
     stmts: &'a mut Stmts,
     /// Entries this unit appended to the log.
     logged: i64,
+    /// Entries appended when the open part began (an undone part gives its back).
+    part: Option<i64>,
 }
 
 impl<'a> PgTx<'a> {
@@ -37,6 +39,7 @@ impl<'a> PgTx<'a> {
             tx,
             stmts,
             logged: 0,
+            part: None,
         }
     }
 
@@ -53,5 +56,32 @@ impl<'a> PgTx<'a> {
 
     pub fn rollback(self) {
         let _ = self.tx.rollback();
+    }
+}
+
+/// A part is a savepoint in the unit's transaction.
+impl cairn_store::PartsTx for PgTx<'_> {
+    fn begin_part(&mut self) -> Result<(), Error> {
+        if self.part.is_some() {
+            return Err(Error::Database("a part is already open".into()));
+        }
+        self.tx.batch_execute("SAVEPOINT part").map_err(db_err)?;
+        self.part = Some(self.logged);
+        Ok(())
+    }
+    fn keep_part(&mut self) -> Result<(), Error> {
+        if self.part.take().is_some() {
+            self.tx.batch_execute("RELEASE SAVEPOINT part").map_err(db_err)?;
+        }
+        Ok(())
+    }
+    fn undo_part(&mut self) -> Result<(), Error> {
+        if let Some(logged) = self.part.take() {
+            self.logged = logged;
+            self.tx
+                .batch_execute("ROLLBACK TO SAVEPOINT part; RELEASE SAVEPOINT part")
+                .map_err(db_err)?;
+        }
+        Ok(())
     }
 }

@@ -34,4 +34,7 @@ impl cairn_store::TasksTx for PgTx<'_> {
     fn put_attempt(&mut self, a: &AttemptRecord) -> Result<(), Error> {
         sql::put_attempt(&mut self.db(), a)
     }
+    fn attempts(&mut self, task_id: &str) -> Result<Vec<AttemptRecord>, Error> {
+        sql::attempts(&mut self.db(), task_id)
+    }
 }

@@ -32,6 +32,8 @@ pub struct SqlTx<'c> {
     /// group commit and written once, before it commits (see `run_batch`): the units of
     /// one commit mostly add to the same few figures.
     pub(crate) figures: Vec<cairn_store::Figure>,
+    /// How many figures the unit had added when its open part began.
+    part: Option<usize>,
 }
 
 impl<'c> SqlTx<'c> {
@@ -39,7 +41,42 @@ impl<'c> SqlTx<'c> {
         SqlTx {
             conn,
             figures: Vec::new(),
+            part: None,
         }
+    }
+
+    fn run(&self, sql: &str) -> Result<(), Error> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+            .map_err(db_err)
+    }
+}
+
+/// A part is a savepoint inside the unit's own (`unit`, see `run_batch`).
+impl cairn_store::PartsTx for SqlTx<'_> {
+    fn begin_part(&mut self) -> Result<(), Error> {
+        if self.part.is_some() {
+            return Err(Error::Database("a part is already open".into()));
+        }
+        self.run("SAVEPOINT part")?;
+        self.part = Some(self.figures.len());
+        Ok(())
+    }
+    fn keep_part(&mut self) -> Result<(), Error> {
+        if self.part.take().is_some() {
+            self.run("RELEASE part")?;
+        }
+        Ok(())
+    }
+    fn undo_part(&mut self) -> Result<(), Error> {
+        if let Some(n) = self.part.take() {
+            self.figures.truncate(n);
+            self.run("ROLLBACK TO part")?;
+            self.run("RELEASE part")?;
+        }
+        Ok(())
     }
 }
 

@@ -34,4 +34,7 @@ impl cairn_store::TasksTx for SqlTx<'_> {
     fn put_attempt(&mut self, a: &cairn_store::AttemptRecord) -> Result<(), Error> {
         crate::tasks::put_attempt(self.conn, a)
     }
+    fn attempts(&mut self, task_id: &str) -> Result<Vec<cairn_store::AttemptRecord>, Error> {
+        crate::tasks::attempts(self.conn, task_id)
+    }
 }

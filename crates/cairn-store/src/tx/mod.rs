@@ -20,6 +20,23 @@ pub use tasks::TasksTx;
 pub use timers::TimersTx;
 pub use tokens::TokensTx;
 
+/// A part of a unit that can be undone alone: the unit goes on without it. One part is
+/// open at a time (parts do not nest).
+///
+/// # Contract
+/// - After [`PartsTx::begin_part`], [`PartsTx::undo_part`] removes every write made since
+///   (figures included) and leaves the unit's earlier writes as they were;
+///   [`PartsTx::keep_part`] keeps them. Either ends the part.
+/// - A unit that commits with a part still open keeps the part's writes.
+pub trait PartsTx {
+    /// Opens a part (a savepoint).
+    fn begin_part(&mut self) -> Result<(), crate::Error>;
+    /// Keeps what the open part wrote.
+    fn keep_part(&mut self) -> Result<(), crate::Error>;
+    /// Undoes what the open part wrote.
+    fn undo_part(&mut self) -> Result<(), crate::Error>;
+}
+
 /// Writes inside one unit of work. Every method sees the unit's own earlier writes.
 ///
 /// # Contract
@@ -28,12 +45,21 @@ pub use tokens::TokensTx;
 ///   alone, other units committed with it are unaffected.
 /// - Insert methods refuse a duplicate key with [`Error::Conflict`].
 pub trait Tx:
-    DefinitionsTx + InstancesTx + HistoryTx + TimersTx + ApprovalsTx + TasksTx + OutboxTx + TokensTx
+    DefinitionsTx
+    + InstancesTx
+    + HistoryTx
+    + TimersTx
+    + ApprovalsTx
+    + TasksTx
+    + OutboxTx
+    + TokensTx
+    + PartsTx
 {
 }
 
 impl<T: ?Sized> Tx for T where
-    T: DefinitionsTx
+    T: PartsTx
+        + DefinitionsTx
         + InstancesTx
         + HistoryTx
         + TimersTx

@@ -34,4 +34,6 @@ pub trait TasksTx {
     ) -> Result<Vec<TaskRecord>, Error>;
     /// Inserts or replaces one attempt record.
     fn put_attempt(&mut self, attempt: &AttemptRecord) -> Result<(), Error>;
+    /// A task's attempts, in order (what an outcome reported before is compared with).
+    fn attempts(&mut self, task_id: &str) -> Result<Vec<AttemptRecord>, Error>;
 }
