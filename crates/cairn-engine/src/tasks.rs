@@ -583,7 +583,10 @@ impl<S: Store> Engine<S> {
         usage: Usage,
         by: Option<Actor>,
     ) -> Result<TaskOutcome, Error> {
-        self.one(failure(id, attempt, error, retryable, usage, Value::Null), by)
+        self.one(
+            failure(id, attempt, error, retryable, usage, Value::Null),
+            by,
+        )
     }
 
     /// [`Engine::fail`] with `details` (an object) added to `task.failed`'s payload when

@@ -257,12 +257,13 @@ impl<'t> Unit<'t> {
             self.hops,
         );
         self.tx.begin_part()?;
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)))
-            .unwrap_or_else(|_| {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))).unwrap_or_else(
+            |_| {
                 Err(Error::Refused(cairn_core::Rejection::Internal(
                     "a part of a unit of work panicked".into(),
                 )))
-            });
+            },
+        );
         match r {
             Ok(v) => {
                 self.tx.keep_part()?;

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use cairn_core::Status;
-use cairn_engine::{Config, Engine, Error, ManualClock, SendRequest, StartRequest, Usage};
+use cairn_engine::{
+    Batch, Config, Engine, Error, MAX_OUTCOMES, ManualClock, NextClaim, Outcome, Report,
+    SendRequest, StartRequest, Usage,
+};
 use cairn_store::{HistoryKind, Reader, TaskStatus};
 use cairn_store_any::AnyStore;
 use cairn_store_any::testing::Backend;
@@ -323,4 +326,275 @@ fn a_machine_that_cannot_take_task_done_fails_visibly_instead_of_sticking() {
         inst.last_error
     );
     verified(&w.e, "f");
+}
+
+const CHAIN: &str = r#"
+machine: chain
+initial: a
+states:
+  a: { task: { queue: c, action: one }, on: { task.done: b } }
+  b: { task: { queue: c, action: two }, on: { task.done: done } }
+  done: { type: final }
+"#;
+
+fn done(task: &str, attempt: u32, output: serde_json::Value) -> Outcome {
+    Outcome {
+        task: task.into(),
+        attempt,
+        report: Report::Completed { output },
+        usage: Usage::default(),
+    }
+}
+
+fn next(queue: &str, worker: &str, batch: usize) -> Option<NextClaim> {
+    Some(NextClaim {
+        queues: vec![queue.into()],
+        worker: worker.into(),
+        batch,
+        lease: StdDuration::from_secs(30),
+    })
+}
+
+#[test]
+fn a_batch_applies_each_outcome_alone_and_claims_what_they_enqueued() {
+    let w = world();
+    w.e.apply("default", CHAIN, None, None).unwrap();
+    for id in ["c1", "c2", "c3"] {
+        w.e.start(
+            "default",
+            StartRequest {
+                machine: "chain".into(),
+                id: Some(id.into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    let first =
+        w.e.claim(&["c".to_string()], "w", 10, StdDuration::from_secs(30))
+            .unwrap();
+    assert_eq!(first.len(), 3);
+    let by_instance = |i: &str| first.iter().find(|t| t.instance == i).unwrap().clone();
+    let (t1, t2, t3) = (by_instance("c1"), by_instance("c2"), by_instance("c3"));
+    let big = json!({"pad": "x".repeat(2 * 1024 * 1024)});
+    let r =
+        w.e.report(Batch {
+            outcomes: vec![
+                done(&t3.id, 1, json!({})),
+                done(&t1.id, 2, json!({})), // stale: the attempt is 1
+                done("no-such-task", 1, json!({})),
+                done(&t2.id, 1, big), // too large
+            ],
+            claim: next("c", "w", 10),
+            ..Default::default()
+        })
+        .unwrap();
+    let verdicts: Vec<(String, bool)> = r
+        .outcomes
+        .iter()
+        .map(|o| (o.task.clone(), o.result.is_ok()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (t3.id.clone(), true),
+            (t1.id.clone(), false),
+            ("no-such-task".into(), false),
+            (t2.id.clone(), false)
+        ],
+        "one verdict per outcome, in the order given"
+    );
+    assert!(matches!(&r.outcomes[1].result, Err(Error::Conflict(m)) if m.contains("stale")));
+    assert!(matches!(&r.outcomes[2].result, Err(Error::NotFound(_))));
+    assert!(matches!(&r.outcomes[3].result, Err(Error::TooLarge { .. })));
+    // c3 moved to `b`, and the same unit claimed b's new task.
+    assert_eq!(w.e.get("default", "c3").unwrap().configuration, ["b"]);
+    assert_eq!(
+        r.claimed
+            .iter()
+            .map(|c| (c.instance.as_str(), c.action.as_str()))
+            .collect::<Vec<_>>(),
+        [("c3", "two")]
+    );
+    // The refused outcomes changed nothing: c1 and c2 wait in `a`, their tasks leased.
+    for id in ["c1", "c2"] {
+        let i = w.e.get("default", id).unwrap();
+        assert_eq!(
+            (i.configuration.clone(), i.version),
+            (vec!["a".to_string()], 1)
+        );
+    }
+    let r =
+        w.e.report(Batch {
+            outcomes: vec![
+                done(&t1.id, 1, json!({"ok": 1})),
+                done(&t2.id, 1, json!({})),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(r.outcomes.iter().all(|o| o.result.is_ok()) && r.claimed.is_empty());
+    for id in ["c1", "c2", "c3"] {
+        verified(&w.e, id);
+    }
+}
+
+#[test]
+fn an_identical_repeat_is_answered_as_applied_and_changes_nothing() {
+    let w = world();
+    start(&w.e, "rep");
+    let t =
+        w.e.claim(&q(), "w", 1, StdDuration::from_secs(30))
+            .unwrap()
+            .remove(0);
+    let usage = Usage {
+        tokens: Some(7),
+        cost: Some(0.5),
+    };
+    let outcome = Outcome {
+        usage: usage.clone(),
+        ..done(&t.id, 1, json!({"answer": 5}))
+    };
+    let first =
+        w.e.report(Batch {
+            outcomes: vec![outcome.clone()],
+            ..Default::default()
+        })
+        .unwrap();
+    let first = first.outcomes[0].result.as_ref().unwrap();
+    assert!(!first.repeated);
+    let version = w.e.get("default", "rep").unwrap().version;
+    let history = w.e.history("default", "rep").unwrap().len();
+    // The answer was lost; the worker sends the same outcome again.
+    let again =
+        w.e.report(Batch {
+            outcomes: vec![outcome.clone()],
+            ..Default::default()
+        })
+        .unwrap();
+    let again = again.outcomes[0].result.as_ref().unwrap();
+    assert!(again.repeated, "{again:?}");
+    assert_eq!(again.task.status, TaskStatus::Completed);
+    // Through the single call too.
+    assert!(
+        w.e.complete(&t.id, 1, json!({"answer": 5}), usage)
+            .unwrap()
+            .repeated
+    );
+    let i = w.e.get("default", "rep").unwrap();
+    assert_eq!(
+        (i.version, w.e.history("default", "rep").unwrap().len()),
+        (version, history)
+    );
+    assert_eq!(i.context["result"], json!(5));
+    // Another output, or other usage, for the same attempt is not a repeat: stale.
+    for other in [
+        done(&t.id, 1, json!({"answer": 6})),
+        done(&t.id, 1, json!({"answer": 5})),
+    ] {
+        let r =
+            w.e.report(Batch {
+                outcomes: vec![other],
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(
+            matches!(&r.outcomes[0].result, Err(Error::Conflict(m)) if m.contains("reported already, with another result")),
+            "{:?}",
+            r.outcomes[0].result
+        );
+    }
+    verified(&w.e, "rep");
+}
+
+#[test]
+fn a_repeated_failure_is_applied_once_and_says_it_is_retrying() {
+    let w = world();
+    start(&w.e, "rf");
+    let t =
+        w.e.claim(&q(), "w", 1, StdDuration::from_secs(30))
+            .unwrap()
+            .remove(0);
+    let fail = Outcome {
+        task: t.id.clone(),
+        attempt: 1,
+        report: Report::Failed {
+            error: "rate limited".into(),
+            retryable: true,
+            details: json!(null),
+        },
+        usage: Usage::default(),
+    };
+    for repeated in [false, true] {
+        let r =
+            w.e.report(Batch {
+                outcomes: vec![fail.clone()],
+                ..Default::default()
+            })
+            .unwrap();
+        let o = r.outcomes[0].result.as_ref().unwrap();
+        assert_eq!((o.repeated, o.retrying), (repeated, true));
+    }
+    assert_eq!(
+        w.e.store().attempts(&t.id).unwrap().len(),
+        1,
+        "one attempt ended once"
+    );
+    verified(&w.e, "rf");
+}
+
+#[test]
+fn a_batch_too_large_or_claiming_a_reserved_queue_is_refused_whole() {
+    let w = world();
+    start(&w.e, "big");
+    let t =
+        w.e.claim(&q(), "w", 1, StdDuration::from_secs(30))
+            .unwrap()
+            .remove(0);
+    let mut outcomes = vec![done(&t.id, 1, json!({"answer": 1}))];
+    outcomes.extend((0..MAX_OUTCOMES).map(|i| done(&format!("t{i}"), 1, json!({}))));
+    let r = w.e.report(Batch {
+        outcomes,
+        ..Default::default()
+    });
+    assert!(
+        matches!(&r, Err(Error::Invalid(m)) if m.contains("at most 1000 outcomes")),
+        "{r:?}"
+    );
+    let r = w.e.report(Batch {
+        outcomes: vec![done(&t.id, 1, json!({"answer": 1}))],
+        claim: next("cairn.http", "w", 1),
+        ..Default::default()
+    });
+    assert!(
+        matches!(&r, Err(Error::Invalid(m)) if m.contains("built-in executor")),
+        "{r:?}"
+    );
+    let r = w.e.report(Batch {
+        outcomes: vec![done(&t.id, 1, json!({"answer": 1}))],
+        claim: next("q", "w", 0),
+        ..Default::default()
+    });
+    assert!(matches!(&r, Err(Error::Invalid(_))), "{r:?}");
+    // Nothing was applied.
+    assert_eq!(w.e.get("default", "big").unwrap().version, 1);
+}
+
+#[test]
+fn a_batch_sees_only_the_tasks_of_its_namespaces() {
+    let w = world();
+    start(&w.e, "ns");
+    let t =
+        w.e.claim(&q(), "w", 1, StdDuration::from_secs(30))
+            .unwrap()
+            .remove(0);
+    let r =
+        w.e.report(Batch {
+            outcomes: vec![done(&t.id, 1, json!({"answer": 1}))],
+            namespaces: Some(vec!["other".into()]),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(matches!(&r.outcomes[0].result, Err(Error::NotFound(_))));
+    assert_eq!(w.e.get("default", "ns").unwrap().version, 1);
 }

@@ -71,7 +71,9 @@ impl cairn_store::PartsTx for PgTx<'_> {
     }
     fn keep_part(&mut self) -> Result<(), Error> {
         if self.part.take().is_some() {
-            self.tx.batch_execute("RELEASE SAVEPOINT part").map_err(db_err)?;
+            self.tx
+                .batch_execute("RELEASE SAVEPOINT part")
+                .map_err(db_err)?;
         }
         Ok(())
     }
