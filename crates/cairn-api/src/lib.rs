@@ -930,6 +930,91 @@ fn yes() -> bool {
     true
 }
 
+/// `POST /v1/tasks/report`: outcomes of attempts and, optionally, a claim of the next
+/// tasks, in one request and one unit of work. Each outcome is checked and applied on its
+/// own; the claim runs after them and can take the tasks they enqueued.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    /// The outcomes, at most 1000.
+    #[serde(default)]
+    pub outcomes: Vec<OutcomeRequest>,
+    /// Tasks to claim once the outcomes are applied (a long poll up to `wait_ms` when none
+    /// is ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<ClaimRequest>,
+}
+
+/// What became of an attempt: `completed` (with `output`) or `failed` (with `error`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// The attempt succeeded: `task.done` reaches the instance.
+    Completed,
+    /// The attempt failed: retried by the task's policy when `retryable`, else
+    /// `task.failed` reaches the instance.
+    Failed,
+}
+
+/// One attempt's outcome in a [`ReportRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeRequest {
+    /// The task.
+    pub task: String,
+    /// The attempt, 1, 2, 3... per task.
+    pub attempt: u32,
+    /// `completed` or `failed`.
+    pub outcome: OutcomeKind,
+    /// A completed attempt's output, delivered to the state as `task.done`'s payload.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub output: Value,
+    /// A failed attempt's error (required when failed, refused when completed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A failed attempt: whether another may succeed; default true.
+    #[serde(default = "yes")]
+    pub retryable: bool,
+    /// Tokens it used, as the worker reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<i64>,
+    /// What it cost, as the worker reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+}
+
+/// What became of one outcome of a [`ReportRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct OutcomeReport {
+    /// The task.
+    pub task: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// Whether the outcome is applied: now, or before (`repeated`).
+    pub applied: bool,
+    /// An identical repeat of an outcome that had applied already (a retry after a lost
+    /// answer): answered as applied, and nothing changed.
+    pub repeated: bool,
+    /// A failure that will be tried again.
+    pub retrying: bool,
+    /// The task's status after it, when applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Why it was refused (a stale attempt is a `conflict`, an unknown task `not-found`),
+    /// when not applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
+}
+
+/// The answer to a [`ReportRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Reported {
+    /// One per outcome, in the order given.
+    pub outcomes: Vec<OutcomeReport>,
+    /// The tasks claimed (empty without a claim).
+    pub claimed: Vec<Claimed>,
+}
+
 /// A failed attempt's task, and whether it will be tried again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Failed {

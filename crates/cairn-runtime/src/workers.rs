@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_engine::{Claimed, DEFAULT_LEASE, Engine, Usage};
+use cairn_engine::{Batch, Claimed, DEFAULT_LEASE, Engine, NextClaim, Outcome, Report, Usage};
 use cairn_store::Store;
 use serde_json::Value;
 
@@ -36,7 +36,8 @@ pub struct WorkerOptions {
     pub batch: usize,
     /// How many tasks its handlers run at once: the handler is called on that many
     /// threads, and the worker holds no more claimed tasks than that (backpressure: it
-    /// claims again as handlers free up). Agent calls wait on I/O, hence the default.
+    /// claims again as handlers free up, in the unit that reports their outcomes). Agent
+    /// calls wait on I/O, hence the default.
     pub concurrency: usize,
 }
 
@@ -73,92 +74,160 @@ impl<S: Store + Send + Sync + 'static> WorkerService<S> {
     }
 }
 
+/// What reaches the worker's reporting loop: a handler's outcome, or a sign that tasks
+/// may have been enqueued.
+enum Msg {
+    Done(Outcome),
+    Wake,
+}
+
 impl<S: Store + Send + Sync + 'static> Service for WorkerService<S> {
     fn name(&self) -> String {
         format!("cairn-worker-{}", self.options.name)
     }
 
     fn run(self, shutdown: Shutdown) {
-        let o = &self.options;
-        let concurrency = o.concurrency.max(1);
-        // Tasks in hand (claimed, not yet reported), and a signal when one is reported.
-        let in_hand = std::sync::Mutex::new(0usize);
-        let freed = std::sync::Condvar::new();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Claimed>(concurrency);
-        let rx = std::sync::Mutex::new(rx);
+        let concurrency = self.options.concurrency.max(1);
+        let (to_handlers, tasks) = std::sync::mpsc::sync_channel::<Claimed>(concurrency);
+        let tasks = std::sync::Mutex::new(tasks);
+        let (msgs, inbox) = std::sync::mpsc::channel::<Msg>();
+        let this = &self;
         std::thread::scope(|s| {
             for _ in 0..concurrency {
-                s.spawn(|| {
+                let msgs = msgs.clone();
+                let tasks = &tasks;
+                s.spawn(move || {
                     loop {
-                        let next = match rx.lock() {
+                        let next = match tasks.lock() {
                             Ok(rx) => rx.recv(),
                             Err(_) => return,
                         };
                         let Ok(task) = next else { return };
-                        self.report(&task);
-                        if let Ok(mut n) = in_hand.lock() {
-                            *n -= 1;
+                        if msgs.send(Msg::Done(this.handle(&task))).is_err() {
+                            return;
                         }
-                        freed.notify_one();
                     }
                 });
             }
-            self.claim_loop(&shutdown, concurrency, &in_hand, &freed, &tx);
-            // Stopped: no more claims; the handlers finish what they hold, then end.
-            drop(tx);
+            // Wakes the loop when a unit enqueues tasks (and every `poll` anyway).
+            let waker = msgs;
+            let (engine, poll, stop) = (&this.engine, this.options.poll, &shutdown);
+            s.spawn(move || {
+                while !stop.is_triggered() {
+                    engine.tasks_ready().wait(poll);
+                    if waker.send(Msg::Wake).is_err() {
+                        return;
+                    }
+                }
+            });
+            let left = this.report_loop(&shutdown, concurrency, &inbox, &to_handlers);
+            // Stopped: no more claims; the handlers finish what they hold, and their
+            // outcomes are reported in one last batch.
+            drop(to_handlers);
+            let mut last = left;
+            for m in inbox.iter() {
+                if let Msg::Done(o) = m {
+                    last.push(o);
+                }
+            }
+            if !last.is_empty() {
+                this.report(last, None);
+            }
         });
     }
 }
 
 impl<S: Store + Send + Sync + 'static> WorkerService<S> {
-    /// Claims while not stopped, never holding more than `concurrency` tasks, and hands
-    /// each claimed task to the handlers.
-    fn claim_loop(
+    /// Reports what the handlers finished and claims as many tasks as they have room
+    /// for, in one unit of work each round, until stopped. Returns outcomes not reported
+    /// yet.
+    fn report_loop(
         &self,
         shutdown: &Shutdown,
         concurrency: usize,
-        in_hand: &std::sync::Mutex<usize>,
-        freed: &std::sync::Condvar,
-        tx: &std::sync::mpsc::SyncSender<Claimed>,
-    ) {
-        let (engine, o) = (&self.engine, &self.options);
+        inbox: &std::sync::mpsc::Receiver<Msg>,
+        to_handlers: &std::sync::mpsc::SyncSender<Claimed>,
+    ) -> Vec<Outcome> {
+        let o = &self.options;
+        let mut in_hand = 0usize;
+        let mut idle = false;
+        let mut outcomes: Vec<Outcome> = Vec::new();
         while !shutdown.is_triggered() {
-            // Room for how many more: wait (briefly, to see a stop) while none.
-            let room = match in_hand.lock() {
-                Ok(n) if *n >= concurrency => {
-                    let _ = freed.wait_timeout(n, o.poll);
-                    continue;
+            // Full, or nothing to claim: wait for an outcome or a wake.
+            if outcomes.is_empty() && (in_hand == concurrency || idle) {
+                match inbox.recv_timeout(o.poll) {
+                    Ok(Msg::Done(d)) => outcomes.push(d),
+                    Ok(Msg::Wake) => idle = false,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => idle = false,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
-                Ok(n) => concurrency - *n,
-                Err(_) => return,
-            };
-            let claimed = match engine.claim(&o.queues, &o.name, o.batch.min(room), DEFAULT_LEASE) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(worker = %o.name, error = %e, "claiming failed");
-                    shutdown.wait(o.poll);
-                    continue;
+            }
+            for m in inbox.try_iter() {
+                match m {
+                    Msg::Done(d) => outcomes.push(d),
+                    Msg::Wake => idle = false,
                 }
-            };
-            if claimed.is_empty() {
-                // Woken as soon as a unit that enqueues tasks commits.
-                engine.tasks_ready().wait(o.poll);
+            }
+            let room = concurrency - (in_hand - outcomes.len().min(in_hand));
+            if outcomes.is_empty() && (room == 0 || idle) {
                 continue;
             }
-            if let Ok(mut n) = in_hand.lock() {
-                *n += claimed.len();
-            }
-            for task in claimed {
-                if tx.send(task).is_err() {
-                    return;
+            let reported = outcomes.len();
+            let claim = (room > 0).then(|| NextClaim {
+                queues: o.queues.clone(),
+                worker: o.name.clone(),
+                batch: room.min(o.batch.max(1)),
+                lease: DEFAULT_LEASE,
+            });
+            match self.report(std::mem::take(&mut outcomes), claim) {
+                Some(claimed) => {
+                    in_hand -= reported.min(in_hand);
+                    idle = claimed.is_empty();
+                    in_hand += claimed.len();
+                    for task in claimed {
+                        if to_handlers.send(task).is_err() {
+                            return Vec::new();
+                        }
+                    }
                 }
+                None => {
+                    // The unit failed: those attempts run out their leases and are retried.
+                    in_hand -= reported.min(in_hand);
+                    shutdown.wait(o.poll);
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// Reports `outcomes` and claims, in one unit; `None` when the unit failed (the
+    /// outcomes' attempts then run out their leases and are retried).
+    fn report(&self, outcomes: Vec<Outcome>, claim: Option<NextClaim>) -> Option<Vec<Claimed>> {
+        let name = &self.options.name;
+        let batch = Batch {
+            outcomes,
+            claim,
+            ..Default::default()
+        };
+        match self.engine.report(batch) {
+            Ok(r) => {
+                // A stale outcome (reclaimed or cancelled meanwhile) changes nothing.
+                for o in r.outcomes {
+                    if let Err(e) = o.result {
+                        tracing::debug!(worker = %name, task = %o.task, attempt = o.attempt, error = %e, "outcome not taken");
+                    }
+                }
+                Some(r.claimed)
+            }
+            Err(e) => {
+                tracing::warn!(worker = %name, error = %e, "reporting failed");
+                None
             }
         }
     }
 
-    /// Runs the handler on one task and reports its result.
-    fn report(&self, task: &Claimed) {
-        let engine = &self.engine;
+    /// Runs the handler on one task: its outcome.
+    fn handle(&self, task: &Claimed) -> Outcome {
         // A handler that panics fails its attempt (retryable), never the worker.
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.handler)(task)))
@@ -168,24 +237,19 @@ impl<S: Store + Send + Sync + 'static> WorkerService<S> {
                         retryable: true,
                     })
                 });
-        let reported = match result {
-            Ok(output) => engine
-                .complete(&task.id, task.attempt, output, Usage::default())
-                .map(|_| ()),
-            Err(e) => engine
-                .fail(
-                    &task.id,
-                    task.attempt,
-                    &e.message,
-                    e.retryable,
-                    Usage::default(),
-                )
-                .map(|_| ()),
+        let report = match result {
+            Ok(output) => Report::Completed { output },
+            Err(e) => Report::Failed {
+                error: e.message,
+                retryable: e.retryable,
+                details: Value::Null,
+            },
         };
-        // A stale report (reclaimed or cancelled meanwhile) changes nothing; any other
-        // error leaves the lease to expire, and the attempt is retried.
-        if let Err(e) = reported {
-            tracing::debug!(task = %task.id, attempt = task.attempt, error = %e, "report not taken");
+        Outcome {
+            task: task.id.clone(),
+            attempt: task.attempt,
+            report,
+            usage: Usage::default(),
         }
     }
 }

@@ -189,21 +189,35 @@ pub async fn problems(req: axum::extract::Request, next: axum::middleware::Next)
     problem
 }
 
+impl ApiError {
+    /// The problem as a body: how it is answered, or carried inside another answer (a
+    /// refused outcome of a batch).
+    pub fn problem(&self) -> cairn_api::Problem {
+        cairn_api::Problem {
+            kind: self.kind.uri(),
+            title: self
+                .status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_string(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            extra: self
+                .extra
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = Map::new();
-        body.insert("type".into(), json!(self.kind.uri()));
-        body.insert(
-            "title".into(),
-            json!(self.status.canonical_reason().unwrap_or("error")),
-        );
-        body.insert("status".into(), json!(self.status.as_u16()));
-        body.insert("detail".into(), json!(self.detail));
-        body.extend(self.extra);
+        let body = json!(self.problem());
         let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
-            Value::Object(body).to_string(),
+            body.to_string(),
         )
             .into_response();
         if self.status == StatusCode::UNAUTHORIZED {

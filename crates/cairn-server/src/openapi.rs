@@ -222,6 +222,13 @@ fn ops() -> Vec<Op> {
         },
         Op {
             method: "post",
+            path: "/v1/tasks/report",
+            summary: "Report outcomes of many attempts and claim the next tasks, in one unit of work",
+            body: Some(r("ReportRequest")),
+            ok: &[(200, Some("Reported"))],
+        },
+        Op {
+            method: "post",
             path: "/v1/tasks/{id}/heartbeat",
             summary: "Renew a lease",
             body: Some(r("HeartbeatRequest")),
@@ -522,7 +529,8 @@ fn build() -> Value {
         "Heartbeat" => api::Heartbeat, "CompleteRequest" => api::CompleteRequest,
         "FailRequest" => api::FailRequest, "Failed" => api::Failed, "Health" => api::Health,
         "MachineDetail" => api::MachineDetail, "LogEvent" => api::LogEvent,
-        "Waiting" => api::Waiting,
+        "Waiting" => api::Waiting, "ReportRequest" => api::ReportRequest,
+        "Reported" => api::Reported,
     );
     let mut schemas: Map<String, Value> = g.take_definitions(true).into_iter().collect();
     for (k, v) in named {

@@ -61,11 +61,16 @@ fn killing_the_server_under_workers_applies_no_completion_twice() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // Two workers, each task taking a little while.
+    // Two workers, each task taking a little while; each prints a line for every outcome
+    // the server acknowledged.
+    let acks: Vec<std::path::PathBuf> = (0..2)
+        .map(|w| tmp.path().join(format!("acks-{w}.jsonl")))
+        .collect();
     let workers: Vec<common::Killed> = (0..2)
         .map(|w| {
             Command::new(env!("CARGO_BIN_EXE_cairn"))
                 .args([
+                    "--json",
                     "worker",
                     "--queue",
                     "work",
@@ -79,7 +84,7 @@ fn killing_the_server_under_workers_applies_no_completion_twice() {
                     "cat >/dev/null; sleep 0.03; echo '{\"ok\": true}'",
                 ])
                 .env("CAIRN_SERVER", &url)
-                .stdout(Stdio::null())
+                .stdout(std::fs::File::create(&acks[w]).unwrap())
                 .stderr(Stdio::null())
                 .spawn()
                 .map(common::Killed)
@@ -179,8 +184,27 @@ fn killing_the_server_under_workers_applies_no_completion_twice() {
         let v = engine.verify("default", &id).unwrap();
         assert!(v.ok, "{id}: {:?}", v.problem);
     }
+    // Every outcome a worker was told had applied is there.
+    let mut acked = 0;
+    for file in &acks {
+        for line in std::fs::read_to_string(file).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["outcome"] != "completed" {
+                continue;
+            }
+            let (task, attempt) = (v["task"].as_str().unwrap(), v["attempt"].as_u64().unwrap());
+            let attempts = engine.store().attempts(task).unwrap();
+            assert!(
+                attempts.iter().any(|a| u64::from(a.attempt) == attempt
+                    && a.outcome.as_deref() == Some("completed")),
+                "acknowledged completion of {task} attempt {attempt} is missing: {attempts:?}"
+            );
+            acked += 1;
+        }
+    }
+    assert!(acked >= INSTANCES * 5, "{acked} acknowledged completions");
     eprintln!(
-        "{INSTANCES} instances, {} task attempts over {KILLS} server kills",
+        "{INSTANCES} instances, {} task attempts, {acked} acknowledged completions over {KILLS} server kills",
         attempts_total
     );
 }

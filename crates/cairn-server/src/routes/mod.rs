@@ -84,6 +84,7 @@ table! {
     POST "/v1/approvals/{aid}/reject" Access::one(Operator) => approvals::reject;
     GET "/v1/tasks" Access::one(Viewer) => tasks::list;
     POST "/v1/tasks/claim" Access::set(Worker).long() => tasks::claim;
+    POST "/v1/tasks/report" Access::set(Worker).long() => tasks::report;
     POST "/v1/tasks/{id}/heartbeat" Access::set(Worker) => tasks::heartbeat;
     POST "/v1/tasks/{id}/complete" Access::set(Worker) => tasks::complete;
     POST "/v1/tasks/{id}/fail" Access::set(Worker) => tasks::fail;

@@ -1,5 +1,6 @@
 //! `/v1/tasks`: list; claim (a long poll, up to `wait_ms`); heartbeat, complete, fail by
-//! task id and attempt. Outcomes for stale attempts are refused with the reason (409).
+//! task id and attempt; report many outcomes and claim the next tasks in one request.
+//! Outcomes for stale attempts are refused with the reason (409).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,30 +63,49 @@ pub(super) async fn claim<S: Store + Send + Sync>(
     Namespaces(scope): Namespaces,
     Body(b): Body<cairn_api::ClaimRequest>,
 ) -> Result<Json<Vec<cairn_api::Claimed>>, ApiError> {
+    let lease = checked_claim(&b)?;
+    let claimed = claim_waiting(&ctx, scope, &b, lease).await?;
+    Ok(Json(
+        claimed.iter().map(cairn_engine::Claimed::to_api).collect(),
+    ))
+}
+
+/// The lease a claim asks for, once its batch and lease are checked.
+fn checked_claim(b: &cairn_api::ClaimRequest) -> Result<Duration, ApiError> {
     if b.batch == 0 || b.batch > 100 {
         return Err(ApiError::bad_request("batch must be 1 to 100"));
     }
     let lease = b.lease_ms.map_or(DEFAULT_LEASE, Duration::from_millis);
     cairn_engine::check_lease(lease)?;
+    Ok(lease)
+}
+
+/// Claims, waiting up to `b.wait_ms` (bounded by the server's) for a task when none is
+/// ready.
+async fn claim_waiting<S: Store + Send + Sync>(
+    ctx: &Arc<Ctx<S>>,
+    scope: Option<Vec<String>>,
+    b: &cairn_api::ClaimRequest,
+    lease: Duration,
+) -> Result<Vec<cairn_engine::Claimed>, ApiError> {
     let wait = Duration::from_millis(b.wait_ms).min(ctx.settings.max_claim_wait);
     let deadline = Instant::now() + wait;
     let ready = Arc::clone(ctx.engine.tasks_ready());
     loop {
         // Stamp before trying, so a task enqueued in between still counts.
         let stamp = ready.stamp(&b.queues);
-        let (engine, queues, worker, scope) = (
+        let (engine, queues, worker, scope, batch) = (
             ctx.engine.clone(),
             b.queues.clone(),
             b.worker.clone(),
             scope.clone(),
+            b.batch,
         );
         let claimed =
-            blocking(move || engine.claim_in(&queues, scope, &worker, b.batch, lease)).await?;
+            blocking(move || engine.claim_in(&queues, scope, &worker, batch, lease)).await?;
         let now = Instant::now();
         if !claimed.is_empty() || now >= deadline {
-            return Ok(Json(
-                claimed.iter().map(cairn_engine::Claimed::to_api).collect(),
-            ));
+            return Ok(claimed);
         }
         // Wait for a task on one of our queues; other queues' tasks wake us too, but we go
         // back to waiting without reading the store. Retried tasks come due by time, not
@@ -102,6 +122,123 @@ pub(super) async fn claim<S: Store + Send + Sync>(
             let _ = tokio::time::timeout(left, notified).await;
         }
     }
+}
+
+/// Outcomes and a claim in one request: each outcome applied or refused on its own (the
+/// answer says which, with the reason), in one unit of work with the claim.
+pub(super) async fn report<S: Store + Send + Sync>(
+    State(ctx): State<Arc<Ctx<S>>>,
+    Namespaces(scope): Namespaces,
+    Caller(who): Caller,
+    Body(b): Body<cairn_api::ReportRequest>,
+) -> Result<Json<cairn_api::Reported>, ApiError> {
+    if b.outcomes.len() > cairn_engine::MAX_OUTCOMES {
+        return Err(ApiError::bad_request(format!(
+            "a report carries at most {} outcomes; this one has {}",
+            cairn_engine::MAX_OUTCOMES,
+            b.outcomes.len()
+        )));
+    }
+    let outcomes = b
+        .outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| outcome(i, o))
+        .collect::<Result<Vec<_>, _>>()?;
+    let claim = match &b.claim {
+        Some(c) => Some(cairn_engine::NextClaim {
+            lease: checked_claim(c)?,
+            queues: c.queues.clone(),
+            worker: c.worker.clone(),
+            batch: c.batch,
+        }),
+        None => None,
+    };
+    let engine = ctx.engine.clone();
+    let batch = cairn_engine::Batch {
+        outcomes,
+        claim: claim.clone(),
+        namespaces: scope.clone(),
+        by: reporter(&who),
+    };
+    let r = blocking(move || engine.report(batch)).await?;
+    let mut claimed = r.claimed;
+    if let (Some(c), Some(next)) = (&b.claim, &claim)
+        && claimed.is_empty()
+        && c.wait_ms > 0
+    {
+        claimed = claim_waiting(&ctx, scope, c, next.lease).await?;
+    }
+    Ok(Json(cairn_api::Reported {
+        outcomes: r
+            .outcomes
+            .into_iter()
+            .map(|o| match o.result {
+                Ok(t) => cairn_api::OutcomeReport {
+                    task: o.task,
+                    attempt: o.attempt,
+                    applied: true,
+                    repeated: t.repeated,
+                    retrying: t.retrying,
+                    status: Some(t.task.status.as_str().to_string()),
+                    problem: None,
+                },
+                Err(e) => cairn_api::OutcomeReport {
+                    task: o.task,
+                    attempt: o.attempt,
+                    applied: false,
+                    repeated: false,
+                    retrying: false,
+                    status: None,
+                    problem: Some(ApiError::from(e).problem()),
+                },
+            })
+            .collect(),
+        claimed: claimed.iter().map(cairn_engine::Claimed::to_api).collect(),
+    }))
+}
+
+/// The engine's outcome for the request's `i`th, whose fields must fit its kind.
+fn outcome(i: usize, o: cairn_api::OutcomeRequest) -> Result<cairn_engine::Outcome, ApiError> {
+    let report = match (o.outcome, o.error) {
+        (cairn_api::OutcomeKind::Completed, None) => {
+            cairn_engine::Report::Completed { output: o.output }
+        }
+        (cairn_api::OutcomeKind::Failed, Some(error)) if o.output.is_null() => {
+            cairn_engine::Report::Failed {
+                error,
+                retryable: o.retryable,
+                details: serde_json::Value::Null,
+            }
+        }
+        (cairn_api::OutcomeKind::Completed, Some(_)) => {
+            return Err(ApiError::bad_request(format!(
+                "outcomes[{i}] (task `{}`): a completed outcome has no `error`",
+                o.task
+            )));
+        }
+        (cairn_api::OutcomeKind::Failed, None) => {
+            return Err(ApiError::bad_request(format!(
+                "outcomes[{i}] (task `{}`): a failed outcome needs an `error`",
+                o.task
+            )));
+        }
+        (cairn_api::OutcomeKind::Failed, Some(_)) => {
+            return Err(ApiError::bad_request(format!(
+                "outcomes[{i}] (task `{}`): a failed outcome has no `output`",
+                o.task
+            )));
+        }
+    };
+    Ok(cairn_engine::Outcome {
+        task: o.task,
+        attempt: o.attempt,
+        report,
+        usage: Usage {
+            tokens: o.tokens,
+            cost: o.cost,
+        },
+    })
 }
 
 pub(super) async fn heartbeat<S: Store + Send + Sync>(

@@ -13,7 +13,7 @@ use cairn_api::{
     Applied, Approval, Checkpoint, Decided, Export, Instance, InstancePage, Machine, Sent,
     Transition, Verified,
 };
-use cairn_engine::{DecideRequest, ForkFrom, Retention, SendRequest, Stats, Usage};
+use cairn_engine::{DecideRequest, ForkFrom, Retention, SendRequest, Stats};
 use cairn_store::{ApprovalStatus, InstanceFilter, TaskStatus};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -914,47 +914,7 @@ impl Client for Http {
         .map(|_| ())
     }
 
-    fn complete(
-        &self,
-        task: &str,
-        attempt: u32,
-        output: Value,
-        usage: Usage,
-    ) -> Result<(), Failure> {
-        self.json::<Value>(
-            "POST",
-            &format!("/v1/tasks/{}/complete", enc(task)),
-            &[],
-            Some(body(cairn_api::CompleteRequest {
-                attempt,
-                output,
-                tokens: usage.tokens,
-                cost: usage.cost,
-            })),
-        )
-        .map(|_| ())
-    }
-
-    fn fail(
-        &self,
-        task: &str,
-        attempt: u32,
-        error: &str,
-        retryable: bool,
-        usage: Usage,
-    ) -> Result<(), Failure> {
-        self.json::<Value>(
-            "POST",
-            &format!("/v1/tasks/{}/fail", enc(task)),
-            &[],
-            Some(body(cairn_api::FailRequest {
-                attempt,
-                error: error.to_string(),
-                retryable,
-                tokens: usage.tokens,
-                cost: usage.cost,
-            })),
-        )
-        .map(|_| ())
+    fn report(&self, report: cairn_api::ReportRequest) -> Result<cairn_api::Reported, Failure> {
+        self.json("POST", "/v1/tasks/report", &[], Some(body(report)))
     }
 }

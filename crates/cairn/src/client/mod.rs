@@ -118,19 +118,6 @@ pub trait Client {
         attempt: u32,
         lease: std::time::Duration,
     ) -> Result<(), Failure>;
-    fn complete(
-        &self,
-        task: &str,
-        attempt: u32,
-        output: Value,
-        usage: cairn_engine::Usage,
-    ) -> Result<(), Failure>;
-    fn fail(
-        &self,
-        task: &str,
-        attempt: u32,
-        error: &str,
-        retryable: bool,
-        usage: cairn_engine::Usage,
-    ) -> Result<(), Failure>;
+    /// Outcomes, and a claim of the next tasks, in one round trip (`POST /v1/tasks/report`).
+    fn report(&self, report: cairn_api::ReportRequest) -> Result<cairn_api::Reported, Failure>;
 }

@@ -124,19 +124,23 @@ impl Args {
 }
 
 /// What a workload needs from Cairn: in-process or over HTTP.
+/// A claimed bench task: id, attempt, state, instance.
+pub(crate) type Task = (String, u32, String, String);
+
 pub(crate) trait Driver: Send + Sync {
     fn start(&self, machine: &str, id: &str) -> Result<u64, String>;
     /// Sends an event; the instance's version after it.
     fn send(&self, id: &str, event: &str, key: &str) -> Result<u64, String>;
     /// Approves the instance's pending approval; its status after.
     fn approve(&self, id: &str) -> Result<String, String>;
-    /// Claims up to `batch` tasks of queue `bench`: (task id, attempt, state).
-    fn claim(
+    /// Completes the attempts `done` (task id, attempt) and claims up to `claim` tasks of
+    /// queue `bench`, in one call: (task id, attempt, state, instance) of each claimed.
+    fn report(
         &self,
         worker: &str,
-        batch: usize,
-    ) -> Result<Vec<(String, u32, String, String)>, String>;
-    fn complete(&self, task: &str, attempt: u32) -> Result<(), String>;
+        done: &[(String, u32)],
+        claim: usize,
+    ) -> Result<Vec<Task>, String>;
     /// Waits a little for work after an empty claim.
     fn idle(&self);
 }
@@ -147,30 +151,45 @@ impl Driver for InProc {
     fn idle(&self) {
         self.0.tasks_ready().wait(Duration::from_millis(50));
     }
-    fn claim(
+    fn report(
         &self,
         worker: &str,
-        batch: usize,
-    ) -> Result<Vec<(String, u32, String, String)>, String> {
-        self.0
-            .claim(&["bench".into()], worker, batch, Duration::from_secs(60))
-            .map(|c| {
-                c.into_iter()
-                    .map(|t| (t.id, t.attempt, t.state, t.instance))
-                    .collect()
-            })
-            .map_err(|e| e.to_string())
-    }
-    fn complete(&self, task: &str, attempt: u32) -> Result<(), String> {
-        self.0
-            .complete(
-                task,
-                attempt,
-                json!({"ok": true}),
-                cairn_engine::Usage::default(),
-            )
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        done: &[(String, u32)],
+        claim: usize,
+    ) -> Result<Vec<Task>, String> {
+        let batch = cairn_engine::Batch {
+            outcomes: done
+                .iter()
+                .map(|(task, attempt)| cairn_engine::Outcome {
+                    task: task.clone(),
+                    attempt: *attempt,
+                    report: cairn_engine::Report::Completed {
+                        output: json!({"ok": true}),
+                    },
+                    usage: cairn_engine::Usage::default(),
+                })
+                .collect(),
+            claim: (claim > 0).then(|| cairn_engine::NextClaim {
+                queues: vec!["bench".into()],
+                worker: worker.into(),
+                batch: claim,
+                lease: Duration::from_secs(60),
+            }),
+            ..Default::default()
+        };
+        let r = self.0.report(batch).map_err(|e| e.to_string())?;
+        if let Some(Err(e)) = r
+            .outcomes
+            .iter()
+            .map(|o| o.result.as_ref())
+            .find(|r| r.is_err())
+        {
+            return Err(format!("an outcome was refused: {e}"));
+        }
+        Ok(r.claimed
+            .into_iter()
+            .map(|t| (t.id, t.attempt, t.state, t.instance))
+            .collect())
     }
     fn start(&self, machine: &str, id: &str) -> Result<u64, String> {
         let req = StartRequest {
@@ -238,13 +257,34 @@ impl Http {
 impl Driver for Http {
     /// The server's claim already waited (long poll).
     fn idle(&self) {}
-    fn claim(
+    fn report(
         &self,
         worker: &str,
-        batch: usize,
-    ) -> Result<Vec<(String, u32, String, String)>, String> {
-        let v = self.post("/v1/tasks/claim", json!({"queues": ["bench"], "worker": worker, "batch": batch, "wait_ms": 200, "lease_ms": 60000}))?;
-        Ok(v.as_array()
+        done: &[(String, u32)],
+        claim: usize,
+    ) -> Result<Vec<Task>, String> {
+        let outcomes: Vec<_> = done
+            .iter()
+            .map(|(task, attempt)| json!({"task": task, "attempt": attempt, "outcome": "completed", "output": {"ok": true}}))
+            .collect();
+        // With nothing to report, the server waits a little for a task (a long poll).
+        let wait_ms = if done.is_empty() { 200 } else { 0 };
+        let claim = (claim > 0).then(|| json!({"queues": ["bench"], "worker": worker, "batch": claim, "wait_ms": wait_ms, "lease_ms": 60000}));
+        let v = self.post(
+            "/v1/tasks/report",
+            json!({"outcomes": outcomes, "claim": claim}),
+        )?;
+        if let Some(refused) = v["outcomes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|o| o["applied"] != json!(true)))
+        {
+            return Err(format!(
+                "an outcome was refused: {}",
+                refused["problem"]["detail"]
+            ));
+        }
+        Ok(v["claimed"]
+            .as_array()
             .map(|a| {
                 a.iter()
                     .map(|t| {
@@ -258,13 +298,6 @@ impl Driver for Http {
                     .collect()
             })
             .unwrap_or_default())
-    }
-    fn complete(&self, task: &str, attempt: u32) -> Result<(), String> {
-        self.post(
-            &format!("/v1/tasks/{task}/complete"),
-            json!({"attempt": attempt, "output": {"ok": true}}),
-        )
-        .map(|_| ())
     }
     fn start(&self, machine: &str, id: &str) -> Result<u64, String> {
         let v = self.post(
@@ -543,8 +576,9 @@ pub(crate) fn w1_tasks(
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let per_worker = a.worker_concurrency.max(1);
-    // Each worker: one claimer, and `per_worker` handlers taking tasks from it through a
-    // queue as long as they are many (backpressure: the claimer waits when it is full).
+    // Each worker: `per_worker` handlers, and a loop that reports what they finished and
+    // claims as many tasks as they have room for, in one call (backpressure: it never
+    // holds more tasks than handlers). Handlers never wait for a commit.
     let worker_threads: Vec<_> = (0..workers)
         .map(|w| {
             let (driver, started_at, latencies, in_flight, done, stop) = (
@@ -565,63 +599,65 @@ pub(crate) fn w1_tasks(
                     in_flight.fetch_sub(1, Ordering::Relaxed);
                     done.fetch_add(1, Ordering::Relaxed);
                 };
-                if per_worker == 1 {
-                    while !stop.load(Ordering::Relaxed) {
-                        let tasks = driver.claim(&name, 32)?;
-                        if tasks.is_empty() {
-                            driver.idle();
-                            continue;
-                        }
-                        for (task, attempt, state, instance) in tasks {
-                            driver.complete(&task, attempt)?;
-                            if state == "s5" {
-                                finish(&instance);
-                            }
-                        }
-                    }
-                    return Ok(());
-                }
-                type Claimed = (String, u32, String, String);
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Claimed>(per_worker);
-                let rx = Arc::new(Mutex::new(rx));
+                let (to_handlers, tasks) = std::sync::mpsc::sync_channel::<Task>(per_worker);
+                let (finished, results) = std::sync::mpsc::channel::<Task>();
+                let tasks = Arc::new(Mutex::new(tasks));
                 std::thread::scope(|s| -> Result<(), String> {
-                    let handlers: Vec<_> = (0..per_worker)
-                        .map(|_| {
-                            let (rx, driver, finish) = (Arc::clone(&rx), &driver, &finish);
-                            s.spawn(move || -> Result<(), String> {
-                                loop {
-                                    let next = rx.lock().map_err(|_| "poisoned")?.recv();
-                                    let Ok((task, attempt, state, instance)) = next else {
-                                        return Ok(());
-                                    };
-                                    driver.complete(&task, attempt)?;
-                                    if state == "s5" {
-                                        finish(&instance);
-                                    }
+                    for _ in 0..per_worker {
+                        let (tasks, finished) = (Arc::clone(&tasks), finished.clone());
+                        // The handler: the work is nothing, its result is the task.
+                        s.spawn(move || {
+                            loop {
+                                let next = match tasks.lock() {
+                                    Ok(rx) => rx.recv(),
+                                    Err(_) => return,
+                                };
+                                let Ok(task) = next else { return };
+                                if finished.send(task).is_err() {
+                                    return;
                                 }
-                            })
-                        })
-                        .collect();
-                    let claimed = (|| -> Result<(), String> {
-                        while !stop.load(Ordering::Relaxed) {
-                            let tasks = driver.claim(&name, per_worker.min(32))?;
-                            if tasks.is_empty() {
-                                driver.idle();
-                                continue;
                             }
-                            for t in tasks {
-                                if tx.send(t).is_err() {
+                        });
+                    }
+                    drop(finished);
+                    let r = (|| -> Result<(), String> {
+                        let mut in_hand = 0usize;
+                        let mut idle = false;
+                        while !stop.load(Ordering::Relaxed) {
+                            let mut ended: Vec<Task> = Vec::new();
+                            // Full, or idle with tasks in hand: wait for a result.
+                            if in_hand > 0 && (in_hand == per_worker || idle) {
+                                match results.recv_timeout(Duration::from_millis(50)) {
+                                    Ok(t) => ended.push(t),
+                                    Err(_) => continue,
+                                }
+                            }
+                            ended.extend(results.try_iter());
+                            in_hand -= ended.len();
+                            let room = per_worker - in_hand;
+                            let reported: Vec<(String, u32)> =
+                                ended.iter().map(|t| (t.0.clone(), t.1)).collect();
+                            let claimed = driver.report(&name, &reported, room.min(32))?;
+                            for t in &ended {
+                                if t.2 == "s5" {
+                                    finish(&t.3);
+                                }
+                            }
+                            idle = claimed.is_empty();
+                            if idle && ended.is_empty() && in_hand == 0 {
+                                driver.idle();
+                            }
+                            in_hand += claimed.len();
+                            for t in claimed {
+                                if to_handlers.send(t).is_err() {
                                     return Err("the handlers stopped".into());
                                 }
                             }
                         }
                         Ok(())
                     })();
-                    drop(tx);
-                    for h in handlers {
-                        h.join().map_err(|_| "a handler panicked")??;
-                    }
-                    claimed
+                    drop(to_handlers);
+                    r
                 })
             })
         })

@@ -49,8 +49,7 @@ fn node(store: &[String]) -> Result<(Node, String), Failure> {
 }
 
 /// Calls spread over nodes: a workflow's start and events go to the node its id hashes
-/// to, a worker claims from the node its number picks, a completion goes to the node
-/// the task id hashes to.
+/// to, a worker reports and claims on the node its number picks.
 struct Spread(Vec<Http>);
 
 impl Spread {
@@ -64,20 +63,18 @@ impl Spread {
 
 impl Driver for Spread {
     fn idle(&self) {}
-    fn claim(
+    fn report(
         &self,
         worker: &str,
-        batch: usize,
-    ) -> Result<Vec<(String, u32, String, String)>, String> {
+        done: &[(String, u32)],
+        claim: usize,
+    ) -> Result<Vec<super::bench::Task>, String> {
         let n: usize = worker
             .rsplit('-')
             .next()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        self.0[n % self.0.len()].claim(worker, batch)
-    }
-    fn complete(&self, task: &str, attempt: u32) -> Result<(), String> {
-        self.by(task).complete(task, attempt)
+        self.0[n % self.0.len()].report(worker, done, claim)
     }
     fn start(&self, machine: &str, id: &str) -> Result<u64, String> {
         self.by(id).start(machine, id)

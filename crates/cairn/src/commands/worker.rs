@@ -12,7 +12,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use cairn_engine::Usage;
 use serde_json::{Value, json};
 
 use crate::client::Client;
@@ -147,7 +146,24 @@ pub fn worker(g: &Global, c: &(dyn Client + Sync), a: Worker) -> Result<(), Fail
     })
 }
 
-/// One worker loop: claim a task, run its command, report, until done.
+/// Takes a slot of `--max-tasks` (given back when no task comes of it); false when all
+/// are taken.
+fn take_slot(a: &Worker, handled: &std::sync::atomic::AtomicU64) -> bool {
+    use std::sync::atomic::Ordering;
+    let slot = handled.fetch_add(1, Ordering::SeqCst);
+    if a.max_tasks.is_some_and(|m| slot >= m) {
+        handled.fetch_sub(1, Ordering::SeqCst);
+        return false;
+    }
+    true
+}
+
+fn give_back(handled: &std::sync::atomic::AtomicU64) {
+    handled.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// One worker loop: claim a task, run its command, report its outcome and claim the next
+/// task in the same round trip, until done.
 fn work(
     g: &Global,
     c: &(dyn Client + Sync),
@@ -156,69 +172,116 @@ fn work(
     lease: Duration,
     handled: &std::sync::atomic::AtomicU64,
 ) -> Result<(), Failure> {
-    use std::sync::atomic::Ordering;
+    let claim = |wait_ms| cairn_api::ClaimRequest {
+        queues: a.queue.clone(),
+        worker: name.to_string(),
+        batch: 1,
+        wait_ms,
+        lease_ms: Some(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)),
+    };
+    // A task handed out with the last report.
+    let mut next: Option<cairn_api::Claimed> = None;
     loop {
-        // A slot of `--max-tasks`, taken before claiming and given back if none came.
-        let slot = handled.fetch_add(1, Ordering::SeqCst);
-        if a.max_tasks.is_some_and(|m| slot >= m) {
-            handled.fetch_sub(1, Ordering::SeqCst);
-            return Ok(());
-        }
-        let claimed = match c.claim(&a.queue, name, 1, lease) {
-            Ok(c) => c,
-            // The server is unreachable (restarting, say): wait and try again.
-            Err(f) if f.code == 1 => {
-                handled.fetch_sub(1, Ordering::SeqCst);
-                eprintln!("worker: {:#}; retrying", f.error);
-                std::thread::sleep(Duration::from_millis(500));
-                continue;
+        let task = match next.take() {
+            Some(t) => t,
+            None => {
+                if !take_slot(a, handled) {
+                    return Ok(());
+                }
+                let claimed = match c.claim(&a.queue, name, 1, lease) {
+                    Ok(c) => c,
+                    // The server is unreachable (restarting, say): wait and try again.
+                    Err(f) if f.code == 1 => {
+                        give_back(handled);
+                        eprintln!("worker: {:#}; retrying", f.error);
+                        std::thread::sleep(Duration::from_millis(500));
+                        continue;
+                    }
+                    Err(f) => return Err(f),
+                };
+                let Some(task) = claimed.into_iter().next() else {
+                    give_back(handled);
+                    // Idle: keep timers and leases moving, then wait a little. An
+                    // unreachable server is retried with the next claim; anything else
+                    // stops us.
+                    if let Err(f) = c.tick(&cairn_engine::Retention::default())
+                        && f.code != 1
+                    {
+                        return Err(f);
+                    }
+                    if a.until_idle {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                };
+                task
             }
-            Err(f) => return Err(f),
-        };
-        let Some(task) = claimed.into_iter().next() else {
-            handled.fetch_sub(1, Ordering::SeqCst);
-            // Idle: keep timers and leases moving, then wait a little.
-            // An unreachable server is retried with the next claim; anything else stops us.
-            if let Err(f) = c.tick(&cairn_engine::Retention::default())
-                && f.code != 1
-            {
-                return Err(f);
-            }
-            if a.until_idle {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
         };
         let outcome = run_one(c, &a.command, &task, lease);
-        let report = |c: &dyn Client| match &outcome {
-            Ok(output) => c.complete(&task.id, task.attempt, output.clone(), Usage::default()),
-            Err(error) => c.fail(&task.id, task.attempt, error, true, Usage::default()),
+        let (kind, output, error) = match &outcome {
+            Ok(output) => (cairn_api::OutcomeKind::Completed, output.clone(), None),
+            Err(e) => (cairn_api::OutcomeKind::Failed, Value::Null, Some(e.clone())),
         };
-        let mut reported = report(c);
+        // The next task comes with this report, when there is a slot for it.
+        let more = take_slot(a, handled);
+        let request = cairn_api::ReportRequest {
+            outcomes: vec![cairn_api::OutcomeRequest {
+                task: task.id.clone(),
+                attempt: task.attempt,
+                outcome: kind,
+                output,
+                error,
+                retryable: true,
+                tokens: None,
+                cost: None,
+            }],
+            claim: more.then(|| claim(0)),
+        };
+        let mut reported = c.report(request.clone());
         // A report that did not reach the server is sent again; if the first one did land,
-        // the repeat is refused as stale and nothing is applied twice.
+        // the repeat is answered as applied, and nothing is applied twice (a task the lost
+        // answer handed out comes back when its lease expires).
         for _ in 0..120 {
             match &reported {
                 Err(f) if f.code == 1 => {
                     std::thread::sleep(Duration::from_millis(500));
-                    reported = report(c);
+                    reported = c.report(request.clone());
                 }
                 _ => break,
             }
         }
-        let line = match (&outcome, reported) {
-            (Ok(_), Ok(())) => {
+        let reported = match reported {
+            Ok(r) => r,
+            Err(f) => return Err(f),
+        };
+        next = reported.claimed.into_iter().next();
+        if more && next.is_none() {
+            give_back(handled);
+        }
+        let verdict = reported.outcomes.into_iter().next();
+        let line = match (&outcome, verdict) {
+            (Ok(_), Some(v)) if v.applied => {
                 json!({"task": task.id, "attempt": task.attempt, "action": task.action, "outcome": "completed"})
             }
-            (Err(error), Ok(())) => {
+            (Err(error), Some(v)) if v.applied => {
                 json!({"task": task.id, "attempt": task.attempt, "action": task.action, "outcome": "failed", "error": error})
             }
-            // Stale: reclaimed or cancelled meanwhile (or our first report landed).
-            (_, Err(f)) if f.code == 4 => {
-                json!({"task": task.id, "attempt": task.attempt, "action": task.action, "outcome": "stale", "error": format!("{:#}", f.error)})
+            // Stale: reclaimed or cancelled meanwhile.
+            (_, Some(v)) if v.problem.as_ref().is_some_and(|p| p.status == 409) => {
+                let why = v.problem.map(|p| p.detail).unwrap_or_default();
+                json!({"task": task.id, "attempt": task.attempt, "action": task.action, "outcome": "stale", "error": why})
             }
-            (_, Err(f)) => return Err(f),
+            (_, v) => {
+                let why = v
+                    .and_then(|v| v.problem)
+                    .map_or_else(|| "no verdict".to_string(), |p| p.detail);
+                return Err(Failure::from(anyhow!(
+                    "task {} attempt {}: the report was refused: {why}",
+                    task.id,
+                    task.attempt
+                )));
+            }
         };
         if g.json {
             println!("{line}");
