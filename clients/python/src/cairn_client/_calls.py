@@ -25,6 +25,8 @@ from ._models import (
     Instance,
     InstancePage,
     Machine,
+    Outcome,
+    Reported,
     Sent,
     Task,
     Token,
@@ -332,6 +334,24 @@ def fail(
 ) -> Call[Failed]:
     body = _body(attempt=attempt, error=error, retryable=retryable, tokens=tokens, cost=cost)
     return Call("POST", f"/v1/tasks/{seg(id)}/fail", Failed.from_json, json=body)
+
+
+def report(
+    outcomes: List[Outcome],
+    queues: Optional[List[str]],
+    worker: Optional[str],
+    batch: int,
+    wait_ms: int,
+    lease_ms: Optional[int],
+) -> Call[Reported]:
+    body: Dict[str, Any] = {"outcomes": [o.to_json() for o in outcomes]}
+    if queues:
+        if not worker:
+            raise ValueError("a claim needs the worker's name")
+        body["claim"] = _body(queues=list(queues), worker=worker, batch=batch, wait_ms=wait_ms, lease_ms=lease_ms)
+    # An identical repeat of an applied outcome is answered as applied, so a report
+    # without a claim may be sent again; one with a claim would claim again.
+    return Call("POST", "/v1/tasks/report", Reported.from_json, json=body, safe=not queues)
 
 
 # Triggers, schedules, operations

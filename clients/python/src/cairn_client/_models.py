@@ -410,6 +410,99 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """One attempt's outcome, for :meth:`Client.report`: build it with
+    :meth:`Outcome.completed` or :meth:`Outcome.failed`."""
+
+    task: str
+    attempt: int
+    ok: bool
+    output: JSON = None
+    error: Optional[str] = None
+    retryable: bool = True
+    tokens: Optional[int] = None
+    cost: Optional[float] = None
+
+    @classmethod
+    def completed(
+        cls, task: str, attempt: int, output: JSON = None, *, tokens: Optional[int] = None, cost: Optional[float] = None
+    ) -> Outcome:
+        return cls(task, attempt, True, output=output, tokens=tokens, cost=cost)
+
+    @classmethod
+    def failed(
+        cls,
+        task: str,
+        attempt: int,
+        error: str,
+        *,
+        retryable: bool = True,
+        tokens: Optional[int] = None,
+        cost: Optional[float] = None,
+    ) -> Outcome:
+        return cls(task, attempt, False, error=error, retryable=retryable, tokens=tokens, cost=cost)
+
+    def to_json(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"task": self.task, "attempt": self.attempt}
+        if self.ok:
+            d["outcome"] = "completed"
+            d["output"] = self.output
+        else:
+            d["outcome"] = "failed"
+            d["error"] = self.error
+            d["retryable"] = self.retryable
+        if self.tokens is not None:
+            d["tokens"] = self.tokens
+        if self.cost is not None:
+            d["cost"] = self.cost
+        return d
+
+
+@dataclass(frozen=True)
+class OutcomeReport:
+    """What became of one outcome of a report: ``applied`` (now, or before: ``repeated``,
+    an identical repeat after a lost answer), ``retrying`` for a failure that will be tried
+    again, the task's ``status``; or, when refused, ``problem`` (the server's problem
+    document: a stale attempt is ``/problems/conflict``)."""
+
+    task: str
+    attempt: int
+    applied: bool
+    repeated: bool
+    retrying: bool
+    status: Optional[str]
+    problem: Optional[Dict[str, Any]]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> OutcomeReport:
+        return cls(
+            task=d["task"],
+            attempt=int(d["attempt"]),
+            applied=bool(d["applied"]),
+            repeated=bool(d.get("repeated", False)),
+            retrying=bool(d.get("retrying", False)),
+            status=d.get("status"),
+            problem=d.get("problem"),
+        )
+
+
+@dataclass(frozen=True)
+class Reported:
+    """The answer to a report: one verdict per outcome, in the order sent, and the tasks
+    claimed with it."""
+
+    outcomes: List[OutcomeReport]
+    claimed: List[Claimed]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Reported:
+        return cls(
+            outcomes=[OutcomeReport.from_json(o) for o in d.get("outcomes", [])],
+            claimed=[Claimed.from_json(c) for c in d.get("claimed", [])],
+        )
+
+
+@dataclass(frozen=True)
 class Verified:
     namespace: str
     id: str

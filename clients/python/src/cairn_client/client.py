@@ -25,6 +25,8 @@ from ._models import (
     InstancePage,
     LogEvent,
     Machine,
+    Outcome,
+    Reported,
     Sent,
     Task,
     Token,
@@ -386,6 +388,25 @@ class Client:
         cost: Optional[float] = None,
     ) -> Failed:
         return self.call(c.fail(id, attempt, error, retryable, tokens, cost))
+
+    def report(
+        self,
+        outcomes: List[Outcome],
+        *,
+        claim: Optional[List[str]] = None,
+        worker: Optional[str] = None,
+        batch: int = 1,
+        wait: float = 0.0,
+        lease: Optional[float] = None,
+    ) -> Reported:
+        """Reports many outcomes in one request and one unit of work, each applied or
+        refused on its own (see :class:`Reported`), and, with ``claim`` (queues) and
+        ``worker``, claims up to ``batch`` next tasks in the same round trip, waiting up
+        to ``wait`` seconds for one."""
+        lease_ms = None if lease is None else int(lease * 1000)
+        return self.call(
+            c.report(list(outcomes), claim, worker, batch, int(wait * 1000), lease_ms), timeout=wait + 30
+        )
 
     # Triggers, schedules, operations
 

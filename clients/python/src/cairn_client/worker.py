@@ -18,8 +18,11 @@ The worker claims tasks of the queues its handlers name (long polls, at most
 ``concurrency`` running at once), keeps each lease alive with heartbeats while the
 handler runs, and reports the outcome: the return value completes the attempt; an
 exception fails it as retryable (the state's retry policy decides what happens next),
-:class:`PermanentError` fails it for good. Sync handlers run on their own threads, async
-ones on the worker's event loop.
+:class:`PermanentError` fails it for good. Outcomes are reported in batches: every
+outcome that finishes while a report is on its way goes in the next one, a single
+request and a single unit of work on the server (``POST /v1/tasks/report``), so a busy
+worker's handlers never wait in line for commits of their own. Sync handlers run on
+their own threads, async ones on the worker's event loop.
 
 When a heartbeat learns the task is no longer this attempt's (its state was left, or the
 lease lapsed and another worker took it), ``task.lost`` turns True and an async handler
@@ -47,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Tuple, TypeVar, Union
 
 from . import errors
-from ._models import JSON, Claimed
+from ._models import JSON, Claimed, Outcome, OutcomeReport
 from ._shared import backoff
 from .aio import AsyncClient
 
@@ -274,6 +277,8 @@ class Worker:
         client = self._client or AsyncClient(self._url, token=self._token, namespace=self._namespace)
         inflight: Set["asyncio.Task[None]"] = set()
         claimed = 0
+        self._reports = _Reports(client, self.name)
+        reports = loop.create_task(self._reports.run())
         try:
             failures = 0
             while not self._stopping.is_set():
@@ -302,6 +307,8 @@ class Worker:
                     t.add_done_callback(inflight.discard)
             await self._drain(inflight)
         finally:
+            reports.cancel()
+            await asyncio.gather(reports, return_exceptions=True)
             for sig in signals:
                 loop.remove_signal_handler(sig)
             if self._client is None:
@@ -445,34 +452,105 @@ class Worker:
 
     async def _report(self, client: AsyncClient, ctx: TaskContext, o: _Outcome, give_up_after: float) -> None:
         deadline = time.monotonic() + give_up_after
-        tries = 0
         while True:
-            try:
+            if o.ok:
+                outcome = Outcome.completed(ctx.id, ctx.attempt, o.output, tokens=ctx.tokens, cost=ctx.cost)
+            else:
+                outcome = Outcome.failed(
+                    ctx.id, ctx.attempt, o.error or "", retryable=o.retryable, tokens=ctx.tokens, cost=ctx.cost
+                )
+            verdict = await self._reports.send(outcome, deadline)
+            if verdict is None:
+                log.error("task %s attempt %d: could not report; the lease will lapse and "
+                          "the task will be retried", ctx.id, ctx.attempt)
+                return
+            if verdict.applied:
                 if o.ok:
-                    await client.complete(ctx.id, ctx.attempt, o.output, tokens=ctx.tokens, cost=ctx.cost)
                     self.completed += 1
                 else:
-                    await client.fail(
-                        ctx.id, ctx.attempt, o.error, retryable=o.retryable, tokens=ctx.tokens, cost=ctx.cost
-                    )
                     self.failed += 1
                 return
-            except (errors.Conflict, errors.NotFound) as e:
-                self.lost += 1
-                log.warning("task %s attempt %d: outcome refused: %s", ctx.id, ctx.attempt, e.detail)
-                return
-            except (errors.InvalidRequest, errors.TooLarge) as e:
-                if not o.ok:
-                    raise
+            problem = verdict.problem or {}
+            status = int(problem.get("status") or 0)
+            if o.ok and status in (400, 413):
                 # The server will not take this output: say so, rather than retry forever.
-                o = _Outcome(ok=False, error=f"the output was refused: {e.detail}", retryable=False)
-            except (errors.TransportError, errors.Unavailable) as e:
-                if time.monotonic() >= deadline:
-                    log.error("task %s attempt %d: could not report (%s); the lease will lapse and "
-                              "the task will be retried", ctx.id, ctx.attempt, e)
+                o = _Outcome(ok=False, error=f"the output was refused: {problem.get('detail')}", retryable=False)
+                continue
+            self.lost += 1
+            log.warning("task %s attempt %d: outcome refused: %s", ctx.id, ctx.attempt, problem.get("detail"))
+            return
+
+
+class _Reports:
+    """Outcomes of a worker's tasks, reported together: whatever finishes while a report
+    is on its way goes in the next one. A report that does not reach the server is sent
+    again (an outcome that had applied is answered as applied the second time) until each
+    outcome's deadline."""
+
+    def __init__(self, client: AsyncClient, name: str) -> None:
+        self._client = client
+        self._name = name
+        self._waiting: List[Tuple[Outcome, float, "asyncio.Future[Optional[OutcomeReport]]"]] = []
+        self._ready = asyncio.Event()
+
+    async def send(self, outcome: Outcome, deadline: float) -> Optional[OutcomeReport]:
+        """The outcome's verdict, or None when it could not be reported by ``deadline``."""
+        fut: asyncio.Future[Optional[OutcomeReport]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((outcome, deadline, fut))
+        self._ready.set()
+        return await fut
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                while self._waiting:
+                    batch, self._waiting = self._waiting[:1000], self._waiting[1000:]
+                    await self._report(batch)
+        finally:
+            for _, _, fut in self._waiting:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def _report(self, batch: List[Tuple[Outcome, float, "asyncio.Future[Optional[OutcomeReport]]"]]) -> None:
+        tries = 0
+        try:
+            while batch:
+                try:
+                    reported = await self._client.report([o for o, _, _ in batch])
+                except (errors.TransportError, errors.Unavailable, errors.ServerError) as e:
+                    now = time.monotonic()
+                    for _, deadline, fut in batch:
+                        if deadline <= now and not fut.done():
+                            fut.set_result(None)
+                    batch = [b for b in batch if not b[2].done()]
+                    if batch:
+                        log.warning("worker %s: reporting %d outcome(s) failed (%s); retrying",
+                                    self._name, len(batch), e)
+                        await asyncio.sleep(backoff(tries, base=0.2, cap=2.0))
+                        tries += 1
+                    continue
+                except errors.ApiError as e:
+                    # Refused whole (a body over the server's limit, say): halves go
+                    # alone, and an outcome refused alone gets the problem as its verdict.
+                    if len(batch) > 1:
+                        half = len(batch) // 2
+                        await self._report(batch[:half])
+                        await self._report(batch[half:])
+                    else:
+                        problem = {"type": e.type, "status": e.status, "detail": e.detail}
+                        o = batch[0][0]
+                        batch[0][2].set_result(OutcomeReport(o.task, o.attempt, False, False, False, None, problem))
                     return
-                await asyncio.sleep(backoff(tries, base=0.2, cap=2.0))
-                tries += 1
+                for (_, _, fut), verdict in zip(batch, reported.outcomes):
+                    if not fut.done():
+                        fut.set_result(verdict)
+                return
+        finally:
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
 
 
 def _outcome(work: "asyncio.Future[JSON]", ctx: TaskContext) -> _Outcome:

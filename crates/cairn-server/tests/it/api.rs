@@ -482,7 +482,7 @@ async fn lifecycle_approvals_and_tasks_over_http() {
     assert_eq!(
         (s, p["type"].as_str()),
         (StatusCode::CONFLICT, Some("/problems/conflict")),
-        "a repeated completion changes nothing"
+        "a second completion with another output changes nothing"
     );
     let (_, inst) = a.call("GET", "/v1/instances/f", None).await;
     assert_eq!(
@@ -550,6 +550,124 @@ async fn lifecycle_approvals_and_tasks_over_http() {
     for link in ["/openapi.json", "/healthz", "/metrics"] {
         assert!(page.contains(&format!("href=\"{link}\"")), "{page}");
     }
+}
+
+const TWO: &str = r#"
+machine: two
+initial: a
+states:
+  a: { task: { queue: r, action: one }, on: { task.done: b } }
+  b: { task: { queue: r, action: two }, on: { task.done: done } }
+  done: { type: final }
+"#;
+
+#[tokio::test]
+async fn outcomes_are_reported_in_a_batch_with_the_next_claim() {
+    let a = api();
+    a.raw(
+        "POST",
+        "/v1/machines",
+        Some("application/yaml"),
+        TWO.as_bytes().to_vec(),
+    )
+    .await;
+    for id in ["x", "y"] {
+        a.call(
+            "POST",
+            "/v1/instances",
+            Some(json!({"machine": "two", "id": id})),
+        )
+        .await;
+    }
+    // Nothing to report yet: the report is a claim.
+    let (s, r) = a
+        .call(
+            "POST",
+            "/v1/tasks/report",
+            Some(json!({"claim": {"queues": ["r"], "worker": "w", "batch": 10}})),
+        )
+        .await;
+    assert_eq!((s, r["outcomes"].clone()), (StatusCode::OK, json!([])));
+    let claimed = r["claimed"].as_array().unwrap().clone();
+    assert_eq!(claimed.len(), 2);
+    let task = |i: &str| claimed.iter().find(|t| t["instance"] == i).unwrap()["id"].clone();
+    let (x, y) = (task("x"), task("y"));
+    let (s, r) = a
+        .call(
+            "POST",
+            "/v1/tasks/report",
+            Some(json!({
+                "outcomes": [
+                    {"task": x, "attempt": 1, "outcome": "completed", "output": {"k": 1}, "tokens": 5},
+                    {"task": y, "attempt": 2, "outcome": "completed"},
+                    {"task": "nope", "attempt": 1, "outcome": "failed", "error": "boom"},
+                ],
+                "claim": {"queues": ["r"], "worker": "w", "batch": 10},
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let verdicts: Vec<(bool, Option<&str>)> = r["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["applied"].as_bool().unwrap(),
+                o["problem"]["type"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (true, None),
+            (false, Some("/problems/conflict")),
+            (false, Some("/problems/not-found"))
+        ]
+    );
+    assert_eq!(r["outcomes"][0]["status"], "completed");
+    assert!(
+        r["outcomes"][1]["problem"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("stale")
+    );
+    // x's next task came back with the answer.
+    let next: Vec<(&str, &str)> = r["claimed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["instance"].as_str().unwrap(),
+                t["action"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(next, [("x", "two")]);
+    // The answer was lost: the same outcome again is applied, repeated, and changes nothing.
+    let again = json!({"outcomes": [{"task": x, "attempt": 1, "outcome": "completed", "output": {"k": 1}, "tokens": 5}]});
+    let (s, r) = a.call("POST", "/v1/tasks/report", Some(again)).await;
+    assert_eq!(
+        (
+            s,
+            r["outcomes"][0]["applied"].as_bool(),
+            r["outcomes"][0]["repeated"].as_bool()
+        ),
+        (StatusCode::OK, Some(true), Some(true))
+    );
+    let (_, inst) = a.call("GET", "/v1/instances/x", None).await;
+    assert_eq!(
+        (inst["version"].as_u64(), inst["configuration"].clone()),
+        (Some(2), json!(["b"]))
+    );
+    let (_, inst) = a.call("GET", "/v1/instances/y", None).await;
+    assert_eq!(
+        inst["version"].as_u64(),
+        Some(1),
+        "the stale outcome changed nothing"
+    );
 }
 
 #[tokio::test]
@@ -857,6 +975,32 @@ async fn every_bad_input_is_a_problem_with_its_http_status() {
             "POST",
             "/v1/tasks/claim".into(),
             Some(json!({"queues": ["q"], "worker": "w", "lease_ms": 99})),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/tasks/report".into(),
+            Some(json!({"outcomes": [{"task": "t", "attempt": 1, "outcome": "failed"}]})),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/tasks/report".into(),
+            Some(json!({"outcomes": [{"task": "t", "attempt": 1, "outcome": "done"}]})),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/tasks/report".into(),
+            Some(
+                json!({"outcomes": [{"task": "t", "attempt": 1, "outcome": "completed", "error": "x"}]}),
+            ),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/tasks/report".into(),
+            Some(json!({"claim": {"queues": ["q"], "worker": "w", "batch": 101}})),
             400,
         ),
         (

@@ -531,6 +531,31 @@ async fn claims_and_streams_stay_within_the_tokens_namespaces() {
     )
     .await;
     assert_eq!((s, claimed), (StatusCode::OK, json!([])));
+    // Nor through a report: b's task is unknown to it, and its claim skips b.
+    let bt = blocking(|| {
+        w.engine.tasks("b", None, None, Some("i3")).unwrap()[0]
+            .id
+            .clone()
+    });
+    let (s, r) = call(
+        &w,
+        Some(&w.worker_a),
+        "POST",
+        "/v1/tasks/report",
+        Some(json!({
+            "outcomes": [{"task": bt, "attempt": 0, "outcome": "completed"}],
+            "claim": {"queues": ["q"], "worker": "wa"},
+        })),
+    )
+    .await;
+    assert_eq!(
+        (
+            s,
+            r["outcomes"][0]["problem"]["type"].as_str(),
+            r["claimed"].clone()
+        ),
+        (StatusCode::OK, Some("/problems/not-found"), json!([]))
+    );
     assert_eq!(
         blocking(|| w.engine.tasks("b", None, None, Some("i3")).unwrap()[0].attempt),
         0,
@@ -949,6 +974,14 @@ fn row(m: &Matrix, method: &str, path: &str, ns: &str, fresh: bool) -> Option<(R
             req(
                 "/v1/tasks/claim".into(),
                 Some(json!({"queues": ["q"], "worker": "matrix"})),
+                &[200],
+            ),
+            false,
+        ),
+        ("POST", "/v1/tasks/report") => (
+            req(
+                "/v1/tasks/report".into(),
+                Some(json!({"outcomes": [], "claim": {"queues": ["q"], "worker": "matrix"}})),
                 &[200],
             ),
             false,
