@@ -374,3 +374,31 @@ def test_every_problem_type_of_the_server_maps_to_its_exception(server: Server) 
     # Each maps to an exception that agrees with the problem's HTTP status family.
     for slug in slugs:
         assert issubclass(errors._BY_TYPE[slug], errors.ApiError), slug
+
+
+def test_report_applies_outcomes_alone_repeats_as_applied_and_claims_the_next(client: Client, ns: str) -> None:
+    queue = "rep-" + ns
+    client.apply(
+        f"machine: two\ninitial: a\nstates:\n"
+        f"  a: {{ task: {{ queue: {queue}, action: one }}, on: {{ task.done: b }} }}\n"
+        f"  b: {{ task: {{ queue: {queue}, action: two }}, on: {{ task.done: done }} }}\n"
+        f"  done: {{ type: final }}\n"
+    )
+    client.start("two", id="r1")
+    client.start("two", id="r2")
+    first = client.report([], claim=[queue], worker="py", batch=10)
+    assert first.outcomes == [] and sorted(t.instance for t in first.claimed) == ["r1", "r2"]
+    t1, t2 = sorted(first.claimed, key=lambda t: t.instance)
+    done = cairn_client.Outcome.completed(t1.id, t1.attempt, {"k": 1}, tokens=3)
+    r = client.report(
+        [done, cairn_client.Outcome.completed(t2.id, t2.attempt + 1)],
+        claim=[queue],
+        worker="py",
+        batch=10,
+    )
+    assert [o.applied for o in r.outcomes] == [True, False]
+    assert r.outcomes[1].problem is not None and r.outcomes[1].problem["status"] == 409
+    assert [(t.instance, t.action) for t in r.claimed] == [("r1", "two")], "the next task came with the answer"
+    again = client.report([done])
+    assert again.outcomes[0].applied and again.outcomes[0].repeated
+    assert client.get("r1").version == 2 and client.get("r2").version == 1

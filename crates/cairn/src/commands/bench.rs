@@ -574,6 +574,8 @@ pub(crate) fn w1_tasks(
     let in_flight = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    // Signalled when a workflow finishes (its entry leaves `started_at`).
+    let finished_cv = Arc::new(std::sync::Condvar::new());
     let start = Instant::now();
     let per_worker = a.worker_concurrency.max(1);
     // Each worker: `per_worker` handlers, and a loop that reports what they finished and
@@ -581,13 +583,14 @@ pub(crate) fn w1_tasks(
     // holds more tasks than handlers). Handlers never wait for a commit.
     let worker_threads: Vec<_> = (0..workers)
         .map(|w| {
-            let (driver, started_at, latencies, in_flight, done, stop) = (
+            let (driver, started_at, latencies, in_flight, done, stop, finished_cv) = (
                 Arc::clone(&driver),
                 Arc::clone(&started_at),
                 Arc::clone(&latencies),
                 Arc::clone(&in_flight),
                 Arc::clone(&done),
                 Arc::clone(&stop),
+                Arc::clone(&finished_cv),
             );
             std::thread::spawn(move || -> Result<(), String> {
                 let name = format!("bench-worker-{w}");
@@ -598,6 +601,7 @@ pub(crate) fn w1_tasks(
                     }
                     in_flight.fetch_sub(1, Ordering::Relaxed);
                     done.fetch_add(1, Ordering::Relaxed);
+                    finished_cv.notify_all();
                 };
                 let (to_handlers, tasks) = std::sync::mpsc::sync_channel::<Task>(per_worker);
                 let (finished, results) = std::sync::mpsc::channel::<Task>();
@@ -662,29 +666,62 @@ pub(crate) fn w1_tasks(
             })
         })
         .collect();
-    let mut next = 0u64;
-    while next < n {
-        if in_flight.load(Ordering::Relaxed) >= a.concurrency.max(1) as u64 {
-            std::thread::sleep(Duration::from_micros(100));
-            continue;
-        }
-        let id = format!("{run_id}-{next}");
-        started_at
-            .lock()
-            .map_err(|_| anyhow!("poisoned"))?
-            .insert(id.clone(), Instant::now());
-        in_flight.fetch_add(1, Ordering::Relaxed);
-        driver.start("w1-tasks", &id).map_err(|e| anyhow!("{e}"))?;
-        next += 1;
-    }
+    // `concurrency` clients, each starting a workflow and waiting for it to finish (as in
+    // W1-events), so starts commit together rather than one after another.
+    let next = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..a.concurrency.max(1))
+        .map(|_| {
+            let (driver, started_at, in_flight, next, finished_cv, stop, run_id) = (
+                Arc::clone(&driver),
+                Arc::clone(&started_at),
+                Arc::clone(&in_flight),
+                Arc::clone(&next),
+                Arc::clone(&finished_cv),
+                Arc::clone(&stop),
+                run_id.clone(),
+            );
+            std::thread::spawn(move || -> Result<(), String> {
+                loop {
+                    let w = next.fetch_add(1, Ordering::Relaxed);
+                    if w >= n || stop.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    let id = format!("{run_id}-{w}");
+                    started_at
+                        .lock()
+                        .map_err(|_| "poisoned")?
+                        .insert(id.clone(), Instant::now());
+                    in_flight.fetch_add(1, Ordering::Relaxed);
+                    driver.start("w1-tasks", &id)?;
+                    let mut m = started_at.lock().map_err(|_| "poisoned")?;
+                    while m.contains_key(&id) && !stop.load(Ordering::Relaxed) {
+                        m = finished_cv
+                            .wait_timeout(m, Duration::from_millis(100))
+                            .map_err(|_| "poisoned")?
+                            .0;
+                    }
+                }
+            })
+        })
+        .collect();
     while done.load(Ordering::Relaxed) < n {
         std::thread::sleep(Duration::from_millis(1));
-        if worker_threads.iter().any(|t| t.is_finished()) {
+        if worker_threads.iter().any(|t| t.is_finished())
+            || clients
+                .iter()
+                .any(|t| t.is_finished() && next.load(Ordering::Relaxed) < n)
+        {
             break;
         }
     }
     let seconds = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
+    finished_cv.notify_all();
+    for t in clients {
+        t.join()
+            .map_err(|_| anyhow!("a client panicked"))?
+            .map_err(|e| anyhow!("{e}"))?;
+    }
     for t in worker_threads {
         t.join()
             .map_err(|_| anyhow!("a worker panicked"))?
