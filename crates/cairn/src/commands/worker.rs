@@ -251,10 +251,7 @@ fn work(
                 _ => break,
             }
         }
-        let reported = match reported {
-            Ok(r) => r,
-            Err(f) => return Err(f),
-        };
+        let reported = reported?;
         next = reported.claimed.into_iter().next();
         if more && next.is_none() {
             give_back(handled);
