@@ -259,6 +259,15 @@ fn configure(conn: &Connection) -> Result<(), Error> {
     // rusqlite caches 16 statements by default; one event's unit alone runs more than
     // that, and a thrashing cache re-parses SQL on every event.
     conn.set_prepared_statement_cache_capacity(256);
+    // The query planner's stability guarantee: a cached statement keeps its plan whatever
+    // is bound. Without it, SQLite re-prepares (parses and plans again) a statement each
+    // time a bound `LIMIT` crosses 1, or a bound value the planner looked at changes: the
+    // claims' `LIMIT ?` and timestamp ranges, on every claim.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map_err(db_err)?;
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;")
         .map_err(db_err)
 }
