@@ -62,12 +62,13 @@ states:
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The workload: W1-events, W1-tasks, W2, W3, W5 (needs `--database`), soak or stats.
+    /// The workload: W1-events, W1-tasks, W2, W3, W5 (needs `--database`), soak, stats or
+    /// memory.
     workload: String,
-    /// Workflows to run (default 2000; W2 500; W3 200; stats: instances, 1,000,000); 0
-    /// runs W1 until killed.
+    /// Workflows to run (default 2000; W2 500; W3 200; stats: instances, 1,000,000;
+    /// memory: queued tasks and pending timers, 100,000); 0 runs W1 until killed.
     #[arg(long)]
-    n: Option<u64>,
+    pub(crate) n: Option<u64>,
     /// Workflows in flight at once (W2 runs at 1).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -254,6 +255,17 @@ impl Http {
     }
 }
 
+impl Http {
+    /// Claims up to `batch` tasks of `queue` without waiting: how many it got.
+    pub(crate) fn claim_raw(&self, queue: &str, batch: usize) -> Result<usize, String> {
+        let v = self.post(
+            "/v1/tasks/claim",
+            json!({"queues": [queue], "worker": "memory", "batch": batch, "lease_ms": 60000}),
+        )?;
+        Ok(v.as_array().map_or(0, Vec::len))
+    }
+}
+
 impl Driver for Http {
     /// The server's claim already waited (long poll).
     fn idle(&self) {}
@@ -388,9 +400,12 @@ pub fn run(data: Option<PathBuf>, database: Option<String>, a: Args) -> Result<(
     if a.workload == "stats" {
         return super::soak::stats(data, &a);
     }
+    if a.workload == "memory" {
+        return super::memory::run(&a);
+    }
     if !matches!(a.workload.as_str(), "W1-events" | "W1-tasks" | "W2") {
         return Err(Failure::usage(anyhow!(
-            "unknown workload `{}`; available: W1-events, W1-tasks, W2, W3, W5, soak, stats",
+            "unknown workload `{}`; available: W1-events, W1-tasks, W2, W3, W5, soak, stats, memory",
             a.workload
         )));
     }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod diagram;
 pub mod instances;
 pub mod lifecycle;
+pub mod memory;
 pub mod migrate;
 pub mod schedule;
 pub mod serve;

@@ -15,7 +15,14 @@ use super::bench::{Args, Driver, Http, TempDir, W1_TASKS, round, w1_tasks};
 use crate::Failure;
 
 /// A node, killed when the run ends.
-struct Node(Child);
+pub(crate) struct Node(Child);
+
+impl Node {
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for Node {
     fn drop(&mut self) {
@@ -25,7 +32,7 @@ impl Drop for Node {
 }
 
 /// Starts `cairn serve` with `store` arguments on a free port; its URL.
-fn node(store: &[String]) -> Result<(Node, String), Failure> {
+pub(crate) fn node(store: &[String]) -> Result<(Node, String), Failure> {
     let exe = std::env::current_exe().map_err(|e| anyhow!("{e}"))?;
     let mut child = Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0"])

@@ -559,3 +559,33 @@ fn a_worker_runs_several_commands_at_once() {
         "{report}"
     );
 }
+
+/// `cairn bench memory` on a small burst: the server it starts takes every start, its
+/// resident memory is read from /proc at each point, and the claims after the burst find
+/// the queue full. (The 100,000 burst and its 200 MB limit are the bench's, not CI's.)
+#[test]
+fn the_memory_bench_reads_the_servers_memory_through_a_burst() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["bench", "memory", "--n", "3000", "--concurrency", "4"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            line["tasks_queued"].as_u64(),
+            line["claimed_after"].as_u64()
+        ),
+        (Some(3000), Some(2000)),
+        "{line}"
+    );
+    let (idle, peak) = (
+        line["rss_idle_mb"].as_f64().unwrap(),
+        line["rss_peak_mb"].as_f64().unwrap(),
+    );
+    assert!(idle > 1.0 && peak >= idle && peak < 200.0, "{line}");
+}
