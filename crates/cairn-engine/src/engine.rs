@@ -116,6 +116,8 @@ pub struct Engine<S: Store> {
     machines: Arc<Machines>,
     tasks_ready: Arc<TasksReady>,
     counters: Arc<crate::Counters>,
+    /// When (ms since the epoch, engine clock) a claim last looked for expired leases.
+    reclaimed_at: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl<S: Store> Clone for Engine<S> {
@@ -127,6 +129,7 @@ impl<S: Store> Clone for Engine<S> {
             machines: Arc::clone(&self.machines),
             tasks_ready: Arc::clone(&self.tasks_ready),
             counters: Arc::clone(&self.counters),
+            reclaimed_at: Arc::clone(&self.reclaimed_at),
         }
     }
 }
@@ -145,6 +148,7 @@ impl<S: Store> Engine<S> {
             )),
             tasks_ready: Arc::new(TasksReady::default()),
             counters: Arc::default(),
+            reclaimed_at: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
             config,
         }
     }
@@ -229,6 +233,21 @@ impl<S: Store> Engine<S> {
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// Whether a claim at `now` looks for expired leases too: at most once per 100 ms
+    /// (the shortest lease) in this process, so that claims under load do not each pay
+    /// for the query. (The timer service reclaims on its own as well.)
+    pub(crate) fn reclaim_due(&self, now: DateTime<Utc>) -> bool {
+        use std::sync::atomic::Ordering;
+        let ms = now.timestamp_millis();
+        let last = self.reclaimed_at.load(Ordering::Relaxed);
+        if last != i64::MIN && ms >= last && ms - last < 100 {
+            return false;
+        }
+        self.reclaimed_at
+            .compare_exchange(last, ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 
     pub(crate) fn machine_cache(&self) -> Arc<Machines> {

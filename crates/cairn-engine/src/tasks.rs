@@ -160,7 +160,8 @@ fn reporter(t: &TaskRecord, by: Option<&Actor>) -> Actor {
         .unwrap_or_else(|| Actor::from(t.lease_owner.clone().unwrap_or_default()))
 }
 
-/// Ends the current attempt of `t` with `outcome` and records it in history.
+/// Ends the current attempt of `t` with `outcome` and records it in history. The
+/// instance is saved unless `save` is false (the caller saves it later in the unit).
 #[allow(clippy::too_many_arguments)]
 fn end_attempt(
     tx: &mut Unit<'_>,
@@ -171,6 +172,7 @@ fn end_attempt(
     usage: &Usage,
     by: &Actor,
     now: DateTime<Utc>,
+    save: bool,
 ) -> Result<(), Error> {
     let worker = t.lease_owner.clone().unwrap_or_default();
     let started = t.updated_at;
@@ -194,7 +196,11 @@ fn end_attempt(
             "started_at": started, "ended_at": now, "outcome": outcome, "error": error,
             "duration_ms": (now - started).num_milliseconds(), "tokens": usage.tokens, "cost": usage.cost,
         });
-        unit::record_history(tx, inst, HistoryKind::Attempt, by, "", record.clone(), now)?;
+        if save {
+            unit::record_history(tx, inst, HistoryKind::Attempt, by, "", record.clone(), now)?;
+        } else {
+            unit::append_history(tx, inst, HistoryKind::Attempt, by, "", record.clone(), now)?;
+        }
         unit::log(tx, inst, "task_attempt", record, now)?;
     }
     Ok(())
@@ -360,8 +366,11 @@ impl<S: Store> Engine<S> {
         }
         let now = self.now();
         let machines = self.machine_cache();
+        let reclaim = self.reclaim_due(now);
         self.write(move |tx| {
-            reclaim_in(tx, &machines, now)?;
+            if reclaim {
+                reclaim_in(tx, &machines, now)?;
+            }
             claim_in_unit(tx, &claim, namespaces.as_deref(), now)
         })
     }
@@ -431,6 +440,7 @@ impl<S: Store> Engine<S> {
         let checks: Vec<bool> = early.iter().map(Option::is_none).collect();
         let now = self.now();
         let machines = self.machine_cache();
+        let reclaim = claim.is_some() && self.reclaim_due(now);
         let (results, claimed) = self.write(move |tx| {
             let mut results: Vec<Option<Result<TaskOutcome, Error>>> =
                 (0..outcomes.len()).map(|_| None).collect();
@@ -458,7 +468,9 @@ impl<S: Store> Engine<S> {
             let claimed = match &claim {
                 Some(c) => {
                     // A reclaim that fails is left to the next claim; this batch goes on.
-                    let _ = tx.part(|tx| reclaim_in(tx, &machines, now))?;
+                    if reclaim {
+                        let _ = tx.part(|tx| reclaim_in(tx, &machines, now))?;
+                    }
                     claim_in_unit(tx, c, namespaces.as_deref(), now)?
                 }
                 None => Vec::new(),
@@ -741,6 +753,7 @@ fn reclaim_in(tx: &mut Unit<'_>, machines: &Machines, now: DateTime<Utc>) -> Res
             &Usage::default(),
             &reporter(&t, None),
             now,
+            true,
         )?;
         // Nobody reported this outcome: the engine's own event.
         after_failure(
@@ -849,9 +862,22 @@ fn apply_outcome(
         }
     };
     let by = reporter(&t, by);
-    match &o.report {
+    let attempt_seq = inst.as_ref().map_or(0, |i| i.history_seq + 1);
+    // The attempt's record is appended without saving the instance: what the outcome sets
+    // off (the transition, a failed instance) saves it, else it is saved at the end.
+    let result = match &o.report {
         Report::Completed { output } => {
-            end_attempt(tx, inst.as_mut(), &t, "completed", None, &o.usage, &by, now)?;
+            end_attempt(
+                tx,
+                inst.as_mut(),
+                &t,
+                "completed",
+                None,
+                &o.usage,
+                &by,
+                now,
+                false,
+            )?;
             t.status = TaskStatus::Completed;
             t.output = Some(output.clone());
             t.lease_expires_at = None;
@@ -876,11 +902,11 @@ fn apply_outcome(
                 };
                 crate::apply::deliver_system(tx, machines, inst, event, &by, now)?;
             }
-            Ok(TaskOutcome {
+            TaskOutcome {
                 task: t,
                 retrying: false,
                 repeated: false,
-            })
+            }
         }
         Report::Failed {
             error,
@@ -896,6 +922,7 @@ fn apply_outcome(
                 &o.usage,
                 &by,
                 now,
+                false,
             )?;
             let retrying = after_failure(
                 tx,
@@ -907,13 +934,21 @@ fn apply_outcome(
                 &by,
                 now,
             )?;
-            Ok(TaskOutcome {
+            TaskOutcome {
                 task: t,
                 retrying,
                 repeated: false,
-            })
+            }
         }
+    };
+    if let Some(inst) = inst.as_ref()
+        && inst.history_seq == attempt_seq
+    {
+        // Nothing after the attempt's record saved the instance (a retry is due, or the
+        // instance is finished): save it now, with the record's sequence number.
+        tx.update_instance(inst, inst.version)?;
     }
+    Ok(result)
 }
 
 #[allow(clippy::too_many_arguments)]

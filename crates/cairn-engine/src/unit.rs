@@ -87,6 +87,22 @@ pub fn record_history(
     payload: Value,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
+    append_history(tx, inst, kind, actor, reason, payload, now)?;
+    tx.update_instance(inst, inst.version)?;
+    Ok(())
+}
+
+/// [`record_history`] without saving the instance: for a caller that saves it later in
+/// the same unit (the record's sequence number lives in the instance row).
+pub fn append_history(
+    tx: &mut Unit<'_>,
+    inst: &mut InstanceRecord,
+    kind: HistoryKind,
+    actor: &Actor,
+    reason: &str,
+    payload: Value,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
     inst.history_seq += 1;
     inst.updated_at = now;
     let h = HistoryRecord {
@@ -112,7 +128,6 @@ pub fn record_history(
         time_in_states_ms: None,
         created_at: now,
     };
-    tx.update_instance(inst, inst.version)?;
     tx.append_history(&h).map_err(Error::from)
 }
 

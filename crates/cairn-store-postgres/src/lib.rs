@@ -503,10 +503,12 @@ impl PgStore {
             "# TYPE cairn_store_commits_total counter\ncairn_store_commits_total {}\n\
              # TYPE cairn_store_units_total counter\ncairn_store_units_total {}\n\
              # TYPE cairn_store_failed_commits_total counter\ncairn_store_failed_commits_total {}\n\
+             # TYPE cairn_store_statements_total counter\ncairn_store_statements_total {}\n\
              # TYPE cairn_store_connections gauge\ncairn_store_connections{{state=\"open\"}} {open}\ncairn_store_connections{{state=\"idle\"}} {idle}\n",
             i.commits.load(Ordering::Relaxed),
             i.units.load(Ordering::Relaxed),
             i.failed_commits.load(Ordering::Relaxed),
+            sql::STATEMENTS.load(Ordering::Relaxed),
         )
     }
 }
@@ -572,6 +574,7 @@ impl Store for PgStore {
         let inner = &self.inner;
         let mut c = inner.pool.get()?;
         let r = (|| {
+            sql::sent(); // BEGIN
             let t = c.client.transaction().map_err(db_err)?;
             let mut tx = tx::PgTx::new(t, &mut c.stmts);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut tx)))

@@ -13,6 +13,15 @@ use postgres::{GenericClient, Row, Statement};
 
 use crate::db_err;
 
+/// Statements this process has sent to PostgreSQL (each a round trip): queries, writes,
+/// transaction control and savepoints. `cairn_store_statements_total` in the metrics.
+pub(crate) static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts one statement sent.
+pub(crate) fn sent() {
+    STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Prepared statements of one connection, by SQL text.
 pub(crate) type Stmts = HashMap<String, Statement>;
 
@@ -36,6 +45,7 @@ impl<C: GenericClient> Db<'_, C> {
 
     pub fn query(&mut self, sql: &str, p: Params<'_>) -> Result<Vec<Row>, Error> {
         let s = self.stmt(sql)?;
+        sent();
         self.c.query(&s, p).map_err(db_err)
     }
 
@@ -45,6 +55,7 @@ impl<C: GenericClient> Db<'_, C> {
 
     pub fn exec(&mut self, sql: &str, p: Params<'_>) -> Result<u64, Error> {
         let s = self.stmt(sql)?;
+        sent();
         self.c.execute(&s, p).map_err(db_err)
     }
 }

@@ -51,37 +51,40 @@ impl<'a> PgTx<'a> {
     }
 
     pub fn commit(self) -> Result<(), Error> {
+        sql::sent();
         self.tx.commit().map_err(db_err)
     }
 
     pub fn rollback(self) {
+        sql::sent();
         let _ = self.tx.rollback();
     }
 }
 
-/// A part is a savepoint in the unit's transaction.
+/// A part is a savepoint in the unit's transaction. A kept part is not released: the
+/// next part's `SAVEPOINT` nests inside it and `ROLLBACK TO` finds the newest of that
+/// name, and the commit releases them all; so a part costs one round trip, not two (a
+/// released subtransaction keeps its id until the commit anyway).
 impl cairn_store::PartsTx for PgTx<'_> {
     fn begin_part(&mut self) -> Result<(), Error> {
         if self.part.is_some() {
             return Err(Error::Database("a part is already open".into()));
         }
+        sql::sent();
         self.tx.batch_execute("SAVEPOINT part").map_err(db_err)?;
         self.part = Some(self.logged);
         Ok(())
     }
     fn keep_part(&mut self) -> Result<(), Error> {
-        if self.part.take().is_some() {
-            self.tx
-                .batch_execute("RELEASE SAVEPOINT part")
-                .map_err(db_err)?;
-        }
+        self.part = None;
         Ok(())
     }
     fn undo_part(&mut self) -> Result<(), Error> {
         if let Some(logged) = self.part.take() {
             self.logged = logged;
+            sql::sent();
             self.tx
-                .batch_execute("ROLLBACK TO SAVEPOINT part; RELEASE SAVEPOINT part")
+                .batch_execute("ROLLBACK TO SAVEPOINT part")
                 .map_err(db_err)?;
         }
         Ok(())

@@ -121,11 +121,39 @@ fn run_on(store: &[String], nodes: usize, a: &Args) -> Result<Value, Failure> {
         urls.push(url);
     }
     apply(&urls[0])?;
+    let before: f64 = urls.iter().map(|u| statements(u)).sum();
     let driver: Arc<dyn Driver> = Arc::new(Spread(urls.iter().map(|u| Http::new(u)).collect()));
     let mut line = w1_tasks(driver, a, 4 * nodes)?;
     line["nodes"] = json!(nodes);
+    // Round trips to PostgreSQL per durable step (a start or a task's step), from the
+    // nodes' own count (`cairn_store_statements_total`).
+    let sent: f64 = urls.iter().map(|u| statements(u)).sum::<f64>() - before;
+    if sent > 0.0
+        && let Some(n) = line["n"].as_f64()
+    {
+        line["statements_per_step"] = json!(round(sent / (n * 6.0), 1));
+    }
     drop(running);
     Ok(line)
+}
+
+/// `cairn_store_statements_total` of the node at `url` (0 when it has none: SQLite).
+fn statements(url: &str) -> f64 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    agent
+        .get(format!("{url}/metrics"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("cairn_store_statements_total "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
 }
 
 pub fn run(database: Option<String>, a: &Args) -> Result<(), Failure> {
