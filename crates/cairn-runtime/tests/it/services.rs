@@ -232,3 +232,52 @@ fn in_process_handlers_run_concurrently_and_hold_no_more_than_their_concurrency(
         verified(&w.engine, id);
     }
 }
+
+/// Stopping a worker claims nothing more, lets the handlers finish what they hold, and
+/// reports their outcomes in one last batch: no task is left leased to a stopped worker.
+#[test]
+fn a_stopped_worker_reports_what_its_handlers_were_running() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let w = world();
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = Arc::clone(&started);
+    let handler: Handler = Arc::new(move |_| {
+        s.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(json!({"answer": 1}))
+    });
+    let options = WorkerOptions {
+        poll: Duration::from_millis(5),
+        concurrency: 3,
+        ..WorkerOptions::new("stopping", vec!["q".into()])
+    };
+    let ids: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        start(&w.engine, id, i as i64);
+    }
+    let worker = Running::spawn(WorkerService::new(w.engine.clone(), options, handler)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while started.load(Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "the handlers did not start");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    worker.stop();
+    let ran = started.load(Ordering::SeqCst);
+    let tasks = w.engine.tasks("default", Some("q"), None, None).unwrap();
+    let count = |s: cairn_store::TaskStatus| tasks.iter().filter(|t| t.status == s).count();
+    assert_eq!(
+        (
+            count(cairn_store::TaskStatus::Completed),
+            count(cairn_store::TaskStatus::Leased),
+            count(cairn_store::TaskStatus::Pending)
+        ),
+        (ran, 0, 6 - ran),
+        "every task a handler ran is completed, none is left leased: {tasks:?}"
+    );
+    for t in tasks
+        .iter()
+        .filter(|t| t.status == cairn_store::TaskStatus::Completed)
+    {
+        verified(&w.engine, &t.instance_id);
+    }
+}
