@@ -46,3 +46,62 @@ impl Export for SqliteStore {
         })
     }
 }
+
+/// The SQLite store as the destination of a copy: every table in one transaction, on a
+/// connection of its own (the caller holds the data directory, so the writer is idle).
+/// The triggers count what is copied into the figures as the engine's writes would; the
+/// copied figures add only what no trigger keeps (time spent in states).
+impl cairn_store::Import for SqliteStore {
+    fn import(
+        &self,
+        source: &dyn Export,
+        progress: &mut dyn FnMut(),
+    ) -> Result<Vec<(&'static str, u64)>, Error> {
+        let mut conn = rusqlite::Connection::open(self.path()).map_err(db_err)?;
+        crate::configure(&conn)?;
+        for t in cairn_store::TABLES {
+            let there: i64 = conn
+                .query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
+                .map_err(db_err)?;
+            if there > 0 {
+                return Err(Error::Conflict(format!(
+                    "the store already holds Cairn data ({there} rows in `{t}`); copy into an empty one"
+                )));
+            }
+        }
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let mut copied = Vec::with_capacity(cairn_store::TABLES.len());
+        for t in cairn_store::TABLES {
+            let verb = if *t == "figures" {
+                "INSERT OR IGNORE"
+            } else {
+                "INSERT"
+            };
+            let mut insert: Option<(Vec<String>, rusqlite::CachedStatement<'_>)> = None;
+            let n = source.export(t, &mut |cols, values| {
+                if insert.as_ref().is_none_or(|(c, _)| c != cols) {
+                    let marks = vec!["?"; cols.len()].join(", ");
+                    let stmt = tx
+                        .prepare_cached(&format!(
+                            "{verb} INTO {t} ({}) VALUES ({marks})",
+                            cols.join(", ")
+                        ))
+                        .map_err(db_err)?;
+                    insert = Some((cols.to_vec(), stmt));
+                }
+                let stmt = &mut insert.as_mut().expect("prepared above").1;
+                // Text into columns of INTEGER or REAL affinity is stored as a number.
+                stmt.execute(rusqlite::params_from_iter(values.iter()))
+                    .map_err(|e| Error::Database(format!("copying `{t}`: {e}")))?;
+                progress();
+                Ok(())
+            })?;
+            drop(insert);
+            copied.push((*t, n));
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(copied)
+    }
+}

@@ -254,7 +254,7 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
-fn configure(conn: &Connection) -> Result<(), Error> {
+pub(crate) fn configure(conn: &Connection) -> Result<(), Error> {
     conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
     // rusqlite caches 16 statements by default; one event's unit alone runs more than
     // that, and a thrashing cache re-parses SQL on every event.

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::Failure;
 
-const W1: &str = r#"
+pub(crate) const W1: &str = r#"
 machine: w1-chain
 description: five durable steps in a chain
 initial: s1
@@ -62,8 +62,8 @@ states:
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The workload: W1-events, W1-tasks, W2, W3, W5 (needs `--database`), soak, stats or
-    /// memory.
+    /// The workload: W1-events, W1-tasks, W2, W3, W4, W5 (needs `--database`), soak, stats
+    /// or memory.
     workload: String,
     /// Workflows to run (default 2000; W2 500; W3 200; stats: instances, 1,000,000;
     /// memory: queued tasks and pending timers, 100,000); 0 runs W1 until killed.
@@ -100,6 +100,9 @@ pub struct Args {
     /// soak: seconds per reported "minute" (tests shorten it).
     #[arg(long, hide = true)]
     pub(crate) report_every: Option<u64>,
+    /// W4: how many instances to load (default 1,000,000).
+    #[arg(long)]
+    pub(crate) instances: Option<u64>,
     /// W1-tasks: worker processes' worth of claimers.
     #[arg(long, default_value_t = 4)]
     pub(crate) workers: usize,
@@ -146,7 +149,7 @@ pub(crate) trait Driver: Send + Sync {
     fn idle(&self);
 }
 
-struct InProc(Engine<SqliteStore>);
+pub(crate) struct InProc(pub(crate) Engine<SqliteStore>);
 
 impl Driver for InProc {
     fn idle(&self) {
@@ -403,9 +406,12 @@ pub fn run(data: Option<PathBuf>, database: Option<String>, a: Args) -> Result<(
     if a.workload == "memory" {
         return super::memory::run(&a);
     }
+    if a.workload == "W4" {
+        return super::w4::run(database, &a);
+    }
     if !matches!(a.workload.as_str(), "W1-events" | "W1-tasks" | "W2") {
         return Err(Failure::usage(anyhow!(
-            "unknown workload `{}`; available: W1-events, W1-tasks, W2, W3, W5, soak, stats, memory",
+            "unknown workload `{}`; available: W1-events, W1-tasks, W2, W3, W4, W5, soak, stats, memory",
             a.workload
         )));
     }
@@ -499,7 +505,7 @@ fn churn(engine: Engine<SqliteStore>) -> cairn_runtime::Running {
     cairn_runtime::Running::spawn(churn).expect("starting a thread")
 }
 
-fn w1(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Failure> {
+pub(crate) fn w1(driver: Arc<dyn Driver>, a: &Args) -> Result<serde_json::Value, Failure> {
     let run_id = {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

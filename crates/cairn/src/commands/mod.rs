@@ -15,6 +15,7 @@ pub mod trigger;
 pub mod validate;
 pub mod watch;
 pub mod w3;
+pub mod w4;
 pub mod w5;
 pub mod worker;
 

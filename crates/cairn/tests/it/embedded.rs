@@ -589,3 +589,49 @@ fn the_memory_bench_reads_the_servers_memory_through_a_burst() {
     );
     assert!(idle > 1.0 && peak >= idle && peak < 200.0, "{line}");
 }
+
+/// `cairn bench W4` on 1,000 instances: the copies of the engine's templates replay under
+/// `verify`, the server answers on that data, pages filtered by state and by label are
+/// full, and W1 runs with the data present and on an empty store.
+#[test]
+fn the_scale_bench_loads_what_the_engine_writes_and_serves_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "bench",
+            "W4",
+            "--instances",
+            "1000",
+            "--n",
+            "50",
+            "--concurrency",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            line["instances"].as_u64(),
+            line["history_rows"].as_u64(),
+            line["verified_sample"].as_u64()
+        ),
+        (Some(1000), Some(10_000), Some(100)),
+        "{line}"
+    );
+    for key in [
+        "ready_ms",
+        "idle_rss_mb",
+        "get_p99_ms",
+        "list_by_state_p99_ms",
+        "list_by_label_p99_ms",
+        "w1_events_ratio",
+        "w1_tasks_ratio",
+    ] {
+        assert!(line[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {line}");
+    }
+}
