@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "addressed_outcomes",
         include_str!("../migrations/0007_addressed_outcomes.sql"),
     ),
+    (
+        8,
+        "instances_by_seq",
+        include_str!("../migrations/0008_instances_by_seq.sql"),
+    ),
 ];
 
 /// The migration that adds `figures`: after its SQL, the time spent in states so far is

@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_incremental_vacuum.sql"),
     include_str!("../migrations/0011_figures.sql"),
     include_str!("../migrations/0012_addressed_outcomes.sql"),
+    include_str!("../migrations/0013_instances_by_seq.sql"),
 ];
 
 /// The migration that adds `figures`: after its SQL, the time spent in states so far is

@@ -407,7 +407,7 @@ pub fn run(data: Option<PathBuf>, database: Option<String>, a: Args) -> Result<(
         return super::memory::run(&a);
     }
     if a.workload == "W4" {
-        return super::w4::run(database, &a);
+        return super::w4::run(data, database, &a);
     }
     if !matches!(a.workload.as_str(), "W1-events" | "W1-tasks" | "W2") {
         return Err(Failure::usage(anyhow!(

@@ -218,15 +218,25 @@ fn throughput(dir: &Path, a: &Args) -> Result<(f64, f64), Failure> {
     Ok((events, tasks))
 }
 
-pub fn run(database: Option<String>, a: &Args) -> Result<(), Failure> {
+pub fn run(
+    data: Option<std::path::PathBuf>,
+    database: Option<String>,
+    a: &Args,
+) -> Result<(), Failure> {
     if database.is_some() {
         return Err(Failure::usage(anyhow!(
             "W4 runs on SQLite for now; PostgreSQL's bulk load is still to come"
         )));
     }
     let n = a.instances.unwrap_or(1_000_000).max(10) / 10 * 10;
-    let base = std::env::temp_dir().join(format!("cairn-w4-{}", std::process::id()));
-    let _tmp = TempDir(base.clone());
+    // Under `--data` (kept, and empty to begin with), else a temporary directory.
+    let (base, _tmp) = match data {
+        Some(d) => (d, None),
+        None => {
+            let t = std::env::temp_dir().join(format!("cairn-w4-{}", std::process::id()));
+            (t.clone(), Some(TempDir(t)))
+        }
+    };
     let (scratch, data, empty) = (
         base.join("templates"),
         base.join("data"),
