@@ -12,7 +12,7 @@ use anyhow::anyhow;
 use serde_json::json;
 
 use super::bench::{Args, Driver, Http, bench_dir, round};
-use super::w5::node;
+use super::w5::{apply_yaml, node};
 use crate::Failure;
 
 const LIMIT_MB: f64 = 200.0;
@@ -43,19 +43,7 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     let (dir, _tmp) = bench_dir(None, "memory");
     let (server, url) = node(&["--data".to_string(), dir.display().to_string()])?;
     let pid = server.pid();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut r = agent
-        .post(format!("{url}/v1/machines?namespace=bench"))
-        .header("Content-Type", "application/yaml")
-        .send(MACHINE)
-        .map_err(|e| anyhow!("applying the machine: {e}"))?;
-    if r.status().as_u16() >= 400 {
-        let body = r.body_mut().read_to_string().unwrap_or_default();
-        return Err(anyhow!("applying the machine: {body}").into());
-    }
+    apply_yaml(&url, MACHINE)?;
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss_mb(pid).ok_or_else(|| anyhow!("cannot read the server's memory"))?;
     // Sample while the burst runs.
@@ -100,6 +88,10 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     std::thread::sleep(Duration::from_secs(1));
     let after_burst = rss_mb(pid).unwrap_or(0.0);
     // The queue full: stats, metrics, and claims from its head.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     for path in ["/v1/stats?namespace=bench", "/metrics"] {
         let _ = agent.get(format!("{url}{path}")).call();
     }

@@ -95,6 +95,11 @@ impl Driver for Spread {
 }
 
 fn apply(url: &str) -> Result<(), Failure> {
+    apply_yaml(url, W1_TASKS)
+}
+
+/// Applies the YAML definition `yaml` in namespace `bench` of the server at `url`.
+pub(crate) fn apply_yaml(url: &str, yaml: &str) -> Result<(), Failure> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -102,7 +107,7 @@ fn apply(url: &str) -> Result<(), Failure> {
     let mut r = agent
         .post(format!("{url}/v1/machines?namespace=bench"))
         .header("Content-Type", "application/yaml")
-        .send(W1_TASKS)
+        .send(yaml)
         .map_err(|e| anyhow!("applying the machine: {e}"))?;
     if r.status().as_u16() >= 400 {
         let body = r.body_mut().read_to_string().unwrap_or_default();
