@@ -398,16 +398,6 @@ impl<S: Store> Engine<S> {
         self.report_any(batch)
     }
 
-    /// [`Engine::report`] with the built-in executors' queues claimable (for the runtime).
-    pub fn report_reserved(&self, batch: Batch) -> Result<Reported, Error> {
-        if batch.outcomes.len() > MAX_OUTCOMES {
-            return Err(Error::Invalid(format!(
-                "a batch reports at most {MAX_OUTCOMES} outcomes"
-            )));
-        }
-        self.report_any(batch)
-    }
-
     fn report_any(&self, batch: Batch) -> Result<Reported, Error> {
         let Batch {
             outcomes,
