@@ -128,13 +128,16 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
             ),
             Some(_) => None,
         };
+        // The signal handlers go in before anyone learns the address: a SIGTERM sent the
+        // moment "listening" appears stops the server gracefully, instead of killing it.
+        let stop = shutdown();
         println!(
             "cairn listening on http://{bound} (data {}, auth {})",
             label,
             if auth { "on" } else { "off" }
         );
         tracing::info!(%bound, data = %label, "listening");
-        cairn_server::serve(listener, cairn_server::app(Arc::clone(&ctx)), shutdown())
+        cairn_server::serve(listener, cairn_server::app(Arc::clone(&ctx)), stop)
             .await
             .context("serving")?;
         Ok::<(), Failure>(())
@@ -144,18 +147,33 @@ pub fn run(settings: &crate::config::Settings, _a: Args) -> Result<(), Failure> 
     served
 }
 
-async fn shutdown() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the future is first polled.
+fn shutdown() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        let term = async {
+            match term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        let int = async {
+            match int.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = term => {}
+            _ = int => {}
         }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
 
