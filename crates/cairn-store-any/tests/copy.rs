@@ -17,7 +17,8 @@ fn a_sqlite_store_copies_into_postgres_row_for_row() {
     for (ns, id, labels) in [
         ("default", "a", vec![("team", "x")]),
         ("default", "b", vec![]),
-        ("other", "a", vec![("k", "v"), ("team", "y")]),
+        // Tabs, newlines and backslashes in a plain text column (COPY's own separators).
+        ("other", "a", vec![("k", "v\tw\\x\ny\rz"), ("team", "y")]),
     ] {
         let mut inst = instance(ns, id, "m", Status::Running, &["s"], &labels);
         inst.context = json!({"text": "ünïcode, \"quotes\", and\nnewlines", "n": 1.5});
@@ -66,6 +67,16 @@ fn a_sqlite_store_copies_into_postgres_row_for_row() {
             "{ns}/{id}"
         );
     }
+    // The label with COPY's separators in it is found by its exact value.
+    let page = pg
+        .instances(&cairn_store::InstanceFilter {
+            namespace: "other".into(),
+            labels: vec![("k".into(), "v\tw\\x\ny\rz".into())],
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
     // Log positions are kept: a stream resumes where it was.
     assert_eq!(pg.log(0, 100).unwrap(), sqlite.log(0, 100).unwrap());
     let sorted = |mut f: Vec<cairn_store::Figure>| {

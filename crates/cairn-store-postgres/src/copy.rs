@@ -1,5 +1,6 @@
 //! The PostgreSQL store as the destination of a copy ([`cairn_store::Import`]: one
-//! transaction, every value cast from text to its column's type, log positions kept) and
+//! transaction, each table by `COPY`, every value read by its column type's input
+//! function, log positions kept) and
 //! as a source ([`cairn_store::Export`]).
 
 use cairn_store::{Error, Export, Import, RowSink, TABLES};
@@ -27,6 +28,19 @@ fn count(c: &mut impl GenericClient, table: &str) -> Result<u64, Error> {
         .map_err(db_err)?
         .get(0);
     Ok(n as u64)
+}
+
+/// Appends `v` to `out` as a value of COPY's text format.
+fn escape(v: &str, out: &mut String) {
+    for ch in v.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
 }
 
 impl Export for PgStore {
@@ -85,43 +99,49 @@ impl Import for PgStore {
             let mut copied = Vec::with_capacity(TABLES.len());
             for t in TABLES {
                 let types = columns(&mut tx, t)?;
-                let mut insert: Option<(Vec<String>, postgres::Statement)> = None;
-                let n = source.export(t, &mut |cols, values| {
-                    if insert.as_ref().is_none_or(|(c, _)| c != cols) {
-                        let cast = cols
-                            .iter()
-                            .enumerate()
-                            .map(|(i, c)| {
-                                types
-                                    .iter()
-                                    .find(|(n, _)| n == c)
-                                    .map(|(_, ty)| format!("${}::text::{ty}", i + 1))
-                                    .ok_or_else(|| {
-                                        Error::Corrupt(format!(
-                                            "`{t}.{c}` has no column in PostgreSQL"
-                                        ))
-                                    })
-                            })
-                            .collect::<Result<Vec<_>, _>>()?;
-                        let stmt = tx
-                            .prepare(&format!(
-                                "INSERT INTO {t} ({}) VALUES ({})",
-                                cols.join(", "),
-                                cast.join(", ")
-                            ))
-                            .map_err(db_err)?;
-                        insert = Some((cols.to_vec(), stmt));
+                // The source's columns, from its first row (none: nothing to copy).
+                let mut cols: Option<Vec<String>> = None;
+                let peeked = source.export(t, &mut |c, _| {
+                    cols = Some(c.to_vec());
+                    Err(Error::Closed)
+                });
+                let Some(cols) = cols else {
+                    peeked?;
+                    copied.push((*t, 0));
+                    continue;
+                };
+                if let Some(c) = cols.iter().find(|c| !types.iter().any(|(n, _)| n == *c)) {
+                    return Err(Error::Corrupt(format!("`{t}.{c}` has no column in PostgreSQL")));
+                }
+                // COPY's text format: each value is read by its column type's input
+                // function, as the `$n::text::type` casts of an INSERT would.
+                let mut writer = tx
+                    .copy_in(&format!("COPY {t} ({}) FROM STDIN", cols.join(", ")))
+                    .map_err(db_err)?;
+                let mut line = String::new();
+                let n = source.export(t, &mut |c, values| {
+                    if c != cols.as_slice() {
+                        return Err(Error::Corrupt(format!("`{t}` changed its columns mid-copy")));
                     }
-                    let stmt = &insert.as_ref().expect("prepared above").1;
-                    let params: Vec<&(dyn postgres::types::ToSql + Sync)> = values
-                        .iter()
-                        .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-                        .collect();
-                    tx.execute(stmt, &params)
+                    line.clear();
+                    for (i, v) in values.iter().enumerate() {
+                        if i > 0 {
+                            line.push('\t');
+                        }
+                        match v {
+                            None => line.push_str("\\N"),
+                            Some(v) => escape(v, &mut line),
+                        }
+                    }
+                    line.push('\n');
+                    std::io::Write::write_all(&mut writer, line.as_bytes())
                         .map_err(|e| Error::Database(format!("copying `{t}`: {e}")))?;
                     progress();
                     Ok(())
                 })?;
+                writer
+                    .finish()
+                    .map_err(|e| Error::Database(format!("copying `{t}`: {e}")))?;
                 copied.push((*t, n));
             }
             // The triggers counted the rows copied as changes; the figures copied are
