@@ -434,15 +434,26 @@ impl<S: Store> Engine<S> {
         let (results, claimed) = self.write(move |tx| {
             let mut results: Vec<Option<Result<TaskOutcome, Error>>> =
                 (0..outcomes.len()).map(|_| None).collect();
-            // Each outcome's instance, to apply them in a fixed order.
+            // Each outcome's instance (one read for all), to apply them in a fixed order.
+            let wanted: Vec<String> = outcomes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| checks[*i])
+                .map(|(_, o)| o.task.clone())
+                .collect();
+            let owners: std::collections::HashMap<String, (String, String)> = tx
+                .task_instances(&wanted)?
+                .into_iter()
+                .map(|(id, ns, inst)| (id, (ns, inst)))
+                .collect();
             let mut order = Vec::with_capacity(outcomes.len());
             for (i, o) in outcomes.iter().enumerate() {
                 if !checks[i] {
                     continue;
                 }
-                match tx.task(&o.task)? {
-                    Some(t) if namespaces.as_ref().is_none_or(|n| n.contains(&t.namespace)) => {
-                        order.push((t.namespace, t.instance_id, i));
+                match owners.get(&o.task) {
+                    Some((ns, inst)) if namespaces.as_ref().is_none_or(|n| n.contains(ns)) => {
+                        order.push((ns.clone(), inst.clone(), i));
                     }
                     _ => results[i] = Some(Err(no_task(&o.task))),
                 }

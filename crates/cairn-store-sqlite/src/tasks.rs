@@ -137,6 +137,23 @@ pub fn open_tasks(c: &Connection, ns: &str, id: &str) -> Result<Vec<TaskRecord>,
     Ok(open)
 }
 
+pub fn task_instances(
+    c: &Connection,
+    ids: &[String],
+) -> Result<Vec<(String, String, String)>, Error> {
+    let mut s = c
+        .prepare_cached(
+            "SELECT id, namespace, instance_id FROM tasks WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .map_err(db_err)?;
+    let rows = s
+        .query_map(params![json(&ids)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .map_err(db_err)?;
+    rows.map(|r| r.map_err(db_err)).collect()
+}
+
 pub fn claimable(
     c: &Connection,
     queues: &[String],

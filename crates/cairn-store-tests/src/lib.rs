@@ -1275,6 +1275,18 @@ pub fn tasks_are_claimed_leased_and_reclaimed_once<S: Store>(s: &S) {
         s.unit(|tx| tx.insert_task(&task("t1", "i", "q"))),
         Err(Error::Conflict(_))
     ));
+    // Each task's owner, in one read; unknown ids are left out.
+    let mut owners = s
+        .unit(|tx| tx.task_instances(&["t4".into(), "nope".into(), "t1".into()]))
+        .unwrap();
+    owners.sort();
+    assert_eq!(
+        owners,
+        [
+            ("t1".to_string(), "default".to_string(), "i".to_string()),
+            ("t4".into(), "other".into(), "j".into())
+        ]
+    );
     let q = vec!["q".to_string()];
     let ids = |tasks: Vec<cairn_store::TaskRecord>| -> Vec<String> {
         tasks.into_iter().map(|t| t.id).collect()

@@ -98,6 +98,20 @@ pub fn task<C: GenericClient>(db: &mut Db<C>, id: &str) -> Result<Option<TaskRec
     .transpose()
 }
 
+pub fn task_instances<C: GenericClient>(
+    db: &mut Db<C>,
+    ids: &[String],
+) -> Result<Vec<(String, String, String)>, Error> {
+    let ids = ids.to_vec();
+    db.query(
+        "SELECT id, namespace, instance_id FROM tasks WHERE id = ANY($1)",
+        &[&ids],
+    )?
+    .iter()
+    .map(|r| Ok((get(r, "id")?, get(r, "namespace")?, get(r, "instance_id")?)))
+    .collect()
+}
+
 pub fn open_tasks<C: GenericClient>(
     db: &mut Db<C>,
     ns: &str,

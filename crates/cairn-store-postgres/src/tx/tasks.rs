@@ -9,6 +9,9 @@ impl cairn_store::TasksTx for PgTx<'_> {
     fn task(&mut self, id: &str) -> Result<Option<TaskRecord>, Error> {
         sql::task(&mut self.db(), id)
     }
+    fn task_instances(&mut self, ids: &[String]) -> Result<Vec<(String, String, String)>, Error> {
+        sql::task_instances(&mut self.db(), ids)
+    }
     fn update_task(&mut self, t: &TaskRecord) -> Result<(), Error> {
         sql::update_task(&mut self.db(), t)
     }

@@ -9,6 +9,9 @@ impl cairn_store::TasksTx for SqlTx<'_> {
     fn task(&mut self, id: &str) -> Result<Option<cairn_store::TaskRecord>, Error> {
         crate::tasks::task(self.conn, id)
     }
+    fn task_instances(&mut self, ids: &[String]) -> Result<Vec<(String, String, String)>, Error> {
+        crate::tasks::task_instances(self.conn, ids)
+    }
     fn update_task(&mut self, t: &cairn_store::TaskRecord) -> Result<(), Error> {
         crate::tasks::update_task(self.conn, t)
     }

@@ -8,6 +8,10 @@ pub trait TasksTx {
     fn insert_task(&mut self, task: &TaskRecord) -> Result<(), Error>;
     /// One task by id.
     fn task(&mut self, id: &str) -> Result<Option<TaskRecord>, Error>;
+    /// The namespace and instance of each of these tasks that exists, as
+    /// `(id, namespace, instance_id)`, in one read (a batch of outcomes orders itself by
+    /// instance with it).
+    fn task_instances(&mut self, ids: &[String]) -> Result<Vec<(String, String, String)>, Error>;
     /// Replaces a task's mutable fields (status, attempt, lease, availability, result).
     fn update_task(&mut self, task: &TaskRecord) -> Result<(), Error>;
     /// The instance's open (pending or leased) tasks.
