@@ -408,11 +408,6 @@ impl<S: Store> Engine<S> {
         if let Some(c) = &claim {
             check_claim(c)?;
         }
-        // Checked before the unit: an outcome too large is refused alone.
-        let mut early: Vec<Option<Error>> = outcomes
-            .iter()
-            .map(|o| self.check_outcome(o).err())
-            .collect();
         if outcomes.is_empty() {
             let claimed = match claim {
                 Some(c) => self.claim_any(&c.queues, namespaces, &c.worker, c.batch, c.lease)?,
@@ -427,19 +422,22 @@ impl<S: Store> Engine<S> {
             .iter()
             .map(|o| (o.task.clone(), o.attempt))
             .collect();
-        let checks: Vec<bool> = early.iter().map(Option::is_none).collect();
+        // Checked before the unit: an outcome too large is refused alone. The unit fills in
+        // the rest.
+        let mut results: Vec<Option<Result<TaskOutcome, Error>>> = outcomes
+            .iter()
+            .map(|o| self.check_outcome(o).err().map(Err))
+            .collect();
         let now = self.now();
         let machines = self.machine_cache();
         let reclaim = claim.is_some() && self.reclaim_due(now);
         let (results, claimed) = self.write(move |tx| {
-            let mut results: Vec<Option<Result<TaskOutcome, Error>>> =
-                (0..outcomes.len()).map(|_| None).collect();
             // Each outcome's instance (one read for all), to apply them in a fixed order.
             let wanted: Vec<String> = outcomes
                 .iter()
-                .enumerate()
-                .filter(|(i, _)| checks[*i])
-                .map(|(_, o)| o.task.clone())
+                .zip(&results)
+                .filter(|(_, r)| r.is_none())
+                .map(|(o, _)| o.task.clone())
                 .collect();
             let owners: std::collections::HashMap<String, (String, String)> = tx
                 .task_instances(&wanted)?
@@ -448,7 +446,7 @@ impl<S: Store> Engine<S> {
                 .collect();
             let mut order = Vec::with_capacity(outcomes.len());
             for (i, o) in outcomes.iter().enumerate() {
-                if !checks[i] {
+                if results[i].is_some() {
                     continue;
                 }
                 match owners.get(&o.task) {
@@ -480,18 +478,11 @@ impl<S: Store> Engine<S> {
         })?;
         let outcomes = ids
             .into_iter()
-            .zip(early.iter_mut().zip(results))
-            .map(|((task, attempt), (early, applied))| {
-                let result = match (early.take(), applied) {
-                    (Some(e), _) => Err(e),
-                    (None, Some(r)) => r,
-                    (None, None) => Err(no_task(&task)),
-                };
-                OutcomeResult {
-                    task,
-                    attempt,
-                    result,
-                }
+            .zip(results)
+            .map(|((task, attempt), r)| OutcomeResult {
+                result: r.unwrap_or_else(|| Err(no_task(&task))),
+                task,
+                attempt,
             })
             .collect();
         Ok(Reported { outcomes, claimed })
@@ -844,24 +835,21 @@ fn apply_outcome(
     now: DateTime<Utc>,
 ) -> Result<TaskOutcome, Error> {
     let mut inst = tx.instance(key.0, key.1)?;
-    let mut t = match leased(tx, &o.task, o.attempt) {
-        Ok(t) => t,
-        Err(e) => {
-            let Some(t) = tx.task(&o.task)? else {
-                return Err(e);
-            };
-            if repeats(tx, &t, o)? {
-                let retrying =
-                    matches!(o.report, Report::Failed { .. }) && t.status != TaskStatus::Failed;
-                return Ok(TaskOutcome {
-                    task: t,
-                    retrying,
-                    repeated: true,
-                });
-            }
-            return Err(e);
+    // Read once under the lock: the current leased attempt, an identical repeat of what
+    // was reported, or stale.
+    let mut t = tx.task(&o.task)?.ok_or_else(|| no_task(&o.task))?;
+    if t.status != TaskStatus::Leased || t.attempt != o.attempt {
+        if repeats(tx, &t, o)? {
+            let retrying =
+                matches!(o.report, Report::Failed { .. }) && t.status != TaskStatus::Failed;
+            return Ok(TaskOutcome {
+                task: t,
+                retrying,
+                repeated: true,
+            });
         }
-    };
+        return Err(stale(&t, o.attempt));
+    }
     let by = reporter(&t, by);
     let attempt_seq = inst.as_ref().map_or(0, |i| i.history_seq + 1);
     // The attempt's record is appended without saving the instance: what the outcome sets

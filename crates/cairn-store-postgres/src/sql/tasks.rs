@@ -102,7 +102,6 @@ pub fn task_instances<C: GenericClient>(
     db: &mut Db<C>,
     ids: &[String],
 ) -> Result<Vec<(String, String, String)>, Error> {
-    let ids = ids.to_vec();
     db.query(
         "SELECT id, namespace, instance_id FROM tasks WHERE id = ANY($1)",
         &[&ids],
