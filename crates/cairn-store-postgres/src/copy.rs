@@ -3,29 +3,26 @@
 //! function, log positions kept) and
 //! as a source ([`cairn_store::Export`]).
 
+use crate::PgStore;
+use crate::conn::PgClient;
 use cairn_store::{Error, Export, Import, RowSink, TABLES};
-use postgres::GenericClient;
-
-use crate::{PgStore, db_err};
 
 /// A table's columns and their types, in order.
-fn columns(c: &mut impl GenericClient, table: &str) -> Result<Vec<(String, String)>, Error> {
+fn columns(c: &mut PgClient, table: &str) -> Result<Vec<(String, String)>, Error> {
     Ok(c.query(
         "SELECT column_name::text, format_type(atttypid, atttypmod) FROM information_schema.columns c \
          JOIN pg_attribute a ON a.attrelid = $1::text::regclass AND a.attname = c.column_name \
          WHERE c.table_schema = current_schema() AND c.table_name = $2 ORDER BY c.ordinal_position",
         &[&table, &table],
-    )
-    .map_err(db_err)?
+    )?
     .iter()
     .map(|r| (r.get(0), r.get(1)))
     .collect())
 }
 
-fn count(c: &mut impl GenericClient, table: &str) -> Result<u64, Error> {
+fn count(c: &mut PgClient, table: &str) -> Result<u64, Error> {
     let n: i64 = c
-        .query_one(&format!("SELECT COUNT(*) FROM {table}"), &[])
-        .map_err(db_err)?
+        .query_one(&format!("SELECT COUNT(*) FROM {table}"), &[])?
         .get(0);
     Ok(n as u64)
 }
@@ -56,8 +53,7 @@ impl Export for PgStore {
                 .join(", ");
             let rows = c
                 .client
-                .query(&format!("SELECT {select} FROM {table}"), &[])
-                .map_err(db_err)?;
+                .query(&format!("SELECT {select} FROM {table}"), &[])?;
             let mut values = Vec::with_capacity(names.len());
             for r in &rows {
                 values.clear();
@@ -91,83 +87,100 @@ impl Import for PgStore {
                     )));
                 }
             }
-            let mut tx = c.client.transaction().map_err(db_err)?;
-            let xid: i64 = tx
-                .query_one("SELECT pg_current_xact_id()::text::bigint", &[])
-                .map_err(db_err)?
-                .get(0);
-            let mut copied = Vec::with_capacity(TABLES.len());
-            for t in TABLES {
-                let types = columns(&mut tx, t)?;
-                // The source's columns, from its first row (none: nothing to copy).
-                let mut cols: Option<Vec<String>> = None;
-                let peeked = source.export(t, &mut |c, _| {
-                    cols = Some(c.to_vec());
-                    Err(Error::Closed)
-                });
-                let Some(cols) = cols else {
-                    peeked?;
-                    copied.push((*t, 0));
-                    continue;
-                };
-                if let Some(c) = cols.iter().find(|c| !types.iter().any(|(n, _)| n == *c)) {
-                    return Err(Error::Corrupt(format!("`{t}.{c}` has no column in PostgreSQL")));
+            let tx = &mut c.client;
+            tx.batch_execute("BEGIN")?;
+            let r = import_in(tx, source, progress);
+            match r {
+                Ok(copied) => {
+                    tx.batch_execute("COMMIT")?;
+                    Ok(copied)
                 }
-                // COPY's text format: each value is read by its column type's input
-                // function, as the `$n::text::type` casts of an INSERT would.
-                let mut writer = tx
-                    .copy_in(&format!("COPY {t} ({}) FROM STDIN", cols.join(", ")))
-                    .map_err(db_err)?;
-                let mut line = String::new();
-                let n = source.export(t, &mut |c, values| {
-                    if c != cols.as_slice() {
-                        return Err(Error::Corrupt(format!("`{t}` changed its columns mid-copy")));
-                    }
-                    line.clear();
-                    for (i, v) in values.iter().enumerate() {
-                        if i > 0 {
-                            line.push('\t');
-                        }
-                        match v {
-                            None => line.push_str("\\N"),
-                            Some(v) => escape(v, &mut line),
-                        }
-                    }
-                    line.push('\n');
-                    std::io::Write::write_all(&mut writer, line.as_bytes())
-                        .map_err(|e| Error::Database(format!("copying `{t}`: {e}")))?;
-                    progress();
-                    Ok(())
-                })?;
-                writer
-                    .finish()
-                    .map_err(|e| Error::Database(format!("copying `{t}`: {e}")))?;
-                copied.push((*t, n));
+                Err(e) => {
+                    let _ = tx.batch_execute("ROLLBACK");
+                    Err(e)
+                }
             }
-            // The triggers counted the rows copied as changes; the figures copied are
-            // those counts already (and the time spent in states, which no trigger keeps).
-            tx.execute("DELETE FROM figure_deltas", &[])
-                .map_err(db_err)?;
-            // Log positions are kept, so event streams resume where they were; they must
-            // stay below the positions this database gives from now on.
-            let max_position: i64 = tx
-                .query_one("SELECT COALESCE(MAX(position), 0) FROM log", &[])
-                .map_err(db_err)?
-                .get(0);
-            if max_position >= xid << 20 {
-                return Err(Error::Refused(format!(
-                    "the log's positions (up to {max_position}) would not stay below the database's new ones; copy into a database of a busier cluster"
-                )));
-            }
-            for (table, col) in [("instances", "seq"), ("outbox", "seq")] {
-                tx.execute(
-                    &format!("SELECT setval(pg_get_serial_sequence('{table}', '{col}'), GREATEST((SELECT MAX({col}) FROM {table}), 1))"),
-                    &[],
-                )
-                .map_err(db_err)?;
-            }
-            tx.commit().map_err(db_err)?;
-            Ok(copied)
         })
     }
+}
+
+/// The copy, inside its transaction.
+fn import_in(
+    tx: &mut PgClient,
+    source: &dyn Export,
+    progress: &mut dyn FnMut(),
+) -> Result<Vec<(&'static str, u64)>, Error> {
+    let xid: i64 = tx
+        .query_one("SELECT pg_current_xact_id()::text::bigint", &[])?
+        .get(0);
+    let mut copied = Vec::with_capacity(TABLES.len());
+    for t in TABLES {
+        let types = columns(tx, t)?;
+        // The source's columns, from its first row (none: nothing to copy).
+        let mut cols: Option<Vec<String>> = None;
+        let peeked = source.export(t, &mut |c, _| {
+            cols = Some(c.to_vec());
+            Err(Error::Closed)
+        });
+        let Some(cols) = cols else {
+            peeked?;
+            copied.push((*t, 0));
+            continue;
+        };
+        if let Some(c) = cols.iter().find(|c| !types.iter().any(|(n, _)| n == *c)) {
+            return Err(Error::Corrupt(format!(
+                "`{t}.{c}` has no column in PostgreSQL"
+            )));
+        }
+        // COPY's text format: each value is read by its column type's input
+        // function, as the `$n::text::type` casts of an INSERT would.
+        let mut writer = tx.copy_in(&format!("COPY {t} ({}) FROM STDIN", cols.join(", ")))?;
+        let mut line = String::new();
+        let n = source.export(t, &mut |c, values| {
+            if c != cols.as_slice() {
+                return Err(Error::Corrupt(format!(
+                    "`{t}` changed its columns mid-copy"
+                )));
+            }
+            line.clear();
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    line.push('\t');
+                }
+                match v {
+                    None => line.push_str("\\N"),
+                    Some(v) => escape(v, &mut line),
+                }
+            }
+            line.push('\n');
+            writer.write_all(line.as_bytes())?;
+            progress();
+            Ok(())
+        })?;
+        writer.finish().map_err(|e| match e {
+            Error::Database(m) => Error::Database(format!("copying `{t}`: {m}")),
+            other => other,
+        })?;
+        copied.push((*t, n));
+    }
+    // The triggers counted the rows copied as changes; the figures copied are
+    // those counts already (and the time spent in states, which no trigger keeps).
+    tx.execute("DELETE FROM figure_deltas", &[])?;
+    // Log positions are kept, so event streams resume where they were; they must
+    // stay below the positions this database gives from now on.
+    let max_position: i64 = tx
+        .query_one("SELECT COALESCE(MAX(position), 0) FROM log", &[])?
+        .get(0);
+    if max_position >= xid << 20 {
+        return Err(Error::Refused(format!(
+            "the log's positions (up to {max_position}) would not stay below the database's new ones; copy into a database of a busier cluster"
+        )));
+    }
+    for (table, col) in [("instances", "seq"), ("outbox", "seq")] {
+        tx.execute(
+                    &format!("SELECT setval(pg_get_serial_sequence('{table}', '{col}'), GREATEST((SELECT MAX({col}) FROM {table}), 1))"),
+                    &[],
+                )?;
+    }
+    Ok(copied)
 }

@@ -24,6 +24,7 @@
 //! Holds no statechart logic. Driver errors become `store::Error` in `db_err` only.
 #![warn(missing_docs)]
 
+mod conn;
 mod copy;
 mod sql;
 #[cfg(feature = "testing")]
@@ -41,9 +42,9 @@ use cairn_store::{
     TimerRecord, Tx, Vacuumed,
 };
 use chrono::{DateTime, Utc};
-use postgres::error::SqlState;
-use postgres::{Client, NoTls};
+use tokio_postgres::error::SqlState;
 
+use crate::conn::PgClient;
 use crate::sql::{Db, Stmts};
 
 /// The embedded migrations, in order: (version, name, SQL).
@@ -72,6 +73,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "instances_by_seq",
         include_str!("../migrations/0008_instances_by_seq.sql"),
     ),
+    (
+        9,
+        "expect_rows",
+        include_str!("../migrations/0009_expect_rows.sql"),
+    ),
 ];
 
 /// The migration that adds `figures`: after its SQL, the time spent in states so far is
@@ -80,29 +86,24 @@ const FIGURES: u32 = 6;
 
 /// The time spent in states by every instance so far, replayed from its history (as each
 /// unit keeps it from now on), and when each of its active leaves was entered.
-fn backfill_dwell(tx: &mut postgres::Transaction<'_>) -> Result<(), Error> {
+fn backfill_dwell(tx: &mut PgClient) -> Result<(), Error> {
     use std::collections::{BTreeMap, HashMap};
     let instances: Vec<(String, String, String)> = tx
-        .query("SELECT namespace, id, machine FROM instances", &[])
-        .map_err(db_err)?
+        .query("SELECT namespace, id, machine FROM instances", &[])?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    let history = tx
-        .prepare(
-            "SELECT from_configuration, to_configuration, created_at FROM history \
-             WHERE namespace = $1 AND instance_id = $2 ORDER BY seq",
-        )
-        .map_err(db_err)?;
-    let set = tx
-        .prepare("UPDATE instances SET entered = $3 WHERE namespace = $1 AND id = $2")
-        .map_err(db_err)?;
+    let history = tx.prepare(
+        "SELECT from_configuration, to_configuration, created_at FROM history \
+         WHERE namespace = $1 AND instance_id = $2 ORDER BY seq",
+    )?;
+    let set = tx.prepare("UPDATE instances SET entered = $3 WHERE namespace = $1 AND id = $2")?;
     let mut sums: HashMap<(String, String, String), (i64, i64)> = HashMap::new();
     for (ns, id, machine) in instances {
         let mut entered = BTreeMap::new();
-        for r in tx.query(&history, &[&ns, &id]).map_err(db_err)? {
-            let from: postgres::types::Json<Vec<String>> = r.get(0);
-            let to: postgres::types::Json<Vec<String>> = r.get(1);
+        for r in tx.query(&history, &[&ns, &id])? {
+            let from: tokio_postgres::types::Json<Vec<String>> = r.get(0);
+            let to: tokio_postgres::types::Json<Vec<String>> = r.get(1);
             let at: DateTime<Utc> = r.get(2);
             for (leaf, ms) in cairn_store::dwell(&mut entered, &from.0, &to.0, at) {
                 let e = sums.entry((ns.clone(), machine.clone(), leaf)).or_default();
@@ -110,16 +111,14 @@ fn backfill_dwell(tx: &mut postgres::Transaction<'_>) -> Result<(), Error> {
                 e.1 += 1;
             }
         }
-        tx.execute(&set, &[&ns, &id, &postgres::types::Json(&entered)])
-            .map_err(db_err)?;
+        tx.execute(&set, &[&ns, &id, &tokio_postgres::types::Json(&entered)])?;
     }
     for ((ns, machine, state), (ms, visits)) in sums {
         for (kind, value) in [("dwell_ms", ms), ("dwell_visits", visits)] {
             tx.execute(
                 "INSERT INTO figures (namespace, kind, name, detail, value) VALUES ($1, $2, $3, $4, $5)",
                 &[&ns, &kind, &machine, &state, &value],
-            )
-            .map_err(db_err)?;
+            )?;
         }
     }
     Ok(())
@@ -128,11 +127,22 @@ fn backfill_dwell(tx: &mut postgres::Transaction<'_>) -> Result<(), Error> {
 /// Commits of a node between two folds of the figures' changes (`figure_deltas`).
 const FOLD_EVERY: u64 = 256;
 
+/// The node's commit counts (multiples of `FOLD_EVERY`) at which it refreshes the
+/// planner's statistics of the busy tables. A connection keeps the plan PostgreSQL made
+/// for a prepared statement until the statistics of its tables change; a plan made while
+/// a table was empty (a fresh database) reads `instances` by any index that starts with
+/// the namespace, or `tasks` from end to end, for every lookup, and autovacuum refreshes
+/// the statistics only a minute or more later. Measured on W5: 52,000 instance lookups
+/// read 85 million index entries before this.
+const EARLY_ANALYZE: [u64; 3] = [256, 4096, 65536];
+
+const ANALYZE: &str = "ANALYZE instances, instance_labels, tasks, task_attempts, timers, history, log, idempotency, figure_deltas, outbox";
+
 /// The advisory lock key migrations run under.
 const MIGRATION_LOCK: i64 = 0x0063_6169_726e_0001;
 
 /// Maps a driver error to `store::Error`: the one place this happens.
-pub(crate) fn db_err(e: postgres::Error) -> Error {
+pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
     match e.code() {
         Some(c) if *c == SqlState::UNIQUE_VIOLATION => Error::Conflict(e.to_string()),
         Some(c)
@@ -183,12 +193,12 @@ impl Default for Options {
 
 /// One pooled connection and its prepared statements.
 pub(crate) struct Conn {
-    client: Client,
+    client: PgClient,
     stmts: Stmts,
 }
 
 struct Pool {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
     idle: Mutex<(Vec<Conn>, usize)>,
     freed: Condvar,
     options: Options,
@@ -196,7 +206,7 @@ struct Pool {
 
 impl Pool {
     fn connect(&self) -> Result<Conn, Error> {
-        let client = self.config.connect(NoTls).map_err(db_err)?;
+        let client = PgClient::connect(&self.config)?;
         Ok(Conn {
             client,
             stmts: Stmts::new(),
@@ -303,7 +313,7 @@ impl PgStore {
     /// Connects to `url` (`postgres://user@host:port/database`), runs the migrations this
     /// version has not yet applied, and measures the database clock.
     pub fn open(url: &str, options: Options) -> Result<PgStore, Error> {
-        let mut config = postgres::Config::from_str(url)
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| Error::Database(format!("bad PostgreSQL URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
@@ -348,7 +358,10 @@ impl PgStore {
         r
     }
 
-    fn read<T>(&self, f: impl FnOnce(&mut Db<'_, Client>) -> Result<T, Error>) -> Result<T, Error> {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut Db<'_, PgClient>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         self.with_conn(|c| {
             let mut db = Db {
                 c: &mut c.client,
@@ -360,43 +373,51 @@ impl PgStore {
 
     fn migrate(&self) -> Result<(), Error> {
         self.with_conn(|c| {
-            let mut tx = c.client.transaction().map_err(db_err)?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-                .map_err(db_err)?;
-            tx.batch_execute(
-                "CREATE TABLE IF NOT EXISTS cairn_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
-            )
-            .map_err(db_err)?;
-            let applied: Vec<i32> = tx
-                .query("SELECT version FROM cairn_migrations ORDER BY version", &[])
-                .map_err(db_err)?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            if let Some(&newest) = applied.last()
-                && newest as usize > MIGRATIONS.len()
-            {
-                return Err(Error::Corrupt(format!(
-                    "the database has schema version {newest}, newer than this cairn knows ({}); upgrade cairn",
-                    MIGRATIONS.len()
-                )));
-            }
-            for (version, name, sql) in MIGRATIONS {
-                if applied.contains(&(*version as i32)) {
-                    continue;
+            let tx = &mut c.client;
+            tx.batch_execute("BEGIN")?;
+            let r = Self::migrate_in(tx);
+            match r {
+                Ok(()) => tx.batch_execute("COMMIT"),
+                Err(e) => {
+                    let _ = tx.batch_execute("ROLLBACK");
+                    Err(e)
                 }
-                tx.batch_execute(sql).map_err(db_err)?;
-                if *version == FIGURES {
-                    backfill_dwell(&mut tx)?;
-                }
-                tx.execute(
-                    "INSERT INTO cairn_migrations (version, name) VALUES ($1, $2)",
-                    &[&(*version as i32), name],
-                )
-                .map_err(db_err)?;
             }
-            tx.commit().map_err(db_err)
         })
+    }
+
+    fn migrate_in(tx: &mut PgClient) -> Result<(), Error> {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS cairn_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+        )?;
+        let applied: Vec<i32> = tx
+            .query("SELECT version FROM cairn_migrations ORDER BY version", &[])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let Some(&newest) = applied.last()
+            && newest as usize > MIGRATIONS.len()
+        {
+            return Err(Error::Corrupt(format!(
+                "the database has schema version {newest}, newer than this cairn knows ({}); upgrade cairn",
+                MIGRATIONS.len()
+            )));
+        }
+        for (version, name, sql) in MIGRATIONS {
+            if applied.contains(&(*version as i32)) {
+                continue;
+            }
+            tx.batch_execute(sql)?;
+            if *version == FIGURES {
+                backfill_dwell(tx)?;
+            }
+            tx.execute(
+                "INSERT INTO cairn_migrations (version, name) VALUES ($1, $2)",
+                &[&(*version as i32), name],
+            )?;
+        }
+        Ok(())
     }
 
     /// The schema version of the database.
@@ -478,15 +499,13 @@ impl PgStore {
             (false, true) => "NOTIFY cairn_tasks",
             (false, false) => return Ok(()),
         };
-        self.with_conn(|c| c.client.batch_execute(sql).map_err(db_err))
+        self.with_conn(|c| c.client.batch_execute(sql))
     }
 
     /// A dedicated connection listening for [`PgStore::notify`]; see [`Listener`].
     pub fn listen(&self) -> Result<Listener, Error> {
-        let mut client = self.inner.pool.config.connect(NoTls).map_err(db_err)?;
-        client
-            .batch_execute("LISTEN cairn_log; LISTEN cairn_tasks")
-            .map_err(db_err)?;
+        let mut client = PgClient::connect(&self.inner.pool.config)?;
+        client.batch_execute("LISTEN cairn_log; LISTEN cairn_tasks")?;
         Ok(Listener { client })
     }
 
@@ -509,18 +528,20 @@ impl PgStore {
              # TYPE cairn_store_units_total counter\ncairn_store_units_total {}\n\
              # TYPE cairn_store_failed_commits_total counter\ncairn_store_failed_commits_total {}\n\
              # TYPE cairn_store_statements_total counter\ncairn_store_statements_total {}\n\
+             # TYPE cairn_store_round_trips_total counter\ncairn_store_round_trips_total {}\n\
              # TYPE cairn_store_connections gauge\ncairn_store_connections{{state=\"open\"}} {open}\ncairn_store_connections{{state=\"idle\"}} {idle}\n",
             i.commits.load(Ordering::Relaxed),
             i.units.load(Ordering::Relaxed),
             i.failed_commits.load(Ordering::Relaxed),
             sql::STATEMENTS.load(Ordering::Relaxed),
+            conn::ROUND_TRIPS.load(Ordering::Relaxed),
         )
     }
 }
 
 /// A connection that waits for the notifications of [`PgStore::notify`].
 pub struct Listener {
-    client: Client,
+    client: PgClient,
 }
 
 /// What other nodes announced.
@@ -535,20 +556,11 @@ pub struct Moved {
 impl Listener {
     /// Waits up to `timeout` for notifications; what they announced (nothing on timeout).
     pub fn wait(&mut self, timeout: Duration) -> Result<Moved, Error> {
-        use postgres::fallible_iterator::FallibleIterator;
         let mut moved = Moved::default();
-        let mut note = |n: postgres::Notification| match n.channel() {
-            "cairn_tasks" => moved.tasks = true,
-            _ => moved.log = true,
-        };
-        let mut it = self.client.notifications();
-        let first = it.timeout_iter(timeout).next().map_err(db_err)?;
-        if let Some(n) = first {
-            note(n);
-            // And whatever else has arrived meanwhile, without waiting.
-            let mut more = it.iter();
-            while let Some(n) = more.next().map_err(db_err)? {
-                note(n);
+        for n in self.client.notifications(timeout)? {
+            match n.channel() {
+                "cairn_tasks" => moved.tasks = true,
+                _ => moved.log = true,
             }
         }
         Ok(moved)
@@ -579,9 +591,7 @@ impl Store for PgStore {
         let inner = &self.inner;
         let mut c = inner.pool.get()?;
         let r = (|| {
-            sql::sent(); // BEGIN
-            let t = c.client.transaction().map_err(db_err)?;
-            let mut tx = tx::PgTx::new(t, &mut c.stmts);
+            let mut tx = tx::PgTx::new(&mut c.client, &mut c.stmts);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut tx)))
                 .unwrap_or_else(|_| Err(Error::Database("a unit of work panicked".into()).into()));
             inner.units.fetch_add(1, Ordering::Relaxed);
@@ -592,6 +602,11 @@ impl Store for PgStore {
                     if committed.is_err() {
                         inner.failed_commits.fetch_add(1, Ordering::Relaxed);
                     } else if n.is_multiple_of(FOLD_EVERY) {
+                        if EARLY_ANALYZE.contains(&n) {
+                            // Fresh statistics for tables that grew from empty (see
+                            // `EARLY_ANALYZE`); a failure waits for autovacuum.
+                            let _ = c.client.batch_execute(ANALYZE);
+                        }
                         // The figures' changes, folded now and then so reads stay short; a
                         // fold that fails is done by a later one.
                         let mut db = Db {
@@ -649,7 +664,6 @@ impl Store for PgStore {
             self.with_conn(|c| {
                 c.client
                     .batch_execute(&format!("VACUUM (ANALYZE) {quoted}"))
-                    .map_err(db_err)
             })?;
             steps += 1;
             longest_step_us = longest_step_us.max(started.elapsed().as_micros() as u64);

@@ -52,7 +52,8 @@ macro_rules! suite {
             tasks_are_claimed_leased_and_reclaimed_once, claims_skip_deleted_instances,
             log_retention_trims_the_oldest_and_moves_the_horizon,
             vacuum_gives_space_back_and_keeps_every_row, figures_count_what_is_stored,
-            an_undone_part_leaves_the_rest_of_its_unit);
+            an_undone_part_leaves_the_rest_of_its_unit,
+            a_write_that_fails_late_still_fails_its_unit);
     };
     (@tests $open:expr; $($name:ident),*) => {
         $(
@@ -201,6 +202,18 @@ pub fn an_undone_part_leaves_the_rest_of_its_unit<S: Store>(s: &S) {
         let dup = tx.insert_instance(&row("a"));
         assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
         tx.undo_part()?;
+        // A part of writes alone (a backend may hold them unsent), undone.
+        tx.begin_part()?;
+        tx.append_history(&history("default", "a", 2))?;
+        tx.append_log(&log_entry("a", 2))?;
+        tx.add_figure(&cairn_store::Figure {
+            namespace: "default".into(),
+            kind: "transitions".into(),
+            name: String::new(),
+            detail: String::new(),
+            value: 5,
+        })?;
+        tx.undo_part()?;
         tx.begin_part()?;
         tx.insert_instance(&row("c"))?;
         tx.append_log(&log_entry("c", 1))?;
@@ -215,6 +228,7 @@ pub fn an_undone_part_leaves_the_rest_of_its_unit<S: Store>(s: &S) {
         (Some("a".into()), None, Some("c".into()), Some("d".into()))
     );
     assert!(s.history("default", "b", 0, 10).unwrap().is_empty());
+    assert_eq!(s.history("default", "a", 0, 10).unwrap().len(), 1);
     let log: Vec<String> = log_settled(s, 0, 10, 1)
         .into_iter()
         .map(|e| e.entry.instance_id)
@@ -222,6 +236,55 @@ pub fn an_undone_part_leaves_the_rest_of_its_unit<S: Store>(s: &S) {
     assert_eq!(log, vec!["c".to_string()]);
     assert_eq!(figure(s, "default", "instances", "m", "running"), 3);
     assert_eq!(figure(s, "default", "transitions", "", ""), 1);
+}
+
+/// A backend may send some writes with the unit's next statement (PostgreSQL pipelines
+/// them) and so learn of their failure late: a stale update of an instance, or of a task
+/// that does not exist, fails its unit all the same, whether it says so at once or with a
+/// later statement, and even when a part was kept and another begun in between (undoing
+/// that later part must not save the unit). Nothing of the unit is kept.
+pub fn a_write_that_fails_late_still_fails_its_unit<S: Store>(s: &S) {
+    let row = |id: &str| instance("default", id, "m", Status::Running, &["a"], &[]);
+    s.unit(move |tx| {
+        tx.insert_instance(&row("old"))?;
+        tx.append_history(&history("default", "old", 1))
+    })
+    .unwrap();
+    // A stale version, learnt at the call or at the commit.
+    let r: Result<(), Error> = s.unit(move |tx| {
+        tx.append_history(&history("default", "old", 2))?;
+        let mut stale = row("old");
+        stale.version = 3;
+        tx.update_instance(&stale, 2)?;
+        tx.insert_instance(&row("new"))?;
+        Ok(())
+    });
+    assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}");
+    // A task that does not exist, in a kept part; then another part, undone.
+    let r: Result<(), Error> = s.unit(move |tx| {
+        tx.insert_instance(&row("p"))?;
+        tx.begin_part()?;
+        if let Err(e) = tx.update_task(&task("ghost", "p", "q")) {
+            tx.undo_part()?;
+            return Err(e);
+        }
+        tx.keep_part()?;
+        tx.begin_part()?;
+        let next = tx.insert_instance(&row("q"));
+        assert!(
+            next.is_err(),
+            "the kept part's failed write surfaces: {next:?}"
+        );
+        tx.undo_part()?;
+        Ok(())
+    });
+    assert!(matches!(r, Err(Error::NotFound(_))), "{r:?}");
+    let ids = |id: &str| s.instance("default", id).unwrap().map(|i| i.version);
+    assert_eq!(
+        (ids("old"), ids("new"), ids("p"), ids("q")),
+        (Some(1), None, None, None)
+    );
+    assert_eq!(s.history("default", "old", 0, 10).unwrap().len(), 1);
 }
 
 /// Units committed together are independent: one failing does not undo the others.

@@ -1,8 +1,8 @@
 //! SQL of approvals.
 
 use cairn_store::{ApprovalRecord, ApprovalStatus, Error};
-use postgres::types::Json;
-use postgres::{GenericClient, Row};
+use tokio_postgres::Row;
+use tokio_postgres::types::Json;
 
 use super::*;
 

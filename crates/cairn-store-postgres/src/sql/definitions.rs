@@ -2,7 +2,7 @@
 
 use cairn_store::{Error, MachineRecord, ScheduleRecord, TriggerRecord};
 use chrono::{DateTime, Utc};
-use postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 
 use super::*;
 

@@ -5,8 +5,8 @@ use cairn_store::{
     NewLogEntry,
 };
 use chrono::{DateTime, Utc};
-use postgres::types::Json;
-use postgres::{GenericClient, Row};
+use tokio_postgres::Row;
+use tokio_postgres::types::Json;
 
 use super::*;
 
@@ -34,12 +34,34 @@ pub fn figures<C: GenericClient>(db: &mut Db<C>, ns: Option<&str>) -> Result<Vec
     .collect()
 }
 
-pub fn add_figure<C: GenericClient>(db: &mut Db<C>, f: &Figure) -> Result<(), Error> {
-    db.exec(
-        "INSERT INTO figure_deltas (namespace, kind, name, detail, value) VALUES ($1, $2, $3, $4, $5)",
-        &[&f.namespace, &f.kind, &f.name, &f.detail, &f.value],
-    )?;
-    Ok(())
+/// A unit's changes to the figures, summed by figure, in one statement held for the
+/// unit's next round trip (its commit).
+pub fn add_figures<C: GenericClient>(db: &mut Db<C>, figures: &[Figure]) -> Result<(), Error> {
+    if figures.is_empty() {
+        return Ok(());
+    }
+    let mut sums: std::collections::BTreeMap<(&str, &str, &str, &str), i64> =
+        std::collections::BTreeMap::new();
+    for f in figures {
+        let v = sums
+            .entry((&f.namespace, &f.kind, &f.name, &f.detail))
+            .or_default();
+        *v = v.saturating_add(f.value);
+    }
+    let mut keys: [Vec<&str>; 4] = Default::default();
+    let mut values: Vec<i64> = Vec::with_capacity(sums.len());
+    for ((ns, kind, name, detail), v) in sums {
+        for (col, k) in keys.iter_mut().zip([ns, kind, name, detail]) {
+            col.push(k);
+        }
+        values.push(v);
+    }
+    db.later(
+        "INSERT INTO figure_deltas (namespace, kind, name, detail, value) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])",
+        &[&keys[0], &keys[1], &keys[2], &keys[3], &values],
+        Expect::none(),
+    )
 }
 
 /// Moves up to `limit` changes from `figure_deltas` into `figures`; how many it moved.
@@ -90,8 +112,13 @@ pub(crate) fn history_row(r: &Row) -> Result<HistoryRecord, Error> {
     })
 }
 
+/// Held for the unit's next round trip.
 pub fn append_history<C: GenericClient>(db: &mut Db<C>, h: &HistoryRecord) -> Result<(), Error> {
-    let r = db.exec(
+    let conflict = format!(
+        "history of `{}` already has seq {} or version {}",
+        h.instance_id, h.seq, h.version
+    );
+    db.later(
         &format!("INSERT INTO history ({HISTORY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"),
         &[
             &h.namespace,
@@ -116,14 +143,11 @@ pub fn append_history<C: GenericClient>(db: &mut Db<C>, h: &HistoryRecord) -> Re
             &h.on_behalf_of,
             &h.addressed_to,
         ],
-    );
-    unique(r, || {
-        format!(
-            "history of `{}` already has seq {} or version {}",
-            h.instance_id, h.seq, h.version
-        )
-    })
-    .map(|_| ())
+        Expect {
+            conflict: Some(conflict),
+            miscount: None,
+        },
+    )
 }
 
 pub fn replace_history<C: GenericClient>(db: &mut Db<C>, h: &HistoryRecord) -> Result<(), Error> {
@@ -265,19 +289,23 @@ pub fn idempotency<C: GenericClient>(
     .transpose()
 }
 
+/// Held for the unit's next round trip.
 pub fn insert_idempotency<C: GenericClient>(
     db: &mut Db<C>,
     r: &IdempotencyRecord,
 ) -> Result<(), Error> {
-    let res = db.exec(
+    db.later(
         "INSERT INTO idempotency (namespace, instance_id, key, fingerprint, version, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         &[&r.namespace, &r.instance_id, &r.key, &r.fingerprint, &i64_of(r.version), &r.created_at],
-    );
-    unique(res, || format!("idempotency key `{}` exists", r.key)).map(|_| ())
+        Expect {
+            conflict: Some(format!("idempotency key `{}` exists", r.key)),
+            miscount: None,
+        },
+    )
 }
 
-/// Appends the unit's `index`-th entry; its position is the transaction's id shifted left
-/// 20 bits, plus `index` (see `log`).
+/// Appends the unit's `index`-th entry (its first: the rest go by `insert_logs`); its
+/// position is the transaction's id shifted left 20 bits, plus `index` (see `log`).
 pub fn insert_log<C: GenericClient>(
     db: &mut Db<C>,
     index: i64,
@@ -297,6 +325,44 @@ pub fn insert_log<C: GenericClient>(
         )));
     }
     Ok(position)
+}
+
+/// A unit's further log entries, at the positions `insert_log`'s made them, in one
+/// statement held for the unit's next round trip (its commit).
+pub fn insert_logs<C: GenericClient>(
+    db: &mut Db<C>,
+    entries: &[(i64, NewLogEntry)],
+) -> Result<(), Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let n = entries.len();
+    let mut positions = Vec::with_capacity(n);
+    let (mut nss, mut ids, mut kinds) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut versions, mut data, mut at) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (p, e) in entries {
+        positions.push(*p);
+        nss.push(e.namespace.as_str());
+        ids.push(e.instance_id.as_str());
+        kinds.push(e.kind.as_str());
+        versions.push(i64_of(e.version));
+        data.push(&e.data);
+        at.push(e.created_at);
+    }
+    db.later(
+        "INSERT INTO log (position, namespace, instance_id, kind, version, data, created_at) \
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::json[], $7::timestamptz[])",
+        &[&positions, &nss, &ids, &kinds, &versions, &data, &at],
+        Expect::none(),
+    )
 }
 
 /// Entries after `after`, only below the horizon: positions of transactions older than

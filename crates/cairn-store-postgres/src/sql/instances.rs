@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use cairn_store::{ChildRecord, Error, InboxRecord, InstanceFilter, InstanceRecord, Page};
 use chrono::{DateTime, Utc};
-use postgres::types::{Json, ToSql};
-use postgres::{GenericClient, Row};
 use serde_json::Value;
+use tokio_postgres::Row;
+use tokio_postgres::types::{Json, ToSql};
 
 use super::*;
 
@@ -100,14 +100,16 @@ pub fn insert_instance<C: GenericClient>(db: &mut Db<C>, i: &InstanceRecord) -> 
     Ok(())
 }
 
+/// Held for the unit's next round trip; the statement checks the version itself.
 pub fn update_instance<C: GenericClient>(
     db: &mut Db<C>,
     i: &InstanceRecord,
     expected: u64,
 ) -> Result<(), Error> {
-    let n = db.exec(
-        "UPDATE instances SET machine_version = $3, status = $4, configuration = $5, context = $6, version = $7, last_error = $8, updated_at = $9, history_seq = $11, entered = $12 \
-         WHERE namespace = $1 AND id = $2 AND version = $10",
+    db.later(
+        "WITH w AS (UPDATE instances SET machine_version = $3, status = $4, configuration = $5, context = $6, version = $7, last_error = $8, updated_at = $9, history_seq = $11, entered = $12 \
+         WHERE namespace = $1 AND id = $2 AND version = $10 RETURNING 1) \
+         SELECT cairn_expect_rows((SELECT count(*) FROM w), 1)",
         &[
             &i.namespace,
             &i.id,
@@ -122,15 +124,14 @@ pub fn update_instance<C: GenericClient>(
             &i64_of(i.history_seq),
             &Json(&i.entered),
         ],
-    )?;
-    if n == 1 {
-        Ok(())
-    } else {
-        Err(Error::Conflict(format!(
-            "instance `{}` is not at version {expected}",
-            i.id
-        )))
-    }
+        Expect {
+            conflict: None,
+            miscount: Some(Error::Conflict(format!(
+                "instance `{}` is not at version {expected}",
+                i.id
+            ))),
+        },
+    )
 }
 
 pub fn instances<C: GenericClient>(

@@ -8,13 +8,14 @@ use std::collections::HashMap;
 
 use cairn_core::Status;
 use cairn_store::Error;
-use postgres::types::{FromSql, Json, ToSql};
-use postgres::{GenericClient, Row, Statement};
+use tokio_postgres::types::{FromSql, Json, ToSql};
+use tokio_postgres::{Row, Statement};
 
-use crate::db_err;
+use crate::conn::{Expect, PgClient};
 
-/// Statements this process has sent to PostgreSQL (each a round trip): queries, writes,
-/// transaction control and savepoints. `cairn_store_statements_total` in the metrics.
+/// Statements this process has sent to PostgreSQL: queries, writes, transaction control
+/// and savepoints (several may share a round trip: `conn::ROUND_TRIPS`).
+/// `cairn_store_statements_total` in the metrics.
 pub(crate) static STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Counts one statement sent.
@@ -25,7 +26,18 @@ pub(crate) fn sent() {
 /// Prepared statements of one connection, by SQL text.
 pub(crate) type Stmts = HashMap<String, Statement>;
 
-/// A connection (or a transaction on one) and its prepared statements.
+/// What can run SQL: a pooled connection, inside a unit or not.
+pub(crate) trait GenericClient {
+    fn pg(&mut self) -> &mut PgClient;
+}
+
+impl GenericClient for PgClient {
+    fn pg(&mut self) -> &mut PgClient {
+        self
+    }
+}
+
+/// A connection and its prepared statements.
 pub(crate) struct Db<'a, C: GenericClient> {
     pub c: &'a mut C,
     pub stmts: &'a mut Stmts,
@@ -38,7 +50,7 @@ impl<C: GenericClient> Db<'_, C> {
         if let Some(s) = self.stmts.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.c.prepare(sql).map_err(db_err)?;
+        let s = self.c.pg().prepare(sql)?;
         self.stmts.insert(sql.to_string(), s.clone());
         Ok(s)
     }
@@ -46,7 +58,11 @@ impl<C: GenericClient> Db<'_, C> {
     pub fn query(&mut self, sql: &str, p: Params<'_>) -> Result<Vec<Row>, Error> {
         let s = self.stmt(sql)?;
         sent();
-        self.c.query(&s, p).map_err(db_err)
+        if sql.starts_with("SELECT") {
+            self.c.pg().read(&s, p)
+        } else {
+            self.c.pg().query(&s, p)
+        }
     }
 
     pub fn opt(&mut self, sql: &str, p: Params<'_>) -> Result<Option<Row>, Error> {
@@ -56,7 +72,15 @@ impl<C: GenericClient> Db<'_, C> {
     pub fn exec(&mut self, sql: &str, p: Params<'_>) -> Result<u64, Error> {
         let s = self.stmt(sql)?;
         sent();
-        self.c.execute(&s, p).map_err(db_err)
+        self.c.pg().execute(&s, p)
+    }
+
+    /// A write sent with the unit's next round trip (see `conn`): in a unit only, where a
+    /// read or the commit follows. Its errors come from that statement, as `expect` says.
+    pub fn later(&mut self, sql: &str, p: Params<'_>, expect: Expect) -> Result<(), Error> {
+        let s = self.stmt(sql)?;
+        sent();
+        self.c.pg().later(&s, p, expect)
     }
 }
 

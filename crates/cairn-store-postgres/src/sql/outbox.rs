@@ -1,7 +1,6 @@
 //! SQL of the transactional outbox.
 
 use cairn_store::{Error, OutboxRecord};
-use postgres::GenericClient;
 
 use super::*;
 

@@ -2,7 +2,7 @@
 
 use cairn_store::{AttemptRecord, Error, TaskRecord, TaskStatus};
 use chrono::{DateTime, Utc};
-use postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 
 use super::*;
 
@@ -35,8 +35,9 @@ pub(crate) fn task_row(r: &Row) -> Result<TaskRecord, Error> {
     })
 }
 
+/// Held for the unit's next round trip.
 pub fn insert_task<C: GenericClient>(db: &mut Db<C>, t: &TaskRecord) -> Result<(), Error> {
-    let r = db.exec(
+    db.later(
         "INSERT INTO tasks (id, namespace, instance_id, state, queue, action, input, status, attempt, retry, timeout_ms, heartbeat_ms, \
          available_at, lease_owner, lease_expires_at, output, error, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
@@ -61,14 +62,19 @@ pub fn insert_task<C: GenericClient>(db: &mut Db<C>, t: &TaskRecord) -> Result<(
             &t.created_at,
             &t.updated_at,
         ],
-    );
-    unique(r, || format!("task `{}` exists", t.id)).map(|_| ())
+        Expect {
+            conflict: Some(format!("task `{}` exists", t.id)),
+            miscount: None,
+        },
+    )
 }
 
+/// Held for the unit's next round trip; the statement checks that the task exists.
 pub fn update_task<C: GenericClient>(db: &mut Db<C>, t: &TaskRecord) -> Result<(), Error> {
-    let n = db.exec(
-        "UPDATE tasks SET status = $2, attempt = $3, available_at = $4, lease_owner = $5, lease_expires_at = $6, \
-         output = $7, error = $8, updated_at = $9 WHERE id = $1",
+    db.later(
+        "WITH w AS (UPDATE tasks SET status = $2, attempt = $3, available_at = $4, lease_owner = $5, lease_expires_at = $6, \
+         output = $7, error = $8, updated_at = $9 WHERE id = $1 RETURNING 1) \
+         SELECT cairn_expect_rows((SELECT count(*) FROM w), 1)",
         &[
             &t.id,
             &t.status.as_str(),
@@ -80,12 +86,11 @@ pub fn update_task<C: GenericClient>(db: &mut Db<C>, t: &TaskRecord) -> Result<(
             &t.error,
             &t.updated_at,
         ],
-    )?;
-    if n == 1 {
-        Ok(())
-    } else {
-        Err(Error::NotFound(format!("task `{}`", t.id)))
-    }
+        Expect {
+            conflict: None,
+            miscount: Some(Error::NotFound(format!("task `{}`", t.id))),
+        },
+    )
 }
 
 pub fn task<C: GenericClient>(db: &mut Db<C>, id: &str) -> Result<Option<TaskRecord>, Error> {
@@ -196,8 +201,9 @@ pub fn tasks<C: GenericClient>(
     )
 }
 
+/// Held for the unit's next round trip.
 pub fn put_attempt<C: GenericClient>(db: &mut Db<C>, a: &AttemptRecord) -> Result<(), Error> {
-    db.exec(
+    db.later(
         "INSERT INTO task_attempts (task_id, attempt, namespace, instance_id, worker, started_at, ended_at, outcome, error, tokens, cost) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (task_id, attempt) DO UPDATE SET namespace = excluded.namespace, instance_id = excluded.instance_id, worker = excluded.worker, \
@@ -215,8 +221,8 @@ pub fn put_attempt<C: GenericClient>(db: &mut Db<C>, a: &AttemptRecord) -> Resul
             &a.tokens,
             &a.cost,
         ],
+        Expect::none(),
     )
-    .map(|_| ())
 }
 
 pub fn attempts<C: GenericClient>(

@@ -2,8 +2,8 @@
 
 use cairn_store::{Error, TokenRecord};
 use chrono::{DateTime, Utc};
-use postgres::types::Json;
-use postgres::{GenericClient, Row};
+use tokio_postgres::Row;
+use tokio_postgres::types::Json;
 
 use super::*;
 

@@ -48,7 +48,19 @@ impl cairn_store::HistoryTx for PgTx<'_> {
             )));
         }
         let index = self.logged;
-        let position = sql::insert_log(&mut self.db(), index, e)?;
+        let position = match self.xid {
+            // The rest are written at the commit, in one statement.
+            Some(xid) => {
+                let position = (xid << LOG_BITS) | index;
+                self.logs.push((position, e.clone()));
+                position
+            }
+            None => {
+                let position = sql::insert_log(&mut self.db(), index, e)?;
+                self.xid = Some(position >> LOG_BITS);
+                position
+            }
+        };
         self.logged += 1;
         Ok(position)
     }
@@ -60,7 +72,9 @@ impl cairn_store::HistoryTx for PgTx<'_> {
     ) -> Result<u64, Error> {
         sql::trim_log(&mut self.db(), before, keep, limit)
     }
+    /// Kept until the commit, which writes the unit's changes in one statement.
     fn add_figure(&mut self, f: &cairn_store::Figure) -> Result<(), Error> {
-        sql::add_figure(&mut self.db(), f)
+        self.figures.push(f.clone());
+        Ok(())
     }
 }

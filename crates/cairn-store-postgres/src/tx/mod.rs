@@ -6,10 +6,9 @@ use cairn_store::{
     ScheduleRecord, TaskRecord, TimerRecord, TokenRecord, TriggerRecord,
 };
 use chrono::{DateTime, Utc};
-use postgres::Transaction;
 use serde_json::Value;
 
-use crate::db_err;
+use crate::conn::PgClient;
 use crate::sql::{self, Db, Stmts};
 
 mod approvals;
@@ -24,68 +23,96 @@ mod tokens;
 /// Entries one unit may append to the log (the low bits of a position).
 const LOG_BITS: u32 = 20;
 
+/// A unit on one connection. Its `BEGIN`, savepoints and most writes are held and sent
+/// with its next read or its `COMMIT` (see `conn`).
 pub(crate) struct PgTx<'a> {
-    tx: Transaction<'a>,
+    c: &'a mut PgClient,
     stmts: &'a mut Stmts,
     /// Entries this unit appended to the log.
     logged: i64,
     /// Entries appended when the open part began (an undone part gives its back).
     part: Option<i64>,
+    /// The transaction's id, known from its first log entry: the high bits of its
+    /// entries' positions.
+    xid: Option<i64>,
+    /// Log entries after the first, with their positions, and changes to the figures:
+    /// written at the commit, each kind in one statement.
+    logs: Vec<(i64, NewLogEntry)>,
+    figures: Vec<cairn_store::Figure>,
+    /// Where those stood when the open part began.
+    part_marks: (usize, usize),
 }
 
 impl<'a> PgTx<'a> {
-    pub fn new(tx: Transaction<'a>, stmts: &'a mut Stmts) -> PgTx<'a> {
+    pub fn new(c: &'a mut PgClient, stmts: &'a mut Stmts) -> PgTx<'a> {
+        sql::sent();
+        c.begin_unit();
         PgTx {
-            tx,
+            c,
             stmts,
             logged: 0,
             part: None,
+            xid: None,
+            logs: Vec::new(),
+            figures: Vec::new(),
+            part_marks: (0, 0),
         }
     }
 
-    fn db(&mut self) -> Db<'_, Transaction<'a>> {
+    fn db(&mut self) -> Db<'_, PgClient> {
         Db {
-            c: &mut self.tx,
+            c: self.c,
             stmts: self.stmts,
         }
     }
 
-    pub fn commit(self) -> Result<(), Error> {
-        sql::sent();
-        self.tx.commit().map_err(db_err)
+    /// Commits, with the writes still held; a unit that fails to commit is rolled back.
+    pub fn commit(mut self) -> Result<(), Error> {
+        let logs = std::mem::take(&mut self.logs);
+        let figures = std::mem::take(&mut self.figures);
+        let r = sql::insert_logs(&mut self.db(), &logs)
+            .and_then(|()| sql::add_figures(&mut self.db(), &figures))
+            .and_then(|()| {
+                sql::sent();
+                self.c.commit_unit()
+            });
+        if r.is_err() && self.c.in_unit() {
+            self.c.rollback_unit();
+        }
+        r
     }
 
     pub fn rollback(self) {
-        sql::sent();
-        let _ = self.tx.rollback();
+        self.c.rollback_unit();
     }
 }
 
-/// A part is a savepoint in the unit's transaction. A kept part is not released: the
-/// next part's `SAVEPOINT` nests inside it and `ROLLBACK TO` finds the newest of that
-/// name, and the commit releases them all; so a part costs one round trip, not two (a
-/// released subtransaction keeps its id until the commit anyway).
+/// A part is a savepoint in the unit's transaction, made only once something of the part
+/// is sent (see `conn::Part`): an outcome whose reads come before its writes (the usual
+/// case) needs none, its writes being held until the next part's first read. A kept part
+/// is not released: the next part's `SAVEPOINT` nests inside it and `ROLLBACK TO` finds
+/// the newest of that name, and the commit releases them all.
 impl cairn_store::PartsTx for PgTx<'_> {
     fn begin_part(&mut self) -> Result<(), Error> {
         if self.part.is_some() {
             return Err(Error::Database("a part is already open".into()));
         }
-        sql::sent();
-        self.tx.batch_execute("SAVEPOINT part").map_err(db_err)?;
+        self.c.begin_part();
         self.part = Some(self.logged);
+        self.part_marks = (self.logs.len(), self.figures.len());
         Ok(())
     }
     fn keep_part(&mut self) -> Result<(), Error> {
         self.part = None;
+        self.c.keep_part();
         Ok(())
     }
     fn undo_part(&mut self) -> Result<(), Error> {
         if let Some(logged) = self.part.take() {
             self.logged = logged;
-            sql::sent();
-            self.tx
-                .batch_execute("ROLLBACK TO SAVEPOINT part")
-                .map_err(db_err)?;
+            self.logs.truncate(self.part_marks.0);
+            self.figures.truncate(self.part_marks.1);
+            self.c.undo_part();
         }
         Ok(())
     }

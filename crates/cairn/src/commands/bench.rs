@@ -103,6 +103,9 @@ pub struct Args {
     /// W4: how many instances to load (default 1,000,000).
     #[arg(long)]
     pub(crate) instances: Option<u64>,
+    /// W5: how many nodes each PostgreSQL run has, comma-separated (default 1,2,3).
+    #[arg(long, default_value = "1,2,3")]
+    pub(crate) nodes: String,
     /// W1-tasks: worker processes' worth of claimers.
     #[arg(long, default_value_t = 4)]
     pub(crate) workers: usize,

@@ -126,24 +126,33 @@ fn run_on(store: &[String], nodes: usize, a: &Args) -> Result<Value, Failure> {
         urls.push(url);
     }
     apply(&urls[0])?;
-    let before: f64 = urls.iter().map(|u| statements(u)).sum();
+    let before: f64 = urls.iter().map(|u| counter(u, STATEMENTS)).sum();
+    let trips_before: f64 = urls.iter().map(|u| counter(u, ROUND_TRIPS)).sum();
     let driver: Arc<dyn Driver> = Arc::new(Spread(urls.iter().map(|u| Http::new(u)).collect()));
     let mut line = w1_tasks(driver, a, 4 * nodes)?;
     line["nodes"] = json!(nodes);
     // Round trips to PostgreSQL per durable step (a start or a task's step), from the
     // nodes' own count (`cairn_store_statements_total`).
-    let sent: f64 = urls.iter().map(|u| statements(u)).sum::<f64>() - before;
+    // Several statements may share a round trip (a unit's writes ride with its next
+    // read or its commit): both counts.
+    let sent: f64 = urls.iter().map(|u| counter(u, STATEMENTS)).sum::<f64>() - before;
+    let trips: f64 = urls.iter().map(|u| counter(u, ROUND_TRIPS)).sum::<f64>() - trips_before;
     if sent > 0.0
         && let Some(n) = line["n"].as_f64()
     {
         line["statements_per_step"] = json!(round(sent / (n * 6.0), 1));
+        line["round_trips_per_step"] = json!(round(trips / (n * 6.0), 1));
     }
     drop(running);
     Ok(line)
 }
 
-/// `cairn_store_statements_total` of the node at `url` (0 when it has none: SQLite).
-fn statements(url: &str) -> f64 {
+const STATEMENTS: &str = "cairn_store_statements_total ";
+const ROUND_TRIPS: &str = "cairn_store_round_trips_total ";
+
+/// The counter `name` (with its trailing space) of the node at `url` (0 when it has none:
+/// SQLite).
+fn counter(url: &str, name: &str) -> f64 {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -155,10 +164,31 @@ fn statements(url: &str) -> f64 {
         .and_then(|mut r| r.body_mut().read_to_string().ok())
         .and_then(|text| {
             text.lines()
-                .find_map(|l| l.strip_prefix("cairn_store_statements_total "))
+                .find_map(|l| l.strip_prefix(name))
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or(0.0)
+}
+
+/// The node counts of `--nodes` (`1,2,3`): distinct, ascending, each 1 to 16.
+fn node_counts(text: &str) -> Result<Vec<usize>, Failure> {
+    let mut counts = Vec::new();
+    for part in text.split(',') {
+        let n: usize = part
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=16).contains(n))
+            .ok_or_else(|| {
+                Failure::usage(anyhow!(
+                    "--nodes: `{part}` is not a node count from 1 to 16 (give a list such as 1,2,3)"
+                ))
+            })?;
+        counts.push(n);
+    }
+    counts.sort_unstable();
+    counts.dedup();
+    Ok(counts)
 }
 
 pub fn run(database: Option<String>, a: &Args) -> Result<(), Failure> {
@@ -167,9 +197,10 @@ pub fn run(database: Option<String>, a: &Args) -> Result<(), Failure> {
             "W5 runs on PostgreSQL: give `--database postgres://USER@HOST:PORT/DB` (an empty database the bench may fill)"
         ))
     })?;
+    let counts = node_counts(&a.nodes)?;
     let pg = vec!["--database".to_string(), url.clone()];
     let mut runs = Vec::new();
-    for nodes in 1..=3 {
+    for &nodes in &counts {
         let mut r = run_on(&pg, nodes, a)?;
         r["backend"] = json!("postgres");
         runs.push(r);
@@ -180,14 +211,22 @@ pub fn run(database: Option<String>, a: &Args) -> Result<(), Failure> {
     let mut s = run_on(&sqlite, 1, a)?;
     s["backend"] = json!("sqlite");
     let wf = |r: &Value| r["workflows_per_s"].as_f64().unwrap_or(0.0);
+    // Scaling is against the smallest PostgreSQL run (one node by default).
     let one = wf(&runs[0]).max(f64::MIN_POSITIVE);
+    let scaling: serde_json::Map<String, Value> = counts
+        .iter()
+        .zip(&runs)
+        .skip(1)
+        .map(|(n, r)| (n.to_string(), json!(round(wf(r) / one, 2))))
+        .collect();
+    runs.push(s.clone());
     let line = json!({
         "peer": "cairn",
         "workload": "W5",
         "database": cairn_store_any::redact(&url),
         "concurrency": a.concurrency(),
-        "runs": [runs[0], runs[1], runs[2], s],
-        "scaling": {"2": round(wf(&runs[1]) / one, 2), "3": round(wf(&runs[2]) / one, 2)},
+        "runs": runs,
+        "scaling": scaling,
         "postgres_vs_sqlite_1_node": round(one / wf(&s).max(f64::MIN_POSITIVE), 2),
     });
     println!("{line}");
