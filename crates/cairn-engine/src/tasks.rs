@@ -836,8 +836,14 @@ fn apply_outcome(
 ) -> Result<TaskOutcome, Error> {
     let mut inst = tx.instance(key.0, key.1)?;
     // Read once under the lock: the current leased attempt, an identical repeat of what
-    // was reported, or stale.
-    let mut t = tx.task(&o.task)?.ok_or_else(|| no_task(&o.task))?;
+    // was reported, or stale. The instance's open tasks are read (before any write), as
+    // the step the outcome sets off cancels those of the states it leaves: it finds them
+    // in the unit instead of reading them again after the outcome's writes.
+    let mut open = tx.open_tasks(key.0, key.1)?;
+    let mut t = match open.iter().position(|t| t.id == o.task) {
+        Some(i) => open.swap_remove(i),
+        None => tx.task(&o.task)?.ok_or_else(|| no_task(&o.task))?,
+    };
     if t.status != TaskStatus::Leased || t.attempt != o.attempt {
         if repeats(tx, &t, o)? {
             let retrying =
@@ -872,6 +878,9 @@ fn apply_outcome(
             t.lease_expires_at = None;
             t.updated_at = now;
             tx.update_task(&t)?;
+            // The others stay open as they were (sorted as the store gives them).
+            open.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            tx.know_open_tasks(key.0, key.1, open);
             if let Some(inst) = inst.as_mut() {
                 let mut payload = match output.clone() {
                     Value::Object(m) => m,

@@ -184,6 +184,11 @@ pub(crate) struct Unit<'t> {
     /// The hops of the outbox entry this unit delivers: what it sets off (a trigger's or
     /// an instance's send) counts one more, so loops stop at [`crate::MAX_TRIGGER_HOPS`].
     hops: u32,
+    /// An instance's open tasks as the unit knows them, read under the instance's lock
+    /// (an outcome reads them before it writes, so the step's cancel need not read them
+    /// again after its writes): taken by the next [`Unit::open_tasks`] of that instance,
+    /// forgotten at any task write and at a part's end.
+    open_tasks: Option<(String, String, Vec<TaskRecord>)>,
 }
 
 /// What a committed unit leaves its caller to do.
@@ -205,6 +210,7 @@ impl<'t> Unit<'t> {
             outbox: 0,
             attempts_ended: Vec::new(),
             hops: 0,
+            open_tasks: None,
         }
     }
 
@@ -215,9 +221,30 @@ impl<'t> Unit<'t> {
 
     /// Writes a task and remembers its queue, so claims waiting on it wake on commit.
     pub(crate) fn insert_task(&mut self, t: &TaskRecord) -> Result<(), Error> {
+        self.open_tasks = None;
         self.tx.insert_task(t)?;
         self.enqueued_on.push(t.queue.clone());
         Ok(())
+    }
+
+    /// Updates a task (what the unit knew of open tasks is forgotten).
+    pub(crate) fn update_task(&mut self, t: &TaskRecord) -> Result<(), Error> {
+        self.open_tasks = None;
+        Ok(self.tx.update_task(t)?)
+    }
+
+    /// Remembers the instance's open tasks, as the unit's writes so far left them (see
+    /// the field).
+    pub(crate) fn know_open_tasks(&mut self, ns: &str, id: &str, tasks: Vec<TaskRecord>) {
+        self.open_tasks = Some((ns.to_string(), id.to_string(), tasks));
+    }
+
+    /// The instance's open tasks: those the unit knows, else read.
+    pub(crate) fn open_tasks(&mut self, ns: &str, id: &str) -> Result<Vec<TaskRecord>, Error> {
+        match self.open_tasks.take() {
+            Some((n, i, tasks)) if n == ns && i == id => Ok(tasks),
+            _ => Ok(self.tx.open_tasks(ns, id)?),
+        }
     }
 
     /// Writes an entry for another instance, delivered after commit.
@@ -271,6 +298,7 @@ impl<'t> Unit<'t> {
             self.attempts_ended.len(),
             self.hops,
         );
+        self.open_tasks = None;
         self.tx.begin_part()?;
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))).unwrap_or_else(
             |_| {
@@ -279,6 +307,7 @@ impl<'t> Unit<'t> {
                 )))
             },
         );
+        self.open_tasks = None;
         match r {
             Ok(v) => {
                 self.tx.keep_part()?;

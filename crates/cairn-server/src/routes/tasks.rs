@@ -64,7 +64,7 @@ pub(super) async fn claim<S: Store + Send + Sync>(
     Body(b): Body<cairn_api::ClaimRequest>,
 ) -> Result<Json<Vec<cairn_api::Claimed>>, ApiError> {
     let lease = checked_claim(&b)?;
-    let claimed = claim_waiting(&ctx, scope, &b, lease).await?;
+    let claimed = claim_waiting(&ctx, scope, &b, lease, None).await?;
     Ok(Json(
         claimed.iter().map(cairn_engine::Claimed::to_api).collect(),
     ))
@@ -81,47 +81,86 @@ fn checked_claim(b: &cairn_api::ClaimRequest) -> Result<Duration, ApiError> {
 }
 
 /// Claims, waiting up to `b.wait_ms` (bounded by the server's) for a task when none is
-/// ready.
+/// ready. `tried`: the stamp of the queues taken before a claim that just found nothing
+/// (a report's): then it waits for the queues to move before claiming.
 async fn claim_waiting<S: Store + Send + Sync>(
     ctx: &Arc<Ctx<S>>,
     scope: Option<Vec<String>>,
     b: &cairn_api::ClaimRequest,
     lease: Duration,
+    mut tried: Option<u64>,
 ) -> Result<Vec<cairn_engine::Claimed>, ApiError> {
     let wait = Duration::from_millis(b.wait_ms).min(ctx.settings.max_claim_wait);
     let deadline = Instant::now() + wait;
     let ready = Arc::clone(ctx.engine.tasks_ready());
+    // Wake-ups in a row after which the claim found nothing: a competitor (another
+    // claimer of this node or another node) took the work.
+    let mut beaten = 0u32;
+    let mut woken = false;
     loop {
         // Stamp before trying, so a task enqueued in between still counts.
-        let stamp = ready.stamp(&b.queues);
-        let (engine, queues, worker, scope, batch) = (
-            ctx.engine.clone(),
-            b.queues.clone(),
-            b.worker.clone(),
-            scope.clone(),
-            b.batch,
-        );
-        let claimed =
-            blocking(move || engine.claim_in(&queues, scope, &worker, batch, lease)).await?;
-        let now = Instant::now();
+        let (stamp, claimed) = match tried.take() {
+            Some(stamp) => (stamp, Vec::new()),
+            None => {
+                let stamp = ready.stamp(&b.queues);
+                let (engine, queues, worker, scope, batch) = (
+                    ctx.engine.clone(),
+                    b.queues.clone(),
+                    b.worker.clone(),
+                    scope.clone(),
+                    b.batch,
+                );
+                let claimed =
+                    blocking(move || engine.claim_in(&queues, scope, &worker, batch, lease))
+                        .await?;
+                (stamp, claimed)
+            }
+        };
+        let mut now = Instant::now();
         if !claimed.is_empty() || now >= deadline {
             return Ok(claimed);
+        }
+        if woken {
+            // Back off before looking again (1 ms, doubling to 32 ms, jittered), so that
+            // claimers woken together do not all query the store for one task each time.
+            beaten = (beaten + 1).min(6);
+            let pause = back_off(beaten).min(deadline - now);
+            tokio::time::sleep(pause).await;
+            now = Instant::now();
+            if now >= deadline {
+                return Ok(claimed);
+            }
         }
         // Wait for a task on one of our queues; other queues' tasks wake us too, but we go
         // back to waiting without reading the store. Retried tasks come due by time, not
         // by a commit: look again within a second anyway.
         let until = now + Duration::from_secs(1).min(deadline - now);
+        woken = false;
         loop {
             let notified = ready.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let left = until.saturating_duration_since(Instant::now());
-            if ready.stamp(&b.queues) != stamp || left.is_zero() {
+            if ready.stamp(&b.queues) != stamp {
+                woken = true;
+                break;
+            }
+            if left.is_zero() {
                 break;
             }
             let _ = tokio::time::timeout(left, notified).await;
         }
     }
+}
+
+/// A claimer's pause after its `beaten`-th wake-up in a row that found the work taken:
+/// up to 2^(beaten-1) ms, at least 1 ms, at random.
+fn back_off(beaten: u32) -> Duration {
+    let most = 1u64 << beaten.saturating_sub(1).min(5);
+    let noise = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    Duration::from_micros(1000 + noise % (most * 1000))
 }
 
 /// Outcomes and a claim in one request: each outcome applied or refused on its own (the
@@ -154,6 +193,12 @@ pub(super) async fn report<S: Store + Send + Sync>(
         }),
         None => None,
     };
+    // Stamped before the report's claim: should it find nothing, the wait below starts
+    // from here and misses no task enqueued meanwhile.
+    let stamp = b
+        .claim
+        .as_ref()
+        .map(|c| ctx.engine.tasks_ready().stamp(&c.queues));
     let engine = ctx.engine.clone();
     let batch = cairn_engine::Batch {
         outcomes,
@@ -167,7 +212,7 @@ pub(super) async fn report<S: Store + Send + Sync>(
         && claimed.is_empty()
         && c.wait_ms > 0
     {
-        claimed = claim_waiting(&ctx, scope, c, next.lease).await?;
+        claimed = claim_waiting(&ctx, scope, c, next.lease, stamp).await?;
     }
     Ok(Json(cairn_api::Reported {
         outcomes: r
