@@ -250,5 +250,5 @@ impl Reader for AnyStore {
 }
 
 pub use cairn_store_postgres::Options as PgOptions;
-pub use cairn_store_postgres::{is_url as is_postgres_url, redact};
+pub use cairn_store_postgres::{create_database, drop_database, is_url as is_postgres_url, redact};
 pub use cairn_store_sqlite::Options as SqliteOptions;

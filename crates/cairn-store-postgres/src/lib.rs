@@ -567,6 +567,56 @@ impl Listener {
     }
 }
 
+/// Creates the database `name` on the server of `url` (connecting to `url`'s database),
+/// and returns the URL of the new one; for benchmarks that need a scratch database beside
+/// the one they were given. Refused when `name` is not a plain identifier.
+pub fn create_database(url: &str, name: &str) -> Result<String, Error> {
+    plain_name(name)?;
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| Error::Database(format!("bad PostgreSQL URL: {e}")))?;
+    let mut c = PgClient::connect(&config)?;
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
+    c.batch_execute(&format!("CREATE DATABASE {name}"))?;
+    Ok(with_database(url, name))
+}
+
+/// Drops the database `name` on the server of `url` (see [`create_database`]).
+pub fn drop_database(url: &str, name: &str) -> Result<(), Error> {
+    plain_name(name)?;
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| Error::Database(format!("bad PostgreSQL URL: {e}")))?;
+    let mut c = PgClient::connect(&config)?;
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+}
+
+fn plain_name(name: &str) -> Result<(), Error> {
+    let plain = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "`{name}` is not a plain database name (a-z, 0-9, _)"
+        )))
+    }
+}
+
+/// `url` naming the database `name` instead of its own.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.find('?') {
+        Some(q) => (&url[..q], &url[q..]),
+        None => (url, ""),
+    };
+    let authority_end = base.find("://").map_or(0, |s| s + 3);
+    match base[authority_end..].find('/') {
+        Some(slash) => format!("{}/{name}{query}", &base[..authority_end + slash]),
+        None => format!("{base}/{name}{query}"),
+    }
+}
+
 /// `url` with its password replaced by `***`.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -808,5 +858,21 @@ impl Reader for PgStore {
     }
     fn log_horizon(&self) -> Result<i64, Error> {
         self.read(sql::log_horizon)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_url_names_another_database() {
+        let w = super::with_database;
+        assert_eq!(w("postgres://u@h:5432/a", "b"), "postgres://u@h:5432/b");
+        assert_eq!(
+            w("postgres://u:p@h/a?sslmode=disable", "b"),
+            "postgres://u:p@h/b?sslmode=disable"
+        );
+        assert_eq!(w("postgresql://h", "b"), "postgresql://h/b");
+        assert!(super::plain_name("w4_empty_1").is_ok());
+        assert!(super::plain_name("x; DROP").is_err());
     }
 }

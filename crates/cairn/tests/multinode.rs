@@ -503,6 +503,15 @@ fn bench_w5_reports_scaling_over_nodes() {
         assert_eq!(r["n"], 40, "{r}");
         assert!(r["workflows_per_s"].as_f64().unwrap() > 0.0);
     }
+    // On PostgreSQL the line says how many statements and round trips a step took; the
+    // writes of a unit ride with its reads and its commit, so fewer trips than statements.
+    for r in runs.iter().filter(|r| r["backend"] == "postgres") {
+        let (statements, trips) = (
+            r["statements_per_step"].as_f64().unwrap(),
+            r["round_trips_per_step"].as_f64().unwrap(),
+        );
+        assert!(trips > 0.0 && trips < statements, "{r}");
+    }
     assert!(line["scaling"]["3"].as_f64().unwrap() > 0.0);
     assert!(line["postgres_vs_sqlite_1_node"].as_f64().unwrap() > 0.0);
     assert!(!line["database"].as_str().unwrap().is_empty());
@@ -514,4 +523,54 @@ fn bench_w5_reports_scaling_over_nodes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--database"));
+}
+
+/// `cairn bench W4 --database`: the copies of the engine's templates go into PostgreSQL by
+/// its bulk import, replay under `verify`, a node serves them, and W1 runs with the data
+/// present and on a scratch empty database.
+#[test]
+fn bench_w4_loads_and_serves_on_postgres() {
+    let db = TestDb::create().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "bench",
+            "W4",
+            "--instances",
+            "1000",
+            "--n",
+            "40",
+            "--concurrency",
+            "4",
+            "--database",
+            &db.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            line["backend"].as_str(),
+            line["instances"].as_u64(),
+            line["history_rows"].as_u64(),
+            line["verified_sample"].as_u64()
+        ),
+        (Some("postgres"), Some(1000), Some(10_000), Some(100)),
+        "{line}"
+    );
+    for key in [
+        "ready_ms",
+        "idle_rss_mb",
+        "get_p99_ms",
+        "list_by_state_p99_ms",
+        "list_by_label_p99_ms",
+        "w1_events_ratio",
+        "w1_tasks_ratio",
+    ] {
+        assert!(line[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {line}");
+    }
 }

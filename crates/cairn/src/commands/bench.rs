@@ -152,9 +152,10 @@ pub(crate) trait Driver: Send + Sync {
     fn idle(&self);
 }
 
-pub(crate) struct InProc(pub(crate) Engine<SqliteStore>);
+/// An engine in this process, on either backend.
+pub(crate) struct InProc<S: cairn_store::Store = SqliteStore>(pub(crate) Engine<S>);
 
-impl Driver for InProc {
+impl<S: cairn_store::Store + Send + Sync> Driver for InProc<S> {
     fn idle(&self) {
         self.0.tasks_ready().wait(Duration::from_millis(50));
     }

@@ -7,7 +7,9 @@
 //! sample is replayed by `verify`. Then `cairn serve` is started on it: time to the first
 //! answered request, idle resident memory, `get` and filtered `list` latencies over HTTP;
 //! and W1-events and W1-tasks in-process with that data present, against an empty store.
-//! One JSON line. SQLite only, for now.
+//! One JSON line. On SQLite (a data directory), or with `--database` on PostgreSQL (an
+//! empty database the bench may fill; the empty store to compare with is a scratch
+//! database beside it, dropped afterwards).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use cairn_engine::{Config, Engine, SendRequest, StartRequest};
 use cairn_store::{Error, Export, Import, RowSink};
-use cairn_store_any::{SqliteOptions, SqliteStore};
+use cairn_store_any::{AnyStore, SqliteOptions, SqliteStore};
 use serde_json::{Value, json};
 
 use super::bench::{Args, InProc, TempDir, W1, W1_TASKS, percentile, round, w1, w1_tasks};
@@ -196,13 +198,10 @@ fn timed(
     ))
 }
 
-/// W1-events and W1-tasks in-process on the store in `dir`.
-fn throughput(dir: &Path, a: &Args) -> Result<(f64, f64), Failure> {
-    let engine = Engine::new(
-        open(dir)?,
-        Arc::new(cairn_engine::SystemClock),
-        Config::default(),
-    );
+/// W1-events and W1-tasks in-process on the store in `dir`, or the database `database`.
+fn throughput(dir: &Path, database: Option<&str>, a: &Args) -> Result<(f64, f64), Failure> {
+    let engine = cairn_runtime::open(dir, database, SqliteOptions::default(), Config::default())
+        .map_err(|e| anyhow!("{e}"))?;
     for def in [W1, W1_TASKS] {
         engine
             .apply(NS, def, None, None)
@@ -218,17 +217,35 @@ fn throughput(dir: &Path, a: &Args) -> Result<(f64, f64), Failure> {
     Ok((events, tasks))
 }
 
+/// Copies the templates into `dest`, through its bulk import.
+fn load(dest: &AnyStore, copies: &Copies<'_>) -> Result<(), Failure> {
+    let r = match dest {
+        AnyStore::Sqlite(s) => s.import(copies, &mut || {}),
+        AnyStore::Postgres(p) => p.import(copies, &mut || {}),
+    };
+    r.map(|_| ()).map_err(|e| anyhow!("loading: {e}").into())
+}
+
+/// A scratch PostgreSQL database beside the bench's, dropped with this guard.
+struct Scratch {
+    url: String,
+    name: String,
+    of: String,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = cairn_store_any::drop_database(&self.of, &self.name);
+    }
+}
+
 pub fn run(
     data: Option<std::path::PathBuf>,
     database: Option<String>,
     a: &Args,
 ) -> Result<(), Failure> {
-    if database.is_some() {
-        return Err(Failure::usage(anyhow!(
-            "W4 runs on SQLite for now; PostgreSQL's bulk load is still to come"
-        )));
-    }
     let n = a.instances.unwrap_or(1_000_000).max(10) / 10 * 10;
+    let database = database.as_deref();
     // Under `--data` (kept, and empty to begin with), else a temporary directory.
     let (base, _tmp) = match data {
         Some(d) => (d, None),
@@ -246,25 +263,21 @@ pub fn run(
     let loaded = Instant::now();
     {
         let template = templates(&scratch)?;
-        let store = open(&data)?;
-        store
-            .import(
-                &Copies {
-                    template: &template,
-                    copies: n / 10,
-                },
-                &mut || {},
-            )
-            .map_err(|e| anyhow!("loading: {e}"))?;
+        let dest = AnyStore::open(&data, database).map_err(|e| anyhow!("{e}"))?;
+        load(
+            &dest,
+            &Copies {
+                template: &template,
+                copies: n / 10,
+            },
+        )?;
     }
     let load_s = loaded.elapsed().as_secs_f64();
     // A sample replays to its stored state.
     let (bytes, verified) = {
-        let engine = Engine::new(
-            open(&data)?,
-            Arc::new(cairn_engine::SystemClock),
-            Config::default(),
-        );
+        let engine =
+            cairn_runtime::open(&data, database, SqliteOptions::default(), Config::default())
+                .map_err(|e| anyhow!("{e}"))?;
         let mut ok = 0;
         for s in 0..100u64 {
             let i = (s * 7919 + 13) % n;
@@ -288,7 +301,11 @@ pub fn run(
     };
     // The server on that data.
     let spawned = Instant::now();
-    let (server, url) = node(&["--data".to_string(), data.display().to_string()])?;
+    let store_args = match database {
+        Some(url) => vec!["--database".to_string(), url.to_string()],
+        None => vec!["--data".to_string(), data.display().to_string()],
+    };
+    let (server, url) = node(&store_args)?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -345,12 +362,25 @@ pub fn run(
     })?;
     drop(server);
     // Throughput with the data present, and on an empty store.
-    let (events_full, tasks_full) = throughput(&data, a)?;
-    let (events_empty, tasks_empty) = throughput(&empty, a)?;
+    let (events_full, tasks_full) = throughput(&data, database, a)?;
+    let (events_empty, tasks_empty) = match database {
+        Some(url) => {
+            let name = format!("cairn_w4_empty_{}", std::process::id());
+            let scratch = Scratch {
+                url: cairn_store_any::create_database(url, &name)
+                    .map_err(|e| anyhow!("a scratch database for the empty store: {e}"))?,
+                name,
+                of: url.to_string(),
+            };
+            throughput(&empty, Some(&scratch.url), a)?
+        }
+        None => throughput(&empty, None, a)?,
+    };
     let ratio = |x: f64, y: f64| if y > 0.0 { round(x / y, 2) } else { 0.0 };
     let line = json!({
         "peer": "cairn",
         "workload": "W4",
+        "backend": if database.is_some() { "postgres" } else { "sqlite" },
         "instances": n,
         "history_rows": n * 10,
         "load_seconds": round(load_s, 1),
