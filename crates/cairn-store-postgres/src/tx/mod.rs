@@ -87,6 +87,16 @@ impl<'a> PgTx<'a> {
     }
 }
 
+/// A unit dropped without its commit or rollback (a panic in between) rolls back, so its
+/// connection goes back to the pool with no transaction open and nothing held.
+impl Drop for PgTx<'_> {
+    fn drop(&mut self) {
+        if self.c.in_unit() {
+            self.c.rollback_unit();
+        }
+    }
+}
+
 /// A part is a savepoint in the unit's transaction, made only once something of the part
 /// is sent (see `conn::Part`): an outcome whose reads come before its writes (the usual
 /// case) needs none, its writes being held until the next part's first read. A kept part
