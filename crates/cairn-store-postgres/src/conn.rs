@@ -423,28 +423,17 @@ impl PgClient {
 
     /// Starts `COPY ... FROM STDIN`; write the rows to the returned writer, then finish it.
     pub fn copy_in(&mut self, sql: &str) -> Result<CopyIn<'_>, Error> {
-        let sink = {
-            let client = &self.client;
-            let fut = client.copy_in::<_, Bytes>(sql);
-            // The sink borrows nothing from the client once made.
-            let s = {
-                let conn = &mut self.conn;
-                let notes = &mut self.notes;
-                let mut fut = std::pin::pin!(fut);
-                self.rt.block_on(std::future::poll_fn(|cx| {
-                    let closed = drive(conn, notes, cx);
-                    match fut.as_mut().poll(cx) {
-                        Poll::Ready(r) => Poll::Ready(r.map_err(db_err)),
-                        Poll::Pending if closed => Poll::Ready(Err(closed_err())),
-                        Poll::Pending => Poll::Pending,
-                    }
-                }))?
-            };
-            Box::pin(s)
-        };
+        let client = &self.client;
+        // The sink borrows nothing from the client once made.
+        let sink = until(
+            &self.rt,
+            &mut self.conn,
+            &mut self.notes,
+            client.copy_in::<_, Bytes>(sql),
+        )?;
         Ok(CopyIn {
             c: self,
-            sink,
+            sink: Box::pin(sink),
             buf: BytesMut::new(),
         })
     }
@@ -478,8 +467,22 @@ impl PgClient {
     }
 }
 
-fn closed_err() -> Error {
-    closed()
+/// Runs `fut` to its end while driving the connection (its I/O and notifications).
+fn until<T>(
+    rt: &tokio::runtime::Runtime,
+    conn: &mut Conn,
+    notes: &mut VecDeque<Notification>,
+    fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, Error> {
+    let mut fut = std::pin::pin!(fut);
+    rt.block_on(std::future::poll_fn(|cx| {
+        let closed = drive(conn, notes, cx);
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(r.map_err(db_err)),
+            Poll::Pending if closed => Poll::Ready(Err(self::closed())),
+            Poll::Pending => Poll::Pending,
+        }
+    }))
 }
 
 /// Rows going into a `COPY ... FROM STDIN`, sent in blocks.
@@ -501,18 +504,8 @@ impl CopyIn<'_> {
 
     fn send(&mut self) -> Result<(), Error> {
         let block = self.buf.split().freeze();
-        let sink = &mut self.sink;
-        let conn = &mut self.c.conn;
-        let notes = &mut self.c.notes;
-        let mut fut = std::pin::pin!(sink.send(block));
-        self.c.rt.block_on(std::future::poll_fn(|cx| {
-            let closed = drive(conn, notes, cx);
-            match fut.as_mut().poll(cx) {
-                Poll::Ready(r) => Poll::Ready(r.map_err(db_err)),
-                Poll::Pending if closed => Poll::Ready(Err(closed_err())),
-                Poll::Pending => Poll::Pending,
-            }
-        }))
+        let c = &mut *self.c;
+        until(&c.rt, &mut c.conn, &mut c.notes, self.sink.send(block))
     }
 
     /// Ends the copy; the rows copied.
@@ -520,18 +513,13 @@ impl CopyIn<'_> {
         if !self.buf.is_empty() {
             self.send()?;
         }
-        let sink = &mut self.sink;
-        let conn = &mut self.c.conn;
-        let notes = &mut self.c.notes;
-        let mut fut = std::pin::pin!(sink.as_mut().finish());
-        self.c.rt.block_on(std::future::poll_fn(|cx| {
-            let closed = drive(conn, notes, cx);
-            match fut.as_mut().poll(cx) {
-                Poll::Ready(r) => Poll::Ready(r.map_err(db_err)),
-                Poll::Pending if closed => Poll::Ready(Err(closed_err())),
-                Poll::Pending => Poll::Pending,
-            }
-        }))
+        let c = &mut *self.c;
+        until(
+            &c.rt,
+            &mut c.conn,
+            &mut c.notes,
+            self.sink.as_mut().finish(),
+        )
     }
 }
 

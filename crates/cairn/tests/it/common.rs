@@ -148,3 +148,29 @@ pub fn ok_in(data: &Path, args: &[&str]) -> Value {
     assert_eq!(code, 0, "cairn {args:?}: {err}");
     serde_json::from_str(&out).unwrap_or(Value::String(out))
 }
+
+/// What `cairn bench W4 --instances 1000` must print: every instance and its history
+/// rows loaded, the sample verified, and each measurement there.
+#[allow(dead_code)]
+pub fn assert_w4_line(line: &Value) {
+    assert_eq!(
+        (
+            line["instances"].as_u64(),
+            line["history_rows"].as_u64(),
+            line["verified_sample"].as_u64()
+        ),
+        (Some(1000), Some(10_000), Some(100)),
+        "{line}"
+    );
+    for key in [
+        "ready_ms",
+        "idle_rss_mb",
+        "get_p99_ms",
+        "list_by_state_p99_ms",
+        "list_by_label_p99_ms",
+        "w1_events_ratio",
+        "w1_tasks_ratio",
+    ] {
+        assert!(line[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {line}");
+    }
+}

@@ -614,24 +614,5 @@ fn the_scale_bench_loads_what_the_engine_writes_and_serves_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        (
-            line["instances"].as_u64(),
-            line["history_rows"].as_u64(),
-            line["verified_sample"].as_u64()
-        ),
-        (Some(1000), Some(10_000), Some(100)),
-        "{line}"
-    );
-    for key in [
-        "ready_ms",
-        "idle_rss_mb",
-        "get_p99_ms",
-        "list_by_state_p99_ms",
-        "list_by_label_p99_ms",
-        "w1_events_ratio",
-        "w1_tasks_ratio",
-    ] {
-        assert!(line[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {line}");
-    }
+    common::assert_w4_line(&line);
 }
