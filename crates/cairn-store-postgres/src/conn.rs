@@ -535,3 +535,71 @@ fn drive(conn: &mut Conn, notes: &mut VecDeque<Notification>, cx: &mut Context<'
         }
     }
 }
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn values(c: &mut PgClient) -> Vec<i32> {
+        c.query("SELECT v FROM t ORDER BY v", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// The rule of `with_held`: a failure is undone with its part only when the part's
+    /// savepoint was made before it; any other leaves the unit able only to roll back,
+    /// so a later `COMMIT` (which PostgreSQL would turn into a silent rollback) fails.
+    #[test]
+    fn a_failure_no_savepoint_covers_breaks_the_unit() {
+        let db = crate::testing::TestDb::create().unwrap();
+        let config = tokio_postgres::Config::from_str(&db.url).unwrap();
+        let mut c = PgClient::connect(&config).unwrap();
+        c.batch_execute("CREATE TABLE t (v int)").unwrap();
+        let insert = c.prepare("INSERT INTO t VALUES ($1)").unwrap();
+
+        // A part that fails in a read before anything of it was sent: no savepoint.
+        c.begin_unit();
+        c.later(&insert, &[&1i32], Expect::none()).unwrap();
+        c.begin_part();
+        assert!(c.read("SELECT 1 / 0", &[]).is_err());
+        c.undo_part();
+        let later = c.read("SELECT 1", &[]);
+        assert!(later.is_err(), "the unit is broken: {later:?}");
+        assert!(c.commit_unit().is_err());
+        assert!(!c.in_unit());
+        assert_eq!(values(&mut c), Vec::<i32>::new());
+
+        // A part whose writes were sent with the failing read made its savepoint first:
+        // undoing the part undoes the failure, and the unit commits the rest.
+        c.begin_unit();
+        c.later(&insert, &[&2i32], Expect::none()).unwrap();
+        c.begin_part();
+        c.later(&insert, &[&3i32], Expect::none()).unwrap();
+        assert!(c.read("SELECT 1 / 0", &[]).is_err());
+        c.undo_part();
+        c.begin_part();
+        c.later(&insert, &[&4i32], Expect::none()).unwrap();
+        c.keep_part();
+        // A part whose writes were all still held is undone by dropping them.
+        c.begin_part();
+        c.later(&insert, &[&5i32], Expect::none()).unwrap();
+        c.undo_part();
+        c.commit_unit().unwrap();
+        assert_eq!(values(&mut c), vec![2, 4]);
+
+        // A unit that never sent anything rolls back without a round trip.
+        let trips = ROUND_TRIPS.load(std::sync::atomic::Ordering::Relaxed);
+        c.begin_unit();
+        c.later(&insert, &[&6i32], Expect::none()).unwrap();
+        c.rollback_unit();
+        assert_eq!(
+            ROUND_TRIPS.load(std::sync::atomic::Ordering::Relaxed),
+            trips
+        );
+        assert_eq!(values(&mut c), vec![2, 4]);
+    }
+}
