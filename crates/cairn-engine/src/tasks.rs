@@ -841,7 +841,7 @@ fn apply_outcome(
     // in the unit instead of reading them again after the outcome's writes.
     let mut open = tx.open_tasks(key.0, key.1)?;
     let mut t = match open.iter().position(|t| t.id == o.task) {
-        Some(i) => open.swap_remove(i),
+        Some(i) => open.remove(i),
         None => tx.task(&o.task)?.ok_or_else(|| no_task(&o.task))?,
     };
     if t.status != TaskStatus::Leased || t.attempt != o.attempt {
@@ -878,8 +878,7 @@ fn apply_outcome(
             t.lease_expires_at = None;
             t.updated_at = now;
             tx.update_task(&t)?;
-            // The others stay open as they were (sorted as the store gives them).
-            open.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            // The others stay open as they were, in the store's order.
             tx.know_open_tasks(key.0, key.1, open);
             if let Some(inst) = inst.as_mut() {
                 let mut payload = match output.clone() {

@@ -30,8 +30,8 @@ pub(crate) struct PgTx<'a> {
     stmts: &'a mut Stmts,
     /// Entries this unit appended to the log.
     logged: i64,
-    /// Entries appended when the open part began (an undone part gives its back).
-    part: Option<i64>,
+    /// Where the unit stood when the open part began (an undone part goes back there).
+    part: Option<Marks>,
     /// The transaction's id, known from its first log entry: the high bits of its
     /// entries' positions.
     xid: Option<i64>,
@@ -39,8 +39,13 @@ pub(crate) struct PgTx<'a> {
     /// written at the commit, each kind in one statement.
     logs: Vec<(i64, NewLogEntry)>,
     figures: Vec<cairn_store::Figure>,
-    /// Where those stood when the open part began.
-    part_marks: (usize, usize),
+}
+
+/// Log entries appended, and entries and figure changes kept for the commit.
+struct Marks {
+    logged: i64,
+    logs: usize,
+    figures: usize,
 }
 
 impl<'a> PgTx<'a> {
@@ -55,7 +60,6 @@ impl<'a> PgTx<'a> {
             xid: None,
             logs: Vec::new(),
             figures: Vec::new(),
-            part_marks: (0, 0),
         }
     }
 
@@ -66,20 +70,15 @@ impl<'a> PgTx<'a> {
         }
     }
 
-    /// Commits, with the writes still held; a unit that fails to commit is rolled back.
+    /// Commits, with the writes still held; a unit that fails to commit is rolled back
+    /// (by `commit_unit`, or when dropped).
     pub fn commit(mut self) -> Result<(), Error> {
         let logs = std::mem::take(&mut self.logs);
         let figures = std::mem::take(&mut self.figures);
-        let r = sql::insert_logs(&mut self.db(), &logs)
-            .and_then(|()| sql::add_figures(&mut self.db(), &figures))
-            .and_then(|()| {
-                sql::sent();
-                self.c.commit_unit()
-            });
-        if r.is_err() && self.c.in_unit() {
-            self.c.rollback_unit();
-        }
-        r
+        sql::insert_logs(&mut self.db(), &logs)?;
+        sql::add_figures(&mut self.db(), &figures)?;
+        sql::sent();
+        self.c.commit_unit()
     }
 
     pub fn rollback(self) {
@@ -108,8 +107,11 @@ impl cairn_store::PartsTx for PgTx<'_> {
             return Err(Error::Database("a part is already open".into()));
         }
         self.c.begin_part();
-        self.part = Some(self.logged);
-        self.part_marks = (self.logs.len(), self.figures.len());
+        self.part = Some(Marks {
+            logged: self.logged,
+            logs: self.logs.len(),
+            figures: self.figures.len(),
+        });
         Ok(())
     }
     fn keep_part(&mut self) -> Result<(), Error> {
@@ -118,10 +120,10 @@ impl cairn_store::PartsTx for PgTx<'_> {
         Ok(())
     }
     fn undo_part(&mut self) -> Result<(), Error> {
-        if let Some(logged) = self.part.take() {
-            self.logged = logged;
-            self.logs.truncate(self.part_marks.0);
-            self.figures.truncate(self.part_marks.1);
+        if let Some(m) = self.part.take() {
+            self.logged = m.logged;
+            self.logs.truncate(m.logs);
+            self.figures.truncate(m.figures);
             self.c.undo_part();
         }
         Ok(())
