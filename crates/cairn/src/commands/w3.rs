@@ -179,8 +179,18 @@ fn parent(dir: &Path, a: &Args) -> Result<(), Failure> {
     }
     // Kill with a step in flight, as the workload means: on a loaded machine the other
     // workflows' next steps may not have begun yet when the last one finishes step 2.
+    // And read what is already in the pipe before deciding: a start read from a backlog
+    // may have finished since (its `done` waiting behind it), and the kill would then
+    // land with nothing in flight.
     let deadline = Instant::now() + stall_limit(a);
-    while first.starts.keys().all(|k| first.done.contains(k)) && Instant::now() < deadline {
+    loop {
+        while let Ok(line) = rx.try_recv() {
+            first.take(&line, t0);
+        }
+        let in_flight = first.starts.keys().any(|k| !first.done.contains(k));
+        if in_flight || Instant::now() >= deadline {
+            break;
+        }
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(line) => {
                 first.take(&line, t0);
